@@ -1,0 +1,778 @@
+//! `ferrobase.toml` + environment → one typed [`Settings`], validated as a whole.
+//!
+//! Every key can come from the file or from `FERROBASE_<SECTION>__<KEY>`; the environment
+//! wins. `DATABASE_URL`, `REDIS_URL` and `PORT` are honoured as well. Every problem is
+//! reported at once, with its location, and secrets are never echoed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use toml_edit::Item;
+
+use crate::diag::{Diagnostic, Diagnostics, SourceFile};
+use crate::parse::suggest;
+
+/// Shortest `FERROBASE_SECRET` production accepts, in bytes.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Which kind of deployment this is; production turns unsafe settings into errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    /// Local work: pretty logs, a generated secret.
+    Development,
+    /// A real deployment: guards on.
+    Production,
+    /// Automated tests.
+    Test,
+}
+
+/// How request logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// A secret value: compared and used, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret's bytes, for key derivation.
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// All settings of one deployment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `FERROBASE_ENV`.
+    pub env: Environment,
+    /// `[server]`.
+    pub server: ServerSettings,
+    /// `[database]`.
+    pub database: DatabaseSettings,
+    /// `[redis]`.
+    pub redis: RedisSettings,
+    /// `[auth]`.
+    pub auth: AuthSettings,
+    /// `[rate_limit]`.
+    pub rate_limit: RateLimitSettings,
+    /// `[cors]`.
+    pub cors: CorsSettings,
+    /// `[log]`.
+    pub log: LogSettings,
+    /// `FERROBASE_SECRET`, when given (development generates one when absent).
+    pub secret: Option<Secret>,
+    /// `FERROBASE_SECRET_PREVIOUS`, still accepted during a rotation.
+    pub secret_previous: Option<Secret>,
+}
+
+/// `[server]` settings.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// Largest request body in bytes.
+    pub body_limit: usize,
+    /// Longest a request may take before it is answered with 503.
+    pub request_timeout: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Where SQLite files and the development secret live, relative to the project.
+    pub data_dir: String,
+    /// Put internal error details in 500 responses (never in production).
+    pub debug_errors: bool,
+    /// Send `Strict-Transport-Security` (when served over HTTPS).
+    pub hsts: bool,
+}
+
+/// `[database]` settings.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `sqlite://path` (relative to the project) or `postgres://...`.
+    pub url: String,
+    /// Reader connections (SQLite) or pool size (PostgreSQL).
+    pub pool_size: usize,
+}
+
+/// `[redis]` settings.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://...`, when configured.
+    pub url: Option<String>,
+}
+
+/// `[auth]` settings.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// Lifetime of access tokens.
+    pub access_token_ttl: Duration,
+    /// Lifetime of refresh tokens.
+    pub refresh_token_ttl: Duration,
+    /// Mark session cookies `Secure` (required in production).
+    pub cookie_secure: bool,
+}
+
+/// `[rate_limit]` settings.
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// Whether requests are rate limited.
+    pub enabled: bool,
+}
+
+/// `[cors]` settings.
+#[derive(Debug, Clone)]
+pub struct CorsSettings {
+    /// Origins allowed to call the API from a browser.
+    pub allowed_origins: Vec<String>,
+}
+
+/// `[log]` settings.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// Output format.
+    pub format: LogFormat,
+    /// Lowest level written: trace, debug, info, warn or error.
+    pub level: String,
+}
+
+/// The keys that exist, by section.
+const KEYS: &[(&str, &[&str])] = &[
+    (
+        "server",
+        &[
+            "addr",
+            "body_limit",
+            "request_timeout",
+            "shutdown_timeout",
+            "trusted_proxies",
+            "data_dir",
+            "debug_errors",
+            "hsts",
+        ],
+    ),
+    ("database", &["url", "pool_size"]),
+    ("redis", &["url"]),
+    (
+        "auth",
+        &["access_token_ttl", "refresh_token_ttl", "cookie_secure"],
+    ),
+    ("rate_limit", &["enabled"]),
+    ("cors", &["allowed_origins"]),
+    ("log", &["format", "level"]),
+];
+
+/// Where one setting's raw value came from.
+enum Raw<'a> {
+    File(&'a Item),
+    Env { var: String, value: String },
+}
+
+struct Loader<'a> {
+    file: &'a SourceFile,
+    values: BTreeMap<(String, String), Raw<'a>>,
+    diags: Vec<Diagnostic>,
+}
+
+impl Settings {
+    /// Loads settings from the text of `ferrobase.toml` (empty when the file is absent)
+    /// and the given environment variables.
+    pub fn load(file: &SourceFile, env: &BTreeMap<String, String>) -> Result<Self, Diagnostics> {
+        let doc = match toml_edit::Document::parse(file.text()) {
+            Ok(doc) => doc,
+            Err(e) => {
+                let message = format!("invalid TOML: {}", e.message().trim());
+                return Err(Diagnostics(vec![file.diagnostic(e.span(), message, None)]));
+            }
+        };
+        let mut loader = Loader {
+            file,
+            values: BTreeMap::new(),
+            diags: Vec::new(),
+        };
+        loader.collect_file(doc.as_table());
+        loader.collect_env(env);
+        let settings = loader.build(env);
+        if loader.diags.is_empty() {
+            Ok(settings)
+        } else {
+            Err(Diagnostics(loader.diags))
+        }
+    }
+}
+
+fn env_diag(var: &str, message: impl fmt::Display) -> Diagnostic {
+    Diagnostic {
+        file: "environment".into(),
+        line: 0,
+        column: 0,
+        message: format!("{var}: {message}"),
+        hint: None,
+    }
+}
+
+fn span_of(item: &Item) -> Option<Range<usize>> {
+    match item {
+        Item::Value(v) => v.span(),
+        Item::Table(t) => t.span(),
+        Item::ArrayOfTables(a) => a.span(),
+        Item::None => None,
+    }
+}
+
+impl<'a> Loader<'a> {
+    fn collect_file(&mut self, root: &'a toml_edit::Table) {
+        let sections: Vec<&str> = KEYS.iter().map(|(s, _)| *s).collect();
+        for (section, item) in root.iter() {
+            let span = root.key(section).and_then(toml_edit::Key::span);
+            let Some((_, keys)) = KEYS.iter().find(|(s, _)| *s == section) else {
+                let hint = suggest(section, &sections)
+                    .unwrap_or_else(|| format!("sections: {}", sections.join(", ")));
+                self.diags.push(self.file.diagnostic(
+                    span,
+                    format!("unknown section [{section}]"),
+                    Some(hint),
+                ));
+                continue;
+            };
+            let Some(table) = item.as_table_like() else {
+                self.diags.push(self.file.diagnostic(
+                    span,
+                    format!("[{section}] must be a table"),
+                    None,
+                ));
+                continue;
+            };
+            for (key, value) in table.iter() {
+                if keys.contains(&key) {
+                    self.values
+                        .insert((section.to_owned(), key.to_owned()), Raw::File(value));
+                } else {
+                    let span = table
+                        .get_key_value(key)
+                        .and_then(|(k, v)| k.span().or_else(|| span_of(v)));
+                    let hint = suggest(key, keys)
+                        .unwrap_or_else(|| format!("keys of [{section}]: {}", keys.join(", ")));
+                    self.diags.push(self.file.diagnostic(
+                        span,
+                        format!("unknown key '{key}' in [{section}]"),
+                        Some(hint),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn collect_env(&mut self, env: &BTreeMap<String, String>) {
+        for (var, value) in env {
+            let Some(rest) = var.strip_prefix("FERROBASE_") else {
+                continue;
+            };
+            let Some((section, key)) = rest.split_once("__") else {
+                continue;
+            };
+            let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+            let known = KEYS
+                .iter()
+                .any(|(s, keys)| *s == section && keys.contains(&key.as_str()));
+            if known {
+                let raw = Raw::Env {
+                    var: var.clone(),
+                    value: value.clone(),
+                };
+                self.values.insert((section, key), raw);
+            } else {
+                self.diags.push(env_diag(var, "is not a ferrobase setting"));
+            }
+        }
+        let aliases = [
+            ("DATABASE_URL", "database", "url"),
+            ("REDIS_URL", "redis", "url"),
+        ];
+        for (var, section, key) in aliases {
+            if let Some(value) = env.get(var) {
+                let raw = Raw::Env {
+                    var: var.to_owned(),
+                    value: value.clone(),
+                };
+                self.values
+                    .insert((section.to_owned(), key.to_owned()), raw);
+            }
+        }
+    }
+
+    /// Reads one setting with `parse`, falling back to `default` and recording problems.
+    fn get<T>(
+        &mut self,
+        section: &str,
+        key: &str,
+        default: T,
+        parse: impl Fn(Value<'_>) -> Result<T, String>,
+    ) -> T {
+        let Some(raw) = self.values.get(&(section.to_owned(), key.to_owned())) else {
+            return default;
+        };
+        let (value, diag): (Value<'_>, Box<dyn Fn(String) -> Diagnostic>) = match raw {
+            Raw::File(item) => {
+                let span = span_of(item);
+                let file = self.file;
+                let name = format!("{section}.{key}");
+                (
+                    Value::Toml(item),
+                    Box::new(move |m| file.diagnostic(span.clone(), format!("{name}: {m}"), None)),
+                )
+            }
+            Raw::Env { var, value } => {
+                let var = var.clone();
+                (Value::Env(value), Box::new(move |m| env_diag(&var, m)))
+            }
+        };
+        match parse(value) {
+            Ok(v) => v,
+            Err(message) => {
+                self.diags.push(diag(message));
+                default
+            }
+        }
+    }
+
+    fn build(&mut self, env: &BTreeMap<String, String>) -> Settings {
+        let environment = match env.get("FERROBASE_ENV").map(String::as_str) {
+            None | Some("development") => Environment::Development,
+            Some("production") => Environment::Production,
+            Some("test") => Environment::Test,
+            Some(other) => {
+                self.diags.push(env_diag(
+                    "FERROBASE_ENV",
+                    format!("unknown environment '{other}'; use development, production or test"),
+                ));
+                Environment::Development
+            }
+        };
+        let production = environment == Environment::Production;
+        let mut addr = self.get("server", "addr", default_addr(), |v| {
+            v.string()?
+                .parse::<SocketAddr>()
+                .map_err(|_| "must be host:port, such as 127.0.0.1:8090".into())
+        });
+        if let Some(port) = env.get("PORT") {
+            match port.parse::<u16>() {
+                Ok(p) => addr.set_port(p),
+                Err(_) => self
+                    .diags
+                    .push(env_diag("PORT", "must be a port number (0-65535)")),
+            }
+        }
+        let server = ServerSettings {
+            addr,
+            body_limit: self.get("server", "body_limit", 1 << 20, |v| {
+                parse_size(&v.string()?)
+            }),
+            request_timeout: self.get("server", "request_timeout", Duration::from_secs(30), |v| {
+                parse_duration(&v.string()?)
+            }),
+            shutdown_timeout: self.get(
+                "server",
+                "shutdown_timeout",
+                Duration::from_secs(30),
+                |v| parse_duration(&v.string()?),
+            ),
+            trusted_proxies: self.get("server", "trusted_proxies", Vec::new(), |v| {
+                v.list()?
+                    .iter()
+                    .map(|s| {
+                        s.parse::<IpNet>()
+                            .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                            .map_err(|_| format!("'{s}' is not an IP address or CIDR"))
+                    })
+                    .collect()
+            }),
+            data_dir: self.get("server", "data_dir", "data".to_owned(), |v| {
+                v.string().and_then(|s| {
+                    if s.is_empty() {
+                        Err("must not be empty".into())
+                    } else {
+                        Ok(s)
+                    }
+                })
+            }),
+            debug_errors: self.get("server", "debug_errors", false, |v| v.bool()),
+            hsts: self.get("server", "hsts", false, |v| v.bool()),
+        };
+        let database = DatabaseSettings {
+            url: self.get(
+                "database",
+                "url",
+                "sqlite://data/ferrobase.db".to_owned(),
+                |v| {
+                    let url = v.string()?;
+                    let ok = ["sqlite://", "postgres://", "postgresql://"]
+                        .iter()
+                        .any(|p| url.starts_with(p));
+                    if ok {
+                        Ok(url)
+                    } else {
+                        Err("must start with sqlite:// or postgres://".into())
+                    }
+                },
+            ),
+            pool_size: self.get("database", "pool_size", 4, |v| {
+                let n = v.integer()?;
+                usize::try_from(n)
+                    .ok()
+                    .filter(|n| (1..=256).contains(n))
+                    .ok_or_else(|| "must be between 1 and 256".into())
+            }),
+        };
+        let redis = RedisSettings {
+            url: self.get("redis", "url", None, |v| {
+                let url = v.string()?;
+                match url.as_str() {
+                    "" => Ok(None),
+                    u if u.starts_with("redis://") || u.starts_with("rediss://") => Ok(Some(url)),
+                    _ => Err("must start with redis:// or rediss://".into()),
+                }
+            }),
+        };
+        let auth = AuthSettings {
+            access_token_ttl: self.get(
+                "auth",
+                "access_token_ttl",
+                Duration::from_secs(15 * 60),
+                |v| parse_duration(&v.string()?),
+            ),
+            refresh_token_ttl: self.get(
+                "auth",
+                "refresh_token_ttl",
+                Duration::from_secs(30 * 24 * 3600),
+                |v| parse_duration(&v.string()?),
+            ),
+            cookie_secure: self.get("auth", "cookie_secure", true, |v| v.bool()),
+        };
+        let rate_limit = RateLimitSettings {
+            enabled: self.get("rate_limit", "enabled", true, |v| v.bool()),
+        };
+        let cors = CorsSettings {
+            allowed_origins: self.get("cors", "allowed_origins", Vec::new(), |v| v.list()),
+        };
+        let default_format = if production {
+            LogFormat::Json
+        } else {
+            LogFormat::Pretty
+        };
+        let log = LogSettings {
+            format: self.get("log", "format", default_format, |v| {
+                match v.string()?.as_str() {
+                    "json" => Ok(LogFormat::Json),
+                    "pretty" => Ok(LogFormat::Pretty),
+                    _ => Err("must be \"json\" or \"pretty\"".into()),
+                }
+            }),
+            level: self.get("log", "level", "info".to_owned(), |v| {
+                let level = v.string()?;
+                if ["trace", "debug", "info", "warn", "error"].contains(&level.as_str()) {
+                    Ok(level)
+                } else {
+                    Err("must be trace, debug, info, warn or error".into())
+                }
+            }),
+        };
+        let secret = env
+            .get("FERROBASE_SECRET")
+            .filter(|s| !s.is_empty())
+            .map(Secret::new);
+        let secret_previous = env
+            .get("FERROBASE_SECRET_PREVIOUS")
+            .filter(|s| !s.is_empty())
+            .map(Secret::new);
+        if production {
+            self.production_guards(&secret, &server, &auth, &cors);
+        }
+        if let Some(previous) = &secret_previous {
+            if previous.expose().len() < MIN_SECRET_LEN && production {
+                self.diags.push(env_diag(
+                    "FERROBASE_SECRET_PREVIOUS",
+                    format!("is shorter than {MIN_SECRET_LEN} bytes"),
+                ));
+            }
+        }
+        Settings {
+            env: environment,
+            server,
+            database,
+            redis,
+            auth,
+            rate_limit,
+            cors,
+            log,
+            secret,
+            secret_previous,
+        }
+    }
+
+    fn production_guards(
+        &mut self,
+        secret: &Option<Secret>,
+        server: &ServerSettings,
+        auth: &AuthSettings,
+        cors: &CorsSettings,
+    ) {
+        match secret {
+            None => self.diags.push(env_diag(
+                "FERROBASE_SECRET",
+                "must be set in production (at least 32 bytes of random text)",
+            )),
+            Some(s) if s.expose().len() < MIN_SECRET_LEN => self.diags.push(env_diag(
+                "FERROBASE_SECRET",
+                format!(
+                    "is {} bytes; production needs at least {MIN_SECRET_LEN}",
+                    s.expose().len()
+                ),
+            )),
+            Some(_) => {}
+        }
+        let mut guard = |section: &str, key: &str, bad: bool, message: &str| {
+            if bad {
+                let diag = match self.values.get(&(section.to_owned(), key.to_owned())) {
+                    Some(Raw::File(item)) => self.file.diagnostic(
+                        span_of(item),
+                        format!("{section}.{key}: {message}"),
+                        None,
+                    ),
+                    Some(Raw::Env { var, .. }) => env_diag(var, message),
+                    None => env_diag(&format!("{section}.{key}"), message),
+                };
+                self.diags.push(diag);
+            }
+        };
+        guard(
+            "cors",
+            "allowed_origins",
+            cors.allowed_origins.iter().any(|o| o == "*"),
+            "'*' is refused in production; list the allowed origins",
+        );
+        guard(
+            "auth",
+            "cookie_secure",
+            !auth.cookie_secure,
+            "insecure cookies are refused in production",
+        );
+        guard(
+            "server",
+            "debug_errors",
+            server.debug_errors,
+            "error details are refused in production",
+        );
+    }
+}
+
+fn default_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8090))
+}
+
+/// A raw setting value from the file or the environment.
+enum Value<'a> {
+    Toml(&'a Item),
+    Env(&'a str),
+}
+
+impl Value<'_> {
+    fn string(self) -> Result<String, String> {
+        match self {
+            Value::Toml(item) => item
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| "must be a string".into()),
+            Value::Env(s) => Ok(s.to_owned()),
+        }
+    }
+
+    fn bool(self) -> Result<bool, String> {
+        match self {
+            Value::Toml(item) => item.as_bool().ok_or_else(|| "must be true or false".into()),
+            Value::Env(s) => match s {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err("must be true or false".into()),
+            },
+        }
+    }
+
+    fn integer(self) -> Result<i64, String> {
+        match self {
+            Value::Toml(item) => item.as_integer().ok_or_else(|| "must be an integer".into()),
+            Value::Env(s) => s.parse().map_err(|_| "must be an integer".into()),
+        }
+    }
+
+    /// A TOML array of strings, or a comma-separated environment value.
+    fn list(self) -> Result<Vec<String>, String> {
+        match self {
+            Value::Toml(item) => item
+                .as_array()
+                .and_then(|a| {
+                    a.iter()
+                        .map(|v| v.as_str().map(str::to_owned))
+                        .collect::<Option<Vec<_>>>()
+                })
+                .ok_or_else(|| "must be an array of strings".into()),
+            Value::Env(s) => Ok(s
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()),
+        }
+    }
+}
+
+/// Parses `"30s"`, `"15m"`, `"30d"`, `"1h 30m"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|_| format!("'{s}' is not a duration; write it like 30s, 15m, 12h or 30d"))
+}
+
+/// Parses sizes such as `"1MiB"`, `"512KB"`, `"2048"` (bytes).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let unit = unit.trim().to_ascii_lowercase();
+    let multiplier: usize = match unit.as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "'{s}' is not a size; write it like 1MiB, 512KiB or 2048"
+            ));
+        }
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(multiplier))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("'{s}' is not a size; write it like 1MiB, 512KiB or 2048"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn load(text: &str, pairs: &[(&str, &str)]) -> Result<Settings, Diagnostics> {
+        Settings::load(&SourceFile::new("ferrobase.toml", text), &env(pairs))
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let s = load("", &[]).expect("defaults are valid");
+        assert_eq!(s.server.addr.to_string(), "127.0.0.1:8090");
+        assert_eq!(s.server.body_limit, 1 << 20);
+        assert_eq!(s.log.format, LogFormat::Pretty);
+        assert!(s.rate_limit.enabled);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let s = load(
+            "[server]\naddr = \"0.0.0.0:1\"\n[log]\nformat = \"pretty\"\n",
+            &[
+                ("FERROBASE_LOG__FORMAT", "json"),
+                ("PORT", "9000"),
+                ("DATABASE_URL", "postgres://x/y"),
+                (
+                    "FERROBASE_CORS__ALLOWED_ORIGINS",
+                    "https://a.io, https://b.io",
+                ),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(s.server.addr.to_string(), "0.0.0.0:9000");
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(s.database.url, "postgres://x/y");
+        assert_eq!(s.cors.allowed_origins, vec!["https://a.io", "https://b.io"]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_location() {
+        let err = load(
+            "[server]\naddr = \"nowhere\"\nbody_limit = \"lots\"\n[sever]\n",
+            &[("FERROBASE_LOG__LEVEL", "loud")],
+        )
+        .expect_err("invalid");
+        let text = err.to_string();
+        assert!(text.contains("ferrobase.toml:2:8: server.addr"), "{text}");
+        assert!(
+            text.contains("ferrobase.toml:3:14: server.body_limit"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ferrobase.toml:4:2: unknown section [sever]"),
+            "{text}"
+        );
+        assert!(text.contains("did you mean 'server'"), "{text}");
+        assert!(text.contains("FERROBASE_LOG__LEVEL"), "{text}");
+        assert_eq!(err.0.len(), 4);
+    }
+
+    #[test]
+    fn production_guards_never_echo_the_secret() {
+        let err = load(
+            "[cors]\nallowed_origins = [\"*\"]\n",
+            &[
+                ("FERROBASE_ENV", "production"),
+                ("FERROBASE_SECRET", "hunter2-short"),
+                ("FERROBASE_SERVER__DEBUG_ERRORS", "true"),
+            ],
+        )
+        .expect_err("refused");
+        let text = err.to_string();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("FERROBASE_SECRET: is 13 bytes"), "{text}");
+        assert!(text.contains("cors.allowed_origins"), "{text}");
+        assert!(text.contains("FERROBASE_SERVER__DEBUG_ERRORS"), "{text}");
+        assert!(format!("{:?}", Secret::new("hunter2")).contains("redacted"));
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("512 KB"), Ok(512_000));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("1XB").is_err());
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

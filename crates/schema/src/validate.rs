@@ -1,0 +1,314 @@
+//! Validation of one field value against its declaration: shared by record writes and by
+//! `default` values in the schema, so both accept exactly the same things.
+
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{Date, OffsetDateTime, UtcOffset};
+
+use crate::model::{Field, FieldType};
+
+/// Largest integer a JSON number carries exactly in every client language.
+const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
+
+/// Checks a non-null `value` for `field` and returns its canonical form (UTC datetimes,
+/// lower-case UUIDs, whole numbers as integers) or every message that applies.
+pub fn validate_value(field: &Field, value: &Value) -> Result<Value, Vec<String>> {
+    let mut problems = Vec::new();
+    let normalized = match &field.ty {
+        FieldType::String | FieldType::Text => text(field, value, &mut problems),
+        FieldType::Email => text(field, value, &mut problems).inspect(|v| {
+            if let Value::String(s) = v {
+                if !is_email(s) {
+                    problems.push("must be a valid email address".into());
+                }
+            }
+        }),
+        FieldType::Url => text(field, value, &mut problems).inspect(|v| {
+            if let Value::String(s) = v {
+                if !is_http_url(s) {
+                    problems.push("must be an absolute http or https URL".into());
+                }
+            }
+        }),
+        FieldType::Integer => integer(field, value, &mut problems),
+        FieldType::Number => number(field, value, &mut problems),
+        FieldType::Boolean => match value {
+            Value::Bool(_) => Some(value.clone()),
+            _ => fail(&mut problems, "must be true or false"),
+        },
+        FieldType::Datetime => match value.as_str().map(normalize_datetime) {
+            Some(Some(s)) => Some(Value::String(s)),
+            _ => fail(
+                &mut problems,
+                "must be an RFC 3339 date-time such as 2025-01-31T12:00:00Z",
+            ),
+        },
+        FieldType::Date => match value.as_str().filter(|s| is_date(s)) {
+            Some(s) => Some(Value::String(s.to_owned())),
+            None => fail(&mut problems, "must be a date such as 2025-01-31"),
+        },
+        FieldType::Enum(values) => match value.as_str() {
+            Some(s) if values.iter().any(|v| v == s) => Some(value.clone()),
+            _ => fail(
+                &mut problems,
+                &format!("must be one of: {}", values.join(", ")),
+            ),
+        },
+        FieldType::Uuid => match value.as_str().and_then(normalize_uuid) {
+            Some(s) => Some(Value::String(s)),
+            None => fail(&mut problems, "must be a UUID"),
+        },
+        FieldType::Json => Some(value.clone()),
+        FieldType::Relation(rel) if rel.many => many_relation(field, value, &mut problems),
+        FieldType::Relation(_) => match value.as_str().and_then(normalize_uuid) {
+            Some(s) => Some(Value::String(s)),
+            None => fail(&mut problems, "must be the id of a record"),
+        },
+    };
+    match normalized {
+        Some(v) if problems.is_empty() => Ok(v),
+        _ => Err(problems),
+    }
+}
+
+fn fail(problems: &mut Vec<String>, message: &str) -> Option<Value> {
+    problems.push(message.to_owned());
+    None
+}
+
+fn text(field: &Field, value: &Value, problems: &mut Vec<String>) -> Option<Value> {
+    let Value::String(s) = value else {
+        return fail(problems, "must be a string");
+    };
+    let chars = s.chars().count() as u64;
+    if let Some(min) = field.min_length {
+        if chars < min {
+            problems.push(format!("must be at least {min} characters"));
+        }
+    }
+    if let Some(max) = field.max_length {
+        if chars > max {
+            problems.push(format!("must be at most {max} characters"));
+        }
+    }
+    if let Some(pattern) = &field.pattern {
+        if !pattern.regex.is_match(s) {
+            problems.push(format!("must match the pattern {}", pattern.source));
+        }
+    }
+    Some(value.clone())
+}
+
+fn integer(field: &Field, value: &Value, problems: &mut Vec<String>) -> Option<Value> {
+    let Value::Number(n) = value else {
+        return fail(problems, "must be an integer");
+    };
+    let int = match (n.as_i64(), n.as_f64()) {
+        (Some(i), _) => i,
+        (None, Some(f)) if f.fract() == 0.0 && f.abs() <= MAX_SAFE_INTEGER => f as i64,
+        _ => return fail(problems, "must be an integer"),
+    };
+    bounds(field, int as f64, problems);
+    Some(Value::from(int))
+}
+
+fn number(field: &Field, value: &Value, problems: &mut Vec<String>) -> Option<Value> {
+    match value.as_f64() {
+        Some(f) if f.is_finite() => {
+            bounds(field, f, problems);
+            Some(value.clone())
+        }
+        _ => fail(problems, "must be a number"),
+    }
+}
+
+fn bounds(field: &Field, x: f64, problems: &mut Vec<String>) {
+    if let Some(min) = field.min {
+        if x < min {
+            problems.push(format!("must be at least {min}"));
+        }
+    }
+    if let Some(max) = field.max {
+        if x > max {
+            problems.push(format!("must be at most {max}"));
+        }
+    }
+}
+
+fn many_relation(field: &Field, value: &Value, problems: &mut Vec<String>) -> Option<Value> {
+    let Value::Array(items) = value else {
+        return fail(problems, "must be an array of record ids");
+    };
+    let mut ids: Vec<Value> = Vec::with_capacity(items.len());
+    for item in items {
+        match item.as_str().and_then(normalize_uuid) {
+            Some(id) if ids.iter().any(|v| v.as_str() == Some(id.as_str())) => {
+                problems.push(format!("lists {id} more than once"));
+            }
+            Some(id) => ids.push(Value::String(id)),
+            None => return fail(problems, "must be an array of record ids"),
+        }
+    }
+    let count = ids.len() as u64;
+    if let Some(min) = field.min_length {
+        if count < min {
+            problems.push(format!("must have at least {min} items"));
+        }
+    }
+    if let Some(max) = field.max_length {
+        if count > max {
+            problems.push(format!("must have at most {max} items"));
+        }
+    }
+    Some(Value::Array(ids))
+}
+
+/// Canonical storage form of an instant: UTC, microseconds, fixed width, so that text
+/// order is time order.
+pub fn format_datetime(at: OffsetDateTime) -> String {
+    let at = at.to_offset(UtcOffset::UTC);
+    let format =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+    at.format(format)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000000Z".to_owned())
+}
+
+/// Parses an RFC 3339 date-time and returns its canonical form.
+pub fn normalize_datetime(s: &str) -> Option<String> {
+    let at = OffsetDateTime::parse(s, &Rfc3339).ok()?;
+    let utc = at.to_offset(UtcOffset::UTC);
+    (0..=9999)
+        .contains(&utc.year())
+        .then(|| format_datetime(utc))
+}
+
+fn is_date(s: &str) -> bool {
+    let format = format_description!("[year]-[month]-[day]");
+    s.len() == 10 && Date::parse(s, format).is_ok()
+}
+
+/// Lower-case hyphenated form of a UUID, or `None` when `s` is not one.
+pub fn normalize_uuid(s: &str) -> Option<String> {
+    if s.len() != 36 {
+        return None;
+    }
+    uuid::Uuid::try_parse(s)
+        .ok()
+        .map(|u| u.hyphenated().to_string())
+}
+
+/// A deliberately plain address check: one `@`, a sensible local part, a dotted domain,
+/// no spaces or control characters. Deliverability is proven by verification mail.
+pub fn is_email(s: &str) -> bool {
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return false;
+    };
+    let bad_char = |c: char| c.is_whitespace() || c.is_control() || c == '@';
+    !local.is_empty()
+        && local.len() <= 64
+        && s.len() <= 254
+        && !local.chars().any(bad_char)
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains("..")
+        && domain
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '-' || c == '.')
+}
+
+fn is_http_url(s: &str) -> bool {
+    url::Url::parse(s)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Pattern, Relation};
+    use serde_json::json;
+
+    fn field(ty: FieldType) -> Field {
+        Field::new("f", ty)
+    }
+
+    #[test]
+    fn strings_count_characters_and_match_patterns() {
+        let mut f = field(FieldType::String);
+        f.min_length = Some(2);
+        f.max_length = Some(3);
+        f.pattern = Some(Pattern {
+            source: "^[a-zé]+$".into(),
+            regex: regex::Regex::new("^[a-zé]+$").expect("valid"),
+        });
+        assert_eq!(validate_value(&f, &json!("éé")), Ok(json!("éé")));
+        assert_eq!(
+            validate_value(&f, &json!("a")),
+            Err(vec!["must be at least 2 characters".to_owned()])
+        );
+        assert_eq!(
+            validate_value(&f, &json!("ABCD")).map_err(|e| e.len()),
+            Err(2)
+        );
+        assert!(validate_value(&f, &json!(12)).is_err());
+    }
+
+    #[test]
+    fn integers_are_whole_and_bounded() {
+        let mut f = field(FieldType::Integer);
+        f.min = Some(0.0);
+        f.max = Some(10.0);
+        assert_eq!(validate_value(&f, &json!(3)), Ok(json!(3)));
+        assert_eq!(validate_value(&f, &json!(3.0)), Ok(json!(3)));
+        assert!(validate_value(&f, &json!(3.5)).is_err());
+        assert!(validate_value(&f, &json!(11)).is_err());
+        assert!(validate_value(&f, &json!("3")).is_err());
+    }
+
+    #[test]
+    fn datetimes_are_normalized_to_utc_micros() {
+        let f = field(FieldType::Datetime);
+        assert_eq!(
+            validate_value(&f, &json!("2025-01-31T12:00:00+01:00")),
+            Ok(json!("2025-01-31T11:00:00.000000Z"))
+        );
+        assert!(validate_value(&f, &json!("2025-01-31")).is_err());
+        assert!(validate_value(&f, &json!("yesterday")).is_err());
+    }
+
+    #[test]
+    fn dates_uuids_emails_urls() {
+        assert!(validate_value(&field(FieldType::Date), &json!("2025-02-28")).is_ok());
+        assert!(validate_value(&field(FieldType::Date), &json!("2025-02-30")).is_err());
+        assert_eq!(
+            validate_value(
+                &field(FieldType::Uuid),
+                &json!("0190A5B4-1C2D-7E3F-8A9B-0C1D2E3F4A5B")
+            ),
+            Ok(json!("0190a5b4-1c2d-7e3f-8a9b-0c1d2e3f4a5b"))
+        );
+        assert!(validate_value(&field(FieldType::Email), &json!("a@b.co")).is_ok());
+        assert!(validate_value(&field(FieldType::Email), &json!("a b@c.co")).is_err());
+        assert!(validate_value(&field(FieldType::Email), &json!("a@localhost")).is_err());
+        assert!(validate_value(&field(FieldType::Url), &json!("https://x.io/a?b")).is_ok());
+        assert!(validate_value(&field(FieldType::Url), &json!("javascript:alert(1)")).is_err());
+    }
+
+    #[test]
+    fn many_relations_reject_duplicates_and_count_items() {
+        let mut f = field(FieldType::Relation(Relation {
+            resource: "tags".into(),
+            many: true,
+            on_delete: crate::model::OnDelete::Cascade,
+        }));
+        f.max_length = Some(1);
+        let id = "0190a5b4-1c2d-7e3f-8a9b-0c1d2e3f4a5b";
+        assert_eq!(validate_value(&f, &json!([id])), Ok(json!([id])));
+        assert_eq!(
+            validate_value(&f, &json!([id, id])).map_err(|e| e.len()),
+            Err(1)
+        );
+        assert!(validate_value(&f, &json!(id)).is_err());
+    }
+}

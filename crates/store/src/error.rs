@@ -1,0 +1,66 @@
+//! What can go wrong in the store, in terms the HTTP boundary maps to status codes.
+
+use std::collections::BTreeMap;
+
+/// A store failure. Each variant says which response it becomes.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint would be violated (409 `CONFLICT`); the fields involved.
+    #[error("a record with the same {} already exists", .fields.join(", "))]
+    Unique {
+        /// Fields of the violated constraint.
+        fields: Vec<String>,
+    },
+    /// Relation values point at records that do not exist (400 `VALIDATION_FAILED`).
+    #[error("relations point at records that do not exist")]
+    BrokenRelation {
+        /// Messages per field.
+        fields: BTreeMap<String, Vec<String>>,
+    },
+    /// The record is still referenced by others that restrict its deletion (409 `CONFLICT`).
+    #[error("the record is still referenced by other records")]
+    Referenced,
+    /// The stored version differs from the expected one (412 `PRECONDITION_FAILED`).
+    #[error("the record has changed since it was read")]
+    VersionMismatch,
+    /// The database is unreachable, busy or out of space (503 `UNAVAILABLE`).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The database does not match the schema, or cannot be opened as configured
+    /// (start-up failure).
+    #[error("{0}")]
+    Config(String),
+    /// Anything else (500 `INTERNAL`; the detail is logged, never sent).
+    #[error("internal store error: {0}")]
+    Internal(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        match &e {
+            rusqlite::Error::SqliteFailure(f, msg) => match f.code {
+                ErrorCode::ConstraintViolation if matches!(f.extended_code, 2067 | 1555) => {
+                    let fields = msg
+                        .as_deref()
+                        .and_then(|m| m.split_once(": "))
+                        .map(|(_, cols)| {
+                            cols.split(", ")
+                                .filter_map(|c| c.rsplit_once('.').map(|(_, col)| col.to_owned()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    Self::Unique { fields }
+                }
+                ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::DiskFull
+                | ErrorCode::CannotOpen
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::ReadOnly => Self::Unavailable(e.to_string()),
+                _ => Self::Internal(e.to_string()),
+            },
+            _ => Self::Internal(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Loading a project directory: `.env`, `ferrobase.toml`, `schema.toml` (or the built-in
+//! example), each validated, every problem collected before anything starts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ferrobase_schema::templates::BLOG_SCHEMA;
+use ferrobase_schema::{Diagnostic, Schema, Settings, SourceFile, parse_schema};
+
+/// A loaded, valid project.
+pub struct Project {
+    /// The project directory.
+    pub dir: PathBuf,
+    /// Validated settings.
+    pub settings: Settings,
+    /// Validated schema.
+    pub schema: Schema,
+    /// Whether the schema is the built-in example (no schema.toml in the directory).
+    pub builtin_schema: bool,
+}
+
+/// The process environment with `.env` values underneath it.
+fn environment(dir: &Path, problems: &mut Vec<Diagnostic>) -> BTreeMap<String, String> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let dotenv = dir.join(".env");
+    if dotenv.exists() {
+        match dotenvy::from_path_iter(&dotenv) {
+            Ok(iter) => {
+                for item in iter {
+                    match item {
+                        Ok((k, v)) => {
+                            env.insert(k, v);
+                        }
+                        Err(e) => problems.push(Diagnostic {
+                            file: ".env".into(),
+                            line: 0,
+                            column: 0,
+                            message: format!("cannot be read: {e}"),
+                            hint: None,
+                        }),
+                    }
+                }
+            }
+            Err(e) => problems.push(Diagnostic {
+                file: ".env".into(),
+                line: 0,
+                column: 0,
+                message: format!("cannot be read: {e}"),
+                hint: None,
+            }),
+        }
+    }
+    env.extend(std::env::vars());
+    env
+}
+
+fn read(path: &Path, name: &str, problems: &mut Vec<Diagnostic>) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            problems.push(Diagnostic {
+                file: name.into(),
+                line: 0,
+                column: 0,
+                message: format!("cannot be read: {e}"),
+                hint: None,
+            });
+            None
+        }
+    }
+}
+
+/// Loads and validates everything; on failure, every problem found.
+pub fn load(dir: &Path) -> Result<Project, Vec<Diagnostic>> {
+    let mut problems = Vec::new();
+    let env = environment(dir, &mut problems);
+    let settings_text = read(&dir.join("ferrobase.toml"), "ferrobase.toml", &mut problems);
+    let settings_src = SourceFile::new("ferrobase.toml", settings_text.unwrap_or_default());
+    let settings = Settings::load(&settings_src, &env).map_err(|d| problems.extend(d.0));
+
+    let schema_text = read(&dir.join("schema.toml"), "schema.toml", &mut problems);
+    let builtin_schema = schema_text.is_none();
+    let schema_src = match schema_text {
+        Some(text) => SourceFile::new("schema.toml", text),
+        None => SourceFile::new("built-in blog schema", BLOG_SCHEMA),
+    };
+    let schema = parse_schema(&schema_src).map_err(|d| problems.extend(d.0));
+    if let Ok(schema) = &schema {
+        problems.extend(ferrobase_query::check_rules(schema, &schema_src));
+    }
+    match (settings, schema) {
+        (Ok(settings), Ok(schema)) if problems.is_empty() => Ok(Project {
+            dir: dir.to_path_buf(),
+            settings,
+            schema,
+            builtin_schema,
+        }),
+        _ => Err(problems),
+    }
+}
+
+/// Prints problems the way `check` and `serve` both report them.
+pub fn report(problems: &[Diagnostic]) {
+    for p in problems {
+        eprintln!("error: {p}");
+    }
+    let n = problems.len();
+    eprintln!(
+        "{n} problem{} found; nothing was started",
+        if n == 1 { "" } else { "s" }
+    );
+}

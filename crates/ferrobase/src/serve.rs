@@ -1,0 +1,153 @@
+//! `ferrobase serve`: start-up, serving, graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use ferrobase_http::AppState;
+use ferrobase_store::Store;
+use tokio::net::TcpListener;
+
+use crate::{EXIT_CONFIG, EXIT_RUNTIME, logging, project, secret};
+
+/// Loads the project and serves it until SIGTERM or SIGINT.
+pub fn run(dir: &Path, addr: Option<SocketAddr>) -> ExitCode {
+    let project = match project::load(dir) {
+        Ok(p) => p,
+        Err(problems) => {
+            project::report(&problems);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let _guard = logging::init(&project.settings.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let code = runtime.block_on(serve(project, addr));
+    // Let the database threads and in-flight work end before the log writer flushes.
+    drop(runtime);
+    code
+}
+
+async fn serve(mut project: project::Project, addr: Option<SocketAddr>) -> ExitCode {
+    let data_dir = project.dir.join(&project.settings.server.data_dir);
+    match secret::resolve(
+        &data_dir,
+        project.settings.env,
+        project.settings.secret.take(),
+    ) {
+        Ok(secret) => project.settings.secret = Some(secret),
+        Err(e) => {
+            tracing::error!(error = %e, "no secret");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
+    if project.builtin_schema {
+        tracing::info!(
+            "no schema.toml in the project directory; serving the built-in blog example"
+        );
+    }
+    let schema = Arc::new(project.schema);
+    let settings = Arc::new(project.settings);
+    let store = match Store::open(&project.dir, &settings, schema.clone()) {
+        Ok(store) => store,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the database");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let state = AppState::new(schema, settings.clone(), store);
+    let addr = addr.unwrap_or(settings.server.addr);
+    let listener = match TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, %addr, "cannot listen");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let local = listener
+        .local_addr()
+        .map_or_else(|_| addr.to_string(), |a| a.to_string());
+    tracing::info!(addr = %local, version = env!("CARGO_PKG_VERSION"), "listening");
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = ferrobase_http::router(state.clone());
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = stop_rx.await;
+    });
+    let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+    tokio::select! {
+        result = &mut server => {
+            return match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "server failed");
+                    ExitCode::from(EXIT_RUNTIME)
+                }
+            };
+        }
+        signal = shutdown_signal() => {
+            tracing::info!(signal, "shutdown signal received; finishing in-flight requests");
+        }
+    }
+    state.begin_shutdown();
+    let _ = stop_tx.send(());
+    let grace = settings.server.shutdown_timeout;
+    match tokio::time::timeout(grace, server).await {
+        Ok(Ok(())) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "server failed while stopping");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+        Err(_) => {
+            tracing::warn!(
+                seconds = grace.as_secs(),
+                "requests still running after the shutdown timeout; stopping anyway"
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Resolves with the signal's name on SIGTERM or SIGINT.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}

@@ -1,0 +1,175 @@
+//! The request boundary: the one middleware every request passes through.
+//!
+//! It assigns the request id, enforces the request timeout, turns panics into a plain
+//! 500, renders every [`ApiError`] in the one error shape with the request id, adds the
+//! security headers, and writes exactly one log line per request.
+
+use std::panic::AssertUnwindSafe;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt;
+
+use crate::error::{ApiError, PendingError, render};
+use crate::redact;
+use crate::state::AppState;
+
+/// The request id of the current request, available to handlers as an extension.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Accepts a client's request id when it is short and plain; otherwise makes one.
+fn request_id(req: &Request) -> String {
+    req.headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=128).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
+}
+
+fn security_headers(res: &mut Response, hsts: bool) {
+    let h = res.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'",
+        ));
+    h.insert(
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
+    );
+    if hsts {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        );
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("panic")
+}
+
+/// The boundary middleware; install it outermost.
+pub async fn boundary(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = request_id(&req);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(redact::query);
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let debug_headers =
+        tracing::enabled!(tracing::Level::DEBUG).then(|| redact::headers(req.headers()));
+    let timeout = state.settings.server.request_timeout;
+
+    let outcome = AssertUnwindSafe(tokio::time::timeout(timeout, next.run(req)))
+        .catch_unwind()
+        .await;
+    let mut res = match outcome {
+        Ok(Ok(res)) => res,
+        Ok(Err(_elapsed)) => ApiError::unavailable(format!(
+            "the request took longer than {}s and was abandoned",
+            timeout.as_secs_f64()
+        ))
+        .into_response(),
+        Err(payload) => {
+            ApiError::internal(format!("handler panicked: {}", panic_message(&*payload)))
+                .into_response()
+        }
+    };
+    if let Some(PendingError(error)) = res.extensions_mut().remove::<PendingError>() {
+        let status = error.status;
+        let keep = [header::ALLOW, header::WWW_AUTHENTICATE, header::RETRY_AFTER];
+        let kept: Vec<_> = keep
+            .iter()
+            .filter_map(|h| res.headers().get(h).map(|v| (h.clone(), v.clone())))
+            .collect();
+        res = Response::new(Body::from(render(&error, &id)));
+        *res.status_mut() = status;
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        for (name, value) in kept {
+            res.headers_mut().insert(name, value);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        res.headers_mut().insert(X_REQUEST_ID.clone(), v);
+    }
+    security_headers(&mut res, state.settings.server.hsts);
+
+    let status = res.status();
+    let latency_ms = started.elapsed().as_micros() as f64 / 1000.0;
+    let route = route.as_deref().unwrap_or("-");
+    let query = query.as_deref().unwrap_or("");
+    macro_rules! line {
+        ($level:ident) => {
+            tracing::$level!(
+                target: "ferrobase::request",
+                request_id = %id,
+                method = %method,
+                path = %path,
+                query = %query,
+                route = %route,
+                status = status.as_u16(),
+                latency_ms = latency_ms,
+                user_id = tracing::field::Empty,
+                headers = debug_headers.as_deref(),
+                "request"
+            )
+        };
+    }
+    if status.is_server_error() {
+        line!(error);
+    } else {
+        line!(info);
+    }
+    res
+}
+
+/// 404 for every path no route matches.
+pub async fn not_found(req: Request) -> ApiError {
+    ApiError::not_found(format!(
+        "no route for {} {}",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
+/// 405 for a known path with a method it does not support.
+pub async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}

@@ -1,0 +1,30 @@
+//! Operational endpoints outside `/api/v1`: liveness and readiness.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::records::json_response;
+use crate::state::AppState;
+
+/// `GET /health`: the process is alive and serving.
+pub(crate) async fn health() -> Response {
+    json_response(StatusCode::OK, &json!({ "status": "ok" }))
+}
+
+/// `GET /ready`: the database answers and shutdown has not begun.
+pub(crate) async fn ready(State(state): State<AppState>) -> Result<Response, ApiError> {
+    if state.is_shutting_down() {
+        return Err(ApiError::unavailable("shutting down"));
+    }
+    if let Err(e) = state.store.ping().await {
+        tracing::warn!(error = %e, "readiness check failed");
+        return Err(ApiError::unavailable("the database is unavailable"));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "status": "ready", "checks": { "database": "ok" } }),
+    ))
+}

@@ -464,8 +464,17 @@ impl Plans {
     }
 }
 
+/// Foreign-key failures: SQLITE_CONSTRAINT_FOREIGNKEY, or SQLITE_CONSTRAINT_TRIGGER with
+/// the foreign-key message, which is how `ON DELETE RESTRICT` reports.
 fn is_foreign_key(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == 787)
+    match e {
+        rusqlite::Error::SqliteFailure(f, msg) => {
+            f.extended_code == 787
+                || (f.code == rusqlite::ErrorCode::ConstraintViolation
+                    && msg.as_deref().is_some_and(|m| m.contains("FOREIGN KEY")))
+        }
+        _ => false,
+    }
 }
 
 /// A foreign-key failure on write that `check_relations` did not foresee (a concurrent

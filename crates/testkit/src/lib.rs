@@ -1,0 +1,349 @@
+//! The black-box test harness: each [`Server`] is the real `ferrobase` binary, started
+//! on port 0 in a fresh project directory, spoken to over HTTP. Its JSON log lines are
+//! collected so tests can assert on them. [`services`] finds the PostgreSQL and Redis
+//! servers tests may use.
+
+pub mod services;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long a server may take to start or stop before a test fails.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+/// A fresh project directory with optional files.
+pub struct Project {
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl Project {
+    /// An empty project directory (serves the built-in blog example).
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temporary directory"),
+            env: vec![
+                ("FERROBASE_ENV".into(), "test".into()),
+                ("FERROBASE_LOG__FORMAT".into(), "json".into()),
+            ],
+        }
+    }
+
+    /// Writes `schema.toml`.
+    pub fn schema(self, text: &str) -> Self {
+        self.file("schema.toml", text)
+    }
+
+    /// Writes `ferrobase.toml`.
+    pub fn settings(self, text: &str) -> Self {
+        self.file("ferrobase.toml", text)
+    }
+
+    /// Writes any file relative to the project.
+    pub fn file(self, name: &str, text: &str) -> Self {
+        let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create parent");
+        }
+        std::fs::write(path, text).expect("write project file");
+        self
+    }
+
+    /// Sets an environment variable for commands run in this project.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The project directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn command(&self, bin: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin);
+        cmd.args(args).arg("--dir").arg(self.dir.path());
+        for (var, _) in std::env::vars() {
+            if var.starts_with("FERROBASE_")
+                && !var.starts_with("FERROBASE_TEST_")
+                && var != "FERROBASE_REQUIRE_SERVICES"
+            {
+                cmd.env_remove(var);
+            }
+        }
+        cmd.env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env_remove("PORT");
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        cmd
+    }
+
+    /// Runs `ferrobase <args> --dir <project>` to completion.
+    pub fn run(&self, bin: &str, args: &[&str]) -> Output {
+        self.command(bin, args).output().expect("run ferrobase")
+    }
+
+    /// Starts `ferrobase serve` on an ephemeral port and waits until it listens.
+    pub fn serve(self, bin: &str) -> Server {
+        let mut cmd = self.command(bin, &["serve", "--addr", "127.0.0.1:0"]);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn ferrobase serve");
+        let logs = Arc::new(Logs::default());
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    logs.push(line);
+                }
+                logs.close();
+            });
+        }
+        let listening = logs.wait_for(DEADLINE, |l| {
+            l.get("message").and_then(Value::as_str) == Some("listening")
+        });
+        let Some(line) = listening else {
+            let _ = child.kill();
+            panic!("ferrobase did not start; output:\n{}", logs.text());
+        };
+        let addr = line["addr"]
+            .as_str()
+            .expect("addr in listening line")
+            .to_owned();
+        Server {
+            project: self,
+            child,
+            base: format!("http://{addr}"),
+            addr,
+            logs,
+            client: reqwest::blocking::Client::builder()
+                .timeout(DEADLINE)
+                .build()
+                .expect("http client"),
+        }
+    }
+}
+
+impl Default for Project {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Lines a server wrote, shared with the threads reading its output.
+#[derive(Default)]
+pub struct Logs {
+    lines: Mutex<(Vec<String>, bool)>,
+    changed: Condvar,
+}
+
+impl Logs {
+    fn push(&self, line: String) {
+        let mut guard = self.lines.lock().expect("logs lock");
+        guard.0.push(line);
+        self.changed.notify_all();
+    }
+
+    fn close(&self) {
+        let mut guard = self.lines.lock().expect("logs lock");
+        guard.1 = true;
+        self.changed.notify_all();
+    }
+
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().expect("logs lock").0.clone()
+    }
+
+    /// All output as one text.
+    pub fn text(&self) -> String {
+        self.lines().join("\n")
+    }
+
+    /// Lines that are JSON objects.
+    pub fn json(&self) -> Vec<Value> {
+        self.lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits (on output, not on a timer) until a JSON line matches, or the deadline
+    /// passes, or the output ends.
+    pub fn wait_for(&self, deadline: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let end = Instant::now() + deadline;
+        let mut guard = self.lines.lock().expect("logs lock");
+        loop {
+            if let Some(v) = guard
+                .0
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|v| pred(v))
+            {
+                return Some(v);
+            }
+            let now = Instant::now();
+            if guard.1 || now >= end {
+                return None;
+            }
+            guard = self
+                .changed
+                .wait_timeout(guard, end - now)
+                .expect("logs lock")
+                .0;
+        }
+    }
+}
+
+/// A running `ferrobase serve`; killed when dropped.
+pub struct Server {
+    project: Project,
+    child: Child,
+    /// `host:port` it listens on.
+    pub addr: String,
+    base: String,
+    /// Its output.
+    pub logs: Arc<Logs>,
+    client: reqwest::blocking::Client,
+}
+
+/// A response, read completely.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// Body text.
+    pub text: String,
+}
+
+impl Reply {
+    /// The body as JSON (panics with the body when it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.text))
+    }
+
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The error code of an error body.
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+impl Server {
+    /// Absolute URL of a path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The project directory.
+    pub fn dir(&self) -> &Path {
+        self.project.path()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a request built by `f` and reads the whole response.
+    pub fn send(
+        &self,
+        f: impl FnOnce(&reqwest::blocking::Client) -> reqwest::blocking::RequestBuilder,
+    ) -> Reply {
+        let res = f(&self.client).send().expect("request");
+        Reply {
+            status: res.status().as_u16(),
+            headers: res.headers().clone(),
+            text: res.text().expect("body"),
+        }
+    }
+
+    /// `GET path`.
+    pub fn get(&self, path: &str) -> Reply {
+        self.send(|c| c.get(self.url(path)))
+    }
+
+    /// `DELETE path`.
+    pub fn delete(&self, path: &str) -> Reply {
+        self.send(|c| c.delete(self.url(path)))
+    }
+
+    /// `POST path` with a JSON body.
+    pub fn post(&self, path: &str, body: &Value) -> Reply {
+        self.send(|c| c.post(self.url(path)).json(body))
+    }
+
+    /// `PATCH path` with a JSON body (`application/merge-patch+json`).
+    pub fn patch(&self, path: &str, body: &Value) -> Reply {
+        self.send(|c| {
+            c.patch(self.url(path))
+                .header("content-type", "application/merge-patch+json")
+                .body(body.to_string())
+        })
+    }
+
+    /// Sends a signal (`TERM`, `INT`, `KILL`) to the server process.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit and returns its status; a watchdog kills it if it
+    /// is still running at the deadline (the test then fails on the status).
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let (done, watchdog) = std::sync::mpsc::channel::<()>();
+        let pid = self.child.id().to_string();
+        let guard = std::thread::spawn(move || {
+            if watchdog.recv_timeout(DEADLINE).is_err() {
+                let _ = Command::new("kill").arg("-KILL").arg(&pid).status();
+            }
+        });
+        let status = self.child.wait().expect("wait for ferrobase");
+        let _ = done.send(());
+        let _ = guard.join();
+        status
+    }
+
+    /// Path of a file in the project.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.project.path().join(name)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

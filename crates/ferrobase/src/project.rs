@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ferrobase_schema::templates::BLOG_SCHEMA;
-use ferrobase_schema::{Diagnostic, Schema, Settings, SourceFile, parse_schema};
+use ferrobase_schema::{Diagnostic, Schema, Settings, SourceFile, parse_schema_lenient};
 
 /// A loaded, valid project.
 pub struct Project {
@@ -85,12 +85,11 @@ pub fn load(dir: &Path) -> Result<Project, Vec<Diagnostic>> {
         Some(text) => SourceFile::new("schema.toml", text),
         None => SourceFile::new("built-in blog schema", BLOG_SCHEMA),
     };
-    let schema = parse_schema(&schema_src).map_err(|d| problems.extend(d.0));
-    if let Ok(schema) = &schema {
-        problems.extend(ferrobase_query::check_rules(schema, &schema_src));
-    }
-    match (settings, schema) {
-        (Ok(settings), Ok(schema)) if problems.is_empty() => Ok(Project {
+    let (schema, schema_problems) = parse_schema_lenient(&schema_src);
+    problems.extend(schema_problems);
+    problems.extend(ferrobase_query::check_rules(&schema, &schema_src));
+    match settings {
+        Ok(settings) if problems.is_empty() => Ok(Project {
             dir: dir.to_path_buf(),
             settings,
             schema,

@@ -11,7 +11,7 @@ pub mod validate;
 
 pub use diag::{Diagnostic, Diagnostics, SourceFile};
 pub use model::*;
-pub use parse::parse_schema;
+pub use parse::{parse_schema, parse_schema_lenient};
 pub use settings::Settings;
 
 /// Parses `schema.toml` text that the user knows under `name`.

@@ -53,16 +53,25 @@ const RULE_KEYS: &[&str] = &["list", "view", "create", "update", "delete"];
 
 /// Parses and validates a schema. On failure every problem found is returned.
 pub fn parse_schema(src: &SourceFile) -> Result<Schema, Diagnostics> {
+    let (schema, diags) = parse_schema_lenient(src);
+    if diags.is_empty() {
+        Ok(schema)
+    } else {
+        Err(Diagnostics(diags))
+    }
+}
+
+/// Parses as much as possible and returns the problems beside the result, so later checks
+/// (rules) can still run and report theirs. A field whose declaration is broken stays in
+/// the result as an untyped `json` placeholder, so rules naming it do not report it a
+/// second time. Never serve a schema that came with problems.
+pub fn parse_schema_lenient(src: &SourceFile) -> (Schema, Vec<Diagnostic>) {
     let mut p = Parser {
         src,
         diags: Vec::new(),
     };
     let schema = p.document();
-    if p.diags.is_empty() {
-        Ok(schema)
-    } else {
-        Err(Diagnostics(p.diags))
-    }
+    (schema, p.diags)
 }
 
 struct Parser<'a> {
@@ -328,9 +337,8 @@ impl Parser<'_> {
                         );
                         continue;
                     }
-                    if let Some(field) = self.field(name, fname, fitem) {
-                        fields.push(field);
-                    }
+                    let field = self.field(name, fname, fitem);
+                    fields.push(field.unwrap_or_else(|| Field::new(fname, FieldType::Json)));
                 }
             }
         }

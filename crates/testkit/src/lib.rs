@@ -5,6 +5,8 @@
 
 pub mod services;
 
+pub use reqwest;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};

@@ -1,0 +1,228 @@
+//! The one error shape for every failure, request ids, security headers, limits.
+
+use ferrobase_testkit::{Project, Reply, Server};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ferrobase");
+const SCHEMA: &str = include_str!("fixtures/everything.schema.toml");
+
+fn server() -> Server {
+    Project::new()
+        .schema(SCHEMA)
+        .settings("[server]\nbody_limit = \"2KiB\"\n")
+        .serve(BIN)
+}
+
+/// Asserts the SPEC §5 error shape and returns the body.
+fn assert_error(r: &Reply, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(r.status, status, "{}", r.text);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let body = r.json();
+    let error = body["error"].as_object().expect("error object");
+    assert_eq!(error["code"], code, "{}", r.text);
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    let id = r.header("x-request-id").expect("x-request-id header");
+    assert_eq!(error["requestId"], id, "request id in body and header");
+    assert_eq!(body.as_object().expect("object").len(), 1, "only `error`");
+    body
+}
+
+#[test]
+fn unknown_routes_resources_and_methods() {
+    let s = server();
+    assert_error(&s.get("/nope"), 404, "NOT_FOUND");
+    assert_error(&s.get("/api/v1/nope"), 404, "NOT_FOUND");
+    assert_error(
+        &s.get("/api/v1/nope/0190a5b4-1c2d-7e3f-8a9b-0c1d2e3f4a5b"),
+        404,
+        "NOT_FOUND",
+    );
+    assert_error(&s.get("/api/v1/items/a/b"), 404, "NOT_FOUND");
+    let r = s.send(|c| c.put(s.url("/api/v1/items")));
+    assert_error(&r, 405, "METHOD_NOT_ALLOWED");
+    assert!(
+        r.header("allow").is_some_and(|a| a.contains("POST")),
+        "Allow header kept"
+    );
+    let r = s.send(|c| {
+        c.post(s.url("/api/v1/items/0190a5b4-1c2d-7e3f-8a9b-0c1d2e3f4a5b"))
+            .json(&json!({}))
+    });
+    assert_error(&r, 405, "METHOD_NOT_ALLOWED");
+    assert_error(
+        &s.send(|c| c.delete(s.url("/health"))),
+        405,
+        "METHOD_NOT_ALLOWED",
+    );
+}
+
+#[test]
+fn bodies_media_types_size_and_depth() {
+    let s = server();
+    let r = s.send(|c| {
+        c.post(s.url("/api/v1/tags"))
+            .header("content-type", "text/plain")
+            .body("{}")
+    });
+    assert_error(&r, 415, "UNSUPPORTED_MEDIA_TYPE");
+    let r = s.send(|c| c.post(s.url("/api/v1/tags")).body("{\"label\":\"x\"}"));
+    assert_error(&r, 415, "UNSUPPORTED_MEDIA_TYPE");
+    let r = s.send(|c| {
+        c.post(s.url("/api/v1/tags"))
+            .header("content-type", "application/json")
+            .body("{\"label\": ")
+    });
+    let body = assert_error(&r, 400, "BAD_REQUEST");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("msg")
+            .starts_with("malformed JSON")
+    );
+    let r = s.send(|c| {
+        c.post(s.url("/api/v1/tags"))
+            .header("content-type", "application/json")
+            .body("[1]")
+    });
+    assert_error(&r, 400, "BAD_REQUEST");
+    let r = s.send(|c| {
+        c.post(s.url("/api/v1/tags"))
+            .header("content-type", "application/json")
+            .body("")
+    });
+    assert_error(&r, 400, "BAD_REQUEST");
+    let r = s.send(|c| {
+        c.post(s.url("/api/v1/tags"))
+            .header("content-type", "application/json")
+            .body(vec![0xff, 0xfe, b'{'])
+    });
+    assert_error(&r, 400, "BAD_REQUEST");
+
+    let deep = format!("{{\"meta\":{}1{}}}", "[".repeat(40), "]".repeat(40));
+    let r = s.send(|c| {
+        c.post(s.url("/api/v1/items"))
+            .header("content-type", "application/json")
+            .body(deep)
+    });
+    let body = assert_error(&r, 400, "BAD_REQUEST");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("msg")
+            .contains("deeper than 32")
+    );
+
+    // Over the 2 KiB limit, with and without a Content-Length.
+    let big = json!({"label": "x".repeat(4096)}).to_string();
+    let r = s.send(|c| {
+        c.post(s.url("/api/v1/tags"))
+            .header("content-type", "application/json")
+            .body(big.clone())
+    });
+    assert_error(&r, 413, "PAYLOAD_TOO_LARGE");
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big
+        .into_bytes()
+        .chunks(512)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let streamed = ferrobase_testkit::reqwest::blocking::Body::new(ChunkReader(chunks.into_iter()));
+    let r = s.send(|c| {
+        c.post(s.url("/api/v1/tags"))
+            .header("content-type", "application/json")
+            .body(streamed)
+    });
+    assert_error(&r, 413, "PAYLOAD_TOO_LARGE");
+    // Within the limit it works.
+    let r = s.post("/api/v1/tags", &json!({"label": "x".repeat(1000)}));
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+struct ChunkReader<I>(I);
+impl<I: Iterator<Item = Result<Vec<u8>, std::io::Error>>> std::io::Read for ChunkReader<I> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.0.next() {
+            Some(Ok(chunk)) => {
+                let n = chunk.len().min(buf.len());
+                buf[..n].copy_from_slice(&chunk[..n]);
+                Ok(n)
+            }
+            Some(Err(e)) => Err(e),
+            None => Ok(0),
+        }
+    }
+}
+
+#[test]
+fn request_ids_are_accepted_or_generated_and_echoed() {
+    let s = server();
+    let r = s.send(|c| {
+        c.get(s.url("/nope"))
+            .header("x-request-id", "client-abc.123")
+    });
+    assert_eq!(r.header("x-request-id"), Some("client-abc.123"));
+    assert_eq!(r.json()["error"]["requestId"], "client-abc.123");
+    let r = s.send(|c| {
+        c.get(s.url("/health"))
+            .header("x-request-id", "bad id with spaces <script>")
+    });
+    let id = r.header("x-request-id").expect("generated");
+    assert_ne!(id, "bad id with spaces <script>");
+    assert_eq!(id.len(), 36, "a generated UUID");
+    let a = s.get("/health");
+    let b = s.get("/health");
+    assert_ne!(a.header("x-request-id"), b.header("x-request-id"));
+}
+
+#[test]
+fn security_headers_on_every_response() {
+    let s = server();
+    for r in [
+        s.get("/health"),
+        s.get("/nope"),
+        s.post("/api/v1/tags", &json!({"label": "h"})),
+    ] {
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+        assert_eq!(r.header("x-frame-options"), Some("DENY"));
+        assert_eq!(r.header("referrer-policy"), Some("no-referrer"));
+        assert!(
+            r.header("content-security-policy")
+                .is_some_and(|v| v.contains("default-src 'none'"))
+        );
+        assert!(
+            r.header("strict-transport-security").is_none(),
+            "HSTS only when configured"
+        );
+    }
+    let s = Project::new()
+        .settings("[server]\nhsts = true\n")
+        .serve(BIN);
+    assert!(
+        s.get("/health")
+            .header("strict-transport-security")
+            .is_some_and(|v| v.contains("max-age="))
+    );
+}
+
+#[test]
+fn health_and_ready() {
+    let s = server();
+    let r = s.get("/health");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "ok");
+    let r = s.get("/ready");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["checks"]["database"], "ok");
+}
+
+#[test]
+fn the_empty_directory_serves_the_blog_example() {
+    let s = Project::new().serve(BIN);
+    assert!(s.path("data/ferrobase.db").exists(), "database created");
+    assert!(s.path("data/.secret").exists(), "development secret kept");
+    assert_eq!(s.get("/ready").status, 200);
+    // Posts exist as a resource (rules need identities, so 401 rather than 404).
+    assert_eq!(s.get("/api/v1/posts").status, 401);
+    assert_eq!(s.get("/api/v1/comments").status, 404);
+    let logs = s.logs.text();
+    assert!(logs.contains("built-in blog example"), "{logs}");
+}

@@ -764,6 +764,19 @@ mod tests {
         assert!(text.contains("cors.allowed_origins"), "{text}");
         assert!(text.contains("FERROBASE_SERVER__DEBUG_ERRORS"), "{text}");
         assert!(format!("{:?}", Secret::new("hunter2")).contains("redacted"));
+        let ok = load(
+            "",
+            &[
+                ("FERROBASE_ENV", "production"),
+                ("FERROBASE_SECRET", &"x".repeat(32)),
+            ],
+        )
+        .expect("valid production settings");
+        assert_eq!(
+            ok.log.format,
+            LogFormat::Json,
+            "production logs JSON by default"
+        );
     }
 
     #[test]

@@ -130,7 +130,7 @@ impl Project {
             .expect("addr in listening line")
             .to_owned();
         Server {
-            project: self,
+            project: Some(self),
             child,
             base: format!("http://{addr}"),
             addr,
@@ -216,7 +216,7 @@ impl Logs {
 
 /// A running `ferrobase serve`; killed when dropped.
 pub struct Server {
-    project: Project,
+    project: Option<Project>,
     child: Child,
     /// `host:port` it listens on.
     pub addr: String,
@@ -264,9 +264,23 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    fn project(&self) -> &Project {
+        self.project
+            .as_ref()
+            .expect("project present until into_project")
+    }
+
     /// The project directory.
     pub fn dir(&self) -> &Path {
-        self.project.path()
+        self.project().path()
+    }
+
+    /// Stops the server (if still running) and hands back its project, data intact, so
+    /// it can be served again.
+    pub fn into_project(mut self) -> Project {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.project.take().expect("project present")
     }
 
     /// The process id.
@@ -339,7 +353,7 @@ impl Server {
 
     /// Path of a file in the project.
     pub fn path(&self, name: &str) -> PathBuf {
-        self.project.path().join(name)
+        self.dir().join(name)
     }
 }
 

@@ -173,3 +173,90 @@ pub async fn method_not_allowed(req: Request) -> ApiError {
         format!("{} is not allowed on {}", req.method(), req.uri().path()),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::body::to_bytes;
+    use axum::middleware::from_fn_with_state;
+    use axum::routing::get;
+    use ferrobase_schema::{Settings, SourceFile, schema_from_str, templates};
+    use ferrobase_store::Store;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn state(dir: &std::path::Path) -> AppState {
+        let settings = Settings::load(
+            &SourceFile::new("ferrobase.toml", "[server]\nrequest_timeout = \"2s\"\n"),
+            &BTreeMap::new(),
+        )
+        .expect("settings");
+        let schema = Arc::new(schema_from_str("schema.toml", templates::BLOG_SCHEMA).expect("schema"));
+        let store = Store::open(dir, &settings, schema.clone()).expect("store");
+        AppState::new(schema, Arc::new(settings), store)
+    }
+
+    async fn call(app: Router, path: &str) -> (StatusCode, serde_json::Value, String) {
+        let req = Request::builder()
+            .uri(path)
+            .header("x-request-id", "t-1")
+            .body(Body::empty())
+            .expect("request");
+        let res = app.oneshot(req).await.expect("infallible");
+        let status = res.status();
+        let header = res.headers()["x-request-id"].to_str().expect("id").to_owned();
+        let bytes = to_bytes(res.into_body(), 1 << 20).await.expect("body");
+        (status, serde_json::from_slice(&bytes).expect("json body"), header)
+    }
+
+    #[tokio::test]
+    async fn panics_become_a_plain_500_in_the_error_shape() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = state(dir.path());
+        let app = Router::new()
+            .route(
+                "/boom",
+                get(|| async {
+                    if true {
+                        panic!("secret internal detail: table users");
+                    }
+                    "unreachable"
+                }),
+            )
+            .layer(from_fn_with_state(state.clone(), boundary))
+            .with_state(state);
+        let (status, body, id) = call(app, "/boom").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"]["code"], "INTERNAL");
+        assert_eq!(body["error"]["message"], "an internal error occurred");
+        assert_eq!(body["error"]["requestId"], "t-1");
+        assert_eq!(id, "t-1");
+        assert!(!body.to_string().contains("secret"), "no internals: {body}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_requests_time_out_with_503() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = state(dir.path());
+        let app = Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    "late"
+                }),
+            )
+            .layer(from_fn_with_state(state.clone(), boundary))
+            .with_state(state);
+        // Time is paused: the runtime jumps to the 2 s deadline without waiting.
+        let (status, body, _) = call(app, "/slow").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["code"], "UNAVAILABLE");
+        assert!(body["error"]["message"].as_str().expect("msg").contains("longer than 2s"));
+    }
+}

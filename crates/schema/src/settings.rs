@@ -436,7 +436,7 @@ impl<'a> Loader<'a> {
                     }
                 },
             ),
-            pool_size: self.get("database", "pool_size", 4, |v| {
+            pool_size: self.get("database", "pool_size", default_pool_size(), |v| {
                 let n = v.integer()?;
                 usize::try_from(n)
                     .ok()
@@ -584,6 +584,12 @@ impl<'a> Loader<'a> {
             "error details are refused in production",
         );
     }
+}
+
+/// One reader per core (at least two): measured, more readers than cores only add
+/// contention on SQLite.
+fn default_pool_size() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 16))
 }
 
 fn default_addr() -> SocketAddr {

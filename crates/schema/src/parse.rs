@@ -191,15 +191,14 @@ impl Parser<'_> {
         };
         let root = doc.as_table();
         self.unknown_keys(root, &["auth", "resources"], "the schema");
-        if let Some(item) = root.get("auth") {
-            if let Some(auth) = self.auth(item) {
+        if let Some(item) = root.get("auth")
+            && let Some(auth) = self.auth(item) {
                 schema.auth = auth;
             }
-        }
         let mut users_declared = None;
         let mut resources = Vec::new();
-        if let Some(item) = root.get("resources") {
-            if let Some(table) = self.table(item, "[resources]") {
+        if let Some(item) = root.get("resources")
+            && let Some(table) = self.table(item, "[resources]") {
                 for (name, item) in table.iter() {
                     let span = Self::key_span(table, name);
                     if !self.name(name, span.clone(), "resource") {
@@ -225,7 +224,6 @@ impl Parser<'_> {
                     }
                 }
             }
-        }
         let users = users_declared.unwrap_or_else(|| builtin_users(&schema.auth, Vec::new()));
         schema.resources.push(users);
         schema
@@ -311,17 +309,16 @@ impl Parser<'_> {
         self.unknown_keys(table, RESOURCE_KEYS, &what);
         let is_users = name == USERS;
         let mut timestamps = is_users;
-        if let Some(item) = table.get("timestamps") {
-            if let Some(b) = self.bool_value(item, "timestamps") {
+        if let Some(item) = table.get("timestamps")
+            && let Some(b) = self.bool_value(item, "timestamps") {
                 if is_users && !b {
                     self.error(item_span(item), "users always have timestamps");
                 }
                 timestamps = b || is_users;
             }
-        }
         let mut fields = Vec::new();
-        if let Some(item) = table.get("fields") {
-            if let Some(ftable) = self.table(item, &format!("[resources.{name}.fields]")) {
+        if let Some(item) = table.get("fields")
+            && let Some(ftable) = self.table(item, &format!("[resources.{name}.fields]")) {
                 for (fname, fitem) in ftable.iter() {
                     let span = Self::key_span(ftable, fname);
                     if !self.name(fname, span.clone(), "field") {
@@ -341,7 +338,6 @@ impl Parser<'_> {
                     fields.push(field.unwrap_or_else(|| Field::new(fname, FieldType::Json)));
                 }
             }
-        }
         let rules = match table.get("rules") {
             Some(item) => self.rules(name, item),
             None => Rules::default(),
@@ -562,7 +558,7 @@ impl Parser<'_> {
         let mut values: Vec<String> = Vec::new();
         for v in array.iter() {
             match v.as_str() {
-                Some(s) if s.is_empty() => self.error(v.span(), "enum values cannot be empty"),
+                Some("") => self.error(v.span(), "enum values cannot be empty"),
                 Some(s) if values.iter().any(|x| x == s) => {
                     self.error(v.span(), format!("enum value '{s}' is listed twice"));
                 }
@@ -653,14 +649,13 @@ impl Parser<'_> {
                 None => self.error(span, format!("{what}: {key} must be a number")),
             }
         }
-        if let (Some(min), Some(max)) = (field.min, field.max) {
-            if min > max {
+        if let (Some(min), Some(max)) = (field.min, field.max)
+            && min > max {
                 self.error(
                     Self::key_span(table, "min"),
                     format!("{what}: min is greater than max"),
                 );
             }
-        }
         for key in ["min_length", "max_length"] {
             let Some(item) = table.get(key) else { continue };
             let span = item_span(item);
@@ -682,14 +677,13 @@ impl Parser<'_> {
                 ),
             }
         }
-        if let (Some(min), Some(max)) = (field.min_length, field.max_length) {
-            if min > max {
+        if let (Some(min), Some(max)) = (field.min_length, field.max_length)
+            && min > max {
                 self.error(
                     Self::key_span(table, "min_length"),
                     format!("{what}: min_length is greater than max_length"),
                 );
             }
-        }
         if let Some(item) = table.get("pattern") {
             let span = item_span(item);
             if !field.ty.is_textual() {

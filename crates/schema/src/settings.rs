@@ -508,14 +508,13 @@ impl<'a> Loader<'a> {
         if production {
             self.production_guards(&secret, &server, &auth, &cors);
         }
-        if let Some(previous) = &secret_previous {
-            if previous.expose().len() < MIN_SECRET_LEN && production {
+        if let Some(previous) = &secret_previous
+            && previous.expose().len() < MIN_SECRET_LEN && production {
                 self.diags.push(env_diag(
                     "FERROBASE_SECRET_PREVIOUS",
                     format!("is shorter than {MIN_SECRET_LEN} bytes"),
                 ));
             }
-        }
         Settings {
             env: environment,
             server,

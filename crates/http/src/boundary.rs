@@ -196,7 +196,8 @@ mod tests {
             &BTreeMap::new(),
         )
         .expect("settings");
-        let schema = Arc::new(schema_from_str("schema.toml", templates::BLOG_SCHEMA).expect("schema"));
+        let schema =
+            Arc::new(schema_from_str("schema.toml", templates::BLOG_SCHEMA).expect("schema"));
         let store = Store::open(dir, &settings, schema.clone()).expect("store");
         AppState::new(schema, Arc::new(settings), store)
     }
@@ -209,9 +210,16 @@ mod tests {
             .expect("request");
         let res = app.oneshot(req).await.expect("infallible");
         let status = res.status();
-        let header = res.headers()["x-request-id"].to_str().expect("id").to_owned();
+        let header = res.headers()["x-request-id"]
+            .to_str()
+            .expect("id")
+            .to_owned();
         let bytes = to_bytes(res.into_body(), 1 << 20).await.expect("body");
-        (status, serde_json::from_slice(&bytes).expect("json body"), header)
+        (
+            status,
+            serde_json::from_slice(&bytes).expect("json body"),
+            header,
+        )
     }
 
     #[tokio::test]
@@ -257,6 +265,11 @@ mod tests {
         let (status, body, _) = call(app, "/slow").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(body["error"]["code"], "UNAVAILABLE");
-        assert!(body["error"]["message"].as_str().expect("msg").contains("longer than 2s"));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .expect("msg")
+                .contains("longer than 2s")
+        );
     }
 }

@@ -192,38 +192,40 @@ impl Parser<'_> {
         let root = doc.as_table();
         self.unknown_keys(root, &["auth", "resources"], "the schema");
         if let Some(item) = root.get("auth")
-            && let Some(auth) = self.auth(item) {
-                schema.auth = auth;
-            }
+            && let Some(auth) = self.auth(item)
+        {
+            schema.auth = auth;
+        }
         let mut users_declared = None;
         let mut resources = Vec::new();
         if let Some(item) = root.get("resources")
-            && let Some(table) = self.table(item, "[resources]") {
-                for (name, item) in table.iter() {
-                    let span = Self::key_span(table, name);
-                    if !self.name(name, span.clone(), "resource") {
-                        continue;
-                    }
-                    if RESERVED_RESOURCES.contains(&name) {
-                        self.error_hint(
-                            span,
-                            format!("resource name '{name}' is reserved"),
-                            format!(
-                                "these names are taken by built-in routes: {}",
-                                RESERVED_RESOURCES.join(", ")
-                            ),
-                        );
-                        continue;
-                    }
-                    if let Some(resource) = self.resource(name, item, &schema.auth) {
-                        if name == USERS {
-                            users_declared = Some(resource);
-                        } else {
-                            resources.push((resource, span));
-                        }
+            && let Some(table) = self.table(item, "[resources]")
+        {
+            for (name, item) in table.iter() {
+                let span = Self::key_span(table, name);
+                if !self.name(name, span.clone(), "resource") {
+                    continue;
+                }
+                if RESERVED_RESOURCES.contains(&name) {
+                    self.error_hint(
+                        span,
+                        format!("resource name '{name}' is reserved"),
+                        format!(
+                            "these names are taken by built-in routes: {}",
+                            RESERVED_RESOURCES.join(", ")
+                        ),
+                    );
+                    continue;
+                }
+                if let Some(resource) = self.resource(name, item, &schema.auth) {
+                    if name == USERS {
+                        users_declared = Some(resource);
+                    } else {
+                        resources.push((resource, span));
                     }
                 }
             }
+        }
         let users = users_declared.unwrap_or_else(|| builtin_users(&schema.auth, Vec::new()));
         schema.resources.push(users);
         schema
@@ -310,34 +312,35 @@ impl Parser<'_> {
         let is_users = name == USERS;
         let mut timestamps = is_users;
         if let Some(item) = table.get("timestamps")
-            && let Some(b) = self.bool_value(item, "timestamps") {
-                if is_users && !b {
-                    self.error(item_span(item), "users always have timestamps");
-                }
-                timestamps = b || is_users;
+            && let Some(b) = self.bool_value(item, "timestamps")
+        {
+            if is_users && !b {
+                self.error(item_span(item), "users always have timestamps");
             }
+            timestamps = b || is_users;
+        }
         let mut fields = Vec::new();
         if let Some(item) = table.get("fields")
-            && let Some(ftable) = self.table(item, &format!("[resources.{name}.fields]")) {
-                for (fname, fitem) in ftable.iter() {
-                    let span = Self::key_span(ftable, fname);
-                    if !self.name(fname, span.clone(), "field") {
-                        continue;
-                    }
-                    if RESERVED_FIELDS.contains(&fname)
-                        || (is_users && USERS_BUILTIN.contains(&fname))
-                    {
-                        self.error_hint(
+            && let Some(ftable) = self.table(item, &format!("[resources.{name}.fields]"))
+        {
+            for (fname, fitem) in ftable.iter() {
+                let span = Self::key_span(ftable, fname);
+                if !self.name(fname, span.clone(), "field") {
+                    continue;
+                }
+                if RESERVED_FIELDS.contains(&fname) || (is_users && USERS_BUILTIN.contains(&fname))
+                {
+                    self.error_hint(
                             span,
                             format!("field name '{fname}' is reserved"),
                             "id, version, created_at and updated_at are set by the server; users also keep email, role, verified and password for themselves".into(),
                         );
-                        continue;
-                    }
-                    let field = self.field(name, fname, fitem);
-                    fields.push(field.unwrap_or_else(|| Field::new(fname, FieldType::Json)));
+                    continue;
                 }
+                let field = self.field(name, fname, fitem);
+                fields.push(field.unwrap_or_else(|| Field::new(fname, FieldType::Json)));
             }
+        }
         let rules = match table.get("rules") {
             Some(item) => self.rules(name, item),
             None => Rules::default(),
@@ -650,12 +653,13 @@ impl Parser<'_> {
             }
         }
         if let (Some(min), Some(max)) = (field.min, field.max)
-            && min > max {
-                self.error(
-                    Self::key_span(table, "min"),
-                    format!("{what}: min is greater than max"),
-                );
-            }
+            && min > max
+        {
+            self.error(
+                Self::key_span(table, "min"),
+                format!("{what}: min is greater than max"),
+            );
+        }
         for key in ["min_length", "max_length"] {
             let Some(item) = table.get(key) else { continue };
             let span = item_span(item);
@@ -678,12 +682,13 @@ impl Parser<'_> {
             }
         }
         if let (Some(min), Some(max)) = (field.min_length, field.max_length)
-            && min > max {
-                self.error(
-                    Self::key_span(table, "min_length"),
-                    format!("{what}: min_length is greater than max_length"),
-                );
-            }
+            && min > max
+        {
+            self.error(
+                Self::key_span(table, "min_length"),
+                format!("{what}: min_length is greater than max_length"),
+            );
+        }
         if let Some(item) = table.get("pattern") {
             let span = item_span(item);
             if !field.ty.is_textual() {

@@ -509,12 +509,14 @@ impl<'a> Loader<'a> {
             self.production_guards(&secret, &server, &auth, &cors);
         }
         if let Some(previous) = &secret_previous
-            && previous.expose().len() < MIN_SECRET_LEN && production {
-                self.diags.push(env_diag(
-                    "FERROBASE_SECRET_PREVIOUS",
-                    format!("is shorter than {MIN_SECRET_LEN} bytes"),
-                ));
-            }
+            && previous.expose().len() < MIN_SECRET_LEN
+            && production
+        {
+            self.diags.push(env_diag(
+                "FERROBASE_SECRET_PREVIOUS",
+                format!("is shorter than {MIN_SECRET_LEN} bytes"),
+            ));
+        }
         Settings {
             env: environment,
             server,

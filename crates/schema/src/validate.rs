@@ -19,15 +19,17 @@ pub fn validate_value(field: &Field, value: &Value) -> Result<Value, Vec<String>
         FieldType::String | FieldType::Text => text(field, value, &mut problems),
         FieldType::Email => text(field, value, &mut problems).inspect(|v| {
             if let Value::String(s) = v
-                && !is_email(s) {
-                    problems.push("must be a valid email address".into());
-                }
+                && !is_email(s)
+            {
+                problems.push("must be a valid email address".into());
+            }
         }),
         FieldType::Url => text(field, value, &mut problems).inspect(|v| {
             if let Value::String(s) = v
-                && !is_http_url(s) {
-                    problems.push("must be an absolute http or https URL".into());
-                }
+                && !is_http_url(s)
+            {
+                problems.push("must be an absolute http or https URL".into());
+            }
         }),
         FieldType::Integer => integer(field, value, &mut problems),
         FieldType::Number => number(field, value, &mut problems),
@@ -81,17 +83,20 @@ fn text(field: &Field, value: &Value, problems: &mut Vec<String>) -> Option<Valu
     };
     let chars = s.chars().count() as u64;
     if let Some(min) = field.min_length
-        && chars < min {
-            problems.push(format!("must be at least {min} characters"));
-        }
+        && chars < min
+    {
+        problems.push(format!("must be at least {min} characters"));
+    }
     if let Some(max) = field.max_length
-        && chars > max {
-            problems.push(format!("must be at most {max} characters"));
-        }
+        && chars > max
+    {
+        problems.push(format!("must be at most {max} characters"));
+    }
     if let Some(pattern) = &field.pattern
-        && !pattern.regex.is_match(s) {
-            problems.push(format!("must match the pattern {}", pattern.source));
-        }
+        && !pattern.regex.is_match(s)
+    {
+        problems.push(format!("must match the pattern {}", pattern.source));
+    }
     Some(value.clone())
 }
 
@@ -120,13 +125,15 @@ fn number(field: &Field, value: &Value, problems: &mut Vec<String>) -> Option<Va
 
 fn bounds(field: &Field, x: f64, problems: &mut Vec<String>) {
     if let Some(min) = field.min
-        && x < min {
-            problems.push(format!("must be at least {min}"));
-        }
+        && x < min
+    {
+        problems.push(format!("must be at least {min}"));
+    }
     if let Some(max) = field.max
-        && x > max {
-            problems.push(format!("must be at most {max}"));
-        }
+        && x > max
+    {
+        problems.push(format!("must be at most {max}"));
+    }
 }
 
 fn many_relation(field: &Field, value: &Value, problems: &mut Vec<String>) -> Option<Value> {
@@ -145,13 +152,15 @@ fn many_relation(field: &Field, value: &Value, problems: &mut Vec<String>) -> Op
     }
     let count = ids.len() as u64;
     if let Some(min) = field.min_length
-        && count < min {
-            problems.push(format!("must have at least {min} items"));
-        }
+        && count < min
+    {
+        problems.push(format!("must have at least {min} items"));
+    }
     if let Some(max) = field.max_length
-        && count > max {
-            problems.push(format!("must have at most {max} items"));
-        }
+        && count > max
+    {
+        problems.push(format!("must have at most {max} items"));
+    }
     Some(Value::Array(ids))
 }
 

@@ -81,3 +81,20 @@ mod tests {
         assert_eq!(host_port("nonsense", 1), None);
     }
 }
+
+#[cfg(test)]
+mod discovery {
+    use super::*;
+
+    /// With `FERROBASE_REQUIRE_SERVICES=1` (as in CI) an unreachable server fails here;
+    /// otherwise it is skipped loudly.
+    #[test]
+    fn configured_services_are_reachable_or_skipped_loudly() {
+        if let Some(url) = postgres() {
+            assert!(reachable(&url, 5432), "{url}");
+        }
+        if let Some(url) = redis() {
+            assert!(reachable(&url, 6379), "{url}");
+        }
+    }
+}

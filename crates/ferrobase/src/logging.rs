@@ -19,7 +19,10 @@ pub fn init(settings: &LogSettings) -> WorkerGuard {
         .with_default(LevelFilter::WARN)
         .with_target("ferrobase", level);
     let registry = tracing_subscriber::registry().with(filter);
-    let fmt = tracing_subscriber::fmt::layer().with_writer(writer);
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(colour);
     let installed = match settings.format {
         LogFormat::Json => registry
             .with(

@@ -163,6 +163,12 @@ fn every_constraint_is_enforced_with_per_field_messages() {
     assert_eq!(f["title"], json!(["is required"]));
     assert_eq!(f["count"], json!(["must be at least 0"]));
     assert_eq!(f["price"], json!(["must be at least 0.5"]));
+    let f = field_errors(&s.post("/api/v1/tags", &json!({"label": ""})));
+    assert_eq!(
+        f["label"],
+        json!(["must not be empty"]),
+        "required strings are non-empty"
+    );
     let f = field_errors(&s.post("/api/v1/items", &json!({"title": "abcdefghijklmnopqrstu"})));
     assert_eq!(f["title"], json!(["must be at most 20 characters"]));
     let four: Vec<String> = (0..4)

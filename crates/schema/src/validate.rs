@@ -81,6 +81,9 @@ fn text(field: &Field, value: &Value, problems: &mut Vec<String>) -> Option<Valu
     let Value::String(s) = value else {
         return fail(problems, "must be a string");
     };
+    if field.required && s.is_empty() {
+        problems.push("must not be empty".into());
+    }
     let chars = s.chars().count() as u64;
     if let Some(min) = field.min_length
         && chars < min
@@ -151,6 +154,9 @@ fn many_relation(field: &Field, value: &Value, problems: &mut Vec<String>) -> Op
         }
     }
     let count = ids.len() as u64;
+    if field.required && count == 0 {
+        problems.push("must have at least 1 item".into());
+    }
     if let Some(min) = field.min_length
         && count < min
     {
@@ -252,6 +258,12 @@ mod tests {
             Err(2)
         );
         assert!(validate_value(&f, &json!(12)).is_err());
+        let mut required = field(FieldType::String);
+        required.required = true;
+        assert_eq!(
+            validate_value(&required, &json!("")),
+            Err(vec!["must not be empty".to_owned()])
+        );
     }
 
     #[test]

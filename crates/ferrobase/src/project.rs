@@ -19,6 +19,26 @@ pub struct Project {
     pub builtin_schema: bool,
 }
 
+/// A `.env` problem, described without the line's content: it may hold a secret.
+fn dotenv_problem(e: &dotenvy::Error) -> Diagnostic {
+    let message = match e {
+        dotenvy::Error::LineParse(_, index) => {
+            format!(
+                "cannot be parsed at character {index}; write KEY=VALUE lines (value not shown)"
+            )
+        }
+        dotenvy::Error::Io(io) => format!("cannot be read: {io}"),
+        _ => "cannot be read".to_owned(),
+    };
+    Diagnostic {
+        file: ".env".into(),
+        line: 0,
+        column: 0,
+        message,
+        hint: None,
+    }
+}
+
 /// The process environment with `.env` values underneath it.
 fn environment(dir: &Path, problems: &mut Vec<Diagnostic>) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
@@ -31,23 +51,11 @@ fn environment(dir: &Path, problems: &mut Vec<Diagnostic>) -> BTreeMap<String, S
                         Ok((k, v)) => {
                             env.insert(k, v);
                         }
-                        Err(e) => problems.push(Diagnostic {
-                            file: ".env".into(),
-                            line: 0,
-                            column: 0,
-                            message: format!("cannot be read: {e}"),
-                            hint: None,
-                        }),
+                        Err(e) => problems.push(dotenv_problem(&e)),
                     }
                 }
             }
-            Err(e) => problems.push(Diagnostic {
-                file: ".env".into(),
-                line: 0,
-                column: 0,
-                message: format!("cannot be read: {e}"),
-                hint: None,
-            }),
+            Err(e) => problems.push(dotenv_problem(&e)),
         }
     }
     env.extend(std::env::vars());

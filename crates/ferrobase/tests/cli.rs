@@ -164,3 +164,33 @@ fn check_accepts_the_builtin_example_and_usage_errors_exit_2() {
     let out = project.run(BIN, &["frobnicate"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn check_refuses_what_would_fail_at_run_time() {
+    let project = Project::new()
+        .schema(
+            "[resources.sqlite_stat.fields]\nx = { type = \"text\" }\n[resources.notes.fields]\nstamp = { type = \"string\", required = true, read_only = true }\n",
+        )
+        .settings("[server]\nrequest_timeout = \"0s\"\n[database]\nurl = \"postgres://db/app\"\n");
+    let out = project.run(BIN, &["check"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for part in [
+        "resource name 'sqlite_stat' is reserved",
+        "field 'notes.stamp' is required and read-only but has no default",
+        "server.request_timeout: must be longer than zero",
+        "database.url: PostgreSQL is not supported by this version yet",
+    ] {
+        assert!(err.contains(part), "missing {part}: {err}");
+    }
+}
+
+#[test]
+fn a_broken_env_file_is_reported_without_its_content() {
+    let project = Project::new().file(".env", "FERROBASE_SECRET=\"hunter2 unterminated\n");
+    let out = project.run(BIN, &["check"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(".env: cannot be parsed"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}

@@ -73,7 +73,7 @@ fn every_field_type_accepts_valid_values() {
             "title": "All types",
             "body": "long text",
             "count": 100,
-            "price": 0.5,
+            "price": 12,
             "active": false,
             "due_at": "2025-06-01T12:30:00+02:00",
             "due_on": "2025-06-01",
@@ -89,7 +89,10 @@ fn every_field_type_accepts_valid_values() {
         }),
     );
     assert_eq!(item["count"], 100);
-    assert_eq!(item["price"], 0.5);
+    assert_eq!(
+        item["price"], 12,
+        "whole numbers stay whole, on write and on read"
+    );
     assert_eq!(item["active"], false);
     assert_eq!(
         item["due_at"], "2025-06-01T10:30:00.000000Z",
@@ -248,7 +251,11 @@ fn merge_patch_semantics() {
     );
     assert_eq!(patched["version"], 2);
     assert_eq!(patched["created_at"], item["created_at"]);
-    assert!(patched["updated_at"].as_str() >= item["updated_at"].as_str());
+    assert!(
+        patched["updated_at"].as_str().expect("updated_at")
+            > item["updated_at"].as_str().expect("updated_at"),
+        "updated_at moves forward"
+    );
 
     let r = s.patch(&path, &json!({"title": null}));
     assert_eq!(
@@ -442,4 +449,129 @@ fn absent_and_non_public_rules_refuse_with_401() {
         &json!({"text": "y"}),
     );
     assert_eq!(r.status, 401);
+}
+
+#[test]
+fn etags_conditional_reads_and_optimistic_concurrency() {
+    let s = server();
+    let tag = create(&s, "tags", json!({"label": "v1"}));
+    let path = format!("/api/v1/tags/{}", tag["id"].as_str().expect("id"));
+    let r = s.get(&path);
+    assert_eq!(r.header("etag"), Some("\"1\""));
+    let r = s.send(|c| c.get(s.url(&path)).header("if-none-match", "\"1\""));
+    assert_eq!(r.status, 304);
+    assert!(r.text.is_empty());
+    assert_eq!(r.header("etag"), Some("\"1\""));
+    let r = s.send(|c| c.get(s.url(&path)).header("if-none-match", "\"0\""));
+    assert_eq!(r.status, 200);
+
+    // A write that names the current version applies and returns the new ETag.
+    let r = s.send(|c| {
+        c.patch(s.url(&path))
+            .header("if-match", "\"1\"")
+            .json(&json!({"label": "v2"}))
+    });
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("etag"), Some("\"2\""));
+    // A stale one is refused and changes nothing.
+    let r = s.send(|c| {
+        c.patch(s.url(&path))
+            .header("if-match", "\"1\"")
+            .json(&json!({"label": "lost"}))
+    });
+    assert_eq!(r.status, 412, "{}", r.text);
+    assert_eq!(r.code(), "PRECONDITION_FAILED");
+    let r = s.send(|c| {
+        c.patch(s.url(&path))
+            .header("if-match", "W/\"2\"")
+            .json(&json!({"label": "weak"}))
+    });
+    assert_eq!(r.status, 412, "weak tags never match If-Match");
+    assert_eq!(s.get(&path).json()["data"]["label"], "v2");
+    let r = s.send(|c| c.delete(s.url(&path)).header("if-match", "\"1\""));
+    assert_eq!(r.status, 412);
+    let r = s.send(|c| c.delete(s.url(&path)).header("if-match", "\"2\""));
+    assert_eq!(r.status, 204);
+    let r = s.send(|c| c.delete(s.url(&path)).header("if-match", "*"));
+    assert_eq!(r.status, 404);
+}
+
+#[test]
+fn extreme_values_are_refused_not_crashed_on() {
+    let s = server();
+    let f = field_errors(&s.post(
+        "/api/v1/items",
+        &json!({"title": "far", "due_at": "9999-12-31T23:59:59-01:00"}),
+    ));
+    assert!(f["due_at"][0].as_str().expect("msg").contains("RFC 3339"));
+    let item = create(
+        &s,
+        "items",
+        json!({"title": "near", "due_at": "9999-12-31T23:59:59+01:00", "price": 99.5}),
+    );
+    assert_eq!(item["due_at"], "9999-12-31T22:59:59.000000Z");
+    let f = field_errors(&s.post(
+        "/api/v1/items",
+        &json!({"title": "big", "count": 1e300, "price": 1e300}),
+    ));
+    assert_eq!(f["count"], json!(["must be an integer"]));
+    assert_eq!(f["price"], json!(["must be at most 99.5"]));
+    // A huge many-relation array is refused by its size before anything else is done.
+    let ids: Vec<String> = (0..5000)
+        .map(|i| format!("0190a5b4-1c2d-7e3f-8a9b-{i:012}"))
+        .collect();
+    let f = field_errors(&s.post("/api/v1/items", &json!({"title": "many", "tags": ids})));
+    assert_eq!(f["tags"], json!(["must have at most 3 items"]));
+    let text = "\u{0}nul \u{1F980} 'quotes' \"double\" \\ back %_";
+    let item = create(
+        &s,
+        "items",
+        json!({"title": "odd", "body": text, "meta": {"k\u{0}": text}}),
+    );
+    let got = s.get(&format!(
+        "/api/v1/items/{}",
+        item["id"].as_str().expect("id")
+    ));
+    assert_eq!(got.json()["data"]["body"], text);
+    assert_eq!(got.json()["data"]["meta"]["k\u{0}"], text);
+}
+
+#[test]
+fn a_cascade_deeper_than_sqlite_follows_is_422_and_keeps_the_data() {
+    let s = server();
+    let root = create(&s, "comments", json!({"text": "root"}));
+    let mut parent = root["id"].clone();
+    for _ in 0..1005 {
+        parent = create(&s, "comments", json!({"text": "reply", "parent": parent}))["id"].clone();
+    }
+    let path = format!("/api/v1/comments/{}", root["id"].as_str().expect("id"));
+    let r = s.delete(&path);
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.code(), "UNPROCESSABLE");
+    assert_eq!(s.get(&path).status, 200, "nothing was deleted");
+    let leaf = format!("/api/v1/comments/{}", parent.as_str().expect("id"));
+    assert_eq!(s.delete(&leaf).status, 204, "shallower deletes still work");
+}
+
+#[test]
+fn existence_is_checked_before_the_body_is_read() {
+    let s = server();
+    let r = s.send(|c| {
+        c.post(s.url("/api/v1/nope"))
+            .header("content-type", "text/plain")
+            .body("x")
+    });
+    assert_eq!(r.status, 404, "{}", r.text);
+    let r = s.send(|c| c.put(s.url("/api/v1/nope")));
+    assert_eq!(r.status, 404, "{}", r.text);
+    let r = s.send(|c| c.put(s.url("/api/v1/tags")));
+    assert_eq!(r.status, 405, "{}", r.text);
+    // A refused caller gets 401 whatever the body.
+    let s = Project::new().serve(BIN);
+    let r = s.send(|c| {
+        c.post(s.url("/api/v1/posts"))
+            .header("content-type", "text/plain")
+            .body("x")
+    });
+    assert_eq!(r.status, 401, "{}", r.text);
 }

@@ -165,8 +165,17 @@ pub async fn not_found(req: Request) -> ApiError {
     ))
 }
 
-/// 405 for a known path with a method it does not support.
-pub async fn method_not_allowed(req: Request) -> ApiError {
+/// 405 for a known path with a method it does not support (404 when the path names a
+/// resource that does not exist: existence comes first).
+pub async fn method_not_allowed(State(state): State<AppState>, req: Request) -> ApiError {
+    let path = req.uri().path();
+    if let Some(name) = path
+        .strip_prefix("/api/v1/")
+        .and_then(|rest| rest.split('/').next())
+        && state.schema.resource(name).is_none()
+    {
+        return ApiError::not_found(format!("unknown resource '{name}'"));
+    }
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "METHOD_NOT_ALLOWED",
@@ -245,6 +254,21 @@ mod tests {
         assert_eq!(body["error"]["requestId"], "t-1");
         assert_eq!(id, "t-1");
         assert!(!body.to_string().contains("secret"), "no internals: {body}");
+    }
+
+    #[tokio::test]
+    async fn ready_turns_503_when_shutdown_begins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = state(dir.path());
+        let app = crate::router(state.clone());
+        let (status, body, _) = call(app.clone(), "/ready").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        state.begin_shutdown();
+        let (status, body, _) = call(app.clone(), "/ready").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["code"], "UNAVAILABLE");
+        let (status, _, _) = call(app, "/health").await;
+        assert_eq!(status, StatusCode::OK, "still alive while draining");
     }
 
     #[tokio::test(start_paused = true)]

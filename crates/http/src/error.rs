@@ -113,6 +113,11 @@ impl From<StoreError> for ApiError {
                 "CONFLICT",
                 "the record is still referenced by other records",
             ),
+            StoreError::CascadeTooDeep => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "UNPROCESSABLE",
+                "deleting this record would cascade through more than 1000 levels of related records; delete the deepest ones first",
+            ),
             StoreError::VersionMismatch => Self::new(
                 StatusCode::PRECONDITION_FAILED,
                 "PRECONDITION_FAILED",

@@ -206,7 +206,7 @@ impl Parser<'_> {
                 if !self.name(name, span.clone(), "resource") {
                     continue;
                 }
-                if RESERVED_RESOURCES.contains(&name) {
+                if RESERVED_RESOURCES.contains(&name) || name.starts_with("sqlite_") {
                     self.error_hint(
                         span,
                         format!("resource name '{name}' is reserved"),
@@ -532,6 +532,13 @@ impl Parser<'_> {
         }
         if let Some(item) = table.get("default") {
             field.default = self.default(&field, item, &what);
+        }
+        if field.required && field.read_only && field.default.is_none() {
+            self.error_hint(
+                Self::key_span(table, "read_only"),
+                format!("{what} is required and read-only but has no default"),
+                "no client can set it, so every create would fail; add a default or drop one of the two".into(),
+            );
         }
         (self.diags.len() == ok_before).then_some(field)
     }

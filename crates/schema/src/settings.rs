@@ -389,7 +389,7 @@ impl<'a> Loader<'a> {
                 parse_size(&v.string()?)
             }),
             request_timeout: self.get("server", "request_timeout", Duration::from_secs(30), |v| {
-                parse_duration(&v.string()?)
+                positive(parse_duration(&v.string()?)?)
             }),
             shutdown_timeout: self.get(
                 "server",
@@ -426,13 +426,12 @@ impl<'a> Loader<'a> {
                 "sqlite://data/ferrobase.db".to_owned(),
                 |v| {
                     let url = v.string()?;
-                    let ok = ["sqlite://", "postgres://", "postgresql://"]
-                        .iter()
-                        .any(|p| url.starts_with(p));
-                    if ok {
+                    if url.starts_with("sqlite://") {
                         Ok(url)
+                    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                        Err("PostgreSQL is not supported by this version yet; use sqlite://".into())
                     } else {
-                        Err("must start with sqlite:// or postgres://".into())
+                        Err("must start with sqlite://".into())
                     }
                 },
             ),
@@ -459,13 +458,13 @@ impl<'a> Loader<'a> {
                 "auth",
                 "access_token_ttl",
                 Duration::from_secs(15 * 60),
-                |v| parse_duration(&v.string()?),
+                |v| positive(parse_duration(&v.string()?)?),
             ),
             refresh_token_ttl: self.get(
                 "auth",
                 "refresh_token_ttl",
                 Duration::from_secs(30 * 24 * 3600),
-                |v| parse_duration(&v.string()?),
+                |v| positive(parse_duration(&v.string()?)?),
             ),
             cookie_secure: self.get("auth", "cookie_secure", true, |v| v.bool()),
         };
@@ -653,6 +652,14 @@ impl Value<'_> {
     }
 }
 
+fn positive(d: Duration) -> Result<Duration, String> {
+    if d.is_zero() {
+        Err("must be longer than zero".into())
+    } else {
+        Ok(d)
+    }
+}
+
 /// Parses `"30s"`, `"15m"`, `"30d"`, `"1h 30m"`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
@@ -718,7 +725,7 @@ mod tests {
             &[
                 ("FERROBASE_LOG__FORMAT", "json"),
                 ("PORT", "9000"),
-                ("DATABASE_URL", "postgres://x/y"),
+                ("DATABASE_URL", "sqlite:///var/lib/app.db"),
                 (
                     "FERROBASE_CORS__ALLOWED_ORIGINS",
                     "https://a.io, https://b.io",
@@ -728,7 +735,7 @@ mod tests {
         .expect("valid");
         assert_eq!(s.server.addr.to_string(), "0.0.0.0:9000");
         assert_eq!(s.log.format, LogFormat::Json);
-        assert_eq!(s.database.url, "postgres://x/y");
+        assert_eq!(s.database.url, "sqlite:///var/lib/app.db");
         assert_eq!(s.cors.allowed_origins, vec!["https://a.io", "https://b.io"]);
     }
 

@@ -120,7 +120,7 @@ fn number(field: &Field, value: &Value, problems: &mut Vec<String>) -> Option<Va
     match value.as_f64() {
         Some(f) if f.is_finite() => {
             bounds(field, f, problems);
-            Some(value.clone())
+            Some(canonical_number(f))
         }
         _ => fail(problems, "must be a number"),
     }
@@ -139,14 +139,25 @@ fn bounds(field: &Field, x: f64, problems: &mut Vec<String>) {
     }
 }
 
+/// Most links a many relation may hold when its field sets no `max_length`: every read
+/// returns them all.
+pub const MAX_MANY_LINKS: u64 = 1000;
+
 fn many_relation(field: &Field, value: &Value, problems: &mut Vec<String>) -> Option<Value> {
     let Value::Array(items) = value else {
         return fail(problems, "must be an array of record ids");
     };
+    // Count before anything else: the cost of what follows grows with the input.
+    let count = items.len() as u64;
+    let max = field.max_length.unwrap_or(MAX_MANY_LINKS);
+    if count > max {
+        return fail(problems, &format!("must have at most {max} items"));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
     let mut ids: Vec<Value> = Vec::with_capacity(items.len());
     for item in items {
         match item.as_str().and_then(normalize_uuid) {
-            Some(id) if ids.iter().any(|v| v.as_str() == Some(id.as_str())) => {
+            Some(id) if !seen.insert(id.clone()) => {
                 problems.push(format!("lists {id} more than once"));
             }
             Some(id) => ids.push(Value::String(id)),
@@ -162,18 +173,23 @@ fn many_relation(field: &Field, value: &Value, problems: &mut Vec<String>) -> Op
     {
         problems.push(format!("must have at least {min} items"));
     }
-    if let Some(max) = field.max_length
-        && count > max
-    {
-        problems.push(format!("must have at most {max} items"));
-    }
     Some(Value::Array(ids))
+}
+
+/// The one JSON form of a `number` value: whole numbers that are exact in a double are
+/// integers (`10`, not `10.0`), everything else a double. Writes and reads agree.
+pub fn canonical_number(f: f64) -> Value {
+    if f.fract() == 0.0 && f.abs() <= MAX_SAFE_INTEGER {
+        Value::from(f as i64)
+    } else {
+        serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+    }
 }
 
 /// Canonical storage form of an instant: UTC, microseconds, fixed width, so that text
 /// order is time order.
 pub fn format_datetime(at: OffsetDateTime) -> String {
-    let at = at.to_offset(UtcOffset::UTC);
+    let at = at.checked_to_offset(UtcOffset::UTC).unwrap_or(at);
     let format =
         format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
     at.format(format)
@@ -183,7 +199,8 @@ pub fn format_datetime(at: OffsetDateTime) -> String {
 /// Parses an RFC 3339 date-time and returns its canonical form.
 pub fn normalize_datetime(s: &str) -> Option<String> {
     let at = OffsetDateTime::parse(s, &Rfc3339).ok()?;
-    let utc = at.to_offset(UtcOffset::UTC);
+    // Offsets can push the UTC year past what the type holds (9999-12-31T23:59:59-01:00).
+    let utc = at.checked_to_offset(UtcOffset::UTC)?;
     (0..=9999)
         .contains(&utc.year())
         .then(|| format_datetime(utc))

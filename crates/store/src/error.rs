@@ -20,6 +20,9 @@ pub enum StoreError {
     /// The record is still referenced by others that restrict its deletion (409 `CONFLICT`).
     #[error("the record is still referenced by other records")]
     Referenced,
+    /// Deleting would cascade through more levels than SQLite follows (422 `UNPROCESSABLE`).
+    #[error("the delete cascades too deep")]
+    CascadeTooDeep,
     /// The stored version differs from the expected one (412 `PRECONDITION_FAILED`).
     #[error("the record has changed since it was read")]
     VersionMismatch,
@@ -58,6 +61,12 @@ impl From<rusqlite::Error> for StoreError {
                 | ErrorCode::CannotOpen
                 | ErrorCode::SystemIoFailure
                 | ErrorCode::ReadOnly => Self::Unavailable(e.to_string()),
+                _ if msg
+                    .as_deref()
+                    .is_some_and(|m| m.contains("triggers nested too deep")) =>
+                {
+                    Self::CascadeTooDeep
+                }
                 _ => Self::Internal(e.to_string()),
             },
             _ => Self::Internal(e.to_string()),

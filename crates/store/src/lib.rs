@@ -54,8 +54,9 @@ pub struct Update {
     pub now: String,
     /// `(field index, change)` pairs.
     pub changes: Vec<(usize, Change)>,
-    /// Only update when the stored version is this one (optimistic concurrency).
-    pub expected_version: Option<i64>,
+    /// Only update when the stored version is one of these (`If-Match`); `None` means
+    /// unconditionally.
+    pub if_match: Option<Vec<i64>>,
 }
 
 /// Which page of a list to read.
@@ -132,10 +133,16 @@ impl Store {
         }
     }
 
-    /// Deletes a record; `Ok(false)` when no record has that id.
-    pub async fn delete(&self, res: ResourceId, id: String) -> Result<bool, StoreError> {
+    /// Deletes a record; `Ok(false)` when no record has that id. With `if_match`, only
+    /// when the stored version is one of those (else [`StoreError::VersionMismatch`]).
+    pub async fn delete(
+        &self,
+        res: ResourceId,
+        id: String,
+        if_match: Option<Vec<i64>>,
+    ) -> Result<bool, StoreError> {
         match self {
-            Self::Sqlite(s) => s.delete(res, id).await,
+            Self::Sqlite(s) => s.delete(res, id, if_match).await,
         }
     }
 }

@@ -1,18 +1,20 @@
 //! `GET /api/v1/{resource}/{id}`.
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
-use super::{Data, RecordJson, authorize, json_response, not_found, record_id, resource};
+use super::etag::{etag, not_modified};
+use super::{authorize, not_found, record_id, record_response, resource};
 use crate::error::ApiError;
 use crate::extract::Segments;
 use crate::state::AppState;
 
-/// Reads one record.
+/// Reads one record; `304` when `If-None-Match` names its current version.
 pub(crate) async fn get(
     State(state): State<AppState>,
     Segments(path): Segments,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (res, resource) = resource(&state, &path[0])?;
     authorize(resource.rules.view.as_ref())?;
@@ -22,13 +24,10 @@ pub(crate) async fn get(
         .get(res, id)
         .await?
         .ok_or_else(|| not_found(resource))?;
-    Ok(json_response(
-        StatusCode::OK,
-        &Data {
-            data: RecordJson {
-                resource,
-                record: &record,
-            },
-        },
-    ))
+    if not_modified(&headers, record.version) {
+        let mut res = StatusCode::NOT_MODIFIED.into_response();
+        res.headers_mut().insert(header::ETAG, etag(record.version));
+        return Ok(res);
+    }
+    Ok(record_response(StatusCode::OK, resource, &record))
 }

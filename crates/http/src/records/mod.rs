@@ -2,6 +2,7 @@
 
 pub(crate) mod create;
 pub(crate) mod delete;
+mod etag;
 pub(crate) mod get;
 mod json;
 pub(crate) mod list;
@@ -10,7 +11,7 @@ pub(crate) mod update;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ferrobase_schema::{Resource, Rule, validate::normalize_uuid};
-use ferrobase_store::ResourceId;
+use ferrobase_store::{Record, ResourceId};
 use serde::Serialize;
 
 use crate::error::ApiError;
@@ -68,6 +69,23 @@ pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Respo
         }
         Err(e) => ApiError::internal(format!("serializing a response: {e}")).into_response(),
     }
+}
+
+/// `{"data": record}` with the record's `ETag`.
+pub(crate) fn record_response(
+    status: StatusCode,
+    resource: &Resource,
+    record: &Record,
+) -> Response {
+    let mut res = json_response(
+        status,
+        &Data {
+            data: RecordJson { resource, record },
+        },
+    );
+    res.headers_mut()
+        .insert(header::ETAG, etag::etag(record.version));
+    res
 }
 
 /// `{"data": ...}`.

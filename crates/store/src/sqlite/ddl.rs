@@ -14,7 +14,9 @@ pub(crate) fn q(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Name of the join table holding a many relation's links.
+/// Name of the join table holding a many relation's links. Names cannot contain `__`,
+/// so `<resource>__<field>` (one `__`) never collides with another table, and index names
+/// (`ix__`/`fk__`/`jt__` prefixes, two `__`) never collide with a table or each other.
 pub(crate) fn join_table(resource: &str, field: &str) -> String {
     format!("{resource}__{field}")
 }
@@ -103,7 +105,7 @@ fn create_indexes(resource: &Resource) -> Vec<String> {
         stmts.push(format!(
             "CREATE {}INDEX IF NOT EXISTS {} ON {} ({})",
             if index.unique { "UNIQUE " } else { "" },
-            q(&format!("{table}__{}", index.name)),
+            q(&format!("ix__{table}__{}", index.name)),
             q(table),
             cols.join(", ")
         ));
@@ -122,14 +124,14 @@ fn create_indexes(resource: &Resource) -> Vec<String> {
             ));
             stmts.push(format!(
                 "CREATE INDEX IF NOT EXISTS {} ON {} (\"target\")",
-                q(&format!("{jt}__target")),
+                q(&format!("jt__{jt}__target")),
                 q(&jt)
             ));
         } else if !field.unique {
             // Foreign keys need an index for ON DELETE to stay fast.
             stmts.push(format!(
                 "CREATE INDEX IF NOT EXISTS {} ON {} ({})",
-                q(&format!("{table}__{}__fk", field.name)),
+                q(&format!("fk__{table}__{}", field.name)),
                 q(table),
                 q(&field.name)
             ));
@@ -206,8 +208,9 @@ mod tests {
         );
         let idx = create_indexes(posts);
         assert!(
-            idx.iter().any(|s| s
-                .contains("\"posts__by_status\" ON \"posts\" (\"status\", \"created_at\" DESC)")),
+            idx.iter().any(|s| s.contains(
+                "\"ix__posts__by_status\" ON \"posts\" (\"status\", \"created_at\" DESC)"
+            )),
             "{idx:?}"
         );
         let users = create_table(schema.resource("users").expect("users"));

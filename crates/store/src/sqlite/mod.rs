@@ -21,6 +21,10 @@ use records::Plans;
 
 type Job = Box<dyn FnOnce(&mut Connection, &Plans) + Send>;
 
+/// Most requests that may wait for one queue; beyond that callers get 503 at once
+/// instead of queueing work nobody will wait for.
+const QUEUE_DEPTH: usize = 4096;
+
 /// The embedded SQLite store.
 pub struct SqliteStore {
     writer: Sender<Job>,
@@ -43,7 +47,13 @@ fn configure(conn: &Connection, reader: bool) -> rusqlite::Result<()> {
 fn worker(name: String, mut conn: Connection, plans: Arc<Plans>, jobs: Receiver<Job>) {
     let spawned = thread::Builder::new().name(name).spawn(move || {
         while let Ok(job) = jobs.recv() {
-            job(&mut conn, &plans);
+            // A panic in one job must not take the thread (and the database) down with
+            // it: the job's transaction rolls back as it unwinds and its caller sees the
+            // dropped reply as an internal error.
+            let run = std::panic::AssertUnwindSafe(|| job(&mut conn, &plans));
+            if std::panic::catch_unwind(run).is_err() {
+                tracing::error!("a database job panicked; it was rolled back");
+            }
         }
     });
     if let Err(e) = spawned {
@@ -69,9 +79,9 @@ impl SqliteStore {
             tracing::info!(tables = ?created, path = %path.display(), "created tables");
         }
         let plans = Arc::new(Plans::new(schema));
-        let (wtx, wrx) = crossbeam_channel::unbounded();
+        let (wtx, wrx) = crossbeam_channel::bounded(QUEUE_DEPTH);
         worker("sqlite-writer".into(), writer, plans.clone(), wrx);
-        let (rtx, rrx) = crossbeam_channel::unbounded();
+        let (rtx, rrx) = crossbeam_channel::bounded(QUEUE_DEPTH);
         for i in 0..readers.max(1) {
             let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
             let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
@@ -95,11 +105,21 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn, plans| {
+            // The caller gave up (timeout, disconnect): do not run work nobody awaits,
+            // least of all a write it has already reported as failed.
+            if tx.is_closed() {
+                return;
+            }
             let _ = tx.send(f(conn, plans));
         });
-        queue
-            .send(job)
-            .map_err(|_| StoreError::Unavailable("the database threads have stopped".into()))?;
+        queue.try_send(job).map_err(|e| match e {
+            crossbeam_channel::TrySendError::Full(_) => {
+                StoreError::Unavailable("too many database requests are waiting".into())
+            }
+            crossbeam_channel::TrySendError::Disconnected(_) => {
+                StoreError::Unavailable("the database threads have stopped".into())
+            }
+        })?;
         rx.await
             .map_err(|_| StoreError::Internal("a database thread dropped a request".into()))?
     }
@@ -124,13 +144,14 @@ impl SqliteStore {
         .await
     }
 
-    /// Runs `SELECT 1` on a reader.
+    /// Runs `SELECT 1` on a reader and on the writer.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|conn, _| {
+        let select = |conn: &Connection| -> Result<(), StoreError> {
             conn.query_row("SELECT 1", [], |_| Ok(()))?;
             Ok(())
-        })
-        .await
+        };
+        self.read(move |conn, _| select(conn)).await?;
+        Self::run(&self.writer, move |conn, _| select(conn)).await
     }
 
     /// See [`crate::Store::get`].
@@ -163,8 +184,13 @@ impl SqliteStore {
     }
 
     /// See [`crate::Store::delete`].
-    pub async fn delete(&self, res: ResourceId, id: String) -> Result<bool, StoreError> {
-        self.write(move |tx, plans| plans.delete(tx, res, &id))
+    pub async fn delete(
+        &self,
+        res: ResourceId,
+        id: String,
+        if_match: Option<Vec<i64>>,
+    ) -> Result<bool, StoreError> {
+        self.write(move |tx, plans| plans.delete(tx, res, &id, if_match.as_deref()))
             .await
     }
 }

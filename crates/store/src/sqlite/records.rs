@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use ferrobase_schema::validate::canonical_number;
 use ferrobase_schema::{FieldType, Resource, Schema};
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, params_from_iter};
@@ -28,6 +29,7 @@ struct Plan {
     list: String,
     insert: String,
     delete: String,
+    version: String,
     many: Vec<ManyPlan>,
 }
 
@@ -81,10 +83,8 @@ fn decode(ty: &FieldType, v: ValueRef<'_>) -> Result<Value, StoreError> {
         (_, ValueRef::Null) => Value::Null,
         (FieldType::Boolean, ValueRef::Integer(i)) => Value::Bool(i != 0),
         (FieldType::Integer, ValueRef::Integer(i)) => Value::from(i),
-        (FieldType::Number, ValueRef::Real(f)) => {
-            serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
-        }
-        (FieldType::Number, ValueRef::Integer(i)) => Value::from(i as f64),
+        (FieldType::Number, ValueRef::Real(f)) => canonical_number(f),
+        (FieldType::Number, ValueRef::Integer(i)) => canonical_number(i as f64),
         (FieldType::Json, ValueRef::Text(t)) => serde_json::from_slice(t).map_err(|_| bad())?,
         (_, ValueRef::Text(t)) => {
             Value::String(std::str::from_utf8(t).map_err(|_| bad())?.to_owned())
@@ -137,6 +137,10 @@ impl Plan {
             .and_where(Expr::col(alias("id")).eq(""))
             .to_string(SqliteQueryBuilder)
             .replace("''", "?");
+        let version = format!(
+            "SELECT \"version\" FROM {} WHERE \"id\" = ?",
+            q(&resource.name)
+        );
         let many = resource
             .fields
             .iter()
@@ -166,6 +170,7 @@ impl Plan {
             list,
             insert,
             delete,
+            version,
             many,
         }
     }
@@ -386,7 +391,11 @@ impl Plans {
         let Some(mut record) = self.get(conn, res, id)? else {
             return Ok(None);
         };
-        if update.expected_version.is_some_and(|v| v != record.version) {
+        if update
+            .if_match
+            .as_ref()
+            .is_some_and(|versions| !versions.contains(&record.version))
+        {
             return Err(StoreError::VersionMismatch);
         }
         if update.changes.is_empty() {
@@ -448,8 +457,20 @@ impl Plans {
         conn: &Connection,
         res: ResourceId,
         id: &str,
+        if_match: Option<&[i64]>,
     ) -> Result<bool, StoreError> {
         let (_, plan) = self.parts(res)?;
+        if let Some(versions) = if_match {
+            let mut stmt = conn.prepare_cached(&plan.version)?;
+            let mut rows = stmt.query([id])?;
+            match rows.next()? {
+                None => return Ok(false),
+                Some(row) if !versions.contains(&row.get::<_, i64>(0)?) => {
+                    return Err(StoreError::VersionMismatch);
+                }
+                Some(_) => {}
+            }
+        }
         let deleted = conn
             .prepare_cached(&plan.delete)?
             .execute([id])

@@ -13,12 +13,17 @@
 //! that parses back to the same tree.
 
 mod ast;
+pub mod check;
+pub mod cursor;
 mod display;
+pub mod env;
 mod error;
+pub mod eval;
 mod lexer;
 mod parser;
 mod refs;
 mod schema_check;
+pub mod sql;
 
 pub use ast::{CompareOp, Duration, DurationUnit, Expr, Ident, Literal, Operand, Path, Sign, Span};
 pub use error::ParseError;

@@ -52,6 +52,16 @@ impl Secret {
     pub fn expose(&self) -> &[u8] {
         self.0.as_bytes()
     }
+
+    /// A 256-bit key for one purpose (`"cursor"`, ...), derived with HKDF-SHA256, so every
+    /// node with the same secret derives the same keys and purposes never share one.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"ferrobase"), self.expose());
+        let mut key = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's 8160-byte limit, so this cannot fail.
+        let _ = hk.expand(purpose.as_bytes(), &mut key);
+        key
+    }
 }
 
 impl fmt::Debug for Secret {

@@ -1,0 +1,274 @@
+//! Compiling a [`Cond`] to SQL through sea-query, for SQLite and PostgreSQL.
+//!
+//! Every value is a bound parameter; every identifier comes from the checked schema.
+//! Request values (`@auth`, `@body`, `@now`) are bound at compile time, and comparisons
+//! that involve no column are decided here, so the database only sees column tests.
+//! Paths through relations become `EXISTS` subqueries (no joins that multiply rows, no
+//! N+1 queries).
+
+use sea_query::{Alias, Expr, ExprTrait, Query, SelectStatement, Value};
+
+use crate::check::{ColumnRef, Cond, Kind, Op, Scalar, Term};
+use crate::env::Env;
+use crate::eval::compare;
+
+/// SQL dialect to compile for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// SQLite (text datetimes, 0/1 booleans, ASCII `lower`).
+    Sqlite,
+    /// PostgreSQL (typed timestamps and uuids).
+    Postgres,
+}
+
+/// Compiles `cond` for rows of `table` (the name the outer query uses for it).
+pub fn to_sql(cond: &Cond, env: &Env<'_>, dialect: Dialect, table: &str) -> Expr {
+    let mut c = Compiler {
+        env,
+        dialect,
+        table,
+        aliases: 0,
+    };
+    c.cond(cond)
+}
+
+const UPPER: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+const LOWER: &str = "abcdefghijklmnopqrstuvwxyz";
+
+fn truth(b: bool) -> Expr {
+    Expr::cust(if b { "TRUE" } else { "FALSE" })
+}
+
+fn col(alias: &str, column: &str) -> Expr {
+    Expr::col((Alias::new(alias), Alias::new(column)))
+}
+
+/// A side of a comparison once request values are known.
+enum Side {
+    /// A column expression (with its kind and collation).
+    Column(Expr, Kind, bool),
+    /// A constant; `None` when absent.
+    Constant(Option<Scalar>),
+}
+
+struct Compiler<'a> {
+    env: &'a Env<'a>,
+    dialect: Dialect,
+    table: &'a str,
+    aliases: usize,
+}
+
+impl Compiler<'_> {
+    fn cond(&mut self, cond: &Cond) -> Expr {
+        match cond {
+            Cond::And(a, b) => {
+                let (a, b) = (self.cond(a), self.cond(b));
+                a.and(b)
+            }
+            Cond::Or(a, b) => {
+                let (a, b) = (self.cond(a), self.cond(b));
+                a.or(b)
+            }
+            // SQL's NOT of an unknown is unknown; our NOT of "false because absent" is true.
+            Cond::Not(c) => Expr::cust_with_exprs("NOT COALESCE($1, FALSE)", [self.cond(c)]),
+            Cond::IsNull(term) => self.with_columns(&[term], |c, sides| match &sides[0] {
+                Side::Constant(v) => truth(v.is_none()),
+                Side::Column(e, ..) => {
+                    let _ = c;
+                    e.clone().is_null()
+                }
+            }),
+            Cond::Cmp { op, lhs, rhs } => {
+                let op = *op;
+                self.with_columns(&[lhs, rhs], |c, sides| c.compare(op, &sides[0], &sides[1]))
+            }
+            Cond::In { lhs, items } => {
+                let mut terms: Vec<&Term> = vec![lhs];
+                terms.extend(items.iter());
+                self.with_columns(&terms, |c, sides| {
+                    let (first, rest) = sides.split_first().expect("lhs is present");
+                    let mut out: Option<Expr> = None;
+                    for item in rest {
+                        let e = c.compare(Op::Eq, first, item);
+                        out = Some(match out {
+                            None => e,
+                            Some(acc) => acc.or(e),
+                        });
+                    }
+                    out.unwrap_or_else(|| truth(false))
+                })
+            }
+        }
+    }
+
+    /// Places the terms' columns (building one `EXISTS` subquery for those reached
+    /// through relations) and builds the predicate over them.
+    fn with_columns(
+        &mut self,
+        terms: &[&Term],
+        build: impl FnOnce(&Self, &[Side]) -> Expr,
+    ) -> Expr {
+        let mut sub: Option<SelectStatement> = None;
+        let sides: Vec<Side> = terms
+            .iter()
+            .map(|t| match t {
+                Term::Value(v) => Side::Constant(Some(v.clone())),
+                Term::Param(p, kind) => Side::Constant(self.env.resolve(p, kind)),
+                Term::Column(c) => {
+                    let e = self.place(c, &mut sub);
+                    Side::Column(e, c.kind.clone(), c.nocase)
+                }
+            })
+            .collect();
+        let predicate = build(self, &sides);
+        match sub {
+            None => predicate,
+            Some(mut select) => {
+                select.and_where(predicate);
+                Expr::exists(select)
+            }
+        }
+    }
+
+    fn next_alias(&mut self, prefix: &str) -> String {
+        self.aliases += 1;
+        format!("{prefix}{}", self.aliases)
+    }
+
+    /// The SQL expression of a column, adding the joins of its path to `sub`.
+    fn place(&mut self, c: &ColumnRef, sub: &mut Option<SelectStatement>) -> Expr {
+        let mut prev = self.table.to_owned();
+        let last = c.hops.len().saturating_sub(1);
+        for (i, hop) in c.hops.iter().enumerate() {
+            let link =
+                |sub: &mut Option<SelectStatement>, table: String, alias: &str, on: Expr| match sub
+                {
+                    None => {
+                        let mut s = Query::select();
+                        s.expr(Expr::cust("1"))
+                            .from_as(Alias::new(table), Alias::new(alias))
+                            .and_where(on);
+                        *sub = Some(s);
+                    }
+                    Some(s) => {
+                        s.join_as(
+                            sea_query::JoinType::InnerJoin,
+                            Alias::new(table),
+                            Alias::new(alias),
+                            on,
+                        );
+                    }
+                };
+            if hop.many {
+                let j = self.next_alias("j");
+                let join_table = format!("{}__{}", hop.from, hop.field);
+                link(
+                    sub,
+                    join_table,
+                    &j,
+                    col(&j, "source").equals((Alias::new(prev.as_str()), Alias::new("id"))),
+                );
+                if i == last && c.column == "id" {
+                    return col(&j, "target");
+                }
+                let a = self.next_alias("r");
+                link(
+                    sub,
+                    hop.to.clone(),
+                    &a,
+                    col(&a, "id").equals((Alias::new(j.as_str()), Alias::new("target"))),
+                );
+                prev = a;
+            } else {
+                let a = self.next_alias("r");
+                link(
+                    sub,
+                    hop.to.clone(),
+                    &a,
+                    col(&a, "id")
+                        .equals((Alias::new(prev.as_str()), Alias::new(hop.field.as_str()))),
+                );
+                prev = a;
+            }
+        }
+        col(&prev, &c.column)
+    }
+
+    fn value(&self, v: &Scalar, kind: Option<&Kind>) -> Expr {
+        let value: Value = match v {
+            Scalar::Text(s) => s.clone().into(),
+            Scalar::Int(i) => (*i).into(),
+            Scalar::Num(f) => (*f).into(),
+            Scalar::Bool(b) => (*b).into(),
+        };
+        let e = Expr::val(value);
+        match (self.dialect, kind) {
+            (Dialect::Postgres, Some(Kind::Datetime)) => e.cast_as("timestamptz"),
+            (Dialect::Postgres, Some(Kind::Date)) => e.cast_as("date"),
+            (Dialect::Postgres, Some(Kind::Id)) => e.cast_as("uuid"),
+            _ => e,
+        }
+    }
+
+    fn fold_case(&self, e: Expr) -> Expr {
+        match self.dialect {
+            Dialect::Sqlite => Expr::cust_with_exprs("lower($1)", [e]),
+            Dialect::Postgres => {
+                Expr::cust_with_exprs(format!("translate($1, '{UPPER}', '{LOWER}')"), [e])
+            }
+        }
+    }
+
+    fn compare(&self, op: Op, a: &Side, b: &Side) -> Expr {
+        let (l, r) = match (a, b) {
+            (Side::Constant(x), Side::Constant(y)) => {
+                return truth(match (x, y) {
+                    (Some(x), Some(y)) => compare(op, x, y, false),
+                    _ => false,
+                });
+            }
+            (_, Side::Constant(None)) | (Side::Constant(None), _) => return truth(false),
+            (Side::Column(e, kind, nocase), Side::Constant(Some(v))) => (
+                self.case(e.clone(), *nocase, op),
+                self.constant(v, kind, *nocase, op),
+            ),
+            (Side::Constant(Some(v)), Side::Column(e, kind, nocase)) => (
+                self.constant(v, kind, *nocase, op),
+                self.case(e.clone(), *nocase, op),
+            ),
+            (Side::Column(x, _, xn), Side::Column(y, _, yn)) => {
+                let nocase = *xn || *yn;
+                (
+                    self.case(x.clone(), nocase, op),
+                    self.case(y.clone(), nocase, op),
+                )
+            }
+        };
+        match op {
+            Op::Eq => l.eq(r),
+            Op::Lt => l.lt(r),
+            Op::Le => l.lte(r),
+            Op::Gt => l.gt(r),
+            Op::Ge => l.gte(r),
+            Op::Contains => match self.dialect {
+                Dialect::Sqlite => Expr::cust_with_exprs("instr($1, $2) > 0", [l, r]),
+                Dialect::Postgres => Expr::cust_with_exprs("strpos($1, $2) > 0", [l, r]),
+            },
+        }
+    }
+
+    /// A column, case-folded where the comparison ignores ASCII case. SQLite applies a
+    /// `NOCASE` column's collation itself; only `~` needs explicit folding there.
+    fn case(&self, e: Expr, nocase: bool, op: Op) -> Expr {
+        let fold = op == Op::Contains || (nocase && self.dialect == Dialect::Postgres);
+        if fold { self.fold_case(e) } else { e }
+    }
+
+    fn constant(&self, v: &Scalar, kind: &Kind, nocase: bool, op: Op) -> Expr {
+        let fold = op == Op::Contains || (nocase && self.dialect == Dialect::Postgres);
+        match v {
+            Scalar::Text(s) if fold => Expr::val(s.to_ascii_lowercase()),
+            _ => self.value(v, Some(kind)),
+        }
+    }
+}

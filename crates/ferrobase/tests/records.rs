@@ -382,8 +382,8 @@ fn list_pages_with_limit_and_page() {
         "default limit"
     );
     assert_eq!(body["meta"]["limit"], 20);
-    assert_eq!(body["meta"]["nextCursor"], Value::Null);
-    assert_eq!(body["links"]["next"], "/api/v1/tags?limit=20&page=2");
+    let cursor = body["meta"]["nextCursor"].as_str().expect("a cursor by default");
+    assert!(body["links"]["next"].as_str().expect("next").ends_with(&format!("cursor={cursor}")));
 
     let mut seen = Vec::new();
     for page in 1..=3 {

@@ -118,6 +118,13 @@ impl From<StoreError> for ApiError {
                 "UNPROCESSABLE",
                 "deleting this record would cascade through more than 1000 levels of related records; delete the deepest ones first",
             ),
+            StoreError::BadCursor => Self::validation(
+                [(
+                    "cursor".to_owned(),
+                    vec!["does not fit this list".to_owned()],
+                )]
+                .into(),
+            ),
             StoreError::VersionMismatch => Self::new(
                 StatusCode::PRECONDITION_FAILED,
                 "PRECONDITION_FAILED",

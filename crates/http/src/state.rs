@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use ferrobase_query::cursor::CursorCodec;
 use ferrobase_schema::{Schema, Settings};
 use ferrobase_store::Store;
 use time::OffsetDateTime;
@@ -39,12 +40,26 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// Set when shutdown begins: `/ready` answers 503 from then on.
     pub shutting_down: AtomicBool,
+    /// Signs and verifies list cursors (keys derived from the secret).
+    pub cursors: CursorCodec,
 }
 
 impl AppState {
     /// Builds the state.
     pub fn new(schema: Arc<Schema>, settings: Arc<Settings>, store: Store) -> Self {
+        let secret = settings
+            .secret
+            .clone()
+            .unwrap_or_else(|| ferrobase_schema::settings::Secret::new(""));
+        let cursors = CursorCodec::new(
+            secret.derive("cursor"),
+            settings
+                .secret_previous
+                .as_ref()
+                .map(|s| s.derive("cursor")),
+        );
         Self(Arc::new(App {
+            cursors,
             schema,
             settings,
             store,

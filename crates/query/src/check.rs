@@ -283,7 +283,8 @@ impl Checker<'_> {
             Expr::Not { expr, .. } => Cond::Not(Box::new(self.cond(expr)?)),
             Expr::Truthy(operand) => {
                 let term = self.term(operand, None)?;
-                if self.kind(&term) != Some(Kind::Bool) {
+                let constant = matches!(term, Term::Value(Scalar::Bool(_)));
+                if !constant && self.kind(&term) != Some(Kind::Bool) {
                     return Err(err(
                         operand.span(),
                         format!(

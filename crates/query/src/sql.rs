@@ -70,7 +70,10 @@ impl Compiler<'_> {
                 a.or(b)
             }
             // SQL's NOT of an unknown is unknown; our NOT of "false because absent" is true.
-            Cond::Not(c) => Expr::cust_with_exprs("NOT COALESCE($1, FALSE)", [self.cond(c)]),
+            Cond::Not(c) => {
+                let inner = self.cond(c);
+                self.custom("NOT COALESCE($1, FALSE)", [inner])
+            }
             Cond::IsNull(term) => self.with_columns(&[term], |c, sides| match &sides[0] {
                 Side::Constant(v) => truth(v.is_none()),
                 Side::Column(e, ..) => {
@@ -210,12 +213,22 @@ impl Compiler<'_> {
         }
     }
 
+    /// A custom SQL fragment; `$1`, `$2`... (in order) stand for the expressions.
+    /// sea-query's SQLite writer expects `?` there instead.
+    fn custom<const N: usize>(&self, template: &str, exprs: [Expr; N]) -> Expr {
+        let template = match self.dialect {
+            Dialect::Postgres => template.to_owned(),
+            Dialect::Sqlite => {
+                (1..=N).fold(template.to_owned(), |t, i| t.replace(&format!("${i}"), "?"))
+            }
+        };
+        Expr::cust_with_exprs(template, exprs)
+    }
+
     fn fold_case(&self, e: Expr) -> Expr {
         match self.dialect {
-            Dialect::Sqlite => Expr::cust_with_exprs("lower($1)", [e]),
-            Dialect::Postgres => {
-                Expr::cust_with_exprs(format!("translate($1, '{UPPER}', '{LOWER}')"), [e])
-            }
+            Dialect::Sqlite => self.custom("lower($1)", [e]),
+            Dialect::Postgres => self.custom(&format!("translate($1, '{UPPER}', '{LOWER}')"), [e]),
         }
     }
 
@@ -251,8 +264,8 @@ impl Compiler<'_> {
             Op::Gt => l.gt(r),
             Op::Ge => l.gte(r),
             Op::Contains => match self.dialect {
-                Dialect::Sqlite => Expr::cust_with_exprs("instr($1, $2) > 0", [l, r]),
-                Dialect::Postgres => Expr::cust_with_exprs("strpos($1, $2) > 0", [l, r]),
+                Dialect::Sqlite => self.custom("instr($1, $2) > 0", [l, r]),
+                Dialect::Postgres => self.custom("strpos($1, $2) > 0", [l, r]),
             },
         }
     }

@@ -23,6 +23,9 @@ pub enum StoreError {
     /// Deleting would cascade through more levels than SQLite follows (422 `UNPROCESSABLE`).
     #[error("the delete cascades too deep")]
     CascadeTooDeep,
+    /// A cursor's values do not fit the sort they claim (400 `VALIDATION_FAILED`).
+    #[error("the cursor does not fit this list")]
+    BadCursor,
     /// The stored version differs from the expected one (412 `PRECONDITION_FAILED`).
     #[error("the record has changed since it was read")]
     VersionMismatch,

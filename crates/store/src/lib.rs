@@ -3,6 +3,7 @@
 //! Rows are decoded by each field's declared type, never by driver type information.
 
 mod error;
+mod list;
 mod sqlite;
 
 use std::path::Path;
@@ -12,6 +13,7 @@ use ferrobase_schema::{Schema, Settings};
 use serde_json::Value;
 
 pub use error::StoreError;
+pub use list::{KeyType, ListQuery, SortKey};
 pub use sqlite::SqliteStore;
 
 /// Index of a resource in [`Schema::resources`]; the store's handle for it.
@@ -59,15 +61,6 @@ pub struct Update {
     pub if_match: Option<Vec<i64>>,
 }
 
-/// Which page of a list to read.
-#[derive(Debug, Clone, Copy)]
-pub struct Page {
-    /// Most records to return.
-    pub limit: u32,
-    /// Records to skip.
-    pub offset: u64,
-}
-
 /// The data store, whichever database backs it.
 #[derive(Clone)]
 pub enum Store {
@@ -107,10 +100,32 @@ impl Store {
         }
     }
 
-    /// A page of records, oldest first.
-    pub async fn list(&self, res: ResourceId, page: Page) -> Result<Vec<Record>, StoreError> {
+    /// Records matching a list query, in its order.
+    pub async fn list(&self, res: ResourceId, query: ListQuery) -> Result<Vec<Record>, StoreError> {
         match self {
-            Self::Sqlite(s) => s.list(res, page).await,
+            Self::Sqlite(s) => s.list(res, query).await,
+        }
+    }
+
+    /// How many records match `filter`.
+    pub async fn count(
+        &self,
+        res: ResourceId,
+        filter: Option<sea_query::Expr>,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.count(res, filter).await,
+        }
+    }
+
+    /// The records with these ids (in no particular order; missing ids are skipped).
+    pub async fn get_many(
+        &self,
+        res: ResourceId,
+        ids: Vec<String>,
+    ) -> Result<Vec<Record>, StoreError> {
+        match self {
+            Self::Sqlite(s) => s.get_many(res, ids).await,
         }
     }
 

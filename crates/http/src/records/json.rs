@@ -1,50 +1,68 @@
 //! A record as clients see it: `id`, the readable fields in schema order, `version`,
-//! timestamps. Hidden fields and fields whose read rule denies are left out.
+//! timestamps, and `expand` when relations were expanded. Hidden fields and fields whose
+//! read rule denies are left out; a `fields=` projection keeps only the named keys.
 
 use ferrobase_schema::Resource;
 use ferrobase_store::Record;
 use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::{Map, Value};
 
 /// Serializes one record of `resource` without building an intermediate map.
 pub(crate) struct RecordJson<'a> {
     pub resource: &'a Resource,
     pub record: &'a Record,
+    /// Only these keys (`fields=`), when given.
+    pub only: Option<&'a [String]>,
+    /// Expanded relations of this record, by field name.
+    pub expand: Option<&'a Map<String, Value>>,
+}
+
+impl<'a> RecordJson<'a> {
+    /// The plain representation of a record.
+    pub fn new(resource: &'a Resource, record: &'a Record) -> Self {
+        Self {
+            resource,
+            record,
+            only: None,
+            expand: None,
+        }
+    }
+
+    fn wanted(&self, key: &str) -> bool {
+        self.only.is_none_or(|only| only.iter().any(|k| k == key))
+    }
 }
 
 impl Serialize for RecordJson<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(None)?;
-        map.serialize_entry("id", &self.record.id)?;
+        if self.wanted("id") {
+            map.serialize_entry("id", &self.record.id)?;
+        }
         for (field, value) in self.resource.fields.iter().zip(&self.record.values) {
             // Field read rules are evaluated once identities exist; until then only
             // public ones reveal the field.
             let readable = !field.hidden && field.read.as_ref().is_none_or(|r| r.is_public());
-            if readable {
+            if readable && self.wanted(&field.name) {
                 map.serialize_entry(&field.name, value)?;
             }
         }
-        map.serialize_entry("version", &self.record.version)?;
-        if let Some(at) = &self.record.created_at {
+        if self.wanted("version") {
+            map.serialize_entry("version", &self.record.version)?;
+        }
+        if let Some(at) = &self.record.created_at
+            && self.wanted("created_at")
+        {
             map.serialize_entry("created_at", at)?;
         }
-        if let Some(at) = &self.record.updated_at {
+        if let Some(at) = &self.record.updated_at
+            && self.wanted("updated_at")
+        {
             map.serialize_entry("updated_at", at)?;
         }
+        if let Some(expand) = self.expand {
+            map.serialize_entry("expand", expand)?;
+        }
         map.end()
-    }
-}
-
-/// A list of records of one resource.
-pub(crate) struct RecordsJson<'a> {
-    pub resource: &'a Resource,
-    pub records: &'a [Record],
-}
-
-impl Serialize for RecordsJson<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.records.iter().map(|record| RecordJson {
-            resource: self.resource,
-            record,
-        }))
     }
 }

@@ -1,90 +1,33 @@
-//! `GET /api/v1/{resource}`: a page of records (limit + page offset).
-
-use std::collections::BTreeMap;
+//! `GET /api/v1/{resource}`: filter, sort, fields, expand, keyset cursors or pages,
+//! optional total.
 
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use ferrobase_store::Page;
+use ferrobase_query::cursor::{Cursor, CursorError};
+use ferrobase_query::env::Env;
+use ferrobase_query::sql::{Dialect, to_sql};
+use ferrobase_schema::Resource;
+use ferrobase_store::{ListQuery, Record};
 use serde::Serialize;
+use serde_json::{Map, Value};
 
-use super::json::RecordsJson;
-use super::{authorize, json_response, resource};
+use super::expand::{Tree, expand};
+use super::params::{ListParams, parse};
+use super::{RecordJson, authorize, json_response, resource};
 use crate::error::ApiError;
 use crate::extract::Segments;
 use crate::state::AppState;
-
-/// Page size when the client names none.
-pub const DEFAULT_LIMIT: u32 = 20;
-/// Largest page size.
-pub const MAX_LIMIT: u32 = 100;
-/// Deepest page reachable by offset; cursors will serve deeper walks.
-const MAX_PAGE: u64 = 100_000;
-
-/// List parameters of SPEC §5 that later versions implement.
-const NOT_YET: &[&str] = &["filter", "sort", "fields", "expand", "cursor", "count"];
-
-#[derive(Debug, PartialEq)]
-struct ListParams {
-    limit: u32,
-    page: u64,
-}
-
-fn parse_params(query: Option<&str>) -> Result<ListParams, BTreeMap<String, Vec<String>>> {
-    let mut params = ListParams {
-        limit: DEFAULT_LIMIT,
-        page: 1,
-    };
-    let mut errors: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut seen: Vec<String> = Vec::new();
-    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        let key = key.into_owned();
-        if seen.contains(&key) {
-            errors
-                .entry(key)
-                .or_default()
-                .push("is given more than once".into());
-            continue;
-        }
-        seen.push(key.clone());
-        match key.as_str() {
-            "limit" => match value.parse::<u32>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => params.limit = n,
-                _ => errors
-                    .entry(key)
-                    .or_default()
-                    .push(format!("must be an integer from 1 to {MAX_LIMIT}")),
-            },
-            "page" => match value.parse::<u64>() {
-                Ok(n) if (1..=MAX_PAGE).contains(&n) => params.page = n,
-                _ => errors
-                    .entry(key)
-                    .or_default()
-                    .push(format!("must be an integer from 1 to {MAX_PAGE}")),
-            },
-            k if NOT_YET.contains(&k) => errors
-                .entry(key)
-                .or_default()
-                .push("is not supported by this version yet".into()),
-            _ => errors
-                .entry(key)
-                .or_default()
-                .push("is not a list parameter; use limit or page".into()),
-        }
-    }
-    if errors.is_empty() {
-        Ok(params)
-    } else {
-        Err(errors)
-    }
-}
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Meta {
     limit: u32,
-    page: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    page: Option<u64>,
     next_cursor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -94,14 +37,66 @@ struct Links {
     next: Option<String>,
 }
 
+struct Page<'a> {
+    resource: &'a Resource,
+    records: &'a [Record],
+    only: Option<&'a [String]>,
+    expand: Option<&'a [Map<String, Value>]>,
+}
+
+impl Serialize for Page<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(
+            self.records
+                .iter()
+                .enumerate()
+                .map(|(i, record)| RecordJson {
+                    resource: self.resource,
+                    record,
+                    only: self.only,
+                    expand: self.expand.map(|e| &e[i]),
+                }),
+        )
+    }
+}
+
 #[derive(Serialize)]
 struct ListBody<'a> {
-    data: RecordsJson<'a>,
+    data: Page<'a>,
     meta: Meta,
     links: Links,
 }
 
-/// Lists records, oldest first.
+/// The value a record has for a sort key, as stored (for cursors).
+fn key_value(resource: &Resource, record: &Record, column: &str) -> Value {
+    match column {
+        "id" => Value::String(record.id.clone()),
+        "version" => Value::from(record.version),
+        "created_at" => record.created_at.clone().map_or(Value::Null, Value::String),
+        "updated_at" => record.updated_at.clone().map_or(Value::Null, Value::String),
+        _ => resource
+            .fields
+            .iter()
+            .position(|f| f.name == column)
+            .map_or(Value::Null, |i| record.values[i].clone()),
+    }
+}
+
+/// The request's own query string with `key` replaced (or removed when `None`).
+fn with_param(query: Option<&str>, key: &str, value: Option<&str>, also_drop: &str) -> String {
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if k != key && k != also_drop {
+            out.append_pair(&k, &v);
+        }
+    }
+    if let Some(value) = value {
+        out.append_pair(key, value);
+    }
+    out.finish()
+}
+
+/// Lists records.
 pub(crate) async fn list(
     State(state): State<AppState>,
     Segments(path): Segments,
@@ -109,52 +104,106 @@ pub(crate) async fn list(
 ) -> Result<Response, ApiError> {
     let (res, resource) = resource(&state, &path[0])?;
     authorize(resource.rules.list.as_ref())?;
-    let params = parse_params(query.as_deref()).map_err(ApiError::validation)?;
-    let page = Page {
-        limit: params.limit + 1,
-        offset: (params.page - 1) * u64::from(params.limit),
+    let params: ListParams = parse(&state.schema, resource, query.as_deref())?;
+    let env = Env::anonymous(state.clock.now());
+    let filter = params
+        .filter
+        .as_ref()
+        .map(|cond| to_sql(cond, &env, Dialect::Sqlite, &resource.name));
+    let after = match &params.cursor {
+        None => None,
+        Some(token) => match state.cursors.decode(token, &resource.name, &params.sort) {
+            Ok(cursor) => Some(cursor.values),
+            Err(CursorError::Invalid) => {
+                return Err(ApiError::validation(
+                    [(
+                        "cursor".to_owned(),
+                        vec!["is not a valid cursor".to_owned()],
+                    )]
+                    .into(),
+                ));
+            }
+            Err(CursorError::Mismatch) => {
+                return Err(ApiError::validation(
+                    [(
+                        "cursor".to_owned(),
+                        vec!["was made for a different resource or sort".to_owned()],
+                    )]
+                    .into(),
+                ));
+            }
+        },
     };
-    let mut records = state.store.list(res, page).await?;
+    let total = if params.count {
+        Some(state.store.count(res, filter.clone()).await?)
+    } else {
+        None
+    };
+    let list_query = ListQuery {
+        filter,
+        order: params.order.clone(),
+        after,
+        limit: params.limit + 1,
+        offset: params.page.map_or(0, |p| (p - 1) * u64::from(params.limit)),
+    };
+    let mut records = state.store.list(res, list_query).await?;
     let has_more = records.len() > params.limit as usize;
     records.truncate(params.limit as usize);
-    let link = |page: u64| {
-        format!(
-            "/api/v1/{}?limit={}&page={page}",
-            resource.name, params.limit
-        )
+
+    let tree = Tree::new(&params.expand);
+    let expanded = if tree.is_empty() {
+        None
+    } else {
+        Some(expand(&state, resource, &records, &tree).await?)
+    };
+    let base = format!("/api/v1/{}", resource.name);
+    let (next_cursor, next) = match (has_more, params.page, records.last()) {
+        (true, Some(page), _) => (
+            None,
+            Some(with_param(
+                query.as_deref(),
+                "page",
+                Some(&(page + 1).to_string()),
+                "cursor",
+            )),
+        ),
+        (true, None, Some(last)) => {
+            let cursor = Cursor {
+                resource: resource.name.clone(),
+                sort: params.sort.clone(),
+                values: params
+                    .order
+                    .iter()
+                    .map(|k| key_value(resource, last, &k.column))
+                    .collect(),
+            };
+            let token = state.cursors.encode(&cursor);
+            let link = with_param(query.as_deref(), "cursor", Some(&token), "page");
+            (Some(token), Some(link))
+        }
+        _ => (None, None),
+    };
+    let this = match query.as_deref() {
+        Some(q) if !q.is_empty() => format!("{base}?{q}"),
+        _ => base.clone(),
     };
     let body = ListBody {
-        data: RecordsJson {
+        data: Page {
             resource,
             records: &records,
+            only: params.fields.as_deref(),
+            expand: expanded.as_deref(),
         },
         meta: Meta {
             limit: params.limit,
             page: params.page,
-            next_cursor: None,
+            next_cursor,
+            total,
         },
         links: Links {
-            this: link(params.page),
-            next: has_more.then(|| link(params.page + 1)),
+            this,
+            next: next.map(|q| format!("{base}?{q}")),
         },
     };
     Ok(json_response(StatusCode::OK, &body))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn params_are_checked() {
-        assert_eq!(parse_params(None), Ok(ListParams { limit: 20, page: 1 }));
-        assert_eq!(
-            parse_params(Some("limit=5&page=3")),
-            Ok(ListParams { limit: 5, page: 3 })
-        );
-        let errors = parse_params(Some("limit=0&page=x&sort=title&bogus=1")).expect_err("bad");
-        assert_eq!(errors.len(), 4);
-        assert!(parse_params(Some("limit=101")).is_err());
-        assert!(parse_params(Some("limit=5&limit=6")).is_err());
-    }
 }

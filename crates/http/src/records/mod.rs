@@ -3,9 +3,11 @@
 pub(crate) mod create;
 pub(crate) mod delete;
 mod etag;
+mod expand;
 pub(crate) mod get;
 mod json;
 pub(crate) mod list;
+mod params;
 pub(crate) mod update;
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -46,6 +48,11 @@ pub(crate) fn authorize(rule: Option<&Rule>) -> Result<(), ApiError> {
     }
 }
 
+/// Whether everyone may view records of `resource` (used for expanded records).
+pub(crate) fn view_allowed(resource: &Resource) -> bool {
+    authorize(resource.rules.view.as_ref()).is_ok()
+}
+
 /// A record id from the path; anything that is not a UUID cannot name a record (404).
 pub(crate) fn record_id(resource: &Resource, raw: &str) -> Result<String, ApiError> {
     normalize_uuid(raw).ok_or_else(|| not_found(resource))
@@ -80,7 +87,7 @@ pub(crate) fn record_response(
     let mut res = json_response(
         status,
         &Data {
-            data: RecordJson { resource, record },
+            data: RecordJson::new(resource, record),
         },
     );
     res.headers_mut()

@@ -7,6 +7,8 @@
 mod ddl;
 mod records;
 
+pub(crate) use ddl::expected_columns;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::thread;
@@ -16,7 +18,7 @@ use ferrobase_schema::Schema;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
-use crate::{NewRecord, Page, Record, ResourceId, StoreError, Update};
+use crate::{ListQuery, NewRecord, Record, ResourceId, StoreError, Update};
 use records::Plans;
 
 type Job = Box<dyn FnOnce(&mut Connection, &Plans) + Send>;
@@ -161,8 +163,28 @@ impl SqliteStore {
     }
 
     /// See [`crate::Store::list`].
-    pub async fn list(&self, res: ResourceId, page: Page) -> Result<Vec<Record>, StoreError> {
-        self.read(move |conn, plans| plans.list(conn, res, page))
+    pub async fn list(&self, res: ResourceId, query: ListQuery) -> Result<Vec<Record>, StoreError> {
+        self.read(move |conn, plans| plans.list(conn, res, query))
+            .await
+    }
+
+    /// See [`crate::Store::count`].
+    pub async fn count(
+        &self,
+        res: ResourceId,
+        filter: Option<sea_query::Expr>,
+    ) -> Result<u64, StoreError> {
+        self.read(move |conn, plans| plans.count(conn, res, filter))
+            .await
+    }
+
+    /// See [`crate::Store::get_many`].
+    pub async fn get_many(
+        &self,
+        res: ResourceId,
+        ids: Vec<String>,
+    ) -> Result<Vec<Record>, StoreError> {
+        self.read(move |conn, plans| plans.get_many(conn, res, ids))
             .await
     }
 

@@ -8,11 +8,12 @@ use ferrobase_schema::validate::canonical_number;
 use ferrobase_schema::{FieldType, Resource, Schema};
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, params_from_iter};
-use sea_query::{Alias, Expr, ExprTrait, Order, Query, SqliteQueryBuilder};
+use sea_query::{Alias, Expr, ExprTrait, Query, SqliteQueryBuilder};
 use serde_json::Value;
 
 use super::ddl::{expected_columns, join_table, q};
-use crate::{Change, NewRecord, Page, Record, ResourceId, StoreError, Update};
+use crate::list::list_statement;
+use crate::{Change, ListQuery, NewRecord, Record, ResourceId, StoreError, Update};
 
 /// Precomputed statements for every resource.
 pub(crate) struct Plans {
@@ -26,7 +27,7 @@ struct Plan {
     /// Number of system columns before the fields (id, version, timestamps).
     system: usize,
     get: String,
-    list: String,
+    get_many: String,
     insert: String,
     delete: String,
     version: String,
@@ -118,13 +119,11 @@ impl Plan {
             .and_where(Expr::col(alias("id")).eq(""))
             .to_string(SqliteQueryBuilder);
         let get = get.replace("''", "?");
-        let list = Query::select()
-            .columns(cols())
-            .from(table.clone())
-            .order_by(alias("id"), Order::Asc)
-            .build(SqliteQueryBuilder)
-            .0
-            + " LIMIT ? OFFSET ?";
+        let get_many = format!(
+            "SELECT {} FROM {} WHERE \"id\" IN (SELECT value FROM json_each(?))",
+            columns.iter().map(|c| q(c)).collect::<Vec<_>>().join(", "),
+            q(&resource.name)
+        );
         let placeholders = vec!["?"; columns.len()].join(", ");
         let names: Vec<String> = columns.iter().map(|c| q(c)).collect();
         let insert = format!(
@@ -167,7 +166,7 @@ impl Plan {
             column_fields,
             system,
             get,
-            list,
+            get_many,
             insert,
             delete,
             version,
@@ -239,49 +238,111 @@ impl Plans {
         Ok(Some(record))
     }
 
+    /// Runs a built SELECT of a resource's columns and decodes the rows.
+    fn select(
+        &self,
+        conn: &Connection,
+        resource: &Resource,
+        plan: &Plan,
+        (sql, values): (String, sea_query::Values),
+    ) -> Result<Vec<Record>, StoreError> {
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params_from_iter(values.into_iter().map(sql_value)))?;
+        let mut records = Vec::new();
+        while let Some(row) = rows.next()? {
+            records.push(Self::decode_row(resource, plan, row)?);
+        }
+        Self::load_links(conn, plan, &mut records)?;
+        Ok(records)
+    }
+
+    /// Fills many-relation fields of `records` with one query per relation.
+    fn load_links(
+        conn: &Connection,
+        plan: &Plan,
+        records: &mut [Record],
+    ) -> Result<(), StoreError> {
+        if plan.many.is_empty() || records.is_empty() {
+            return Ok(());
+        }
+        let ids = Value::Array(
+            records
+                .iter()
+                .map(|r| Value::String(r.id.clone()))
+                .collect(),
+        );
+        let position: BTreeMap<String, usize> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id.clone(), i))
+            .collect();
+        for m in &plan.many {
+            let mut stmt = conn.prepare_cached(&m.select_many)?;
+            let mut rows = stmt.query([ids.to_string()])?;
+            while let Some(row) = rows.next()? {
+                let source = text(row.get_ref(0)?)?;
+                if let Some(&i) = position.get(&source) {
+                    let target = text(row.get_ref(1)?)?;
+                    if let Value::Array(a) = &mut records[i].values[m.field] {
+                        a.push(Value::String(target));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn list(
         &self,
         conn: &Connection,
         res: ResourceId,
-        page: Page,
+        query: ListQuery,
     ) -> Result<Vec<Record>, StoreError> {
         let (resource, plan) = self.parts(res)?;
-        let mut stmt = conn.prepare_cached(&plan.list)?;
-        let offset = i64::try_from(page.offset).unwrap_or(i64::MAX);
-        let mut rows = stmt.query((i64::from(page.limit), offset))?;
-        let mut records = Vec::with_capacity(page.limit as usize);
+        let statement = list_statement(resource, &query)?;
+        self.select(conn, resource, plan, statement.build(SqliteQueryBuilder))
+    }
+
+    pub(crate) fn count(
+        &self,
+        conn: &Connection,
+        res: ResourceId,
+        filter: Option<Expr>,
+    ) -> Result<u64, StoreError> {
+        let (resource, _) = self.parts(res)?;
+        let mut q = Query::select();
+        q.expr(Expr::cust("COUNT(*)")).from(alias(&resource.name));
+        if let Some(f) = filter {
+            q.and_where(f);
+        }
+        let (sql, values) = q.build(SqliteQueryBuilder);
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let n: i64 = stmt.query_row(params_from_iter(values.into_iter().map(sql_value)), |r| {
+            r.get(0)
+        })?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    pub(crate) fn get_many(
+        &self,
+        conn: &Connection,
+        res: ResourceId,
+        ids: Vec<String>,
+    ) -> Result<Vec<Record>, StoreError> {
+        let (resource, plan) = self.parts(res)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = Value::Array(ids.into_iter().map(Value::String).collect()).to_string();
+        let mut stmt = conn.prepare_cached(&plan.get_many)?;
+        let mut rows = stmt.query([ids])?;
+        let mut records = Vec::new();
         while let Some(row) = rows.next()? {
             records.push(Self::decode_row(resource, plan, row)?);
         }
-        if !plan.many.is_empty() && !records.is_empty() {
-            let ids = Value::Array(
-                records
-                    .iter()
-                    .map(|r| Value::String(r.id.clone()))
-                    .collect(),
-            );
-            let position: BTreeMap<&str, usize> = records
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (r.id.as_str(), i))
-                .collect();
-            let mut links: Vec<(usize, usize, String)> = Vec::new();
-            for m in &plan.many {
-                let mut stmt = conn.prepare_cached(&m.select_many)?;
-                let mut rows = stmt.query([ids.to_string()])?;
-                while let Some(row) = rows.next()? {
-                    let source = text(row.get_ref(0)?)?;
-                    if let Some(&i) = position.get(source.as_str()) {
-                        links.push((i, m.field, text(row.get_ref(1)?)?));
-                    }
-                }
-            }
-            for (i, field, target) in links {
-                if let Value::Array(a) = &mut records[i].values[field] {
-                    a.push(Value::String(target));
-                }
-            }
-        }
+        drop(rows);
+        drop(stmt);
+        Self::load_links(conn, plan, &mut records)?;
         Ok(records)
     }
 

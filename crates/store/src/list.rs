@@ -1,0 +1,206 @@
+//! The list query: filter, keyset position, order and page, built once for any dialect.
+
+use ferrobase_schema::Resource;
+use sea_query::{Alias, Expr, ExprTrait, Order, Query, SelectStatement};
+use serde_json::Value;
+
+use crate::StoreError;
+use crate::sqlite::expected_columns;
+
+/// How a sort key's values are stored, to bind cursor values with the right type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    /// Text (also ids and datetimes).
+    Text,
+    /// Integer.
+    Integer,
+    /// Double.
+    Real,
+    /// Boolean.
+    Bool,
+}
+
+/// One key of an ordering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SortKey {
+    /// Column name (checked against the schema).
+    pub column: String,
+    /// Descending order.
+    pub descending: bool,
+    /// Whether the column may hold NULL (NULLs sort first ascending, last descending).
+    pub nullable: bool,
+    /// Stored type.
+    pub ty: KeyType,
+}
+
+/// What to list.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Condition over the resource's table (filter and list rule, compiled).
+    pub filter: Option<Expr>,
+    /// Ordering; the last key must be unique (`id`) so the order is total.
+    pub order: Vec<SortKey>,
+    /// Start after the record with these sort values (a cursor).
+    pub after: Option<Vec<Value>>,
+    /// Most records to return.
+    pub limit: u32,
+    /// Records to skip (offset pages).
+    pub offset: u64,
+}
+
+fn col(table: &str, column: &str) -> Expr {
+    Expr::col((Alias::new(table), Alias::new(column)))
+}
+
+fn bind(key: &SortKey, v: &Value) -> Result<Option<sea_query::Value>, StoreError> {
+    let bad = || StoreError::BadCursor;
+    Ok(match (key.ty, v) {
+        (_, Value::Null) if key.nullable => None,
+        (KeyType::Text, Value::String(s)) => Some(s.clone().into()),
+        (KeyType::Integer, Value::Number(n)) => Some(n.as_i64().ok_or_else(bad)?.into()),
+        (KeyType::Real, Value::Number(n)) => Some(n.as_f64().ok_or_else(bad)?.into()),
+        (KeyType::Bool, Value::Bool(b)) => Some((*b).into()),
+        _ => return Err(bad()),
+    })
+}
+
+/// Rows strictly after `values` in the order of `keys` (NULLs are the smallest values).
+fn keyset(table: &str, keys: &[SortKey], values: &[Value]) -> Result<Expr, StoreError> {
+    if keys.len() != values.len() || keys.is_empty() {
+        return Err(StoreError::BadCursor);
+    }
+    let bound: Vec<Option<sea_query::Value>> = keys
+        .iter()
+        .zip(values)
+        .map(|(k, v)| bind(k, v))
+        .collect::<Result<_, _>>()?;
+    // One row-value comparison when every key is non-null and all go the same way: the
+    // form an index serves best.
+    let same_direction = keys.iter().all(|k| k.descending == keys[0].descending);
+    if same_direction && bound.iter().all(Option::is_some) && keys.iter().all(|k| !k.nullable) {
+        let lhs = Expr::tuple(keys.iter().map(|k| col(table, &k.column)));
+        let rhs = Expr::tuple(bound.into_iter().flatten().map(Expr::val));
+        return Ok(if keys[0].descending {
+            lhs.lt(rhs)
+        } else {
+            lhs.gt(rhs)
+        });
+    }
+    let mut any: Option<Expr> = None;
+    for i in 0..keys.len() {
+        let mut term: Option<Expr> = None;
+        for (k, v) in keys[..i].iter().zip(&bound[..i]) {
+            let c = col(table, &k.column);
+            let eq = match v {
+                None => c.is_null(),
+                Some(v) => c.eq(Expr::val(v.clone())),
+            };
+            term = Some(match term {
+                None => eq,
+                Some(t) => t.and(eq),
+            });
+        }
+        let (k, v) = (&keys[i], &bound[i]);
+        let c = col(table, &k.column);
+        let after = match (k.descending, v) {
+            (false, None) => Some(c.is_not_null()),
+            (false, Some(v)) => Some(c.gt(Expr::val(v.clone()))),
+            (true, None) => None,
+            (true, Some(v)) if k.nullable => {
+                Some(c.clone().lt(Expr::val(v.clone())).or(c.is_null()))
+            }
+            (true, Some(v)) => Some(c.lt(Expr::val(v.clone()))),
+        };
+        let Some(after) = after else { continue };
+        let term = match term {
+            None => after,
+            Some(t) => t.and(after),
+        };
+        any = Some(match any {
+            None => term,
+            Some(a) => a.or(term),
+        });
+    }
+    Ok(any.unwrap_or_else(|| Expr::cust("FALSE")))
+}
+
+/// The SELECT for a list query over `resource`'s table.
+pub(crate) fn list_statement(
+    resource: &Resource,
+    query: &ListQuery,
+) -> Result<SelectStatement, StoreError> {
+    let table = resource.name.as_str();
+    let mut q = Query::select();
+    q.columns(
+        expected_columns(resource)
+            .iter()
+            .map(|c| (Alias::new(table), Alias::new(c.as_str()))),
+    )
+    .from(Alias::new(table));
+    if let Some(filter) = &query.filter {
+        q.and_where(filter.clone());
+    }
+    if let Some(after) = &query.after {
+        q.and_where(keyset(table, &query.order, after)?);
+    }
+    for key in &query.order {
+        let order = if key.descending {
+            Order::Desc
+        } else {
+            Order::Asc
+        };
+        q.order_by((Alias::new(table), Alias::new(key.column.as_str())), order);
+    }
+    q.limit(u64::from(query.limit)).offset(query.offset);
+    Ok(q)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_query::SqliteQueryBuilder;
+    use serde_json::json;
+
+    fn key(column: &str, descending: bool, nullable: bool) -> SortKey {
+        SortKey {
+            column: column.into(),
+            descending,
+            nullable,
+            ty: KeyType::Text,
+        }
+    }
+
+    #[test]
+    fn keyset_uses_a_row_value_when_it_can() {
+        let keys = [key("created_at", true, false), key("id", true, false)];
+        let e = keyset("posts", &keys, &[json!("t"), json!("i")]).expect("keyset");
+        let sql = Query::select()
+            .expr(Expr::cust("1"))
+            .and_where(e)
+            .to_string(SqliteQueryBuilder);
+        assert!(
+            sql.contains(r#"("posts"."created_at", "posts"."id") < ('t', 'i')"#),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn keyset_handles_nulls_and_mixed_directions() {
+        let keys = [key("title", false, true), key("id", true, false)];
+        let e = keyset("t", &keys, &[Value::Null, json!("i")]).expect("keyset");
+        let sql = Query::select()
+            .expr(Expr::cust("1"))
+            .and_where(e)
+            .to_string(SqliteQueryBuilder);
+        assert!(sql.contains(r#""t"."title" IS NOT NULL"#), "{sql}");
+        assert!(
+            sql.contains(r#""t"."title" IS NULL AND "t"."id" < 'i'"#),
+            "{sql}"
+        );
+        assert!(
+            keyset("t", &keys, &[json!(1), json!("i")]).is_err(),
+            "type mismatch"
+        );
+        assert!(keyset("t", &keys, &[json!("a")]).is_err(), "wrong length");
+    }
+}

@@ -8,14 +8,12 @@ into SQLite, restarts the server with warn-level logs and drives two URLs with w
   W-list-filter-sort  /api/v1/posts?filter=status = 'published'&sort=-created_at&limit=20
   W-list-plain        /api/v1/posts?limit=20
 
-Each gets a 3 s warm-up (discarded) and --duration measured seconds. Before measuring,
-single requests check that each URL gives the right page. A server that answers the
-filtered URL with 400 "not supported" is reported as such and only the plain list is
-measured (exit 0); any other failed check skips that URL and exits 2.
-
-Prints req/s, p50/p99 latency, non-2xx responses and the server's peak RSS (VmHWM,
-reset after each warm-up) and writes them to bench/results/list-latest.json.
-Standard library only; needs Linux (/proc) and wrk (installed with apt-get if missing).
+each for a 3 s warm-up and then --duration measured seconds, after one request has
+checked its first page. A 400 "not supported" to filter/sort is reported and only the
+plain list is measured (exit 0); any other failed check skips that URL, and it or a
+wrk error (non-2xx, socket error) makes the exit status 2.
+Prints req/s, p50/p99, non-2xx count and the server's peak RSS (VmHWM, reset after
+each warm-up), and writes them to bench/results/list-latest.json.
 """
 import argparse, json, os, random, shutil, signal, socket, sqlite3, subprocess, sys
 import tempfile, time, urllib.error, urllib.request, uuid
@@ -79,12 +77,6 @@ def seed(db_path, rows):
     return ids
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def get(url):
     """(status, parsed JSON body or None) of one GET."""
     try:
@@ -100,7 +92,9 @@ def get(url):
 
 class Server:
     def __init__(self, binary, project, env=None):
-        self.base = f"http://127.0.0.1:{free_port()}"
+        with socket.socket() as s:  # a free loopback port
+            s.bind(("127.0.0.1", 0))
+            self.base = f"http://127.0.0.1:{s.getsockname()[1]}"
         self.log = open(project / "server.log", "ab")
         self.proc = subprocess.Popen(
             [binary, "serve", "--dir", str(project), "--addr", self.base[7:]],
@@ -139,13 +133,12 @@ class Server:
 
 
 def ensure_wrk():
-    if shutil.which("wrk"):
-        return
-    sudo = [] if os.geteuid() == 0 else ["sudo"]
-    print("wrk not found; installing the Debian package wrk", flush=True)
-    if subprocess.run(sudo + ["apt-get", "install", "-y", "wrk"]).returncode != 0:
-        subprocess.run(sudo + ["apt-get", "update"], check=True)
-        subprocess.run(sudo + ["apt-get", "install", "-y", "wrk"], check=True)
+    if not shutil.which("wrk"):
+        apt = ([] if os.geteuid() == 0 else ["sudo"]) + ["apt-get"]
+        print("wrk not found; installing the Debian package wrk", flush=True)
+        if subprocess.run(apt + ["install", "-y", "wrk"]).returncode:
+            subprocess.run(apt + ["update"], check=True)  # stale package lists
+            subprocess.run(apt + ["install", "-y", "wrk"], check=True)
 
 
 def to_ms(text):
@@ -177,23 +170,23 @@ def wrk(url, seconds, connections):
 
 
 def check(name, status, body, ids, rows):
-    """None if the first page is right, else why not ('unsupported: ...' for 400s)."""
+    """None if the first page is right, else 'unsupported: ...' or 'check failed: ...'."""
     if name == "W-list-filter-sort" and status == 400 and "not supported" in json.dumps(body):
         return "unsupported: the server answers 400 to filter/sort: " + json.dumps(body)
     if status != 200 or not isinstance(body, dict) or not isinstance(body.get("data"), list):
-        return f"HTTP {status}: {json.dumps(body)[:500]}"
+        return f"check failed: HTTP {status}: {json.dumps(body)[:500]}"
     data = body["data"]
     if name == "W-list-plain":
         expected = ids[:20]
     else:
         if any(r.get("status") != "published" for r in data):
-            return "a record that is not published is in the page"
+            return "check failed: a record that is not published is in the page"
         stamps = [r.get("created_at") for r in data]
         if any(not a or not b or a <= b for a, b in zip(stamps, stamps[1:])):
-            return f"created_at is not strictly descending: {stamps}"
+            return f"check failed: created_at is not strictly descending: {stamps}"
         expected = [ids[i] for i in range(rows - 1, -1, -1) if i % 2 == 0][:20]
     got = [r.get("id") for r in data]
-    return None if got == expected else f"expected ids {expected}, got {got}"
+    return None if got == expected else f"check failed: expected ids {expected}, got {got}"
 
 
 def main():
@@ -205,8 +198,7 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the scratch project dir")
     args = ap.parse_args()
     if args.rows < 40:
-        ap.error("--rows must be at least 40")
-
+        ap.error("--rows must be at least 40")  # 20 published rows for the first page
     binary = args.binary
     if not binary:
         subprocess.run(["cargo", "build", "--release"], cwd=REPO, check=True)
@@ -234,10 +226,12 @@ def main():
             print(f"{name}: {WARMUP_S} s warm-up + {args.duration} s ...", flush=True)
             wrk(server.base + path, WARMUP_S, args.connections)
             server.reset_peak()
-            measured = wrk(server.base + path, args.duration, args.connections)
+            r = wrk(server.base + path, args.duration, args.connections)
             if server.proc.poll() is not None:
                 sys.exit(f"the server died during {name}")
-            results[name] = {"path": path, **measured, "peak_rss_kb": server.peak_rss_kb()}
+            results[name] = {"path": path, **r, "peak_rss_kb": server.peak_rss_kb()}
+            if r["non_2xx"] or r["socket_errors"] or not r["requests"]:
+                failed = True  # every request must succeed for the figures to mean anything
     finally:
         if server:
             server.stop()
@@ -246,15 +240,14 @@ def main():
         else:
             shutil.rmtree(project, ignore_errors=True)
 
-    print(f"\n{'workload':<20} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} "
-          f"{'peak RSS MB':>12}")
+    print(f"\n{'workload':<20}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
+          f"{'sock err':>9}{'peak RSS MB':>13}")
     for name, r in results.items():
         if "skipped" in r:
-            why = "unsupported" if r["skipped"].startswith("unsupported") else "check failed"
-            print(f"{name:<20} not measured ({why})")
+            print(f"{name:<20} not measured: {r['skipped'].split(':')[0]}")
         else:
-            print(f"{name:<20} {r['req_s']:>10.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-                  f"{r['non_2xx']:>8} {r['peak_rss_kb'] / 1024:>12.1f}")
+            print(f"{name:<20}{r['req_s']:>9.0f}{r['p50_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+                  f"{r['non_2xx']:>9}{r['socket_errors']:>9}{r['peak_rss_kb'] / 1024:>13.1f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "binary": binary,

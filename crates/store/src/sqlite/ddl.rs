@@ -97,11 +97,19 @@ fn create_indexes(resource: &Resource) -> Vec<String> {
     let table = &resource.name;
     let mut stmts = Vec::new();
     for index in &resource.indexes {
-        let cols: Vec<String> = index
+        let mut cols: Vec<String> = index
             .columns
             .iter()
             .map(|c| format!("{}{}", q(&c.name), if c.descending { " DESC" } else { "" }))
             .collect();
+        // Lists break ties on `id` in the direction of the last sort key; carrying `id`
+        // in the index lets one index scan serve the whole ORDER BY (no temporary sort).
+        // Unique indexes keep their exact columns: adding `id` would void uniqueness.
+        let has_id = index.columns.iter().any(|c| c.name == "id");
+        if !index.unique && !has_id {
+            let descending = index.columns.last().is_some_and(|c| c.descending);
+            cols.push(format!("\"id\"{}", if descending { " DESC" } else { "" }));
+        }
         stmts.push(format!(
             "CREATE {}INDEX IF NOT EXISTS {} ON {} ({})",
             if index.unique { "UNIQUE " } else { "" },
@@ -209,7 +217,7 @@ mod tests {
         let idx = create_indexes(posts);
         assert!(
             idx.iter().any(|s| s.contains(
-                "\"ix__posts__by_status\" ON \"posts\" (\"status\", \"created_at\" DESC)"
+                "\"ix__posts__by_status\" ON \"posts\" (\"status\", \"created_at\" DESC, \"id\" DESC)"
             )),
             "{idx:?}"
         );

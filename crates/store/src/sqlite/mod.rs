@@ -168,6 +168,11 @@ impl SqliteStore {
             .await
     }
 
+    /// See [`crate::Store::explain`].
+    pub async fn explain(&self, res: ResourceId, query: ListQuery) -> Result<Vec<String>, StoreError> {
+        self.read(move |conn, plans| plans.explain(conn, res, query)).await
+    }
+
     /// See [`crate::Store::count`].
     pub async fn count(
         &self,

@@ -303,6 +303,21 @@ impl Plans {
         self.select(conn, resource, plan, statement.build(SqliteQueryBuilder))
     }
 
+    pub(crate) fn explain(
+        &self,
+        conn: &Connection,
+        res: ResourceId,
+        query: ListQuery,
+    ) -> Result<Vec<String>, StoreError> {
+        let (resource, _) = self.parts(res)?;
+        let (sql, values) = list_statement(resource, &query)?.build(SqliteQueryBuilder);
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+        let rows = stmt.query_map(params_from_iter(values.into_iter().map(sql_value)), |r| {
+            r.get::<_, String>(3)
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub(crate) fn count(
         &self,
         conn: &Connection,

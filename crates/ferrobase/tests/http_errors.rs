@@ -125,7 +125,9 @@ fn bodies_media_types_size_and_depth() {
     // Chunked, so no Content-Length warns the server: the limit holds while reading.
     // Raw TCP, because the server may answer (and close) before the upload ends.
     let mut stream = std::net::TcpStream::connect(&s.addr).expect("connect");
-    stream.set_read_timeout(Some(ferrobase_testkit::DEADLINE)).expect("timeout");
+    stream
+        .set_read_timeout(Some(ferrobase_testkit::DEADLINE))
+        .expect("timeout");
     let head = "POST /api/v1/tags HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
     let _ = stream.write_all(head.as_bytes());
     for chunk in big.as_bytes().chunks(512) {

@@ -382,8 +382,15 @@ fn list_pages_with_limit_and_page() {
         "default limit"
     );
     assert_eq!(body["meta"]["limit"], 20);
-    let cursor = body["meta"]["nextCursor"].as_str().expect("a cursor by default");
-    assert!(body["links"]["next"].as_str().expect("next").ends_with(&format!("cursor={cursor}")));
+    let cursor = body["meta"]["nextCursor"]
+        .as_str()
+        .expect("a cursor by default");
+    assert!(
+        body["links"]["next"]
+            .as_str()
+            .expect("next")
+            .ends_with(&format!("cursor={cursor}"))
+    );
 
     let mut seen = Vec::new();
     for page in 1..=3 {

@@ -109,7 +109,11 @@ impl Store {
 
     /// The database's plan for a list query, one line per step (for diagnosing slow
     /// lists and for tests that prove an index is used).
-    pub async fn explain(&self, res: ResourceId, query: ListQuery) -> Result<Vec<String>, StoreError> {
+    pub async fn explain(
+        &self,
+        res: ResourceId,
+        query: ListQuery,
+    ) -> Result<Vec<String>, StoreError> {
         match self {
             Self::Sqlite(s) => s.explain(res, query).await,
         }

@@ -7,11 +7,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use ferrobase_query::{CompareOp, Duration, DurationUnit, Expr, Ident, Literal, Operand, Path, Sign, Span};
 use ferrobase_query::check::{Hop, Mode, check};
 use ferrobase_query::env::Env;
 use ferrobase_query::eval::{Lookup, eval};
 use ferrobase_query::sql::{Dialect, to_sql};
+use ferrobase_query::{
+    CompareOp, Duration, DurationUnit, Expr, Ident, Literal, Operand, Path, Sign, Span,
+};
 use ferrobase_schema::{Schema, Settings, SourceFile, schema_from_str};
 use ferrobase_store::{KeyType, ListQuery, NewRecord, ResourceId, SortKey, Store};
 use proptest::prelude::*;
@@ -38,7 +40,9 @@ creator = { type = "relation", resource = "users", on_delete = "set_null" }
 tags = { type = "relation", resource = "labels", many = true }
 "#;
 
-const TEXTS: &[&str] = &["", "a", "A", "ab", "aB", "b%", "%", "_", "a_b", "x'y", "\\", "é", "É", "a\u{0}b", "zz"];
+const TEXTS: &[&str] = &[
+    "", "a", "A", "ab", "aB", "b%", "%", "_", "a_b", "x'y", "\\", "é", "É", "a\u{0}b", "zz",
+];
 const TIMES: &[&str] = &[
     "2025-01-01T00:00:00.000000Z",
     "2025-01-01T00:00:00.500000Z",
@@ -51,7 +55,9 @@ fn now() -> time::OffsetDateTime {
     time::macros::datetime!(2026-11-20 12:00 UTC)
 }
 
-fn opt<T: Clone + std::fmt::Debug + 'static>(s: impl Strategy<Value = T>) -> impl Strategy<Value = Option<T>> {
+fn opt<T: Clone + std::fmt::Debug + 'static>(
+    s: impl Strategy<Value = T>,
+) -> impl Strategy<Value = Option<T>> {
     prop_oneof![1 => Just(None), 3 => s.prop_map(Some)]
 }
 
@@ -85,31 +91,51 @@ struct Data {
 
 fn thing() -> impl Strategy<Value = Thing> {
     (
-        (opt(text()), opt(text()), opt(-3i64..4), opt(prop::sample::select(vec![-2.5, 0.0, 1.0, 1.5, 2.0]))),
-        (opt(any::<bool>()), opt(prop::sample::select(TIMES)), opt(prop::sample::select(DATES)), opt(prop::sample::select(vec!["a", "b", "c"]))),
-        (opt(Just(json!({"k": 1}))), opt(0usize..3), opt(0usize..3), prop::collection::btree_set(0usize..3, 0..3)),
+        (
+            opt(text()),
+            opt(text()),
+            opt(-3i64..4),
+            opt(prop::sample::select(vec![-2.5, 0.0, 1.0, 1.5, 2.0])),
+        ),
+        (
+            opt(any::<bool>()),
+            opt(prop::sample::select(TIMES)),
+            opt(prop::sample::select(DATES)),
+            opt(prop::sample::select(vec!["a", "b", "c"])),
+        ),
+        (
+            opt(Just(json!({"k": 1}))),
+            opt(0usize..3),
+            opt(0usize..3),
+            prop::collection::btree_set(0usize..3, 0..3),
+        ),
     )
-        .prop_map(|((name, note, n, x), (flag, at, day, kind), (meta, owner, creator, tags))| Thing {
-            name,
-            note,
-            n,
-            x,
-            flag,
-            at: at.map(str::to_owned),
-            day: day.map(str::to_owned),
-            kind: kind.map(str::to_owned),
-            meta,
-            owner,
-            creator,
-            tags: tags.into_iter().collect(),
-        })
+        .prop_map(
+            |((name, note, n, x), (flag, at, day, kind), (meta, owner, creator, tags))| Thing {
+                name,
+                note,
+                n,
+                x,
+                flag,
+                at: at.map(str::to_owned),
+                day: day.map(str::to_owned),
+                kind: kind.map(str::to_owned),
+                meta,
+                owner,
+                creator,
+                tags: tags.into_iter().collect(),
+            },
+        )
 }
 
 fn data() -> impl Strategy<Value = Data> {
     (
         prop::collection::vec((opt(text()), opt(-3i64..4)), 3),
         prop::collection::vec(opt(text()), 3),
-        prop::collection::vec(prop::sample::select(vec!["ann@x.io", "ANN@y.io", "bob@x.io", "Bob@z.io"]), 3),
+        prop::collection::vec(
+            prop::sample::select(vec!["ann@x.io", "ANN@y.io", "bob@x.io", "Bob@z.io"]),
+            3,
+        ),
         prop::collection::vec(thing(), 8..20),
     )
         .prop_map(|(people, labels, users, things)| Data {
@@ -124,82 +150,175 @@ fn path(dotted: &str) -> Operand {
     Operand::Field(Path {
         segments: dotted
             .split('.')
-            .map(|s| Ident { name: s.to_owned(), span: Span::default() })
+            .map(|s| Ident {
+                name: s.to_owned(),
+                span: Span::default(),
+            })
             .collect(),
         span: Span::default(),
     })
 }
 
 fn lit(value: Literal) -> Operand {
-    Operand::Literal { value, span: Span::default() }
+    Operand::Literal {
+        value,
+        span: Span::default(),
+    }
 }
 
 fn cmp(op: CompareOp, lhs: Operand, rhs: Operand) -> Expr {
-    Expr::Compare { op, lhs, rhs, span: Span::default() }
+    Expr::Compare {
+        op,
+        lhs,
+        rhs,
+        span: Span::default(),
+    }
 }
 
 fn any_op() -> impl Strategy<Value = CompareOp> {
-    prop::sample::select(vec![CompareOp::Eq, CompareOp::Ne, CompareOp::Lt, CompareOp::Le, CompareOp::Gt, CompareOp::Ge])
+    prop::sample::select(vec![
+        CompareOp::Eq,
+        CompareOp::Ne,
+        CompareOp::Lt,
+        CompareOp::Le,
+        CompareOp::Gt,
+        CompareOp::Ge,
+    ])
 }
 
 fn null_test(field: &'static str) -> impl Strategy<Value = Expr> {
-    prop::sample::select(vec![CompareOp::Eq, CompareOp::Ne]).prop_map(move |op| cmp(op, path(field), lit(Literal::Null)))
+    prop::sample::select(vec![CompareOp::Eq, CompareOp::Ne])
+        .prop_map(move |op| cmp(op, path(field), lit(Literal::Null)))
 }
 
 fn atom() -> BoxedStrategy<Expr> {
-    let text_field = prop::sample::select(vec!["name", "note", "owner.name", "tags.label", "creator.email"]);
-    let text_ops = prop::sample::select(vec![
-        CompareOp::Eq, CompareOp::Ne, CompareOp::Lt, CompareOp::Ge, CompareOp::Contains, CompareOp::NotContains,
+    let text_field = prop::sample::select(vec![
+        "name",
+        "note",
+        "owner.name",
+        "tags.label",
+        "creator.email",
     ]);
-    let texts = (text_field.clone(), text_ops, text()).prop_map(|(f, op, s)| cmp(op, path(f), lit(Literal::String(s))));
-    let in_texts = (text_field.clone(), any::<bool>(), prop::collection::vec(text(), 1..3)).prop_map(|(f, negated, items)| Expr::In {
-        negated,
-        lhs: path(f),
-        items: items.into_iter().map(|s| lit(Literal::String(s))).collect(),
-        span: Span::default(),
-    });
-    let numbers = (prop::sample::select(vec!["n", "x", "owner.age"]), any_op(), prop_oneof![
-        (-4i64..5).prop_map(Literal::Integer),
-        prop::sample::select(vec![-2.5, 0.5, 1.0, 1.5]).prop_map(Literal::Number),
-    ])
-    .prop_map(|(f, op, l)| cmp(op, path(f), lit(l)));
-    let columns = (prop::sample::select(vec![("n", "owner.age"), ("x", "n"), ("name", "note"), ("name", "owner.name")]), any_op())
+    let text_ops = prop::sample::select(vec![
+        CompareOp::Eq,
+        CompareOp::Ne,
+        CompareOp::Lt,
+        CompareOp::Ge,
+        CompareOp::Contains,
+        CompareOp::NotContains,
+    ]);
+    let texts = (text_field.clone(), text_ops, text())
+        .prop_map(|(f, op, s)| cmp(op, path(f), lit(Literal::String(s))));
+    let in_texts = (
+        text_field.clone(),
+        any::<bool>(),
+        prop::collection::vec(text(), 1..3),
+    )
+        .prop_map(|(f, negated, items)| Expr::In {
+            negated,
+            lhs: path(f),
+            items: items.into_iter().map(|s| lit(Literal::String(s))).collect(),
+            span: Span::default(),
+        });
+    let numbers = (
+        prop::sample::select(vec!["n", "x", "owner.age"]),
+        any_op(),
+        prop_oneof![
+            (-4i64..5).prop_map(Literal::Integer),
+            prop::sample::select(vec![-2.5, 0.5, 1.0, 1.5]).prop_map(Literal::Number),
+        ],
+    )
+        .prop_map(|(f, op, l)| cmp(op, path(f), lit(l)));
+    let columns = (
+        prop::sample::select(vec![
+            ("n", "owner.age"),
+            ("x", "n"),
+            ("name", "note"),
+            ("name", "owner.name"),
+        ]),
+        any_op(),
+    )
         .prop_map(|((a, b), op)| cmp(op, path(a), path(b)));
     let bools = prop_oneof![
-        (prop::sample::select(vec![CompareOp::Eq, CompareOp::Ne]), any::<bool>())
+        (
+            prop::sample::select(vec![CompareOp::Eq, CompareOp::Ne]),
+            any::<bool>()
+        )
             .prop_map(|(op, b)| cmp(op, path("flag"), lit(Literal::Bool(b)))),
         Just(Expr::Truthy(path("flag"))),
     ];
-    let times = (any_op(), prop_oneof![
-        prop::sample::select(TIMES).prop_map(|t| lit(Literal::String(t.to_owned()))),
-        (any::<bool>(), 0u32..400).prop_map(|(minus, days)| Operand::NowOffset {
-            sign: if minus { Sign::Minus } else { Sign::Plus },
-            duration: Duration { amount: days, unit: DurationUnit::Days, span: Span::default() },
-            span: Span::default(),
-        }),
-        Just(Operand::Now { span: Span::default() }),
-    ])
-    .prop_map(|(op, rhs)| cmp(op, path("at"), rhs));
-    let dates = (any_op(), prop_oneof![
-        prop::sample::select(DATES).prop_map(|d| lit(Literal::String(d.to_owned()))),
-        Just(Operand::Now { span: Span::default() }),
-    ])
-    .prop_map(|(op, rhs)| cmp(op, path("day"), rhs));
-    let kinds = (prop::sample::select(vec![CompareOp::Eq, CompareOp::Ne, CompareOp::Lt, CompareOp::Contains]), prop::sample::select(vec!["a", "b", "c"]))
+    let times = (
+        any_op(),
+        prop_oneof![
+            prop::sample::select(TIMES).prop_map(|t| lit(Literal::String(t.to_owned()))),
+            (any::<bool>(), 0u32..400).prop_map(|(minus, days)| Operand::NowOffset {
+                sign: if minus { Sign::Minus } else { Sign::Plus },
+                duration: Duration {
+                    amount: days,
+                    unit: DurationUnit::Days,
+                    span: Span::default()
+                },
+                span: Span::default(),
+            }),
+            Just(Operand::Now {
+                span: Span::default()
+            }),
+        ],
+    )
+        .prop_map(|(op, rhs)| cmp(op, path("at"), rhs));
+    let dates = (
+        any_op(),
+        prop_oneof![
+            prop::sample::select(DATES).prop_map(|d| lit(Literal::String(d.to_owned()))),
+            Just(Operand::Now {
+                span: Span::default()
+            }),
+        ],
+    )
+        .prop_map(|(op, rhs)| cmp(op, path("day"), rhs));
+    let kinds = (
+        prop::sample::select(vec![
+            CompareOp::Eq,
+            CompareOp::Ne,
+            CompareOp::Lt,
+            CompareOp::Contains,
+        ]),
+        prop::sample::select(vec!["a", "b", "c"]),
+    )
         .prop_map(|(op, k)| cmp(op, path("kind"), lit(Literal::String(k.to_owned()))));
     let nulls = prop_oneof![
-        null_test("name"), null_test("n"), null_test("meta"), null_test("owner"), null_test("owner.name"),
-        null_test("tags.label"), null_test("at"), null_test("flag"),
+        null_test("name"),
+        null_test("n"),
+        null_test("meta"),
+        null_test("owner"),
+        null_test("owner.name"),
+        null_test("tags.label"),
+        null_test("at"),
+        null_test("flag"),
     ];
-    prop_oneof![texts, in_texts, numbers, columns, bools, times, dates, kinds, nulls].boxed()
+    prop_oneof![
+        texts, in_texts, numbers, columns, bools, times, dates, kinds, nulls
+    ]
+    .boxed()
 }
 
 fn expr() -> impl Strategy<Value = Expr> {
     atom().prop_recursive(3, 12, 2, |inner| {
         prop_oneof![
-            (inner.clone(), inner.clone()).prop_map(|(a, b)| Expr::And { lhs: Box::new(a), rhs: Box::new(b), span: Span::default() }),
-            (inner.clone(), inner.clone()).prop_map(|(a, b)| Expr::Or { lhs: Box::new(a), rhs: Box::new(b), span: Span::default() }),
-            inner.prop_map(|e| Expr::Not { expr: Box::new(e), span: Span::default() }),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| Expr::And {
+                lhs: Box::new(a),
+                rhs: Box::new(b),
+                span: Span::default()
+            }),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| Expr::Or {
+                lhs: Box::new(a),
+                rhs: Box::new(b),
+                span: Span::default()
+            }),
+            inner.prop_map(|e| Expr::Not {
+                expr: Box::new(e),
+                span: Span::default()
+            }),
         ]
     })
 }
@@ -232,24 +351,57 @@ impl Lookup for World {
 }
 
 fn res(schema: &Schema, name: &str) -> ResourceId {
-    ResourceId(schema.resources.iter().position(|r| r.name == name).expect("resource"))
+    ResourceId(
+        schema
+            .resources
+            .iter()
+            .position(|r| r.name == name)
+            .expect("resource"),
+    )
 }
 
-async fn insert(store: &Store, schema: &Schema, world: &mut World, name: &str, fields: Vec<(&str, Value)>) -> String {
+async fn insert(
+    store: &Store,
+    schema: &Schema,
+    world: &mut World,
+    name: &str,
+    fields: Vec<(&str, Value)>,
+) -> String {
     let resource = schema.resource(name).expect("resource");
     let mut values = vec![Value::Null; resource.fields.len()];
     for (field, value) in fields {
-        let i = resource.fields.iter().position(|f| f.name == field).expect("field");
+        let i = resource
+            .fields
+            .iter()
+            .position(|f| f.name == field)
+            .expect("field");
         values[i] = value;
     }
     let id = uuid_like(world.values.len());
     let record = store
-        .insert(res(schema, name), NewRecord { id: id.clone(), now: "2025-01-01T00:00:00.000000Z".into(), values })
+        .insert(
+            res(schema, name),
+            NewRecord {
+                id: id.clone(),
+                now: "2025-01-01T00:00:00.000000Z".into(),
+                values,
+            },
+        )
         .await
         .expect("insert");
-    let row: BTreeMap<String, Value> = resource.fields.iter().map(|f| f.name.clone()).zip(record.values.iter().cloned()).collect();
+    let row: BTreeMap<String, Value> = resource
+        .fields
+        .iter()
+        .map(|f| f.name.clone())
+        .zip(record.values.iter().cloned())
+        .collect();
     if let Some(Value::Array(tags)) = row.get("tags") {
-        world.tags.insert(id.clone(), tags.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect());
+        world.tags.insert(
+            id.clone(),
+            tags.iter()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect(),
+        );
     }
     world.values.insert((name.to_owned(), id.clone()), row);
     id

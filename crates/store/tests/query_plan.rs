@@ -23,11 +23,18 @@ fn key(column: &str) -> SortKey {
 #[tokio::test]
 async fn published_newest_first_uses_the_index() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let settings = Settings::load(&SourceFile::new("ferrobase.toml", ""), &BTreeMap::new()).expect("settings");
+    let settings =
+        Settings::load(&SourceFile::new("ferrobase.toml", ""), &BTreeMap::new()).expect("settings");
     let schema = Arc::new(schema_from_str("schema.toml", templates::BLOG_SCHEMA).expect("blog"));
     let store = Store::open(dir.path(), &settings, schema.clone()).expect("store");
     let posts = schema.resource("posts").expect("posts");
-    let res = ResourceId(schema.resources.iter().position(|r| r.name == "posts").expect("index"));
+    let res = ResourceId(
+        schema
+            .resources
+            .iter()
+            .position(|r| r.name == "posts")
+            .expect("index"),
+    );
 
     let expr = ferrobase_query::parse("status = 'published'").expect("parses");
     let cond = check(&expr, &schema, posts, Mode::Filter).expect("checks");
@@ -39,16 +46,30 @@ async fn published_newest_first_uses_the_index() {
         limit: 21,
         offset: 0,
     };
-    let plan = store.explain(res, first_page.clone()).await.expect("plan").join("\n");
-    assert!(plan.contains("USING INDEX ix__posts__by_status (status=?)"), "{plan}");
+    let plan = store
+        .explain(res, first_page.clone())
+        .await
+        .expect("plan")
+        .join("\n");
+    assert!(
+        plan.contains("USING INDEX ix__posts__by_status (status=?)"),
+        "{plan}"
+    );
     assert!(!plan.contains("TEMP B-TREE"), "no sort step: {plan}");
 
     // A later page (keyset cursor) stays on the index too.
     let next_page = ListQuery {
-        after: Some(vec![json!("2025-01-01T00:00:00.000000Z"), json!("0190a5b4-1c2d-7e3f-8a9b-0c1d2e3f4a5b")]),
+        after: Some(vec![
+            json!("2025-01-01T00:00:00.000000Z"),
+            json!("0190a5b4-1c2d-7e3f-8a9b-0c1d2e3f4a5b"),
+        ]),
         ..first_page
     };
-    let plan = store.explain(res, next_page).await.expect("plan").join("\n");
+    let plan = store
+        .explain(res, next_page)
+        .await
+        .expect("plan")
+        .join("\n");
     assert!(plan.contains("USING INDEX ix__posts__by_status"), "{plan}");
     assert!(!plan.contains("TEMP B-TREE"), "no sort step: {plan}");
 }

@@ -169,8 +169,13 @@ impl SqliteStore {
     }
 
     /// See [`crate::Store::explain`].
-    pub async fn explain(&self, res: ResourceId, query: ListQuery) -> Result<Vec<String>, StoreError> {
-        self.read(move |conn, plans| plans.explain(conn, res, query)).await
+    pub async fn explain(
+        &self,
+        res: ResourceId,
+        query: ListQuery,
+    ) -> Result<Vec<String>, StoreError> {
+        self.read(move |conn, plans| plans.explain(conn, res, query))
+            .await
     }
 
     /// See [`crate::Store::count`].

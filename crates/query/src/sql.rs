@@ -29,7 +29,7 @@ pub fn to_sql(cond: &Cond, env: &Env<'_>, dialect: Dialect, table: &str) -> Expr
         table,
         aliases: 0,
     };
-    c.cond(cond)
+    c.cond(cond).into_expr()
 }
 
 const UPPER: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
@@ -58,28 +58,56 @@ struct Compiler<'a> {
     aliases: usize,
 }
 
+/// A compiled condition: decided already, or left to the database.
+enum Out {
+    Const(bool),
+    Sql(Expr),
+}
+
+impl Out {
+    fn into_expr(self) -> Expr {
+        match self {
+            Out::Const(b) => truth(b),
+            Out::Sql(e) => e,
+        }
+    }
+
+    fn and(self, other: Out) -> Out {
+        match (self, other) {
+            (Out::Const(false), _) | (_, Out::Const(false)) => Out::Const(false),
+            (Out::Const(true), x) | (x, Out::Const(true)) => x,
+            (Out::Sql(a), Out::Sql(b)) => Out::Sql(a.and(b)),
+        }
+    }
+
+    fn or(self, other: Out) -> Out {
+        match (self, other) {
+            (Out::Const(true), _) | (_, Out::Const(true)) => Out::Const(true),
+            (Out::Const(false), x) | (x, Out::Const(false)) => x,
+            (Out::Sql(a), Out::Sql(b)) => Out::Sql(a.or(b)),
+        }
+    }
+}
+
 impl Compiler<'_> {
-    fn cond(&mut self, cond: &Cond) -> Expr {
+    fn cond(&mut self, cond: &Cond) -> Out {
         match cond {
             Cond::And(a, b) => {
-                let (a, b) = (self.cond(a), self.cond(b));
-                a.and(b)
+                let a = self.cond(a);
+                a.and(self.cond(b))
             }
             Cond::Or(a, b) => {
-                let (a, b) = (self.cond(a), self.cond(b));
-                a.or(b)
+                let a = self.cond(a);
+                a.or(self.cond(b))
             }
             // SQL's NOT of an unknown is unknown; our NOT of "false because absent" is true.
-            Cond::Not(c) => {
-                let inner = self.cond(c);
-                self.custom("NOT COALESCE($1, FALSE)", [inner])
-            }
-            Cond::IsNull(term) => self.with_columns(&[term], |c, sides| match &sides[0] {
-                Side::Constant(v) => truth(v.is_none()),
-                Side::Column(e, ..) => {
-                    let _ = c;
-                    e.clone().is_null()
-                }
+            Cond::Not(c) => match self.cond(c) {
+                Out::Const(b) => Out::Const(!b),
+                Out::Sql(inner) => Out::Sql(self.custom("NOT COALESCE($1, FALSE)", [inner])),
+            },
+            Cond::IsNull(term) => self.with_columns(&[term], |_, sides| match &sides[0] {
+                Side::Constant(v) => Out::Const(v.is_none()),
+                Side::Column(e, ..) => Out::Sql(e.clone().is_null()),
             }),
             Cond::Cmp { op, lhs, rhs } => {
                 let op = *op;
@@ -89,16 +117,12 @@ impl Compiler<'_> {
                 let mut terms: Vec<&Term> = vec![lhs];
                 terms.extend(items.iter());
                 self.with_columns(&terms, |c, sides| {
-                    let (first, rest) = sides.split_first().expect("lhs is present");
-                    let mut out: Option<Expr> = None;
-                    for item in rest {
-                        let e = c.compare(Op::Eq, first, item);
-                        out = Some(match out {
-                            None => e,
-                            Some(acc) => acc.or(e),
-                        });
-                    }
-                    out.unwrap_or_else(|| truth(false))
+                    let Some((first, rest)) = sides.split_first() else {
+                        return Out::Const(false);
+                    };
+                    rest.iter().fold(Out::Const(false), |acc, item| {
+                        acc.or(c.compare(Op::Eq, first, item))
+                    })
                 })
             }
         }
@@ -106,11 +130,7 @@ impl Compiler<'_> {
 
     /// Places the terms' columns (building one `EXISTS` subquery for those reached
     /// through relations) and builds the predicate over them.
-    fn with_columns(
-        &mut self,
-        terms: &[&Term],
-        build: impl FnOnce(&Self, &[Side]) -> Expr,
-    ) -> Expr {
+    fn with_columns(&mut self, terms: &[&Term], build: impl FnOnce(&Self, &[Side]) -> Out) -> Out {
         let mut sub: Option<SelectStatement> = None;
         let sides: Vec<Side> = terms
             .iter()
@@ -123,13 +143,14 @@ impl Compiler<'_> {
                 }
             })
             .collect();
-        let predicate = build(self, &sides);
-        match sub {
-            None => predicate,
-            Some(mut select) => {
+        match (build(self, &sides), sub) {
+            (Out::Sql(predicate), Some(mut select)) => {
                 select.and_where(predicate);
-                Expr::exists(select)
+                Out::Sql(Expr::exists(select))
             }
+            // A decided predicate inside EXISTS still depends on related rows existing.
+            (Out::Const(true), Some(select)) => Out::Sql(Expr::exists(select)),
+            (out, _) => out,
         }
     }
 
@@ -232,15 +253,15 @@ impl Compiler<'_> {
         }
     }
 
-    fn compare(&self, op: Op, a: &Side, b: &Side) -> Expr {
+    fn compare(&self, op: Op, a: &Side, b: &Side) -> Out {
         let (l, r) = match (a, b) {
             (Side::Constant(x), Side::Constant(y)) => {
-                return truth(match (x, y) {
+                return Out::Const(match (x, y) {
                     (Some(x), Some(y)) => compare(op, x, y, false),
                     _ => false,
                 });
             }
-            (_, Side::Constant(None)) | (Side::Constant(None), _) => return truth(false),
+            (_, Side::Constant(None)) | (Side::Constant(None), _) => return Out::Const(false),
             (Side::Column(e, kind, nocase), Side::Constant(Some(v))) => (
                 self.case(e.clone(), *nocase, op),
                 self.constant(v, kind, *nocase, op),
@@ -250,14 +271,19 @@ impl Compiler<'_> {
                 self.case(e.clone(), *nocase, op),
             ),
             (Side::Column(x, _, xn), Side::Column(y, _, yn)) => {
-                let nocase = *xn || *yn;
-                (
-                    self.case(x.clone(), nocase, op),
-                    self.case(y.clone(), nocase, op),
-                )
+                // Fold both sides explicitly: SQLite would otherwise apply only the left
+                // column's collation.
+                let fold = |e: &Expr| {
+                    if *xn || *yn || op == Op::Contains {
+                        self.fold_case(e.clone())
+                    } else {
+                        e.clone()
+                    }
+                };
+                (fold(x), fold(y))
             }
         };
-        match op {
+        Out::Sql(match op {
             Op::Eq => l.eq(r),
             Op::Lt => l.lt(r),
             Op::Le => l.lte(r),
@@ -267,7 +293,7 @@ impl Compiler<'_> {
                 Dialect::Sqlite => self.custom("instr($1, $2) > 0", [l, r]),
                 Dialect::Postgres => self.custom("strpos($1, $2) > 0", [l, r]),
             },
-        }
+        })
     }
 
     /// A column, case-folded where the comparison ignores ASCII case. SQLite applies a

@@ -235,6 +235,8 @@ fn atom() -> BoxedStrategy<Expr> {
             ("x", "n"),
             ("name", "note"),
             ("name", "owner.name"),
+            ("name", "creator.email"),
+            ("creator.email", "tags.label"),
         ]),
         any_op(),
     )

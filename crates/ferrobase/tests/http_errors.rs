@@ -213,8 +213,9 @@ fn the_empty_directory_serves_the_blog_example() {
     assert!(s.path("data/ferrobase.db").exists(), "database created");
     assert!(s.path("data/.secret").exists(), "development secret kept");
     assert_eq!(s.get("/ready").status, 200);
-    // Posts exist as a resource (rules need identities, so 401 rather than 404).
-    assert_eq!(s.get("/api/v1/posts").status, 401);
+    // Anyone may list published posts; users are admins-only.
+    assert_eq!(s.get("/api/v1/posts").status, 200);
+    assert_eq!(s.get("/api/v1/users").status, 401);
     assert_eq!(s.get("/api/v1/comments").status, 404);
     let logs = s.logs.text();
     assert!(logs.contains("built-in blog example"), "{logs}");

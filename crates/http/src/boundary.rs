@@ -128,6 +128,10 @@ pub async fn boundary(State(state): State<AppState>, mut req: Request, next: Nex
     security_headers(&mut res, state.settings.server.hsts);
 
     let status = res.status();
+    let user_id = res
+        .extensions()
+        .get::<crate::identity::LoggedUser>()
+        .map(|u| u.0.clone());
     let latency_ms = started.elapsed().as_micros() as f64 / 1000.0;
     let route = route.as_deref().unwrap_or("-");
     let query = query.as_deref().unwrap_or("");
@@ -142,7 +146,7 @@ pub async fn boundary(State(state): State<AppState>, mut req: Request, next: Nex
                 route = %route,
                 status = status.as_u16(),
                 latency_ms = latency_ms,
-                user_id = tracing::field::Empty,
+                user_id = user_id.as_deref(),
                 headers = debug_headers.as_deref(),
                 "request"
             )

@@ -62,6 +62,16 @@ impl ApiError {
         )
     }
 
+    /// 403 `FORBIDDEN`: the caller is known but the rule refuses.
+    pub fn forbidden() -> Self {
+        Self::forbidden_with("the access rules do not allow this")
+    }
+
+    /// 403 `FORBIDDEN` with a specific message.
+    pub fn forbidden_with(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", message)
+    }
+
     /// 404 `NOT_FOUND`.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
@@ -113,6 +123,7 @@ impl From<StoreError> for ApiError {
                 "CONFLICT",
                 "the record is still referenced by other records",
             ),
+            StoreError::Forbidden => Self::forbidden(),
             StoreError::CascadeTooDeep => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "UNPROCESSABLE",

@@ -1,10 +1,13 @@
 //! The HTTP face of ferrobase: routes, extractors, the request boundary and the error
 //! shape. The only crate (with GraphQL later) that knows about axum.
 
+mod auth;
 mod boundary;
 pub mod error;
 mod extract;
+pub mod identity;
 mod ops;
+pub mod policy;
 mod records;
 pub mod redact;
 mod router;

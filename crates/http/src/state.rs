@@ -3,10 +3,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use ferrobase_auth::throttle::Throttle;
+use ferrobase_auth::{JwtKeys, Passwords};
 use ferrobase_query::cursor::CursorCodec;
-use ferrobase_schema::{Schema, Settings};
-use ferrobase_store::Store;
+use ferrobase_schema::settings::Secret;
+use ferrobase_schema::{Resource, Schema, Settings, USERS};
+use ferrobase_store::{ResourceId, Store};
 use time::OffsetDateTime;
+
+use crate::policy::Policy;
 
 /// Where the current time comes from, so tests can control it.
 pub trait Clock: Send + Sync {
@@ -28,6 +33,12 @@ impl Clock for SystemClock {
 #[derive(Clone)]
 pub struct AppState(pub Arc<App>);
 
+/// Failed logins allowed per account, and per client address, in one window.
+const LOGIN_FAILURES_PER_ACCOUNT: u32 = 10;
+const LOGIN_FAILURES_PER_IP: u32 = 50;
+const REGISTRATIONS_PER_IP: u32 = 20;
+const THROTTLE_WINDOW_SECS: i64 = 15 * 60;
+
 /// The application behind [`AppState`].
 pub struct App {
     /// The loaded data model.
@@ -42,24 +53,38 @@ pub struct App {
     pub shutting_down: AtomicBool,
     /// Signs and verifies list cursors (keys derived from the secret).
     pub cursors: CursorCodec,
+    /// Signs and verifies access tokens.
+    pub jwt: JwtKeys,
+    /// Password hashing.
+    pub passwords: Passwords,
+    /// Key of session CSRF tokens.
+    pub csrf_key: [u8; 32],
+    /// Compiled rules, per resource in schema order.
+    pub policies: Vec<Policy>,
+    /// Failed logins per account.
+    pub account_throttle: Throttle,
+    /// Failed logins and registrations per client address.
+    pub ip_throttle: Throttle,
+    /// Registrations per client address.
+    pub register_throttle: Throttle,
 }
 
 impl AppState {
-    /// Builds the state.
+    /// Builds the state; keys are derived from the settings' secret.
     pub fn new(schema: Arc<Schema>, settings: Arc<Settings>, store: Store) -> Self {
-        let secret = settings
-            .secret
-            .clone()
-            .unwrap_or_else(|| ferrobase_schema::settings::Secret::new(""));
-        let cursors = CursorCodec::new(
-            secret.derive("cursor"),
-            settings
-                .secret_previous
-                .as_ref()
-                .map(|s| s.derive("cursor")),
-        );
+        let secret = settings.secret.clone().unwrap_or_else(|| Secret::new(""));
+        let previous = settings.secret_previous.as_ref();
+        let cursors = CursorCodec::new(secret.derive("cursor"), previous.map(|s| s.derive("cursor")));
+        let policies = Policy::compile_all(&schema);
         Self(Arc::new(App {
+            jwt: JwtKeys::derive(&secret, previous),
+            csrf_key: secret.derive("csrf"),
+            passwords: Passwords::default(),
             cursors,
+            policies,
+            account_throttle: Throttle::new(LOGIN_FAILURES_PER_ACCOUNT, THROTTLE_WINDOW_SECS),
+            ip_throttle: Throttle::new(LOGIN_FAILURES_PER_IP, THROTTLE_WINDOW_SECS),
+            register_throttle: Throttle::new(REGISTRATIONS_PER_IP, THROTTLE_WINDOW_SECS),
             schema,
             settings,
             store,
@@ -76,6 +101,22 @@ impl AppState {
     /// Whether shutdown has begun.
     pub fn is_shutting_down(&self) -> bool {
         self.0.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// The built-in users resource.
+    pub fn users(&self) -> (ResourceId, &Resource) {
+        self.schema
+            .resources
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.name == USERS)
+            .map(|(i, r)| (ResourceId(i), r))
+            .unwrap_or((ResourceId(0), &self.schema.resources[0]))
+    }
+
+    /// The compiled rules of a resource.
+    pub fn policy(&self, res: ResourceId) -> &Policy {
+        &self.policies[res.0]
     }
 }
 

@@ -693,3 +693,48 @@ fn literal(value: &Literal, expect: Option<&Kind>, span: Span) -> Result<Scalar,
         (_, Some(kind)) => return mismatch(&format!("a {} value", kind.name())),
     })
 }
+
+impl Cond {
+    /// Every term of the condition.
+    fn terms<'a>(&'a self, out: &mut Vec<&'a Term>) {
+        match self {
+            Cond::And(a, b) | Cond::Or(a, b) => {
+                a.terms(out);
+                b.terms(out);
+            }
+            Cond::Not(c) => c.terms(out),
+            Cond::Cmp { lhs, rhs, .. } => {
+                out.push(lhs);
+                out.push(rhs);
+            }
+            Cond::In { lhs, items } => {
+                out.push(lhs);
+                out.extend(items.iter());
+            }
+            Cond::IsNull(t) => out.push(t),
+        }
+    }
+
+    /// Whether the condition looks at the caller (`@auth`), so an anonymous caller
+    /// refused by it should be asked for credentials (401) rather than told no (403).
+    pub fn uses_auth(&self) -> bool {
+        let mut terms = Vec::new();
+        self.terms(&mut terms);
+        terms.iter().any(|t| matches!(t, Term::Param(Param::Auth(_), _)))
+    }
+
+    /// Whether it needs user fields other than `id` and `role` (which tokens carry).
+    pub fn needs_user_record(&self) -> bool {
+        let mut terms = Vec::new();
+        self.terms(&mut terms);
+        terms.iter().any(|t| matches!(t, Term::Param(Param::Auth(f), _) if f != "id" && f != "role"))
+    }
+
+    /// Whether it follows relations (field rules may not: they are judged per record in
+    /// memory).
+    pub fn follows_relations(&self) -> bool {
+        let mut terms = Vec::new();
+        self.terms(&mut terms);
+        terms.iter().any(|t| matches!(t, Term::Column(c) if !c.hops.is_empty()))
+    }
+}

@@ -24,7 +24,7 @@ pub fn check_rules(schema: &Schema, src: &SourceFile) -> Vec<Diagnostic> {
                 RuleKind::Read
             };
             let what = format!("rule '{op}' of {}", resource.name);
-            check_rule(schema, resource, rule, kind, &what, src, &mut diags);
+            check_rule(schema, resource, rule, kind, false, &what, src, &mut diags);
         }
         for field in &resource.fields {
             if let Some(rule) = &field.read {
@@ -34,6 +34,7 @@ pub fn check_rules(schema: &Schema, src: &SourceFile) -> Vec<Diagnostic> {
                     resource,
                     rule,
                     RuleKind::Read,
+                    true,
                     &what,
                     src,
                     &mut diags,
@@ -46,6 +47,7 @@ pub fn check_rules(schema: &Schema, src: &SourceFile) -> Vec<Diagnostic> {
                     resource,
                     rule,
                     RuleKind::Write,
+                    true,
                     &what,
                     src,
                     &mut diags,
@@ -56,11 +58,13 @@ pub fn check_rules(schema: &Schema, src: &SourceFile) -> Vec<Diagnostic> {
     diags
 }
 
+#[expect(clippy::too_many_arguments, reason = "one call site per kind of rule")]
 fn check_rule(
     schema: &Schema,
     resource: &Resource,
     rule: &Rule,
     kind: RuleKind,
+    field_rule: bool,
     what: &str,
     src: &SourceFile,
     diags: &mut Vec<Diagnostic>,
@@ -76,7 +80,13 @@ fn check_rule(
     let mode = Mode::Rule {
         body: kind == RuleKind::Write,
     };
-    if let Err(e) = check(&expr, schema, resource, mode) {
-        report(e.offset, e.message, e.hint);
+    match check(&expr, schema, resource, mode) {
+        Err(e) => report(e.offset, e.message, e.hint),
+        Ok(cond) if field_rule && cond.follows_relations() => report(
+            0,
+            "field rules may use the record's own fields, @auth, @body and @now, not relations".into(),
+            None,
+        ),
+        Ok(_) => {}
     }
 }

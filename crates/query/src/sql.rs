@@ -23,13 +23,41 @@ pub enum Dialect {
 
 /// Compiles `cond` for rows of `table` (the name the outer query uses for it).
 pub fn to_sql(cond: &Cond, env: &Env<'_>, dialect: Dialect, table: &str) -> Expr {
+    compile(cond, env, dialect, table).into_expr()
+}
+
+/// A compiled condition: decided without the database, or SQL for it.
+#[derive(Debug, Clone)]
+pub enum Compiled {
+    /// Holds (or not) for every row.
+    Always(bool),
+    /// Depends on the row.
+    Sql(Expr),
+}
+
+impl Compiled {
+    /// The SQL form (`TRUE`/`FALSE` for decided conditions).
+    pub fn into_expr(self) -> Expr {
+        match self {
+            Compiled::Always(b) => truth(b),
+            Compiled::Sql(e) => e,
+        }
+    }
+}
+
+/// Like [`to_sql`], but says when the condition was decided with no row to look at
+/// (so callers can answer 401/403 without asking the database).
+pub fn compile(cond: &Cond, env: &Env<'_>, dialect: Dialect, table: &str) -> Compiled {
     let mut c = Compiler {
         env,
         dialect,
         table,
         aliases: 0,
     };
-    c.cond(cond).into_expr()
+    match c.cond(cond) {
+        Out::Const(b) => Compiled::Always(b),
+        Out::Sql(e) => Compiled::Sql(e),
+    }
 }
 
 const UPPER: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
@@ -65,13 +93,6 @@ enum Out {
 }
 
 impl Out {
-    fn into_expr(self) -> Expr {
-        match self {
-            Out::Const(b) => truth(b),
-            Out::Sql(e) => e,
-        }
-    }
-
     fn and(self, other: Out) -> Out {
         match (self, other) {
             (Out::Const(false), _) | (_, Out::Const(false)) => Out::Const(false),

@@ -43,25 +43,17 @@ fn push(errors: &mut FieldErrors, field: &str, message: impl Into<String>) {
 }
 
 /// Finds the field a body key names, or records why the key cannot be written.
+/// `privileged` (an admin) may also set a user's `role`.
 fn writable<'r>(
     resource: &'r Resource,
     key: &str,
+    privileged: bool,
     errors: &mut FieldErrors,
 ) -> Option<(usize, &'r Field)> {
-    match resource
-        .fields
-        .iter()
-        .enumerate()
-        .find(|(_, f)| f.name == key)
-    {
+    match resource.fields.iter().enumerate().find(|(_, f)| f.name == key) {
+        Some(found) if privileged && resource.is_users() && key == "role" => Some(found),
         Some((_, f)) if f.read_only || (f.builtin && f.name != "email") => {
             push(errors, key, "is read-only");
-            None
-        }
-        Some((_, f)) if f.write.as_ref().is_some_and(|r| !r.is_public()) => {
-            // Field-level write rules are evaluated once identities exist; until then
-            // only public ones admit anyone.
-            push(errors, key, "may not be written by you");
             None
         }
         Some(found) => Some(found),
@@ -99,7 +91,7 @@ pub fn for_create(
     let mut errors = FieldErrors::new();
     let mut values: Vec<Option<Value>> = vec![None; resource.fields.len()];
     for (key, value) in body {
-        let Some((i, field)) = writable(resource, &key, &mut errors) else {
+        let Some((i, field)) = writable(resource, &key, false, &mut errors) else {
             continue;
         };
         if value.is_null() {
@@ -131,15 +123,17 @@ pub fn for_create(
 }
 
 /// Changes of a JSON merge patch (RFC 7386): `null` clears an optional field and is
-/// refused on a required one; objects merge into `json` fields.
+/// refused on a required one; objects merge into `json` fields. `privileged` callers
+/// (admins) may change a user's `role`.
 pub fn for_patch(
     resource: &Resource,
     patch: Map<String, Value>,
+    privileged: bool,
 ) -> Result<Vec<(usize, Change)>, FieldErrors> {
     let mut errors = FieldErrors::new();
     let mut changes = Vec::with_capacity(patch.len());
     for (key, value) in patch {
-        let Some((i, field)) = writable(resource, &key, &mut errors) else {
+        let Some((i, field)) = writable(resource, &key, privileged, &mut errors) else {
             continue;
         };
         if value.is_null() {
@@ -220,13 +214,13 @@ mod tests {
     fn patch_null_clears_optional_and_refuses_required() {
         let posts = posts();
         let changes =
-            for_patch(&posts, obj(json!({"content": null, "title": "New"}))).expect("valid");
+            for_patch(&posts, obj(json!({"content": null, "title": "New"})), false).expect("valid");
         assert_eq!(
             changes,
             vec![(2, Change::Clear), (0, Change::Set(json!("New")))]
         );
         let errors =
-            for_patch(&posts, obj(json!({"title": null, "version": 3}))).expect_err("invalid");
+            for_patch(&posts, obj(json!({"title": null, "version": 3})), false).expect_err("invalid");
         assert_eq!(errors["title"], vec!["is required and cannot be cleared"]);
         assert_eq!(errors["version"], vec!["is set by the server"]);
     }

@@ -26,6 +26,9 @@ pub enum StoreError {
     /// A cursor's values do not fit the sort they claim (400 `VALIDATION_FAILED`).
     #[error("the cursor does not fit this list")]
     BadCursor,
+    /// The rule does not allow the caller this write (403 `FORBIDDEN`).
+    #[error("the rule does not allow this")]
+    Forbidden,
     /// The stored version differs from the expected one (412 `PRECONDITION_FAILED`).
     #[error("the record has changed since it was read")]
     VersionMismatch,

@@ -2,6 +2,7 @@
 //! writer thread and a pool of reader threads), PostgreSQL with the same interface later.
 //! Rows are decoded by each field's declared type, never by driver type information.
 
+pub mod auth;
 mod error;
 mod list;
 mod sqlite;
@@ -10,8 +11,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ferrobase_schema::{Schema, Settings};
+use sea_query::Expr;
 use serde_json::Value;
 
+pub use auth::{ApiKeyRow, RefreshGrant, Rotation};
 pub use error::StoreError;
 pub use list::{KeyType, ListQuery, SortKey};
 pub use sqlite::SqliteStore;
@@ -61,6 +64,24 @@ pub struct Update {
     pub if_match: Option<Vec<i64>>,
 }
 
+/// Calls the same method on whichever database backs the store.
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Store::Sqlite($s) => $call,
+        }
+    };
+}
+
+/// Row-level access of one write, compiled from the resource's rules.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// Records outside this condition do not exist for the caller (404).
+    pub visible: Option<Expr>,
+    /// Visible records outside this condition may not be changed (403).
+    pub allowed: Option<Expr>,
+}
+
 /// The data store, whichever database backs it.
 #[derive(Clone)]
 pub enum Store {
@@ -93,83 +114,118 @@ impl Store {
         }
     }
 
-    /// One record by id.
-    pub async fn get(&self, res: ResourceId, id: String) -> Result<Option<Record>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.get(res, id).await,
-        }
+    /// One record by id, if it exists and satisfies `visible` (the view rule).
+    pub async fn get(&self, res: ResourceId, id: String, visible: Option<Expr>) -> Result<Option<Record>, StoreError> {
+        dispatch!(self, s => s.get(res, id, visible).await)
     }
 
     /// Records matching a list query, in its order.
     pub async fn list(&self, res: ResourceId, query: ListQuery) -> Result<Vec<Record>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.list(res, query).await,
-        }
+        dispatch!(self, s => s.list(res, query).await)
     }
 
     /// The database's plan for a list query, one line per step (for diagnosing slow
     /// lists and for tests that prove an index is used).
-    pub async fn explain(
-        &self,
-        res: ResourceId,
-        query: ListQuery,
-    ) -> Result<Vec<String>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.explain(res, query).await,
-        }
+    pub async fn explain(&self, res: ResourceId, query: ListQuery) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, s => s.explain(res, query).await)
     }
 
     /// How many records match `filter`.
-    pub async fn count(
-        &self,
-        res: ResourceId,
-        filter: Option<sea_query::Expr>,
-    ) -> Result<u64, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.count(res, filter).await,
-        }
+    pub async fn count(&self, res: ResourceId, filter: Option<Expr>) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.count(res, filter).await)
     }
 
-    /// The records with these ids (in no particular order; missing ids are skipped).
-    pub async fn get_many(
-        &self,
-        res: ResourceId,
-        ids: Vec<String>,
-    ) -> Result<Vec<Record>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.get_many(res, ids).await,
-        }
+    /// The records with these ids that satisfy `visible` (in no particular order;
+    /// missing ids are skipped).
+    pub async fn get_many(&self, res: ResourceId, ids: Vec<String>, visible: Option<Expr>) -> Result<Vec<Record>, StoreError> {
+        dispatch!(self, s => s.get_many(res, ids, visible).await)
     }
 
-    /// Inserts a record and returns it as stored.
-    pub async fn insert(&self, res: ResourceId, record: NewRecord) -> Result<Record, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.insert(res, record).await,
-        }
+    /// Inserts a record and returns it as stored; when the new record does not satisfy
+    /// `allowed` (the create rule) nothing is stored and the result is `Forbidden`.
+    pub async fn insert(&self, res: ResourceId, record: NewRecord, allowed: Option<Expr>) -> Result<Record, StoreError> {
+        dispatch!(self, s => s.insert(res, record, allowed).await)
     }
 
-    /// Applies an update; `Ok(None)` when no record has that id.
-    pub async fn update(
-        &self,
-        res: ResourceId,
-        id: String,
-        update: Update,
-    ) -> Result<Option<Record>, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.update(res, id, update).await,
-        }
+    /// Applies an update; `Ok(None)` when no visible record has that id, `Forbidden`
+    /// when the record is visible but `access.allowed` refuses.
+    pub async fn update(&self, res: ResourceId, id: String, update: Update, access: Access) -> Result<Option<Record>, StoreError> {
+        dispatch!(self, s => s.update(res, id, update, access).await)
     }
 
-    /// Deletes a record; `Ok(false)` when no record has that id. With `if_match`, only
-    /// when the stored version is one of those (else [`StoreError::VersionMismatch`]).
-    pub async fn delete(
-        &self,
-        res: ResourceId,
-        id: String,
-        if_match: Option<Vec<i64>>,
-    ) -> Result<bool, StoreError> {
-        match self {
-            Self::Sqlite(s) => s.delete(res, id, if_match).await,
-        }
+    /// Deletes a record; `Ok(false)` when no visible record has that id. With `if_match`,
+    /// only when the stored version is one of those (else [`StoreError::VersionMismatch`]).
+    pub async fn delete(&self, res: ResourceId, id: String, if_match: Option<Vec<i64>>, access: Access) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.delete(res, id, if_match, access).await)
+    }
+
+    /// Stores a new refresh token (the first of a family at login).
+    pub async fn insert_refresh(&self, grant: RefreshGrant) -> Result<(), StoreError> {
+        dispatch!(self, s => s.insert_refresh(grant).await)
+    }
+
+    /// Presents a refresh token: rotation, or family revocation on reuse.
+    pub async fn rotate_refresh(&self, presented_hash: String, next: RefreshGrant) -> Result<Rotation, StoreError> {
+        dispatch!(self, s => s.rotate_refresh(presented_hash, next).await)
+    }
+
+    /// Revokes the family of a refresh token (logout).
+    pub async fn revoke_refresh(&self, token_hash: String, now: String) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.revoke_refresh(token_hash, now).await)
+    }
+
+    /// Revokes all refresh tokens and sessions of a user.
+    pub async fn revoke_user(&self, user_id: String, now: String) -> Result<(), StoreError> {
+        dispatch!(self, s => s.revoke_user(user_id, now).await)
+    }
+
+    /// Stores a cookie session: `[id, user id, token hash, created at, expires at]`.
+    pub async fn insert_session(&self, session: [String; 5]) -> Result<(), StoreError> {
+        dispatch!(self, s => s.insert_session(session).await)
+    }
+
+    /// The live session with this token hash: `(session id, user id)`.
+    pub async fn session(&self, token_hash: String, now: String) -> Result<Option<(String, String)>, StoreError> {
+        dispatch!(self, s => s.session(token_hash, now).await)
+    }
+
+    /// Ends a cookie session.
+    pub async fn revoke_session(&self, token_hash: String, now: String) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.revoke_session(token_hash, now).await)
+    }
+
+    /// Stores an API key.
+    pub async fn insert_api_key(&self, key: ApiKeyRow) -> Result<(), StoreError> {
+        dispatch!(self, s => s.insert_api_key(key).await)
+    }
+
+    /// One API key by id.
+    pub async fn api_key(&self, id: String) -> Result<Option<ApiKeyRow>, StoreError> {
+        dispatch!(self, s => s.api_key(id).await)
+    }
+
+    /// A user's API keys.
+    pub async fn api_keys_of(&self, user_id: String) -> Result<Vec<ApiKeyRow>, StoreError> {
+        dispatch!(self, s => s.api_keys_of(user_id).await)
+    }
+
+    /// Revokes a user's API key; whether it exists.
+    pub async fn revoke_api_key(&self, user_id: String, id: String, now: String) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.revoke_api_key(user_id, id, now).await)
+    }
+
+    /// Records an API key's use (at most once per `stale_before` window).
+    pub async fn touch_api_key(&self, id: String, now: String, stale_before: String) -> Result<(), StoreError> {
+        dispatch!(self, s => s.touch_api_key(id, now, stale_before).await)
+    }
+
+    /// The id of the user with this email (case-insensitive).
+    pub async fn user_id_by_email(&self, email: String) -> Result<Option<String>, StoreError> {
+        dispatch!(self, s => s.user_id_by_email(email).await)
+    }
+
+    /// Replaces a user's password hash.
+    pub async fn set_password_hash(&self, user_id: String, hash: String, now: String) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.set_password_hash(user_id, hash, now).await)
     }
 }

@@ -388,6 +388,7 @@ async fn insert(
                 now: "2025-01-01T00:00:00.000000Z".into(),
                 values,
             },
+            None,
         )
         .await
         .expect("insert");

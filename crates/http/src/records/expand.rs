@@ -9,8 +9,10 @@ use ferrobase_schema::Resource;
 use ferrobase_store::Record;
 use serde_json::{Map, Value};
 
-use super::{RecordJson, resource, view_allowed};
+use super::{RecordJson, resource};
 use crate::error::ApiError;
+use crate::identity::Identity;
+use crate::policy::{Access, Op, decide, readable};
 use crate::state::AppState;
 
 /// Expansion paths as a tree: field name → what to expand below it.
@@ -44,6 +46,7 @@ pub(crate) fn expand<'a>(
     parent: &'a Resource,
     records: &'a [Record],
     tree: &'a Tree,
+    identity: &'a Identity,
 ) -> Pin<Box<dyn Future<Output = Result<Maps, ApiError>> + Send + 'a>> {
     Box::pin(async move {
         let mut maps: Maps = vec![Map::new(); records.len()];
@@ -60,10 +63,12 @@ pub(crate) fn expand<'a>(
                 continue;
             };
             let (target_id, target) = resource(state, &relation.resource)?;
-            if !view_allowed(target) {
-                // Records the caller may not see are left out, never hinted at.
-                continue;
-            }
+            let policy = state.policy(target_id);
+            // Records the caller may not see are left out, never hinted at.
+            let visible = match decide(policy, target, Op::View, identity, None, state.clock.now()) {
+                Ok(Access::None) | Err(_) => continue,
+                Ok(access) => access.into_condition(),
+            };
             let mut ids: Vec<String> = Vec::new();
             for record in records {
                 match &record.values[index] {
@@ -76,16 +81,18 @@ pub(crate) fn expand<'a>(
             }
             ids.sort();
             ids.dedup();
-            let fetched = state.store.get_many(target_id, ids).await?;
+            let fetched = state.store.get_many(target_id, ids, visible).await?;
             let nested = if below.is_empty() {
                 vec![Map::new(); fetched.len()]
             } else {
-                expand(state, target, &fetched, below).await?
+                expand(state, target, &fetched, below, identity).await?
             };
             let mut by_id: HashMap<&str, Value> = HashMap::with_capacity(fetched.len());
             for (record, nested) in fetched.iter().zip(&nested) {
+                let mask = readable(policy, target, record, identity, state.clock.now());
                 let json = RecordJson {
                     expand: (!nested.is_empty()).then_some(nested),
+                    readable: Some(&mask),
                     ..RecordJson::new(target, record)
                 };
                 let value = serde_json::to_value(&json).map_err(ApiError::internal)?;

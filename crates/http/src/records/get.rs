@@ -1,27 +1,32 @@
 //! `GET /api/v1/{resource}/{id}`.
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::etag::{etag, not_modified};
-use super::{authorize, not_found, record_id, record_response, resource};
+use super::{not_found, record_id, record_response, resource, with_user};
 use crate::error::ApiError;
 use crate::extract::Segments;
+use crate::identity::Identity;
+use crate::policy::{Op, decide};
 use crate::state::AppState;
 
-/// Reads one record; `304` when `If-None-Match` names its current version.
+/// Reads one record the caller may see; `304` when `If-None-Match` names its version.
 pub(crate) async fn get(
     State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
     Segments(path): Segments,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (res, resource) = resource(&state, &path[0])?;
-    authorize(resource.rules.view.as_ref())?;
+    let identity = with_user(&state, state.policy(res), identity).await?;
+    let access = decide(state.policy(res), resource, Op::View, &identity, None, state.clock.now())?;
     let id = record_id(resource, &path[1])?;
     let record = state
         .store
-        .get(res, id)
+        .get(res, id, access.into_condition())
         .await?
         .ok_or_else(|| not_found(resource))?;
     if not_modified(&headers, record.version) {
@@ -29,5 +34,5 @@ pub(crate) async fn get(
         res.headers_mut().insert(header::ETAG, etag(record.version));
         return Ok(res);
     }
-    Ok(record_response(StatusCode::OK, resource, &record))
+    Ok(record_response(&state, res, StatusCode::OK, resource, &record, &identity))
 }

@@ -15,6 +15,9 @@ pub(crate) struct RecordJson<'a> {
     pub only: Option<&'a [String]>,
     /// Expanded relations of this record, by field name.
     pub expand: Option<&'a Map<String, Value>>,
+    /// Per field, whether the caller may read it (from the field rules); without it only
+    /// hidden fields are left out.
+    pub readable: Option<&'a [bool]>,
 }
 
 impl<'a> RecordJson<'a> {
@@ -25,6 +28,7 @@ impl<'a> RecordJson<'a> {
             record,
             only: None,
             expand: None,
+            readable: None,
         }
     }
 
@@ -39,10 +43,11 @@ impl Serialize for RecordJson<'_> {
         if self.wanted("id") {
             map.serialize_entry("id", &self.record.id)?;
         }
-        for (field, value) in self.resource.fields.iter().zip(&self.record.values) {
-            // Field read rules are evaluated once identities exist; until then only
-            // public ones reveal the field.
-            let readable = !field.hidden && field.read.as_ref().is_none_or(|r| r.is_public());
+        for (i, (field, value)) in self.resource.fields.iter().zip(&self.record.values).enumerate() {
+            let readable = match self.readable {
+                Some(mask) => mask.get(i).copied().unwrap_or(false),
+                None => !field.hidden,
+            };
             if readable && self.wanted(&field.name) {
                 map.serialize_entry(&field.name, value)?;
             }

@@ -1,7 +1,9 @@
 //! `GET /api/v1/{resource}`: filter, sort, fields, expand, keyset cursors or pages,
 //! optional total.
 
+use axum::Extension;
 use axum::extract::{RawQuery, State};
+use sea_query::ExprTrait;
 use axum::http::StatusCode;
 use axum::response::Response;
 use ferrobase_query::cursor::{Cursor, CursorError};
@@ -14,9 +16,11 @@ use serde_json::{Map, Value};
 
 use super::expand::{Tree, expand};
 use super::params::{ListParams, parse};
-use super::{RecordJson, authorize, json_response, resource};
+use super::{RecordJson, json_response, resource, with_user};
 use crate::error::ApiError;
 use crate::extract::Segments;
+use crate::identity::Identity;
+use crate::policy::{Op, auth_map, decide, readable};
 use crate::state::AppState;
 
 #[derive(Serialize)]
@@ -42,6 +46,7 @@ struct Page<'a> {
     records: &'a [Record],
     only: Option<&'a [String]>,
     expand: Option<&'a [Map<String, Value>]>,
+    readable: &'a [Vec<bool>],
 }
 
 impl Serialize for Page<'_> {
@@ -55,6 +60,7 @@ impl Serialize for Page<'_> {
                     record,
                     only: self.only,
                     expand: self.expand.map(|e| &e[i]),
+                    readable: self.readable.get(i).map(Vec::as_slice),
                 }),
         )
     }
@@ -99,17 +105,27 @@ fn with_param(query: Option<&str>, key: &str, value: Option<&str>, also_drop: &s
 /// Lists records.
 pub(crate) async fn list(
     State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
     Segments(path): Segments,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let (res, resource) = resource(&state, &path[0])?;
-    authorize(resource.rules.list.as_ref())?;
+    let policy = state.policy(res);
+    let identity = with_user(&state, policy, identity).await?;
+    let now = state.clock.now();
+    let rule = decide(policy, resource, Op::List, &identity, None, now)?.into_condition();
     let params: ListParams = parse(&state.schema, resource, query.as_deref())?;
-    let env = Env::anonymous(state.clock.now());
+    let auth = identity.caller().map(auth_map);
+    let env = Env { auth: auth.as_ref(), body: None, now };
     let filter = params
         .filter
         .as_ref()
         .map(|cond| to_sql(cond, &env, Dialect::Sqlite, &resource.name));
+    // The rule is part of the query: rows the caller may not see are never read.
+    let filter = match (rule, filter) {
+        (Some(r), Some(f)) => Some(r.and(f)),
+        (r, f) => r.or(f),
+    };
     let after = match &params.cursor {
         None => None,
         Some(token) => match state.cursors.decode(token, &resource.name, &params.sort) {
@@ -154,7 +170,7 @@ pub(crate) async fn list(
     let expanded = if tree.is_empty() {
         None
     } else {
-        Some(expand(&state, resource, &records, &tree).await?)
+        Some(expand(&state, resource, &records, &tree, &identity).await?)
     };
     let base = format!("/api/v1/{}", resource.name);
     let (next_cursor, next) = match (has_more, params.page, records.last()) {
@@ -187,12 +203,17 @@ pub(crate) async fn list(
         Some(q) if !q.is_empty() => format!("{base}?{q}"),
         _ => base.clone(),
     };
+    let masks: Vec<Vec<bool>> = records
+        .iter()
+        .map(|r| readable(policy, resource, r, &identity, now))
+        .collect();
     let body = ListBody {
         data: Page {
             resource,
             records: &records,
             only: params.fields.as_deref(),
             expand: expanded.as_deref(),
+            readable: &masks,
         },
         meta: Meta {
             limit: params.limit,

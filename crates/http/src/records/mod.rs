@@ -12,11 +12,14 @@ pub(crate) mod update;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use ferrobase_schema::{Resource, Rule, validate::normalize_uuid};
+use ferrobase_schema::{Resource, validate::normalize_uuid};
 use ferrobase_store::{Record, ResourceId};
 use serde::Serialize;
+use serde_json::{Map, Value};
 
 use crate::error::ApiError;
+use crate::identity::{Identity, load_user};
+use crate::policy::{Policy, readable};
 use crate::state::AppState;
 
 pub(crate) use json::RecordJson;
@@ -36,21 +39,20 @@ pub(crate) fn resource<'s>(
         .ok_or_else(|| ApiError::not_found(format!("unknown resource '{name}'")))
 }
 
-/// Decides whether the caller may perform an operation.
-///
-/// Identities arrive with the auth layer; until then a rule admits everyone only when
-/// it is `"true"`, and every other rule (or an absent one, which means admins only)
-/// asks for credentials nobody can present yet.
-pub(crate) fn authorize(rule: Option<&Rule>) -> Result<(), ApiError> {
-    match rule {
-        Some(rule) if rule.is_public() => Ok(()),
-        _ => Err(ApiError::unauthorized()),
+/// The identity with the caller's user record loaded, when the resource's rules need
+/// more of it than the token carries.
+pub(crate) async fn with_user(
+    state: &AppState,
+    policy: &Policy,
+    identity: Identity,
+) -> Result<Identity, ApiError> {
+    match identity.0 {
+        Some(mut caller) if caller.user.is_none() && policy.needs_user_record() => {
+            caller.user = load_user(state, &caller.id).await?;
+            Ok(Identity(Some(caller)))
+        }
+        other => Ok(Identity(other)),
     }
-}
-
-/// Whether everyone may view records of `resource` (used for expanded records).
-pub(crate) fn view_allowed(resource: &Resource) -> bool {
-    authorize(resource.rules.view.as_ref()).is_ok()
 }
 
 /// A record id from the path; anything that is not a UUID cannot name a record (404).
@@ -61,6 +63,16 @@ pub(crate) fn record_id(resource: &Resource, raw: &str) -> Result<String, ApiErr
 /// The 404 for a record that does not exist or that the caller may not see.
 pub(crate) fn not_found(resource: &Resource) -> ApiError {
     ApiError::not_found(format!("no such record in {}", resource.name))
+}
+
+/// The record's values as a body map (`@body` of create rules).
+pub(crate) fn values_map(resource: &Resource, values: &[Value]) -> Map<String, Value> {
+    resource
+        .fields
+        .iter()
+        .zip(values)
+        .map(|(f, v)| (f.name.clone(), v.clone()))
+        .collect()
 }
 
 /// A JSON response with the given status.
@@ -78,21 +90,25 @@ pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Respo
     }
 }
 
-/// `{"data": record}` with the record's `ETag`.
+/// `{"data": record}` with the record's `ETag`, showing the fields the caller may read.
 pub(crate) fn record_response(
+    state: &AppState,
+    res: ResourceId,
     status: StatusCode,
     resource: &Resource,
     record: &Record,
+    identity: &Identity,
 ) -> Response {
-    let mut res = json_response(
-        status,
-        &Data {
-            data: RecordJson::new(resource, record),
-        },
-    );
-    res.headers_mut()
+    let mask = readable(state.policy(res), resource, record, identity, state.clock.now());
+    let json = RecordJson {
+        readable: Some(&mask),
+        ..RecordJson::new(resource, record)
+    };
+    let mut response = json_response(status, &Data { data: json });
+    response
+        .headers_mut()
         .insert(header::ETAG, etag::etag(record.version));
-    res
+    response
 }
 
 /// `{"data": ...}`.

@@ -192,6 +192,7 @@ pub(crate) fn apply(conn: &mut Connection, schema: &Schema) -> Result<Vec<String
             tx.execute(&stmt, [])?;
         }
     }
+    tx.execute_batch(crate::auth::SQLITE_DDL)?;
     tx.commit()?;
     Ok(created)
 }

@@ -4,6 +4,7 @@
 //! our own connections. Work is sent to the threads as closures and answered through a
 //! oneshot channel, so the async runtime never blocks on SQLite.
 
+mod auth;
 mod ddl;
 mod records;
 
@@ -18,7 +19,10 @@ use ferrobase_schema::Schema;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
-use crate::{ListQuery, NewRecord, Record, ResourceId, StoreError, Update};
+use sea_query::Expr;
+
+use crate::auth::{ApiKeyRow, RefreshGrant, Rotation};
+use crate::{Access, ListQuery, NewRecord, Record, ResourceId, StoreError, Update};
 use records::Plans;
 
 type Job = Box<dyn FnOnce(&mut Connection, &Plans) + Send>;
@@ -157,35 +161,29 @@ impl SqliteStore {
     }
 
     /// See [`crate::Store::get`].
-    pub async fn get(&self, res: ResourceId, id: String) -> Result<Option<Record>, StoreError> {
-        self.read(move |conn, plans| plans.get(conn, res, &id))
+    pub async fn get(
+        &self,
+        res: ResourceId,
+        id: String,
+        visible: Option<Expr>,
+    ) -> Result<Option<Record>, StoreError> {
+        self.read(move |conn, plans| plans.get_visible(conn, res, &id, visible.as_ref()))
             .await
     }
 
     /// See [`crate::Store::list`].
     pub async fn list(&self, res: ResourceId, query: ListQuery) -> Result<Vec<Record>, StoreError> {
-        self.read(move |conn, plans| plans.list(conn, res, query))
-            .await
+        self.read(move |conn, plans| plans.list(conn, res, query)).await
     }
 
     /// See [`crate::Store::explain`].
-    pub async fn explain(
-        &self,
-        res: ResourceId,
-        query: ListQuery,
-    ) -> Result<Vec<String>, StoreError> {
-        self.read(move |conn, plans| plans.explain(conn, res, query))
-            .await
+    pub async fn explain(&self, res: ResourceId, query: ListQuery) -> Result<Vec<String>, StoreError> {
+        self.read(move |conn, plans| plans.explain(conn, res, query)).await
     }
 
     /// See [`crate::Store::count`].
-    pub async fn count(
-        &self,
-        res: ResourceId,
-        filter: Option<sea_query::Expr>,
-    ) -> Result<u64, StoreError> {
-        self.read(move |conn, plans| plans.count(conn, res, filter))
-            .await
+    pub async fn count(&self, res: ResourceId, filter: Option<Expr>) -> Result<u64, StoreError> {
+        self.read(move |conn, plans| plans.count(conn, res, filter)).await
     }
 
     /// See [`crate::Store::get_many`].
@@ -193,14 +191,19 @@ impl SqliteStore {
         &self,
         res: ResourceId,
         ids: Vec<String>,
+        visible: Option<Expr>,
     ) -> Result<Vec<Record>, StoreError> {
-        self.read(move |conn, plans| plans.get_many(conn, res, ids))
-            .await
+        self.read(move |conn, plans| plans.get_many(conn, res, ids, visible)).await
     }
 
     /// See [`crate::Store::insert`].
-    pub async fn insert(&self, res: ResourceId, record: NewRecord) -> Result<Record, StoreError> {
-        self.write(move |tx, plans| plans.insert(tx, res, record))
+    pub async fn insert(
+        &self,
+        res: ResourceId,
+        record: NewRecord,
+        allowed: Option<Expr>,
+    ) -> Result<Record, StoreError> {
+        self.write(move |tx, plans| plans.insert(tx, res, record, allowed.as_ref()))
             .await
     }
 
@@ -210,8 +213,9 @@ impl SqliteStore {
         res: ResourceId,
         id: String,
         update: Update,
+        access: Access,
     ) -> Result<Option<Record>, StoreError> {
-        self.write(move |tx, plans| plans.update(tx, res, &id, update))
+        self.write(move |tx, plans| plans.update(tx, res, &id, update, &access))
             .await
     }
 
@@ -221,8 +225,84 @@ impl SqliteStore {
         res: ResourceId,
         id: String,
         if_match: Option<Vec<i64>>,
+        access: Access,
     ) -> Result<bool, StoreError> {
-        self.write(move |tx, plans| plans.delete(tx, res, &id, if_match.as_deref()))
+        self.write(move |tx, plans| plans.delete(tx, res, &id, if_match.as_deref(), &access))
             .await
+    }
+
+    /// See [`crate::Store::insert_refresh`].
+    pub async fn insert_refresh(&self, grant: RefreshGrant) -> Result<(), StoreError> {
+        self.write(move |tx, _| auth::insert_refresh(tx, &grant)).await
+    }
+
+    /// See [`crate::Store::rotate_refresh`].
+    pub async fn rotate_refresh(&self, presented_hash: String, next: RefreshGrant) -> Result<Rotation, StoreError> {
+        self.write(move |tx, _| {
+            let now = next.created_at.clone();
+            auth::rotate_refresh(tx, &presented_hash, next, &now)
+        })
+        .await
+    }
+
+    /// See [`crate::Store::revoke_refresh`].
+    pub async fn revoke_refresh(&self, token_hash: String, now: String) -> Result<bool, StoreError> {
+        self.write(move |tx, _| auth::revoke_refresh(tx, &token_hash, &now)).await
+    }
+
+    /// See [`crate::Store::revoke_user`].
+    pub async fn revoke_user(&self, user_id: String, now: String) -> Result<(), StoreError> {
+        self.write(move |tx, _| auth::revoke_user(tx, &user_id, &now)).await
+    }
+
+    /// See [`crate::Store::insert_session`].
+    pub async fn insert_session(&self, s: [String; 5]) -> Result<(), StoreError> {
+        self.write(move |tx, _| auth::insert_session(tx, (&s[0], &s[1], &s[2], &s[3], &s[4])))
+            .await
+    }
+
+    /// See [`crate::Store::session`].
+    pub async fn session(&self, token_hash: String, now: String) -> Result<Option<(String, String)>, StoreError> {
+        self.read(move |conn, _| auth::session(conn, &token_hash, &now)).await
+    }
+
+    /// See [`crate::Store::revoke_session`].
+    pub async fn revoke_session(&self, token_hash: String, now: String) -> Result<bool, StoreError> {
+        self.write(move |tx, _| auth::revoke_session(tx, &token_hash, &now)).await
+    }
+
+    /// See [`crate::Store::insert_api_key`].
+    pub async fn insert_api_key(&self, key: ApiKeyRow) -> Result<(), StoreError> {
+        self.write(move |tx, _| auth::insert_api_key(tx, &key)).await
+    }
+
+    /// See [`crate::Store::api_key`].
+    pub async fn api_key(&self, id: String) -> Result<Option<ApiKeyRow>, StoreError> {
+        self.read(move |conn, _| auth::api_key(conn, &id)).await
+    }
+
+    /// See [`crate::Store::api_keys_of`].
+    pub async fn api_keys_of(&self, user_id: String) -> Result<Vec<ApiKeyRow>, StoreError> {
+        self.read(move |conn, _| auth::api_keys_of(conn, &user_id)).await
+    }
+
+    /// See [`crate::Store::revoke_api_key`].
+    pub async fn revoke_api_key(&self, user_id: String, id: String, now: String) -> Result<bool, StoreError> {
+        self.write(move |tx, _| auth::revoke_api_key(tx, &user_id, &id, &now)).await
+    }
+
+    /// See [`crate::Store::touch_api_key`].
+    pub async fn touch_api_key(&self, id: String, now: String, stale_before: String) -> Result<(), StoreError> {
+        self.write(move |tx, _| auth::touch_api_key(tx, &id, &now, &stale_before)).await
+    }
+
+    /// See [`crate::Store::user_id_by_email`].
+    pub async fn user_id_by_email(&self, email: String) -> Result<Option<String>, StoreError> {
+        self.read(move |conn, _| auth::user_id_by_email(conn, &email)).await
+    }
+
+    /// See [`crate::Store::set_password_hash`].
+    pub async fn set_password_hash(&self, user_id: String, hash: String, now: String) -> Result<bool, StoreError> {
+        self.write(move |tx, _| auth::set_password_hash(tx, &user_id, &hash, &now)).await
     }
 }

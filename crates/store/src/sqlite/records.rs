@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::ddl::{expected_columns, join_table, q};
 use crate::list::list_statement;
-use crate::{Change, ListQuery, NewRecord, Record, ResourceId, StoreError, Update};
+use crate::{Access, Change, ListQuery, NewRecord, Record, ResourceId, StoreError, Update};
 
 /// Precomputed statements for every resource.
 pub(crate) struct Plans {
@@ -214,6 +214,44 @@ impl Plans {
         })
     }
 
+    /// Whether record `id` of `resource` satisfies `cond`.
+    fn satisfies(conn: &Connection, resource: &Resource, id: &str, cond: &Expr) -> Result<bool, StoreError> {
+        let table = resource.name.as_str();
+        let (sql, values) = Query::select()
+            .expr(Expr::cust("1"))
+            .from(alias(table))
+            .and_where(Expr::col((alias(table), alias("id"))).eq(id))
+            .and_where(cond.clone())
+            .build(SqliteQueryBuilder);
+        Ok(conn
+            .prepare_cached(&sql)?
+            .exists(params_from_iter(values.into_iter().map(sql_value)))?)
+    }
+
+    /// One record, if it exists and satisfies `visible`.
+    pub(crate) fn get_visible(
+        &self,
+        conn: &Connection,
+        res: ResourceId,
+        id: &str,
+        visible: Option<&Expr>,
+    ) -> Result<Option<Record>, StoreError> {
+        let Some(cond) = visible else {
+            return self.get(conn, res, id);
+        };
+        let (resource, plan) = self.parts(res)?;
+        let table = resource.name.as_str();
+        let query = ListQuery {
+            filter: Some(Expr::col((alias(table), alias("id"))).eq(id).and(cond.clone())),
+            limit: 1,
+            ..ListQuery::default()
+        };
+        let statement = list_statement(resource, &query)?;
+        Ok(self
+            .select(conn, resource, plan, statement.build(SqliteQueryBuilder))?
+            .pop())
+    }
+
     pub(crate) fn get(
         &self,
         conn: &Connection,
@@ -343,12 +381,24 @@ impl Plans {
         conn: &Connection,
         res: ResourceId,
         ids: Vec<String>,
+        visible: Option<Expr>,
     ) -> Result<Vec<Record>, StoreError> {
         let (resource, plan) = self.parts(res)?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        let limit = u32::try_from(ids.len()).unwrap_or(u32::MAX);
         let ids = Value::Array(ids.into_iter().map(Value::String).collect()).to_string();
+        if let Some(visible) = visible {
+            let table = resource.name.as_str();
+            let among = Expr::cust_with_values(
+                format!("{}.\"id\" IN (SELECT value FROM json_each(?))", q(table)),
+                [ids],
+            );
+            let query = ListQuery { filter: Some(among.and(visible)), limit, ..ListQuery::default() };
+            let statement = list_statement(resource, &query)?;
+            return self.select(conn, resource, plan, statement.build(SqliteQueryBuilder));
+        }
         let mut stmt = conn.prepare_cached(&plan.get_many)?;
         let mut rows = stmt.query([ids])?;
         let mut records = Vec::new();
@@ -359,6 +409,22 @@ impl Plans {
         drop(stmt);
         Self::load_links(conn, plan, &mut records)?;
         Ok(records)
+    }
+
+    /// Checks an existing record against the access of a write: `Ok(false)` when it is
+    /// not visible (404), `Forbidden` when visible but not allowed (403).
+    fn permits(conn: &Connection, resource: &Resource, id: &str, access: &Access) -> Result<bool, StoreError> {
+        if let Some(visible) = &access.visible
+            && !Self::satisfies(conn, resource, id, visible)?
+        {
+            return Ok(false);
+        }
+        if let Some(allowed) = &access.allowed
+            && !Self::satisfies(conn, resource, id, allowed)?
+        {
+            return Err(StoreError::Forbidden);
+        }
+        Ok(true)
     }
 
     /// Refuses relation values that point at no record, naming each field.
@@ -423,6 +489,7 @@ impl Plans {
         conn: &Connection,
         res: ResourceId,
         record: NewRecord,
+        allowed: Option<&Expr>,
     ) -> Result<Record, StoreError> {
         let (resource, plan) = self.parts(res)?;
         self.check_relations(conn, resource, record.values.iter().enumerate())?;
@@ -446,6 +513,13 @@ impl Plans {
             }
             Self::write_links(conn, m, &record.id, &values[m.field], false)?;
         }
+        // The create rule judges the record as it would be stored; a refusal rolls the
+        // whole transaction back.
+        if let Some(cond) = allowed
+            && !Self::satisfies(conn, resource, &record.id, cond)?
+        {
+            return Err(StoreError::Forbidden);
+        }
         let stamp = resource.timestamps.then(|| record.now.clone());
         Ok(Record {
             id: record.id,
@@ -462,11 +536,15 @@ impl Plans {
         res: ResourceId,
         id: &str,
         update: Update,
+        access: &Access,
     ) -> Result<Option<Record>, StoreError> {
         let (resource, plan) = self.parts(res)?;
         let Some(mut record) = self.get(conn, res, id)? else {
             return Ok(None);
         };
+        if !Self::permits(conn, resource, id, access)? {
+            return Ok(None);
+        }
         if update
             .if_match
             .as_ref()
@@ -534,8 +612,13 @@ impl Plans {
         res: ResourceId,
         id: &str,
         if_match: Option<&[i64]>,
+        access: &Access,
     ) -> Result<bool, StoreError> {
-        let (_, plan) = self.parts(res)?;
+        let (resource, plan) = self.parts(res)?;
+        let exists = conn.prepare_cached(&plan.version)?.exists([id])?;
+        if !exists || !Self::permits(conn, resource, id, access)? {
+            return Ok(false);
+        }
         if let Some(versions) = if_match {
             let mut stmt = conn.prepare_cached(&plan.version)?;
             let mut rows = stmt.query([id])?;

@@ -1,0 +1,123 @@
+//! `/api/v1/auth/api-keys`: scoped, expiring keys, shown once, stored hashed.
+
+use axum::Extension;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use ferrobase_auth::secrets::{new_api_key, token_hash};
+use ferrobase_schema::settings::parse_duration;
+use ferrobase_schema::validate::{format_datetime, normalize_datetime, normalize_uuid};
+use ferrobase_store::ApiKeyRow;
+use serde_json::{Value, json};
+
+use super::required_string;
+use crate::error::ApiError;
+use crate::extract::JsonObject;
+use crate::identity::{Caller, Identity, Via};
+use crate::records::json_response;
+use crate::state::AppState;
+
+fn owner(identity: &Identity) -> Result<&Caller, ApiError> {
+    let caller = identity.caller().ok_or_else(ApiError::unauthorized)?;
+    if matches!(caller.via, Via::ApiKey { .. }) {
+        return Err(ApiError::forbidden_with("API keys cannot manage API keys; use a session or an access token"));
+    }
+    Ok(caller)
+}
+
+fn key_json(row: &ApiKeyRow) -> Value {
+    json!({
+        "id": row.id, "name": row.name, "scopes": row.scopes,
+        "createdAt": row.created_at, "expiresAt": row.expires_at,
+        "lastUsedAt": row.last_used_at, "revokedAt": row.revoked_at,
+    })
+}
+
+fn field_error(key: &str, message: &str) -> ApiError {
+    ApiError::validation([(key.to_owned(), vec![message.to_owned()])].into())
+}
+
+/// `POST`: `{name, scopes, expiresAt? | expiresIn?}` → 201 with the key, shown this once.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let caller = owner(&identity)?.clone();
+    let JsonObject(mut body) = JsonObject::from_request(req, &state).await?;
+    let name = required_string(&mut body, "name")?;
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(field_error("name", "must be 1 to 100 characters"));
+    }
+    let scopes: Vec<String> = match body.remove("scopes") {
+        Some(Value::Array(items)) if !items.is_empty() => items
+            .iter()
+            .map(|s| s.as_str().map(str::to_owned))
+            .collect::<Option<_>>()
+            .ok_or_else(|| field_error("scopes", "must be strings"))?,
+        _ => return Err(field_error("scopes", "must be a non-empty array such as [\"posts:read\"]")),
+    };
+    for scope in &scopes {
+        let valid = scope == "*"
+            || scope.split_once(':').is_some_and(|(r, a)| {
+                state.schema.resource(r).is_some() && matches!(a, "read" | "write")
+            });
+        if !valid {
+            return Err(field_error("scopes", &format!("'{scope}' is not <resource>:read, <resource>:write or *")));
+        }
+    }
+    let now = state.clock.now();
+    let expires_at = match (body.remove("expiresAt"), body.remove("expiresIn")) {
+        (Some(Value::String(at)), None) => Some(normalize_datetime(&at).ok_or_else(|| field_error("expiresAt", "must be an RFC 3339 date-time"))?),
+        (None, Some(Value::String(d))) => {
+            let d = parse_duration(&d).map_err(|m| field_error("expiresIn", &m))?;
+            Some(format_datetime(now + time::Duration::try_from(d).unwrap_or(time::Duration::ZERO)))
+        }
+        (None, None) => None,
+        _ => return Err(field_error("expiresAt", "give expiresAt (a date-time) or expiresIn (like 30d), not both")),
+    };
+    if let Some(key) = body.keys().next() {
+        return Err(field_error(key, "is not a field of API keys"));
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    let key = new_api_key(&id);
+    let row = ApiKeyRow {
+        id,
+        user_id: caller.id,
+        name,
+        key_hash: token_hash(&key),
+        scopes,
+        created_at: format_datetime(now),
+        expires_at,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    state.store.insert_api_key(row.clone()).await?;
+    let mut data = key_json(&row);
+    data["key"] = Value::String(key);
+    Ok(json_response(StatusCode::CREATED, &json!({ "data": data })))
+}
+
+/// `GET`: the caller's keys, without their secrets.
+pub(crate) async fn list(State(state): State<AppState>, Extension(identity): Extension<Identity>) -> Result<Response, ApiError> {
+    let caller = owner(&identity)?;
+    let rows = state.store.api_keys_of(caller.id.clone()).await?;
+    let data: Vec<Value> = rows.iter().map(key_json).collect();
+    Ok(json_response(StatusCode::OK, &json!({ "data": data })))
+}
+
+/// `DELETE /{id}`: revokes one of the caller's keys.
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let caller = owner(&identity)?;
+    let id = normalize_uuid(&id).ok_or_else(|| ApiError::not_found("no such API key"))?;
+    let now = format_datetime(state.clock.now());
+    if state.store.revoke_api_key(caller.id.clone(), id, now).await? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::not_found("no such API key"))
+    }
+}

@@ -1,0 +1,257 @@
+//! Register, login (tokens or a cookie session), refresh with rotation and reuse
+//! detection, logout, me, password change.
+
+use axum::Extension;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ferrobase_auth::password::check_length;
+use ferrobase_auth::secrets::{csrf_token, random_token, token_hash};
+use ferrobase_schema::input::{WriteContext, for_create};
+use ferrobase_schema::validate::format_datetime;
+use ferrobase_store::{NewRecord, Rotation};
+use serde_json::{Value, json};
+
+use super::{issue_tokens, rate_limited, refresh_grant, required_string, role_of, token_response, user_json};
+use crate::error::ApiError;
+use crate::extract::JsonObject;
+use crate::identity::{Identity, Via, client_ip, cookie, cookie_name, peer};
+use crate::records::json_response;
+use crate::state::AppState;
+
+fn invalid_credentials() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS", "the email or the password is wrong")
+}
+
+fn ip_key(state: &AppState, req: &Request) -> String {
+    client_ip(state, req.headers(), peer(req)).map_or_else(|| "ip:unknown".into(), |ip| format!("ip:{ip}"))
+}
+
+async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || state.passwords.hash(&password))
+        .await
+        .map_err(ApiError::internal)
+}
+
+/// `POST /api/v1/auth/register`: `{email, password, ...profile}` → 201 with tokens.
+pub(crate) async fn register(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let now_unix = state.clock.now().unix_timestamp();
+    let ip = ip_key(&state, &req);
+    if let Some(wait) = state.register_throttle.blocked(&ip, now_unix) {
+        return Ok(rate_limited(wait));
+    }
+    state.register_throttle.fail(&ip, now_unix);
+    let JsonObject(mut body) = JsonObject::from_request(req, &state).await?;
+    let password = required_string(&mut body, "password")?;
+    let mut errors = std::collections::BTreeMap::new();
+    if let Err(m) = check_length(&password) {
+        errors.insert("password".to_owned(), vec![m]);
+    }
+    let (res, users) = state.users();
+    let now = format_datetime(state.clock.now());
+    let ctx = WriteContext { auth_id: None, now: &now };
+    let mut values = match for_create(users, body, &ctx) {
+        Ok(values) if errors.is_empty() => values,
+        Ok(_) => return Err(ApiError::validation(errors)),
+        Err(mut e) => {
+            e.extend(errors);
+            return Err(ApiError::validation(e));
+        }
+    };
+    if let Some(i) = users.fields.iter().position(|f| f.name == "email") {
+        // One account per address, whatever its case.
+        values[i] = values[i].as_str().map_or(Value::Null, |e| Value::String(e.to_lowercase()));
+    }
+    let hash = hash_password(&state, password).await?;
+    if let Some(i) = users.fields.iter().position(|f| f.name == "password_hash") {
+        values[i] = Value::String(hash);
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    let record = state.store.insert(res, NewRecord { id, now, values }, None).await?;
+    let role = role_of(&state, &record);
+    let tokens = issue_tokens(&state, &record.id, &role).await?;
+    Ok(token_response(StatusCode::CREATED, user_json(&state, &record, &role)?, tokens))
+}
+
+/// `POST /api/v1/auth/login`: `{email, password, session?: "cookie"}`. Unknown email and
+/// wrong password answer alike, in body and in time.
+pub(crate) async fn login(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let now_unix = state.clock.now().unix_timestamp();
+    let ip = ip_key(&state, &req);
+    let JsonObject(mut body) = JsonObject::from_request(req, &state).await?;
+    let email = required_string(&mut body, "email")?.to_lowercase();
+    let password = required_string(&mut body, "password")?;
+    let cookie_session = match body.remove("session") {
+        None => false,
+        Some(Value::String(s)) if s == "cookie" => true,
+        Some(Value::String(s)) if s == "token" => false,
+        Some(_) => {
+            return Err(ApiError::validation(
+                [("session".to_owned(), vec!["must be \"cookie\" or \"token\"".to_owned()])].into(),
+            ));
+        }
+    };
+    let account = format!("account:{email}");
+    if let Some(wait) = state.account_throttle.blocked(&account, now_unix).or(state.ip_throttle.blocked(&ip, now_unix)) {
+        return Ok(rate_limited(wait));
+    }
+    let (res, users) = state.users();
+    let user = match state.store.user_id_by_email(email.clone()).await? {
+        Some(id) => state.store.get(res, id, None).await?,
+        None => None,
+    };
+    let hash_index = users.fields.iter().position(|f| f.name == "password_hash");
+    let stored = user
+        .as_ref()
+        .zip(hash_index)
+        .and_then(|(u, i)| u.values[i].as_str().map(str::to_owned));
+    let verifier = state.clone();
+    let candidate = password.clone();
+    let verified = tokio::task::spawn_blocking(move || verifier.passwords.verify(&candidate, stored.as_deref()))
+        .await
+        .map_err(ApiError::internal)?;
+    let Some(user) = user.filter(|_| verified.ok) else {
+        state.account_throttle.fail(&account, now_unix);
+        state.ip_throttle.fail(&ip, now_unix);
+        return Err(invalid_credentials());
+    };
+    state.account_throttle.clear(&account);
+    let now = format_datetime(state.clock.now());
+    if verified.needs_rehash {
+        let hash = hash_password(&state, password).await?;
+        state.store.set_password_hash(user.id.clone(), hash, now.clone()).await?;
+    }
+    let role = role_of(&state, &user);
+    let user_value = user_json(&state, &user, &role)?;
+    if !cookie_session {
+        let tokens = issue_tokens(&state, &user.id, &role).await?;
+        return Ok(token_response(StatusCode::OK, user_value, tokens));
+    }
+    let token = random_token();
+    let session_id = uuid::Uuid::now_v7().to_string();
+    let ttl = state.settings.auth.refresh_token_ttl;
+    let expires = format_datetime(state.clock.now() + time::Duration::try_from(ttl).unwrap_or(time::Duration::days(30)));
+    state
+        .store
+        .insert_session([session_id.clone(), user.id.clone(), token_hash(&token), now, expires])
+        .await?;
+    let csrf = csrf_token(&state.csrf_key, &session_id);
+    let mut response = json_response(StatusCode::OK, &json!({ "data": { "user": user_value, "csrfToken": csrf } }));
+    let secure = state.settings.auth.cookie_secure;
+    let cookie = format!(
+        "{}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+        cookie_name(secure),
+        ttl.as_secs(),
+        if secure { "; Secure" } else { "" }
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(response)
+}
+
+/// `POST /api/v1/auth/refresh`: `{refreshToken}` → a new pair; the presented token is
+/// dead from now on, and presenting a dead one ends its whole family.
+pub(crate) async fn refresh(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let JsonObject(mut body) = JsonObject::from_request(req, &state).await?;
+    let presented = required_string(&mut body, "refreshToken")?;
+    let next = random_token();
+    let grant = refresh_grant(&state, "", &next);
+    let refused = |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message);
+    let user_id = match state.store.rotate_refresh(token_hash(&presented), grant).await? {
+        Rotation::Rotated { user_id } => user_id,
+        Rotation::Reused { user_id } => {
+            tracing::warn!(user_id = %user_id, "refresh token reuse; the token family was revoked");
+            return Err(refused("this refresh token was already used; every token of its login has been revoked"));
+        }
+        Rotation::Expired => {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "TOKEN_EXPIRED", "the refresh token has expired; log in again"));
+        }
+        Rotation::Unknown => return Err(refused("the refresh token is not valid")),
+    };
+    // The user is read again: a deleted user gets nothing, a changed role applies now.
+    let (res, _) = state.users();
+    let Some(user) = state.store.get(res, user_id.clone(), None).await? else {
+        return Err(refused("the refresh token is not valid"));
+    };
+    let role = role_of(&state, &user);
+    let ttl = i64::try_from(state.settings.auth.access_token_ttl.as_secs()).unwrap_or(900);
+    let now = state.clock.now().unix_timestamp();
+    let access = state.jwt.sign(&ferrobase_auth::JwtKeys::claims(&user.id, &role, now, ttl));
+    Ok(token_response(StatusCode::OK, user_json(&state, &user, &role)?, (access, next, ttl)))
+}
+
+/// `POST /api/v1/auth/logout`: ends the presented refresh token's family and/or the
+/// cookie session.
+pub(crate) async fn logout(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let now = format_datetime(state.clock.now());
+    let secure = state.settings.auth.cookie_secure;
+    let session = cookie(req.headers(), cookie_name(secure));
+    let has_body = req.headers().contains_key(header::CONTENT_TYPE);
+    if has_body {
+        let JsonObject(mut body) = JsonObject::from_request(req, &state).await?;
+        if body.contains_key("refreshToken") {
+            let token = required_string(&mut body, "refreshToken")?;
+            state.store.revoke_refresh(token_hash(&token), now.clone()).await?;
+        }
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Some(token) = session {
+        state.store.revoke_session(token_hash(&token), now).await?;
+        let clear = format!(
+            "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
+            cookie_name(secure),
+            if secure { "; Secure" } else { "" }
+        );
+        if let Ok(v) = HeaderValue::from_str(&clear) {
+            response.headers_mut().insert(header::SET_COOKIE, v);
+        }
+    }
+    Ok(response)
+}
+
+/// `GET /api/v1/auth/me`: the caller's own record.
+pub(crate) async fn me(State(state): State<AppState>, Extension(identity): Extension<Identity>) -> Result<Response, ApiError> {
+    let caller = identity.caller().ok_or_else(ApiError::unauthorized)?;
+    let (res, _) = state.users();
+    let user = state.store.get(res, caller.id.clone(), None).await?.ok_or_else(ApiError::unauthorized)?;
+    let role = role_of(&state, &user);
+    Ok(json_response(StatusCode::OK, &json!({ "data": user_json(&state, &user, &role)? })))
+}
+
+/// `POST /api/v1/auth/password`: `{currentPassword, newPassword}`; ends every session and
+/// refresh token of the user.
+pub(crate) async fn change_password(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let caller = identity.caller().ok_or_else(ApiError::unauthorized)?;
+    if matches!(caller.via, Via::ApiKey { .. }) {
+        return Err(ApiError::forbidden_with("API keys cannot change passwords"));
+    }
+    let JsonObject(mut body) = JsonObject::from_request(req, &state).await?;
+    let current = required_string(&mut body, "currentPassword")?;
+    let new = required_string(&mut body, "newPassword")?;
+    check_length(&new).map_err(|m| ApiError::validation([("newPassword".to_owned(), vec![m])].into()))?;
+    let (res, users) = state.users();
+    let user = state.store.get(res, caller.id.clone(), None).await?.ok_or_else(ApiError::unauthorized)?;
+    let stored = users
+        .fields
+        .iter()
+        .position(|f| f.name == "password_hash")
+        .and_then(|i| user.values[i].as_str().map(str::to_owned));
+    let verifier = state.clone();
+    let ok = tokio::task::spawn_blocking(move || verifier.passwords.verify(&current, stored.as_deref()).ok)
+        .await
+        .map_err(ApiError::internal)?;
+    if !ok {
+        return Err(invalid_credentials());
+    }
+    let hash = hash_password(&state, new).await?;
+    let now = format_datetime(state.clock.now());
+    state.store.set_password_hash(caller.id.clone(), hash, now.clone()).await?;
+    state.store.revoke_user(caller.id.clone(), now).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

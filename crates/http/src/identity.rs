@@ -1,0 +1,259 @@
+//! Who is calling: a bearer access token, an API key, or a browser session cookie
+//! (whose unsafe requests must also pass the CSRF checks). Anonymous otherwise.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use ferrobase_auth::secrets::{API_KEY_PREFIX, api_key_id, constant_time_eq, csrf_token, token_hash};
+use ferrobase_auth::TokenError;
+use ferrobase_schema::validate::format_datetime;
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Via {
+    /// `Authorization: Bearer <access token>`.
+    Bearer,
+    /// A session cookie; its id keys the CSRF token.
+    Cookie {
+        /// The session's id.
+        session_id: String,
+    },
+    /// `Authorization: Bearer fbk_...`, limited to its scopes.
+    ApiKey {
+        /// Key id.
+        id: String,
+        /// `posts:read`, `posts:write`, `*`.
+        scopes: Vec<String>,
+    },
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// User id.
+    pub id: String,
+    /// Role (from the token, or the database for keys and sessions).
+    pub role: String,
+    /// The user's record, when loaded (API keys and sessions load it; tokens do not).
+    pub user: Option<Map<String, Value>>,
+    /// The credential used.
+    pub via: Via,
+}
+
+impl Caller {
+    /// Whether the credential may perform a read or a write on `resource`.
+    pub fn scope_allows(&self, resource: &str, write: bool) -> bool {
+        match &self.via {
+            Via::ApiKey { scopes, .. } => scopes.iter().any(|s| {
+                s == "*" || *s == format!("{resource}:{}", if write { "write" } else { "read" })
+            }),
+            _ => true,
+        }
+    }
+}
+
+/// The request's identity, set by [`authenticate`] for every API request.
+#[derive(Debug, Clone, Default)]
+pub struct Identity(pub Option<Caller>);
+
+impl Identity {
+    /// The caller, unless anonymous.
+    pub fn caller(&self) -> Option<&Caller> {
+        self.0.as_ref()
+    }
+}
+
+/// The user id a response was served for, for the request log.
+#[derive(Debug, Clone)]
+pub struct LoggedUser(pub String);
+
+/// The session cookie's name: `__Host-` (Secure, host-only, path /) unless insecure
+/// cookies were explicitly allowed (development over plain HTTP).
+pub fn cookie_name(secure: bool) -> &'static str {
+    if secure { "__Host-ferrobase_session" } else { "ferrobase_session" }
+}
+
+/// The value of a cookie in the request.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// The client's address: the peer, or for trusted proxies the last untrusted address of
+/// `X-Forwarded-For`.
+pub fn client_ip(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
+    let peer = peer?.ip();
+    let trusted = |ip: &IpAddr| state.settings.server.trusted_proxies.iter().any(|n| n.contains(ip));
+    if !trusted(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    forwarded.into_iter().rev().find(|ip| !trusted(ip)).or(Some(peer))
+}
+
+fn invalid(message: &str) -> ApiError {
+    ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+}
+
+/// The user record of `id` as a JSON map (without hidden fields), if it exists.
+pub async fn load_user(state: &AppState, id: &str) -> Result<Option<Map<String, Value>>, ApiError> {
+    let users = state.users();
+    let Some(record) = state.store.get(users.0, id.to_owned(), None).await? else {
+        return Ok(None);
+    };
+    let mut map = Map::new();
+    map.insert("id".into(), Value::String(record.id.clone()));
+    for (field, value) in users.1.fields.iter().zip(record.values) {
+        if !field.hidden {
+            map.insert(field.name.clone(), value);
+        }
+    }
+    Ok(Some(map))
+}
+
+async fn from_api_key(state: &AppState, key: &str) -> Result<Caller, ApiError> {
+    let refused = || invalid("the API key is not valid");
+    let id = api_key_id(key).ok_or_else(refused)?;
+    let row = state.store.api_key(id).await?.ok_or_else(refused)?;
+    if !constant_time_eq(row.key_hash.as_bytes(), token_hash(key).as_bytes()) || row.revoked_at.is_some() {
+        return Err(refused());
+    }
+    let now = format_datetime(state.clock.now());
+    if row.expires_at.as_ref().is_some_and(|e| e.as_str() <= now.as_str()) {
+        return Err(invalid("the API key has expired"));
+    }
+    let user = load_user(state, &row.user_id).await?.ok_or_else(refused)?;
+    // Record use at most once a minute: not a write per request.
+    let stale = format_datetime(state.clock.now() - time::Duration::minutes(1));
+    if row.last_used_at.as_ref().is_none_or(|t| t.as_str() < stale.as_str()) {
+        state.store.touch_api_key(row.id.clone(), now, stale).await?;
+    }
+    Ok(Caller {
+        id: row.user_id,
+        role: user.get("role").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        user: Some(user),
+        via: Via::ApiKey { id: row.id, scopes: row.scopes },
+    })
+}
+
+async fn from_session(state: &AppState, token: &str) -> Result<Option<Caller>, ApiError> {
+    let now = format_datetime(state.clock.now());
+    let Some((session_id, user_id)) = state.store.session(token_hash(token), now).await? else {
+        return Ok(None);
+    };
+    let Some(user) = load_user(state, &user_id).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Caller {
+        id: user_id,
+        role: user.get("role").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        user: Some(user),
+        via: Via::Cookie { session_id },
+    }))
+}
+
+/// Cookie-authenticated unsafe requests must carry the session's CSRF token and must not
+/// come from another site.
+fn check_csrf(state: &AppState, headers: &HeaderMap, session_id: &str) -> Result<(), ApiError> {
+    let refuse = |why: &str| ApiError::forbidden_with(format!("cross-site request refused: {why}"));
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && !matches!(site, "same-origin" | "none")
+    {
+        return Err(refuse("Sec-Fetch-Site is not same-origin"));
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let own = origin.split_once("://").is_some_and(|(_, rest)| rest == host);
+        let allowed = state.settings.cors.allowed_origins.iter().any(|o| o == origin);
+        if !own && !allowed {
+            return Err(refuse("Origin is not this site"));
+        }
+    }
+    let expected = csrf_token(&state.csrf_key, session_id);
+    let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !constant_time_eq(sent.as_bytes(), expected.as_bytes()) {
+        return Err(refuse("missing or wrong X-CSRF-Token"));
+    }
+    Ok(())
+}
+
+async fn identify(state: &AppState, headers: &HeaderMap, method: &Method) -> Result<Option<Caller>, ApiError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| invalid("the Authorization header is not valid"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| invalid("use Authorization: Bearer <token>"))?;
+        if token.starts_with(API_KEY_PREFIX) {
+            return from_api_key(state, token).await.map(Some);
+        }
+        let now = state.clock.now().unix_timestamp();
+        let claims = state.jwt.verify(token, now).map_err(|e| match e {
+            TokenError::Expired => ApiError::new(
+                axum::http::StatusCode::UNAUTHORIZED,
+                "TOKEN_EXPIRED",
+                "the access token has expired; refresh it",
+            ),
+            TokenError::Invalid => invalid("the access token is not valid"),
+        })?;
+        return Ok(Some(Caller { id: claims.sub, role: claims.role, user: None, via: Via::Bearer }));
+    }
+    let name = cookie_name(state.settings.auth.cookie_secure);
+    let Some(token) = cookie(headers, name) else {
+        return Ok(None);
+    };
+    let Some(caller) = from_session(state, &token).await? else {
+        // A stale cookie is no credential at all: the caller is anonymous.
+        return Ok(None);
+    };
+    let unsafe_method = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if let Via::Cookie { session_id } = &caller.via
+        && unsafe_method
+    {
+        check_csrf(state, headers, session_id)?;
+    }
+    Ok(Some(caller))
+}
+
+/// Middleware: resolves the identity of every API request (401 for bad credentials).
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let (headers, method) = (req.headers().clone(), req.method().clone());
+    match identify(&state, &headers, &method).await {
+        Ok(caller) => {
+            let user = caller.as_ref().map(|c| c.id.clone());
+            req.extensions_mut().insert(Identity(caller));
+            let mut res = next.run(req).await;
+            if let Some(id) = user {
+                res.extensions_mut().insert(LoggedUser(id));
+            }
+            res
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The peer address, when the server was started with connection info.
+pub fn peer(req: &Request) -> Option<SocketAddr> {
+    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+}

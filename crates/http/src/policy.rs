@@ -1,0 +1,263 @@
+//! Access rules, compiled once at start-up and applied per request: into the SQL of
+//! lists and reads (row-level security, never filtering afterwards), as guards inside
+//! the write transaction, and per field for `read`/`write` rules.
+
+use ferrobase_query::check::{Cond, Mode, check};
+use ferrobase_query::env::Env;
+use ferrobase_query::eval::{Lookup, eval};
+use ferrobase_query::sql::{Compiled, Dialect, compile};
+use ferrobase_schema::{Resource, Rule, Schema};
+use ferrobase_store::Record;
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+use crate::identity::{Caller, Identity};
+
+/// An operation on records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// `GET /{resource}`
+    List,
+    /// `GET /{resource}/{id}`
+    View,
+    /// `POST /{resource}`
+    Create,
+    /// `PATCH /{resource}/{id}`
+    Update,
+    /// `DELETE /{resource}/{id}`
+    Delete,
+}
+
+impl Op {
+    fn writes(self) -> bool {
+        matches!(self, Op::Create | Op::Update | Op::Delete)
+    }
+}
+
+/// The compiled rules of one resource.
+#[derive(Debug, Default)]
+pub struct Policy {
+    list: Option<Cond>,
+    view: Option<Cond>,
+    create: Option<Cond>,
+    update: Option<Cond>,
+    delete: Option<Cond>,
+    /// Per field: the `read` rule, if any.
+    read: Vec<Option<Cond>>,
+    /// Per field: the `write` rule, if any.
+    write: Vec<Option<Cond>>,
+}
+
+/// A rule that failed to compile (cannot happen after `check` passed) denies everyone.
+fn rule(schema: &Schema, resource: &Resource, rule: Option<&Rule>, body: bool) -> Option<Cond> {
+    let rule = rule?;
+    let denied = || Cond::Cmp {
+        op: ferrobase_query::check::Op::Eq,
+        lhs: ferrobase_query::check::Term::Value(ferrobase_query::check::Scalar::Bool(true)),
+        rhs: ferrobase_query::check::Term::Value(ferrobase_query::check::Scalar::Bool(false)),
+    };
+    let cond = ferrobase_query::parse(&rule.source)
+        .ok()
+        .and_then(|expr| check(&expr, schema, resource, Mode::Rule { body }).ok());
+    Some(cond.unwrap_or_else(denied))
+}
+
+impl Policy {
+    /// Compiles every rule of every resource, in schema order.
+    pub fn compile_all(schema: &Schema) -> Vec<Policy> {
+        schema
+            .resources
+            .iter()
+            .map(|r| Policy {
+                list: rule(schema, r, r.rules.list.as_ref(), false),
+                view: rule(schema, r, r.rules.view.as_ref(), false),
+                create: rule(schema, r, r.rules.create.as_ref(), true),
+                update: rule(schema, r, r.rules.update.as_ref(), true),
+                delete: rule(schema, r, r.rules.delete.as_ref(), false),
+                read: r.fields.iter().map(|f| rule(schema, r, f.read.as_ref(), false)).collect(),
+                write: r.fields.iter().map(|f| rule(schema, r, f.write.as_ref(), true)).collect(),
+            })
+            .collect()
+    }
+
+    fn cond(&self, op: Op) -> Option<&Cond> {
+        match op {
+            Op::List => self.list.as_ref(),
+            Op::View => self.view.as_ref(),
+            Op::Create => self.create.as_ref(),
+            Op::Update => self.update.as_ref(),
+            Op::Delete => self.delete.as_ref(),
+        }
+    }
+
+    /// Whether any rule of this resource needs more of the caller than id and role.
+    pub fn needs_user_record(&self) -> bool {
+        [&self.list, &self.view, &self.create, &self.update, &self.delete]
+            .into_iter()
+            .chain(self.read.iter())
+            .chain(self.write.iter())
+            .flatten()
+            .any(Cond::needs_user_record)
+    }
+}
+
+/// What the rules say about one operation for one caller.
+#[derive(Debug, Clone)]
+pub enum Access {
+    /// Every record qualifies.
+    All,
+    /// Records satisfying this SQL qualify.
+    Where(sea_query::Expr),
+    /// No record qualifies for this caller.
+    None,
+}
+
+impl Access {
+    /// The condition to add to a query (`None` when unrestricted).
+    pub fn into_condition(self) -> Option<sea_query::Expr> {
+        match self {
+            Access::All => None,
+            Access::Where(e) => Some(e),
+            Access::None => Some(sea_query::Expr::cust("FALSE")),
+        }
+    }
+}
+
+/// The caller as rules see it (`@auth`).
+pub fn auth_map(caller: &Caller) -> Map<String, Value> {
+    let mut map = caller.user.clone().unwrap_or_default();
+    map.insert("id".into(), Value::String(caller.id.clone()));
+    map.insert("role".into(), Value::String(caller.role.clone()));
+    map
+}
+
+/// The 401/403 for a caller the rules refuse outright.
+pub fn refusal(identity: &Identity, uses_auth: bool) -> ApiError {
+    match identity.caller() {
+        None if uses_auth => ApiError::unauthorized(),
+        None => ApiError::forbidden(),
+        Some(_) => ApiError::forbidden(),
+    }
+}
+
+/// Applies a resource's rule for `op`: the scope of the caller's API key, then the rule
+/// (absent: admins only), compiled with the caller, the body and the time.
+pub fn decide(
+    policy: &Policy,
+    resource: &Resource,
+    op: Op,
+    identity: &Identity,
+    body: Option<&Map<String, Value>>,
+    env_now: time::OffsetDateTime,
+) -> Result<Access, ApiError> {
+    if let Some(caller) = identity.caller()
+        && !caller.scope_allows(&resource.name, op.writes())
+    {
+        return Err(ApiError::forbidden_with(format!(
+            "this API key's scopes do not include {}:{}",
+            resource.name,
+            if op.writes() { "write" } else { "read" }
+        )));
+    }
+    let Some(cond) = policy.cond(op) else {
+        // No rule: admins only.
+        return match identity.caller() {
+            Some(c) if c.role == "admin" => Ok(Access::All),
+            Some(_) => Err(ApiError::forbidden()),
+            None => Err(ApiError::unauthorized()),
+        };
+    };
+    let auth = identity.caller().map(auth_map);
+    let env = Env {
+        auth: auth.as_ref(),
+        body,
+        now: env_now,
+    };
+    Ok(match compile(cond, &env, Dialect::Sqlite, &resource.name) {
+        Compiled::Always(true) => Access::All,
+        Compiled::Always(false) if identity.caller().is_none() && cond.uses_auth() => {
+            return Err(ApiError::unauthorized());
+        }
+        Compiled::Always(false) => Access::None,
+        Compiled::Sql(e) => Access::Where(e),
+    })
+}
+
+/// Whether the rule of `op` looks at the caller (for choosing 401 over 403).
+pub fn uses_auth(policy: &Policy, op: Op) -> bool {
+    policy.cond(op).is_some_and(Cond::uses_auth)
+}
+
+/// One record's own values, for judging field rules in memory.
+struct OwnFields<'a> {
+    resource: &'a Resource,
+    values: &'a [Value],
+    id: &'a str,
+}
+
+impl Lookup for OwnFields<'_> {
+    fn value(&self, _resource: &str, _id: &str, column: &str) -> Option<Value> {
+        if column == "id" {
+            return Some(Value::String(self.id.to_owned()));
+        }
+        let i = self.resource.fields.iter().position(|f| f.name == column)?;
+        self.values.get(i).cloned()
+    }
+
+    fn follow(&self, _hop: &ferrobase_query::check::Hop, _id: &str) -> Vec<String> {
+        // Field rules cannot follow relations (`ferrobase check` refuses them).
+        Vec::new()
+    }
+}
+
+/// Per field, whether the caller may read it in `record` (hidden fields never).
+pub fn readable(
+    policy: &Policy,
+    resource: &Resource,
+    record: &Record,
+    identity: &Identity,
+    now: time::OffsetDateTime,
+) -> Vec<bool> {
+    let auth = identity.caller().map(auth_map);
+    let env = Env { auth: auth.as_ref(), body: None, now };
+    let own = OwnFields { resource, values: &record.values, id: &record.id };
+    resource
+        .fields
+        .iter()
+        .zip(&policy.read)
+        .map(|(field, rule)| {
+            !field.hidden && rule.as_ref().is_none_or(|c| eval(c, &env, &own, &resource.name, &record.id))
+        })
+        .collect()
+}
+
+/// Refuses a write that touches a field whose `write` rule denies the caller. `values`
+/// are the record's values as they stand (before an update, or the new record).
+pub fn check_field_writes(
+    policy: &Policy,
+    resource: &Resource,
+    fields: impl Iterator<Item = usize>,
+    values: &[Value],
+    id: &str,
+    identity: &Identity,
+    body: &Map<String, Value>,
+    now: time::OffsetDateTime,
+) -> Result<(), ApiError> {
+    let auth = identity.caller().map(auth_map);
+    let env = Env { auth: auth.as_ref(), body: Some(body), now };
+    let own = OwnFields { resource, values, id };
+    for i in fields {
+        if let Some(rule) = &policy.write[i]
+            && !eval(rule, &env, &own, &resource.name, id)
+        {
+            if identity.caller().is_none() && rule.uses_auth() {
+                return Err(ApiError::unauthorized());
+            }
+            return Err(ApiError::forbidden_with(format!(
+                "you may not write the field '{}'",
+                resource.fields[i].name
+            )));
+        }
+    }
+    Ok(())
+}

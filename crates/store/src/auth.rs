@@ -1,0 +1,98 @@
+//! What the identity layer keeps: refresh-token families, cookie sessions and API keys.
+//! Only hashes of the secrets are stored.
+
+/// A refresh token to store.
+#[derive(Debug, Clone)]
+pub struct RefreshGrant {
+    /// Row id.
+    pub id: String,
+    /// The login this token descends from; reuse revokes the whole family.
+    pub family: String,
+    /// Owner.
+    pub user_id: String,
+    /// SHA-256 of the token.
+    pub token_hash: String,
+    /// Issue time (canonical datetime).
+    pub created_at: String,
+    /// Expiry (canonical datetime).
+    pub expires_at: String,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was current: it is now used and `next` was stored in its family.
+    Rotated {
+        /// Owner.
+        user_id: String,
+    },
+    /// The token had been used or revoked already: its whole family is now revoked.
+    Reused {
+        /// Owner.
+        user_id: String,
+    },
+    /// The token is past its expiry.
+    Expired,
+    /// No such token.
+    Unknown,
+}
+
+/// A stored API key (without its secret).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeyRow {
+    /// Id (also embedded in the key).
+    pub id: String,
+    /// Owner.
+    pub user_id: String,
+    /// Label.
+    pub name: String,
+    /// SHA-256 of the full key.
+    pub key_hash: String,
+    /// Scopes such as `posts:read`, `*`.
+    pub scopes: Vec<String>,
+    /// Creation time.
+    pub created_at: String,
+    /// Expiry, if any.
+    pub expires_at: Option<String>,
+    /// Last time it authenticated a request.
+    pub last_used_at: Option<String>,
+    /// When it was revoked.
+    pub revoked_at: Option<String>,
+}
+
+/// DDL of the identity tables (SQLite).
+pub(crate) const SQLITE_DDL: &str = r#"
+CREATE TABLE IF NOT EXISTS "_ferrobase_refresh_tokens" (
+  "id" TEXT PRIMARY KEY NOT NULL,
+  "family" TEXT NOT NULL,
+  "user_id" TEXT NOT NULL REFERENCES "users"("id") ON DELETE CASCADE,
+  "token_hash" TEXT NOT NULL UNIQUE,
+  "created_at" TEXT NOT NULL,
+  "expires_at" TEXT NOT NULL,
+  "used_at" TEXT,
+  "revoked_at" TEXT
+) STRICT;
+CREATE INDEX IF NOT EXISTS "fk___ferrobase_refresh_tokens__family" ON "_ferrobase_refresh_tokens" ("family");
+CREATE INDEX IF NOT EXISTS "fk___ferrobase_refresh_tokens__user_id" ON "_ferrobase_refresh_tokens" ("user_id");
+CREATE TABLE IF NOT EXISTS "_ferrobase_sessions" (
+  "id" TEXT PRIMARY KEY NOT NULL,
+  "user_id" TEXT NOT NULL REFERENCES "users"("id") ON DELETE CASCADE,
+  "token_hash" TEXT NOT NULL UNIQUE,
+  "created_at" TEXT NOT NULL,
+  "expires_at" TEXT NOT NULL,
+  "revoked_at" TEXT
+) STRICT;
+CREATE INDEX IF NOT EXISTS "fk___ferrobase_sessions__user_id" ON "_ferrobase_sessions" ("user_id");
+CREATE TABLE IF NOT EXISTS "_ferrobase_api_keys" (
+  "id" TEXT PRIMARY KEY NOT NULL,
+  "user_id" TEXT NOT NULL REFERENCES "users"("id") ON DELETE CASCADE,
+  "name" TEXT NOT NULL,
+  "key_hash" TEXT NOT NULL UNIQUE,
+  "scopes" TEXT NOT NULL,
+  "created_at" TEXT NOT NULL,
+  "expires_at" TEXT,
+  "last_used_at" TEXT,
+  "revoked_at" TEXT
+) STRICT;
+CREATE INDEX IF NOT EXISTS "fk___ferrobase_api_keys__user_id" ON "_ferrobase_api_keys" ("user_id");
+"#;

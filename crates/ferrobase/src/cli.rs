@@ -36,6 +36,26 @@ pub enum Command {
     },
     /// Validate schema.toml and settings; report every problem with its location.
     Check,
+    /// Manage users (bootstrap an admin).
+    Users {
+        /// What to do.
+        #[command(subcommand)]
+        action: UsersAction,
+    },
+}
+
+/// `ferrobase users ...`.
+#[derive(Debug, Subcommand)]
+pub enum UsersAction {
+    /// Create a user; the password is read from standard input, never an argument.
+    Create {
+        /// The user's email address.
+        #[arg(long)]
+        email: String,
+        /// The user's role (one of `[auth] roles`).
+        #[arg(long, default_value = "admin")]
+        role: String,
+    },
 }
 
 /// Schemas `init` can start from.

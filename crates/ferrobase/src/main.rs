@@ -7,6 +7,7 @@ mod logging;
 mod project;
 mod secret;
 mod serve;
+mod users;
 
 use std::process::ExitCode;
 
@@ -26,5 +27,8 @@ fn main() -> ExitCode {
             init::run(path.as_deref().unwrap_or(&dir), template)
         }
         cli::Command::Check => check::run(&dir),
+        cli::Command::Users {
+            action: cli::UsersAction::Create { email, role },
+        } => users::create(&dir, &email, &role),
     }
 }

@@ -435,7 +435,11 @@ fn delete_is_204_then_404_and_bad_ids_are_404() {
 fn anonymous_callers_get_401_where_a_rule_needs_a_caller() {
     // The built-in blog: creating needs a caller; users are admins-only.
     let s = Project::new().serve(BIN);
-    for (method, path) in [("POST", "/api/v1/posts"), ("GET", "/api/v1/users"), ("POST", "/api/v1/users")] {
+    for (method, path) in [
+        ("POST", "/api/v1/posts"),
+        ("GET", "/api/v1/users"),
+        ("POST", "/api/v1/users"),
+    ] {
         let r = s.send(|c| {
             c.request(method.parse().expect("method"), s.url(path))
                 .json(&json!({"title": "x"}))

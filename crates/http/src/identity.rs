@@ -7,8 +7,10 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use ferrobase_auth::secrets::{API_KEY_PREFIX, api_key_id, constant_time_eq, csrf_token, token_hash};
 use ferrobase_auth::TokenError;
+use ferrobase_auth::secrets::{
+    API_KEY_PREFIX, api_key_id, constant_time_eq, csrf_token, token_hash,
+};
 use ferrobase_schema::validate::format_datetime;
 use serde_json::{Map, Value};
 
@@ -77,7 +79,11 @@ pub struct LoggedUser(pub String);
 /// The session cookie's name: `__Host-` (Secure, host-only, path /) unless insecure
 /// cookies were explicitly allowed (development over plain HTTP).
 pub fn cookie_name(secure: bool) -> &'static str {
-    if secure { "__Host-ferrobase_session" } else { "ferrobase_session" }
+    if secure {
+        "__Host-ferrobase_session"
+    } else {
+        "ferrobase_session"
+    }
 }
 
 /// The value of a cookie in the request.
@@ -94,9 +100,20 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// The client's address: the peer, or for trusted proxies the last untrusted address of
 /// `X-Forwarded-For`.
-pub fn client_ip(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
+pub fn client_ip(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+) -> Option<IpAddr> {
     let peer = peer?.ip();
-    let trusted = |ip: &IpAddr| state.settings.server.trusted_proxies.iter().any(|n| n.contains(ip));
+    let trusted = |ip: &IpAddr| {
+        state
+            .settings
+            .server
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(ip))
+    };
     if !trusted(&peer) {
         return Some(peer);
     }
@@ -107,11 +124,19 @@ pub fn client_ip(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>
         .flat_map(|v| v.split(','))
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    forwarded.into_iter().rev().find(|ip| !trusted(ip)).or(Some(peer))
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted(ip))
+        .or(Some(peer))
 }
 
 fn invalid(message: &str) -> ApiError {
-    ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message)
+    ApiError::new(
+        axum::http::StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+        message,
+    )
 }
 
 /// The user record of `id` as a JSON map (without hidden fields), if it exists.
@@ -134,24 +159,44 @@ async fn from_api_key(state: &AppState, key: &str) -> Result<Caller, ApiError> {
     let refused = || invalid("the API key is not valid");
     let id = api_key_id(key).ok_or_else(refused)?;
     let row = state.store.api_key(id).await?.ok_or_else(refused)?;
-    if !constant_time_eq(row.key_hash.as_bytes(), token_hash(key).as_bytes()) || row.revoked_at.is_some() {
+    if !constant_time_eq(row.key_hash.as_bytes(), token_hash(key).as_bytes())
+        || row.revoked_at.is_some()
+    {
         return Err(refused());
     }
     let now = format_datetime(state.clock.now());
-    if row.expires_at.as_ref().is_some_and(|e| e.as_str() <= now.as_str()) {
+    if row
+        .expires_at
+        .as_ref()
+        .is_some_and(|e| e.as_str() <= now.as_str())
+    {
         return Err(invalid("the API key has expired"));
     }
     let user = load_user(state, &row.user_id).await?.ok_or_else(refused)?;
     // Record use at most once a minute: not a write per request.
     let stale = format_datetime(state.clock.now() - time::Duration::minutes(1));
-    if row.last_used_at.as_ref().is_none_or(|t| t.as_str() < stale.as_str()) {
-        state.store.touch_api_key(row.id.clone(), now, stale).await?;
+    if row
+        .last_used_at
+        .as_ref()
+        .is_none_or(|t| t.as_str() < stale.as_str())
+    {
+        state
+            .store
+            .touch_api_key(row.id.clone(), now, stale)
+            .await?;
     }
     Ok(Caller {
         id: row.user_id,
-        role: user.get("role").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        role: user
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
         user: Some(user),
-        via: Via::ApiKey { id: row.id, scopes: row.scopes },
+        via: Via::ApiKey {
+            id: row.id,
+            scopes: row.scopes,
+        },
     })
 }
 
@@ -165,7 +210,11 @@ async fn from_session(state: &AppState, token: &str) -> Result<Option<Caller>, A
     };
     Ok(Some(Caller {
         id: user_id,
-        role: user.get("role").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        role: user
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
         user: Some(user),
         via: Via::Cookie { session_id },
     }))
@@ -181,24 +230,43 @@ fn check_csrf(state: &AppState, headers: &HeaderMap, session_id: &str) -> Result
         return Err(refuse("Sec-Fetch-Site is not same-origin"));
     }
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        let own = origin.split_once("://").is_some_and(|(_, rest)| rest == host);
-        let allowed = state.settings.cors.allowed_origins.iter().any(|o| o == origin);
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let own = origin
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest == host);
+        let allowed = state
+            .settings
+            .cors
+            .allowed_origins
+            .iter()
+            .any(|o| o == origin);
         if !own && !allowed {
             return Err(refuse("Origin is not this site"));
         }
     }
     let expected = csrf_token(&state.csrf_key, session_id);
-    let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let sent = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     if !constant_time_eq(sent.as_bytes(), expected.as_bytes()) {
         return Err(refuse("missing or wrong X-CSRF-Token"));
     }
     Ok(())
 }
 
-async fn identify(state: &AppState, headers: &HeaderMap, method: &Method) -> Result<Option<Caller>, ApiError> {
+async fn identify(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &Method,
+) -> Result<Option<Caller>, ApiError> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let value = value.to_str().map_err(|_| invalid("the Authorization header is not valid"))?;
+        let value = value
+            .to_str()
+            .map_err(|_| invalid("the Authorization header is not valid"))?;
         let token = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
@@ -217,7 +285,12 @@ async fn identify(state: &AppState, headers: &HeaderMap, method: &Method) -> Res
             ),
             TokenError::Invalid => invalid("the access token is not valid"),
         })?;
-        return Ok(Some(Caller { id: claims.sub, role: claims.role, user: None, via: Via::Bearer }));
+        return Ok(Some(Caller {
+            id: claims.sub,
+            role: claims.role,
+            user: None,
+            via: Via::Bearer,
+        }));
     }
     let name = cookie_name(state.settings.auth.cookie_secure);
     let Some(token) = cookie(headers, name) else {
@@ -255,5 +328,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
 
 /// The peer address, when the server was started with connection info.
 pub fn peer(req: &Request) -> Option<SocketAddr> {
-    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
 }

@@ -74,8 +74,16 @@ impl Policy {
                 create: rule(schema, r, r.rules.create.as_ref(), true),
                 update: rule(schema, r, r.rules.update.as_ref(), true),
                 delete: rule(schema, r, r.rules.delete.as_ref(), false),
-                read: r.fields.iter().map(|f| rule(schema, r, f.read.as_ref(), false)).collect(),
-                write: r.fields.iter().map(|f| rule(schema, r, f.write.as_ref(), true)).collect(),
+                read: r
+                    .fields
+                    .iter()
+                    .map(|f| rule(schema, r, f.read.as_ref(), false))
+                    .collect(),
+                write: r
+                    .fields
+                    .iter()
+                    .map(|f| rule(schema, r, f.write.as_ref(), true))
+                    .collect(),
             })
             .collect()
     }
@@ -92,12 +100,18 @@ impl Policy {
 
     /// Whether any rule of this resource needs more of the caller than id and role.
     pub fn needs_user_record(&self) -> bool {
-        [&self.list, &self.view, &self.create, &self.update, &self.delete]
-            .into_iter()
-            .chain(self.read.iter())
-            .chain(self.write.iter())
-            .flatten()
-            .any(Cond::needs_user_record)
+        [
+            &self.list,
+            &self.view,
+            &self.create,
+            &self.update,
+            &self.delete,
+        ]
+        .into_iter()
+        .chain(self.read.iter())
+        .chain(self.write.iter())
+        .flatten()
+        .any(Cond::needs_user_record)
     }
 }
 
@@ -219,18 +233,33 @@ pub fn readable(
     now: time::OffsetDateTime,
 ) -> Vec<bool> {
     let auth = identity.caller().map(auth_map);
-    let env = Env { auth: auth.as_ref(), body: None, now };
-    let own = OwnFields { resource, values: &record.values, id: &record.id };
+    let env = Env {
+        auth: auth.as_ref(),
+        body: None,
+        now,
+    };
+    let own = OwnFields {
+        resource,
+        values: &record.values,
+        id: &record.id,
+    };
     resource
         .fields
         .iter()
         .zip(&policy.read)
         .map(|(field, rule)| {
-            !field.hidden && rule.as_ref().is_none_or(|c| eval(c, &env, &own, &resource.name, &record.id))
+            !field.hidden
+                && rule
+                    .as_ref()
+                    .is_none_or(|c| eval(c, &env, &own, &resource.name, &record.id))
         })
         .collect()
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the record, the caller and the body are all part of the judgement"
+)]
 /// Refuses a write that touches a field whose `write` rule denies the caller. `values`
 /// are the record's values as they stand (before an update, or the new record).
 pub fn check_field_writes(
@@ -244,8 +273,16 @@ pub fn check_field_writes(
     now: time::OffsetDateTime,
 ) -> Result<(), ApiError> {
     let auth = identity.caller().map(auth_map);
-    let env = Env { auth: auth.as_ref(), body: Some(body), now };
-    let own = OwnFields { resource, values, id };
+    let env = Env {
+        auth: auth.as_ref(),
+        body: Some(body),
+        now,
+    };
+    let own = OwnFields {
+        resource,
+        values,
+        id,
+    };
     for i in fields {
         if let Some(rule) = &policy.write[i]
             && !eval(rule, &env, &own, &resource.name, id)

@@ -74,7 +74,10 @@ impl AppState {
     pub fn new(schema: Arc<Schema>, settings: Arc<Settings>, store: Store) -> Self {
         let secret = settings.secret.clone().unwrap_or_else(|| Secret::new(""));
         let previous = settings.secret_previous.as_ref();
-        let cursors = CursorCodec::new(secret.derive("cursor"), previous.map(|s| s.derive("cursor")));
+        let cursors = CursorCodec::new(
+            secret.derive("cursor"),
+            previous.map(|s| s.derive("cursor")),
+        );
         let policies = Policy::compile_all(&schema);
         Self(Arc::new(App {
             jwt: JwtKeys::derive(&secret, previous),

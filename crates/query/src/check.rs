@@ -720,14 +720,18 @@ impl Cond {
     pub fn uses_auth(&self) -> bool {
         let mut terms = Vec::new();
         self.terms(&mut terms);
-        terms.iter().any(|t| matches!(t, Term::Param(Param::Auth(_), _)))
+        terms
+            .iter()
+            .any(|t| matches!(t, Term::Param(Param::Auth(_), _)))
     }
 
     /// Whether it needs user fields other than `id` and `role` (which tokens carry).
     pub fn needs_user_record(&self) -> bool {
         let mut terms = Vec::new();
         self.terms(&mut terms);
-        terms.iter().any(|t| matches!(t, Term::Param(Param::Auth(f), _) if f != "id" && f != "role"))
+        terms
+            .iter()
+            .any(|t| matches!(t, Term::Param(Param::Auth(f), _) if f != "id" && f != "role"))
     }
 
     /// Whether it follows relations (field rules may not: they are judged per record in
@@ -735,6 +739,8 @@ impl Cond {
     pub fn follows_relations(&self) -> bool {
         let mut terms = Vec::new();
         self.terms(&mut terms);
-        terms.iter().any(|t| matches!(t, Term::Column(c) if !c.hops.is_empty()))
+        terms
+            .iter()
+            .any(|t| matches!(t, Term::Column(c) if !c.hops.is_empty()))
     }
 }

@@ -84,7 +84,8 @@ fn check_rule(
         Err(e) => report(e.offset, e.message, e.hint),
         Ok(cond) if field_rule && cond.follows_relations() => report(
             0,
-            "field rules may use the record's own fields, @auth, @body and @now, not relations".into(),
+            "field rules may use the record's own fields, @auth, @body and @now, not relations"
+                .into(),
             None,
         ),
         Ok(_) => {}

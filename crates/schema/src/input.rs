@@ -50,7 +50,12 @@ fn writable<'r>(
     privileged: bool,
     errors: &mut FieldErrors,
 ) -> Option<(usize, &'r Field)> {
-    match resource.fields.iter().enumerate().find(|(_, f)| f.name == key) {
+    match resource
+        .fields
+        .iter()
+        .enumerate()
+        .find(|(_, f)| f.name == key)
+    {
         Some(found) if privileged && resource.is_users() && key == "role" => Some(found),
         Some((_, f)) if f.read_only || (f.builtin && f.name != "email") => {
             push(errors, key, "is read-only");
@@ -219,8 +224,8 @@ mod tests {
             changes,
             vec![(2, Change::Clear), (0, Change::Set(json!("New")))]
         );
-        let errors =
-            for_patch(&posts, obj(json!({"title": null, "version": 3})), false).expect_err("invalid");
+        let errors = for_patch(&posts, obj(json!({"title": null, "version": 3})), false)
+            .expect_err("invalid");
         assert_eq!(errors["title"], vec!["is required and cannot be cleared"]);
         assert_eq!(errors["version"], vec!["is set by the server"]);
     }

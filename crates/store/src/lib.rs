@@ -115,7 +115,12 @@ impl Store {
     }
 
     /// One record by id, if it exists and satisfies `visible` (the view rule).
-    pub async fn get(&self, res: ResourceId, id: String, visible: Option<Expr>) -> Result<Option<Record>, StoreError> {
+    pub async fn get(
+        &self,
+        res: ResourceId,
+        id: String,
+        visible: Option<Expr>,
+    ) -> Result<Option<Record>, StoreError> {
         dispatch!(self, s => s.get(res, id, visible).await)
     }
 
@@ -126,7 +131,11 @@ impl Store {
 
     /// The database's plan for a list query, one line per step (for diagnosing slow
     /// lists and for tests that prove an index is used).
-    pub async fn explain(&self, res: ResourceId, query: ListQuery) -> Result<Vec<String>, StoreError> {
+    pub async fn explain(
+        &self,
+        res: ResourceId,
+        query: ListQuery,
+    ) -> Result<Vec<String>, StoreError> {
         dispatch!(self, s => s.explain(res, query).await)
     }
 
@@ -137,25 +146,47 @@ impl Store {
 
     /// The records with these ids that satisfy `visible` (in no particular order;
     /// missing ids are skipped).
-    pub async fn get_many(&self, res: ResourceId, ids: Vec<String>, visible: Option<Expr>) -> Result<Vec<Record>, StoreError> {
+    pub async fn get_many(
+        &self,
+        res: ResourceId,
+        ids: Vec<String>,
+        visible: Option<Expr>,
+    ) -> Result<Vec<Record>, StoreError> {
         dispatch!(self, s => s.get_many(res, ids, visible).await)
     }
 
     /// Inserts a record and returns it as stored; when the new record does not satisfy
     /// `allowed` (the create rule) nothing is stored and the result is `Forbidden`.
-    pub async fn insert(&self, res: ResourceId, record: NewRecord, allowed: Option<Expr>) -> Result<Record, StoreError> {
+    pub async fn insert(
+        &self,
+        res: ResourceId,
+        record: NewRecord,
+        allowed: Option<Expr>,
+    ) -> Result<Record, StoreError> {
         dispatch!(self, s => s.insert(res, record, allowed).await)
     }
 
     /// Applies an update; `Ok(None)` when no visible record has that id, `Forbidden`
     /// when the record is visible but `access.allowed` refuses.
-    pub async fn update(&self, res: ResourceId, id: String, update: Update, access: Access) -> Result<Option<Record>, StoreError> {
+    pub async fn update(
+        &self,
+        res: ResourceId,
+        id: String,
+        update: Update,
+        access: Access,
+    ) -> Result<Option<Record>, StoreError> {
         dispatch!(self, s => s.update(res, id, update, access).await)
     }
 
     /// Deletes a record; `Ok(false)` when no visible record has that id. With `if_match`,
     /// only when the stored version is one of those (else [`StoreError::VersionMismatch`]).
-    pub async fn delete(&self, res: ResourceId, id: String, if_match: Option<Vec<i64>>, access: Access) -> Result<bool, StoreError> {
+    pub async fn delete(
+        &self,
+        res: ResourceId,
+        id: String,
+        if_match: Option<Vec<i64>>,
+        access: Access,
+    ) -> Result<bool, StoreError> {
         dispatch!(self, s => s.delete(res, id, if_match, access).await)
     }
 
@@ -165,12 +196,20 @@ impl Store {
     }
 
     /// Presents a refresh token: rotation, or family revocation on reuse.
-    pub async fn rotate_refresh(&self, presented_hash: String, next: RefreshGrant) -> Result<Rotation, StoreError> {
+    pub async fn rotate_refresh(
+        &self,
+        presented_hash: String,
+        next: RefreshGrant,
+    ) -> Result<Rotation, StoreError> {
         dispatch!(self, s => s.rotate_refresh(presented_hash, next).await)
     }
 
     /// Revokes the family of a refresh token (logout).
-    pub async fn revoke_refresh(&self, token_hash: String, now: String) -> Result<bool, StoreError> {
+    pub async fn revoke_refresh(
+        &self,
+        token_hash: String,
+        now: String,
+    ) -> Result<bool, StoreError> {
         dispatch!(self, s => s.revoke_refresh(token_hash, now).await)
     }
 
@@ -185,12 +224,20 @@ impl Store {
     }
 
     /// The live session with this token hash: `(session id, user id)`.
-    pub async fn session(&self, token_hash: String, now: String) -> Result<Option<(String, String)>, StoreError> {
+    pub async fn session(
+        &self,
+        token_hash: String,
+        now: String,
+    ) -> Result<Option<(String, String)>, StoreError> {
         dispatch!(self, s => s.session(token_hash, now).await)
     }
 
     /// Ends a cookie session.
-    pub async fn revoke_session(&self, token_hash: String, now: String) -> Result<bool, StoreError> {
+    pub async fn revoke_session(
+        &self,
+        token_hash: String,
+        now: String,
+    ) -> Result<bool, StoreError> {
         dispatch!(self, s => s.revoke_session(token_hash, now).await)
     }
 
@@ -210,12 +257,22 @@ impl Store {
     }
 
     /// Revokes a user's API key; whether it exists.
-    pub async fn revoke_api_key(&self, user_id: String, id: String, now: String) -> Result<bool, StoreError> {
+    pub async fn revoke_api_key(
+        &self,
+        user_id: String,
+        id: String,
+        now: String,
+    ) -> Result<bool, StoreError> {
         dispatch!(self, s => s.revoke_api_key(user_id, id, now).await)
     }
 
     /// Records an API key's use (at most once per `stale_before` window).
-    pub async fn touch_api_key(&self, id: String, now: String, stale_before: String) -> Result<(), StoreError> {
+    pub async fn touch_api_key(
+        &self,
+        id: String,
+        now: String,
+        stale_before: String,
+    ) -> Result<(), StoreError> {
         dispatch!(self, s => s.touch_api_key(id, now, stale_before).await)
     }
 
@@ -225,7 +282,12 @@ impl Store {
     }
 
     /// Replaces a user's password hash.
-    pub async fn set_password_hash(&self, user_id: String, hash: String, now: String) -> Result<bool, StoreError> {
+    pub async fn set_password_hash(
+        &self,
+        user_id: String,
+        hash: String,
+        now: String,
+    ) -> Result<bool, StoreError> {
         dispatch!(self, s => s.set_password_hash(user_id, hash, now).await)
     }
 }

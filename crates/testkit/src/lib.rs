@@ -90,6 +90,22 @@ impl Project {
         self.command(bin, args).output().expect("run ferrobase")
     }
 
+    /// Runs `ferrobase <args> --dir <project>` with `input` on standard input.
+    pub fn run_with_stdin(&self, bin: &str, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .command(bin, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ferrobase");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input.as_bytes()).expect("write stdin");
+        }
+        child.wait_with_output().expect("run ferrobase")
+    }
+
     /// Starts `ferrobase serve` on an ephemeral port and waits until it listens.
     pub fn serve(self, bin: &str) -> Server {
         let mut cmd = self.command(bin, &["serve", "--addr", "127.0.0.1:0"]);

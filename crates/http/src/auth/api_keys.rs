@@ -20,7 +20,9 @@ use crate::state::AppState;
 fn owner(identity: &Identity) -> Result<&Caller, ApiError> {
     let caller = identity.caller().ok_or_else(ApiError::unauthorized)?;
     if matches!(caller.via, Via::ApiKey { .. }) {
-        return Err(ApiError::forbidden_with("API keys cannot manage API keys; use a session or an access token"));
+        return Err(ApiError::forbidden_with(
+            "API keys cannot manage API keys; use a session or an access token",
+        ));
     }
     Ok(caller)
 }
@@ -55,7 +57,12 @@ pub(crate) async fn create(
             .map(|s| s.as_str().map(str::to_owned))
             .collect::<Option<_>>()
             .ok_or_else(|| field_error("scopes", "must be strings"))?,
-        _ => return Err(field_error("scopes", "must be a non-empty array such as [\"posts:read\"]")),
+        _ => {
+            return Err(field_error(
+                "scopes",
+                "must be a non-empty array such as [\"posts:read\"]",
+            ));
+        }
     };
     for scope in &scopes {
         let valid = scope == "*"
@@ -63,18 +70,31 @@ pub(crate) async fn create(
                 state.schema.resource(r).is_some() && matches!(a, "read" | "write")
             });
         if !valid {
-            return Err(field_error("scopes", &format!("'{scope}' is not <resource>:read, <resource>:write or *")));
+            return Err(field_error(
+                "scopes",
+                &format!("'{scope}' is not <resource>:read, <resource>:write or *"),
+            ));
         }
     }
     let now = state.clock.now();
     let expires_at = match (body.remove("expiresAt"), body.remove("expiresIn")) {
-        (Some(Value::String(at)), None) => Some(normalize_datetime(&at).ok_or_else(|| field_error("expiresAt", "must be an RFC 3339 date-time"))?),
+        (Some(Value::String(at)), None) => Some(
+            normalize_datetime(&at)
+                .ok_or_else(|| field_error("expiresAt", "must be an RFC 3339 date-time"))?,
+        ),
         (None, Some(Value::String(d))) => {
             let d = parse_duration(&d).map_err(|m| field_error("expiresIn", &m))?;
-            Some(format_datetime(now + time::Duration::try_from(d).unwrap_or(time::Duration::ZERO)))
+            Some(format_datetime(
+                now + time::Duration::try_from(d).unwrap_or(time::Duration::ZERO),
+            ))
         }
         (None, None) => None,
-        _ => return Err(field_error("expiresAt", "give expiresAt (a date-time) or expiresIn (like 30d), not both")),
+        _ => {
+            return Err(field_error(
+                "expiresAt",
+                "give expiresAt (a date-time) or expiresIn (like 30d), not both",
+            ));
+        }
     };
     if let Some(key) = body.keys().next() {
         return Err(field_error(key, "is not a field of API keys"));
@@ -99,7 +119,10 @@ pub(crate) async fn create(
 }
 
 /// `GET`: the caller's keys, without their secrets.
-pub(crate) async fn list(State(state): State<AppState>, Extension(identity): Extension<Identity>) -> Result<Response, ApiError> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+) -> Result<Response, ApiError> {
     let caller = owner(&identity)?;
     let rows = state.store.api_keys_of(caller.id.clone()).await?;
     let data: Vec<Value> = rows.iter().map(key_json).collect();
@@ -115,7 +138,11 @@ pub(crate) async fn revoke(
     let caller = owner(&identity)?;
     let id = normalize_uuid(&id).ok_or_else(|| ApiError::not_found("no such API key"))?;
     let now = format_datetime(state.clock.now());
-    if state.store.revoke_api_key(caller.id.clone(), id, now).await? {
+    if state
+        .store
+        .revoke_api_key(caller.id.clone(), id, now)
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(ApiError::not_found("no such API key"))

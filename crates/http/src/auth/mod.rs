@@ -19,11 +19,18 @@ use crate::records::{RecordJson, json_response};
 use crate::state::AppState;
 
 /// A string member of a JSON body, or a validation error naming it.
-pub(crate) fn required_string(body: &mut Map<String, Value>, key: &str) -> Result<String, ApiError> {
+pub(crate) fn required_string(
+    body: &mut Map<String, Value>,
+    key: &str,
+) -> Result<String, ApiError> {
     match body.remove(key) {
         Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(ApiError::validation([(key.to_owned(), vec!["must be a string".to_owned()])].into())),
-        None => Err(ApiError::validation([(key.to_owned(), vec!["is required".to_owned()])].into())),
+        Some(_) => Err(ApiError::validation(
+            [(key.to_owned(), vec!["must be a string".to_owned()])].into(),
+        )),
+        None => Err(ApiError::validation(
+            [(key.to_owned(), vec!["is required".to_owned()])].into(),
+        )),
     }
 }
 
@@ -71,19 +78,29 @@ pub(crate) fn role_of(state: &AppState, record: &Record) -> String {
 }
 
 /// A new access token and a new refresh token (a new family unless `family` is given).
-pub(crate) async fn issue_tokens(state: &AppState, user: &str, role: &str) -> Result<(String, String, i64), ApiError> {
+pub(crate) async fn issue_tokens(
+    state: &AppState,
+    user: &str,
+    role: &str,
+) -> Result<(String, String, i64), ApiError> {
     let now = state.clock.now();
     let ttl = i64::try_from(state.settings.auth.access_token_ttl.as_secs()).unwrap_or(900);
-    let access = state.jwt.sign(&JwtKeys::claims(user, role, now.unix_timestamp(), ttl));
+    let access = state
+        .jwt
+        .sign(&JwtKeys::claims(user, role, now.unix_timestamp(), ttl));
     let refresh = random_token();
-    state.store.insert_refresh(refresh_grant(state, user, &refresh)).await?;
+    state
+        .store
+        .insert_refresh(refresh_grant(state, user, &refresh))
+        .await?;
     Ok((access, refresh, ttl))
 }
 
 /// A refresh-token row for `token`, in a new family.
 pub(crate) fn refresh_grant(state: &AppState, user: &str, token: &str) -> RefreshGrant {
     let now = state.clock.now();
-    let ttl = time::Duration::try_from(state.settings.auth.refresh_token_ttl).unwrap_or(time::Duration::days(30));
+    let ttl = time::Duration::try_from(state.settings.auth.refresh_token_ttl)
+        .unwrap_or(time::Duration::days(30));
     RefreshGrant {
         id: uuid::Uuid::now_v7().to_string(),
         family: uuid::Uuid::now_v7().to_string(),
@@ -95,7 +112,11 @@ pub(crate) fn refresh_grant(state: &AppState, user: &str, token: &str) -> Refres
 }
 
 /// `{"data":{"user","accessToken","refreshToken","expiresIn"}}`.
-pub(crate) fn token_response(status: StatusCode, user: Value, tokens: (String, String, i64)) -> Response {
+pub(crate) fn token_response(
+    status: StatusCode,
+    user: Value,
+    tokens: (String, String, i64),
+) -> Response {
     json_response(
         status,
         &json!({ "data": {
@@ -110,6 +131,9 @@ pub(crate) fn token_response(status: StatusCode, user: Value, tokens: (String, S
 /// `GET /.well-known/jwks.json`: the public keys that verify access tokens.
 pub(crate) async fn jwks(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     let mut res = json_response(StatusCode::OK, &state.jwt.jwks());
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     res
 }

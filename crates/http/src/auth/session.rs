@@ -12,7 +12,9 @@ use ferrobase_schema::validate::format_datetime;
 use ferrobase_store::{NewRecord, Rotation};
 use serde_json::{Value, json};
 
-use super::{issue_tokens, rate_limited, refresh_grant, required_string, role_of, token_response, user_json};
+use super::{
+    issue_tokens, rate_limited, refresh_grant, required_string, role_of, token_response, user_json,
+};
 use crate::error::ApiError;
 use crate::extract::JsonObject;
 use crate::identity::{Identity, Via, client_ip, cookie, cookie_name, peer};
@@ -20,11 +22,16 @@ use crate::records::json_response;
 use crate::state::AppState;
 
 fn invalid_credentials() -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS", "the email or the password is wrong")
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "INVALID_CREDENTIALS",
+        "the email or the password is wrong",
+    )
 }
 
 fn ip_key(state: &AppState, req: &Request) -> String {
-    client_ip(state, req.headers(), peer(req)).map_or_else(|| "ip:unknown".into(), |ip| format!("ip:{ip}"))
+    client_ip(state, req.headers(), peer(req))
+        .map_or_else(|| "ip:unknown".into(), |ip| format!("ip:{ip}"))
 }
 
 async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
@@ -35,7 +42,10 @@ async fn hash_password(state: &AppState, password: String) -> Result<String, Api
 }
 
 /// `POST /api/v1/auth/register`: `{email, password, ...profile}` → 201 with tokens.
-pub(crate) async fn register(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+pub(crate) async fn register(
+    State(state): State<AppState>,
+    req: Request,
+) -> Result<Response, ApiError> {
     let now_unix = state.clock.now().unix_timestamp();
     let ip = ip_key(&state, &req);
     if let Some(wait) = state.register_throttle.blocked(&ip, now_unix) {
@@ -50,7 +60,10 @@ pub(crate) async fn register(State(state): State<AppState>, req: Request) -> Res
     }
     let (res, users) = state.users();
     let now = format_datetime(state.clock.now());
-    let ctx = WriteContext { auth_id: None, now: &now };
+    let ctx = WriteContext {
+        auth_id: None,
+        now: &now,
+    };
     let mut values = match for_create(users, body, &ctx) {
         Ok(values) if errors.is_empty() => values,
         Ok(_) => return Err(ApiError::validation(errors)),
@@ -61,22 +74,34 @@ pub(crate) async fn register(State(state): State<AppState>, req: Request) -> Res
     };
     if let Some(i) = users.fields.iter().position(|f| f.name == "email") {
         // One account per address, whatever its case.
-        values[i] = values[i].as_str().map_or(Value::Null, |e| Value::String(e.to_lowercase()));
+        values[i] = values[i]
+            .as_str()
+            .map_or(Value::Null, |e| Value::String(e.to_lowercase()));
     }
     let hash = hash_password(&state, password).await?;
     if let Some(i) = users.fields.iter().position(|f| f.name == "password_hash") {
         values[i] = Value::String(hash);
     }
     let id = uuid::Uuid::now_v7().to_string();
-    let record = state.store.insert(res, NewRecord { id, now, values }, None).await?;
+    let record = state
+        .store
+        .insert(res, NewRecord { id, now, values }, None)
+        .await?;
     let role = role_of(&state, &record);
     let tokens = issue_tokens(&state, &record.id, &role).await?;
-    Ok(token_response(StatusCode::CREATED, user_json(&state, &record, &role)?, tokens))
+    Ok(token_response(
+        StatusCode::CREATED,
+        user_json(&state, &record, &role)?,
+        tokens,
+    ))
 }
 
 /// `POST /api/v1/auth/login`: `{email, password, session?: "cookie"}`. Unknown email and
 /// wrong password answer alike, in body and in time.
-pub(crate) async fn login(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    req: Request,
+) -> Result<Response, ApiError> {
     let now_unix = state.clock.now().unix_timestamp();
     let ip = ip_key(&state, &req);
     let JsonObject(mut body) = JsonObject::from_request(req, &state).await?;
@@ -88,12 +113,20 @@ pub(crate) async fn login(State(state): State<AppState>, req: Request) -> Result
         Some(Value::String(s)) if s == "token" => false,
         Some(_) => {
             return Err(ApiError::validation(
-                [("session".to_owned(), vec!["must be \"cookie\" or \"token\"".to_owned()])].into(),
+                [(
+                    "session".to_owned(),
+                    vec!["must be \"cookie\" or \"token\"".to_owned()],
+                )]
+                .into(),
             ));
         }
     };
     let account = format!("account:{email}");
-    if let Some(wait) = state.account_throttle.blocked(&account, now_unix).or(state.ip_throttle.blocked(&ip, now_unix)) {
+    if let Some(wait) = state
+        .account_throttle
+        .blocked(&account, now_unix)
+        .or(state.ip_throttle.blocked(&ip, now_unix))
+    {
         return Ok(rate_limited(wait));
     }
     let (res, users) = state.users();
@@ -108,9 +141,11 @@ pub(crate) async fn login(State(state): State<AppState>, req: Request) -> Result
         .and_then(|(u, i)| u.values[i].as_str().map(str::to_owned));
     let verifier = state.clone();
     let candidate = password.clone();
-    let verified = tokio::task::spawn_blocking(move || verifier.passwords.verify(&candidate, stored.as_deref()))
-        .await
-        .map_err(ApiError::internal)?;
+    let verified = tokio::task::spawn_blocking(move || {
+        verifier.passwords.verify(&candidate, stored.as_deref())
+    })
+    .await
+    .map_err(ApiError::internal)?;
     let Some(user) = user.filter(|_| verified.ok) else {
         state.account_throttle.fail(&account, now_unix);
         state.ip_throttle.fail(&ip, now_unix);
@@ -120,7 +155,10 @@ pub(crate) async fn login(State(state): State<AppState>, req: Request) -> Result
     let now = format_datetime(state.clock.now());
     if verified.needs_rehash {
         let hash = hash_password(&state, password).await?;
-        state.store.set_password_hash(user.id.clone(), hash, now.clone()).await?;
+        state
+            .store
+            .set_password_hash(user.id.clone(), hash, now.clone())
+            .await?;
     }
     let role = role_of(&state, &user);
     let user_value = user_json(&state, &user, &role)?;
@@ -131,13 +169,24 @@ pub(crate) async fn login(State(state): State<AppState>, req: Request) -> Result
     let token = random_token();
     let session_id = uuid::Uuid::now_v7().to_string();
     let ttl = state.settings.auth.refresh_token_ttl;
-    let expires = format_datetime(state.clock.now() + time::Duration::try_from(ttl).unwrap_or(time::Duration::days(30)));
+    let expires = format_datetime(
+        state.clock.now() + time::Duration::try_from(ttl).unwrap_or(time::Duration::days(30)),
+    );
     state
         .store
-        .insert_session([session_id.clone(), user.id.clone(), token_hash(&token), now, expires])
+        .insert_session([
+            session_id.clone(),
+            user.id.clone(),
+            token_hash(&token),
+            now,
+            expires,
+        ])
         .await?;
     let csrf = csrf_token(&state.csrf_key, &session_id);
-    let mut response = json_response(StatusCode::OK, &json!({ "data": { "user": user_value, "csrfToken": csrf } }));
+    let mut response = json_response(
+        StatusCode::OK,
+        &json!({ "data": { "user": user_value, "csrfToken": csrf } }),
+    );
     let secure = state.settings.auth.cookie_secure;
     let cookie = format!(
         "{}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
@@ -153,20 +202,33 @@ pub(crate) async fn login(State(state): State<AppState>, req: Request) -> Result
 
 /// `POST /api/v1/auth/refresh`: `{refreshToken}` → a new pair; the presented token is
 /// dead from now on, and presenting a dead one ends its whole family.
-pub(crate) async fn refresh(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+pub(crate) async fn refresh(
+    State(state): State<AppState>,
+    req: Request,
+) -> Result<Response, ApiError> {
     let JsonObject(mut body) = JsonObject::from_request(req, &state).await?;
     let presented = required_string(&mut body, "refreshToken")?;
     let next = random_token();
     let grant = refresh_grant(&state, "", &next);
     let refused = |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message);
-    let user_id = match state.store.rotate_refresh(token_hash(&presented), grant).await? {
+    let user_id = match state
+        .store
+        .rotate_refresh(token_hash(&presented), grant)
+        .await?
+    {
         Rotation::Rotated { user_id } => user_id,
         Rotation::Reused { user_id } => {
             tracing::warn!(user_id = %user_id, "refresh token reuse; the token family was revoked");
-            return Err(refused("this refresh token was already used; every token of its login has been revoked"));
+            return Err(refused(
+                "this refresh token was already used; every token of its login has been revoked",
+            ));
         }
         Rotation::Expired => {
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "TOKEN_EXPIRED", "the refresh token has expired; log in again"));
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "TOKEN_EXPIRED",
+                "the refresh token has expired; log in again",
+            ));
         }
         Rotation::Unknown => return Err(refused("the refresh token is not valid")),
     };
@@ -178,13 +240,22 @@ pub(crate) async fn refresh(State(state): State<AppState>, req: Request) -> Resu
     let role = role_of(&state, &user);
     let ttl = i64::try_from(state.settings.auth.access_token_ttl.as_secs()).unwrap_or(900);
     let now = state.clock.now().unix_timestamp();
-    let access = state.jwt.sign(&ferrobase_auth::JwtKeys::claims(&user.id, &role, now, ttl));
-    Ok(token_response(StatusCode::OK, user_json(&state, &user, &role)?, (access, next, ttl)))
+    let access = state
+        .jwt
+        .sign(&ferrobase_auth::JwtKeys::claims(&user.id, &role, now, ttl));
+    Ok(token_response(
+        StatusCode::OK,
+        user_json(&state, &user, &role)?,
+        (access, next, ttl),
+    ))
 }
 
 /// `POST /api/v1/auth/logout`: ends the presented refresh token's family and/or the
 /// cookie session.
-pub(crate) async fn logout(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    req: Request,
+) -> Result<Response, ApiError> {
     let now = format_datetime(state.clock.now());
     let secure = state.settings.auth.cookie_secure;
     let session = cookie(req.headers(), cookie_name(secure));
@@ -193,7 +264,10 @@ pub(crate) async fn logout(State(state): State<AppState>, req: Request) -> Resul
         let JsonObject(mut body) = JsonObject::from_request(req, &state).await?;
         if body.contains_key("refreshToken") {
             let token = required_string(&mut body, "refreshToken")?;
-            state.store.revoke_refresh(token_hash(&token), now.clone()).await?;
+            state
+                .store
+                .revoke_refresh(token_hash(&token), now.clone())
+                .await?;
         }
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
@@ -212,12 +286,22 @@ pub(crate) async fn logout(State(state): State<AppState>, req: Request) -> Resul
 }
 
 /// `GET /api/v1/auth/me`: the caller's own record.
-pub(crate) async fn me(State(state): State<AppState>, Extension(identity): Extension<Identity>) -> Result<Response, ApiError> {
+pub(crate) async fn me(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+) -> Result<Response, ApiError> {
     let caller = identity.caller().ok_or_else(ApiError::unauthorized)?;
     let (res, _) = state.users();
-    let user = state.store.get(res, caller.id.clone(), None).await?.ok_or_else(ApiError::unauthorized)?;
+    let user = state
+        .store
+        .get(res, caller.id.clone(), None)
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
     let role = role_of(&state, &user);
-    Ok(json_response(StatusCode::OK, &json!({ "data": user_json(&state, &user, &role)? })))
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "data": user_json(&state, &user, &role)? }),
+    ))
 }
 
 /// `POST /api/v1/auth/password`: `{currentPassword, newPassword}`; ends every session and
@@ -234,24 +318,34 @@ pub(crate) async fn change_password(
     let JsonObject(mut body) = JsonObject::from_request(req, &state).await?;
     let current = required_string(&mut body, "currentPassword")?;
     let new = required_string(&mut body, "newPassword")?;
-    check_length(&new).map_err(|m| ApiError::validation([("newPassword".to_owned(), vec![m])].into()))?;
+    check_length(&new)
+        .map_err(|m| ApiError::validation([("newPassword".to_owned(), vec![m])].into()))?;
     let (res, users) = state.users();
-    let user = state.store.get(res, caller.id.clone(), None).await?.ok_or_else(ApiError::unauthorized)?;
+    let user = state
+        .store
+        .get(res, caller.id.clone(), None)
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
     let stored = users
         .fields
         .iter()
         .position(|f| f.name == "password_hash")
         .and_then(|i| user.values[i].as_str().map(str::to_owned));
     let verifier = state.clone();
-    let ok = tokio::task::spawn_blocking(move || verifier.passwords.verify(&current, stored.as_deref()).ok)
-        .await
-        .map_err(ApiError::internal)?;
+    let ok = tokio::task::spawn_blocking(move || {
+        verifier.passwords.verify(&current, stored.as_deref()).ok
+    })
+    .await
+    .map_err(ApiError::internal)?;
     if !ok {
         return Err(invalid_credentials());
     }
     let hash = hash_password(&state, new).await?;
     let now = format_datetime(state.clock.now());
-    state.store.set_password_hash(caller.id.clone(), hash, now.clone()).await?;
+    state
+        .store
+        .set_password_hash(caller.id.clone(), hash, now.clone())
+        .await?;
     state.store.revoke_user(caller.id.clone(), now).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

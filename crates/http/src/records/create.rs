@@ -46,8 +46,24 @@ pub(crate) async fn create(
     let values = for_create(resource, body, &ctx).map_err(ApiError::validation)?;
     let record_body = values_map(resource, &values);
     let id = uuid::Uuid::now_v7().to_string();
-    check_field_writes(policy, resource, written.into_iter(), &values, &id, &identity, &record_body, clock)?;
-    let allowed = match decide(policy, resource, Op::Create, &identity, Some(&record_body), clock)? {
+    check_field_writes(
+        policy,
+        resource,
+        written.into_iter(),
+        &values,
+        &id,
+        &identity,
+        &record_body,
+        clock,
+    )?;
+    let allowed = match decide(
+        policy,
+        resource,
+        Op::Create,
+        &identity,
+        Some(&record_body),
+        clock,
+    )? {
         Access::None => return Err(refusal(&identity, uses_auth(policy, Op::Create))),
         other => other.into_condition(),
     };
@@ -59,7 +75,14 @@ pub(crate) async fn create(
             StoreError::Forbidden => refusal(&identity, uses_auth(policy, Op::Create)),
             other => other.into(),
         })?;
-    let mut response = record_response(&state, res, StatusCode::CREATED, resource, &record, &identity);
+    let mut response = record_response(
+        &state,
+        res,
+        StatusCode::CREATED,
+        resource,
+        &record,
+        &identity,
+    );
     let location = format!("/api/v1/{}/{}", resource.name, record.id);
     if let Ok(v) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, v);

@@ -65,7 +65,8 @@ pub(crate) fn expand<'a>(
             let (target_id, target) = resource(state, &relation.resource)?;
             let policy = state.policy(target_id);
             // Records the caller may not see are left out, never hinted at.
-            let visible = match decide(policy, target, Op::View, identity, None, state.clock.now()) {
+            let visible = match decide(policy, target, Op::View, identity, None, state.clock.now())
+            {
                 Ok(Access::None) | Err(_) => continue,
                 Ok(access) => access.into_condition(),
             };

@@ -22,7 +22,14 @@ pub(crate) async fn get(
 ) -> Result<Response, ApiError> {
     let (res, resource) = resource(&state, &path[0])?;
     let identity = with_user(&state, state.policy(res), identity).await?;
-    let access = decide(state.policy(res), resource, Op::View, &identity, None, state.clock.now())?;
+    let access = decide(
+        state.policy(res),
+        resource,
+        Op::View,
+        &identity,
+        None,
+        state.clock.now(),
+    )?;
     let id = record_id(resource, &path[1])?;
     let record = state
         .store
@@ -34,5 +41,12 @@ pub(crate) async fn get(
         res.headers_mut().insert(header::ETAG, etag(record.version));
         return Ok(res);
     }
-    Ok(record_response(&state, res, StatusCode::OK, resource, &record, &identity))
+    Ok(record_response(
+        &state,
+        res,
+        StatusCode::OK,
+        resource,
+        &record,
+        &identity,
+    ))
 }

@@ -43,7 +43,13 @@ impl Serialize for RecordJson<'_> {
         if self.wanted("id") {
             map.serialize_entry("id", &self.record.id)?;
         }
-        for (i, (field, value)) in self.resource.fields.iter().zip(&self.record.values).enumerate() {
+        for (i, (field, value)) in self
+            .resource
+            .fields
+            .iter()
+            .zip(&self.record.values)
+            .enumerate()
+        {
             let readable = match self.readable {
                 Some(mask) => mask.get(i).copied().unwrap_or(false),
                 None => !field.hidden,

@@ -3,7 +3,6 @@
 
 use axum::Extension;
 use axum::extract::{RawQuery, State};
-use sea_query::ExprTrait;
 use axum::http::StatusCode;
 use axum::response::Response;
 use ferrobase_query::cursor::{Cursor, CursorError};
@@ -11,6 +10,7 @@ use ferrobase_query::env::Env;
 use ferrobase_query::sql::{Dialect, to_sql};
 use ferrobase_schema::Resource;
 use ferrobase_store::{ListQuery, Record};
+use sea_query::ExprTrait;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -116,7 +116,11 @@ pub(crate) async fn list(
     let rule = decide(policy, resource, Op::List, &identity, None, now)?.into_condition();
     let params: ListParams = parse(&state.schema, resource, query.as_deref())?;
     let auth = identity.caller().map(auth_map);
-    let env = Env { auth: auth.as_ref(), body: None, now };
+    let env = Env {
+        auth: auth.as_ref(),
+        body: None,
+        now,
+    };
     let filter = params
         .filter
         .as_ref()

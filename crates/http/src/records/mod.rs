@@ -99,7 +99,13 @@ pub(crate) fn record_response(
     record: &Record,
     identity: &Identity,
 ) -> Response {
-    let mask = readable(state.policy(res), resource, record, identity, state.clock.now());
+    let mask = readable(
+        state.policy(res),
+        resource,
+        record,
+        identity,
+        state.clock.now(),
+    );
     let json = RecordJson {
         readable: Some(&mask),
         ..RecordJson::new(resource, record)

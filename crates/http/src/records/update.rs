@@ -61,7 +61,8 @@ pub(crate) async fn update(
         &body,
         clock,
     )?;
-    let allowed = decide(policy, resource, Op::Update, &identity, Some(&body), clock)?.into_condition();
+    let allowed =
+        decide(policy, resource, Op::Update, &identity, Some(&body), clock)?.into_condition();
     let role_changed = resource.is_users()
         && changes
             .iter()
@@ -85,5 +86,12 @@ pub(crate) async fn update(
         // refresh or request by cookie re-reads the user.
         state.store.revoke_user(id, format_datetime(clock)).await?;
     }
-    Ok(record_response(&state, res, StatusCode::OK, resource, &record, &identity))
+    Ok(record_response(
+        &state,
+        res,
+        StatusCode::OK,
+        resource,
+        &record,
+        &identity,
+    ))
 }

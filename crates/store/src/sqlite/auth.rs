@@ -22,6 +22,16 @@ fn revoke_family(conn: &Connection, family: &str, now: &str) -> Result<(), Store
     Ok(())
 }
 
+/// `(id, family, user id, expires at, used at, revoked at)` of a stored refresh token.
+type StoredRefresh = (
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
 /// Presents a refresh token: rotates it into `next` (same family), or, when it was used
 /// or revoked before, revokes its family.
 pub(crate) fn rotate_refresh(
@@ -30,7 +40,7 @@ pub(crate) fn rotate_refresh(
     mut next: RefreshGrant,
     now: &str,
 ) -> Result<Rotation, StoreError> {
-    let row: Option<(String, String, String, String, Option<String>, Option<String>)> = conn
+    let row: Option<StoredRefresh> = conn
         .prepare_cached(
             "SELECT \"id\", \"family\", \"user_id\", \"expires_at\", \"used_at\", \"revoked_at\" FROM \"_ferrobase_refresh_tokens\" WHERE \"token_hash\" = ?",
         )?
@@ -46,8 +56,10 @@ pub(crate) fn rotate_refresh(
     if expires_at.as_str() <= now {
         return Ok(Rotation::Expired);
     }
-    conn.prepare_cached("UPDATE \"_ferrobase_refresh_tokens\" SET \"used_at\" = ? WHERE \"id\" = ?")?
-        .execute(params![now, id])?;
+    conn.prepare_cached(
+        "UPDATE \"_ferrobase_refresh_tokens\" SET \"used_at\" = ? WHERE \"id\" = ?",
+    )?
+    .execute(params![now, id])?;
     next.family = family;
     next.user_id = user_id.clone();
     insert_refresh(conn, &next)?;
@@ -55,9 +67,15 @@ pub(crate) fn rotate_refresh(
 }
 
 /// Revokes the family of a refresh token; whether the token was known.
-pub(crate) fn revoke_refresh(conn: &Connection, token_hash: &str, now: &str) -> Result<bool, StoreError> {
+pub(crate) fn revoke_refresh(
+    conn: &Connection,
+    token_hash: &str,
+    now: &str,
+) -> Result<bool, StoreError> {
     let family: Option<String> = conn
-        .prepare_cached("SELECT \"family\" FROM \"_ferrobase_refresh_tokens\" WHERE \"token_hash\" = ?")?
+        .prepare_cached(
+            "SELECT \"family\" FROM \"_ferrobase_refresh_tokens\" WHERE \"token_hash\" = ?",
+        )?
         .query_row([token_hash], |r| r.get(0))
         .optional()?;
     match family {
@@ -90,7 +108,11 @@ pub(crate) fn insert_session(
 }
 
 /// The live session with this token hash: `(session id, user id)`.
-pub(crate) fn session(conn: &Connection, token_hash: &str, now: &str) -> Result<Option<(String, String)>, StoreError> {
+pub(crate) fn session(
+    conn: &Connection,
+    token_hash: &str,
+    now: &str,
+) -> Result<Option<(String, String)>, StoreError> {
     Ok(conn
         .prepare_cached(
             "SELECT \"id\", \"user_id\" FROM \"_ferrobase_sessions\" WHERE \"token_hash\" = ? AND \"revoked_at\" IS NULL AND \"expires_at\" > ?",
@@ -99,7 +121,11 @@ pub(crate) fn session(conn: &Connection, token_hash: &str, now: &str) -> Result<
         .optional()?)
 }
 
-pub(crate) fn revoke_session(conn: &Connection, token_hash: &str, now: &str) -> Result<bool, StoreError> {
+pub(crate) fn revoke_session(
+    conn: &Connection,
+    token_hash: &str,
+    now: &str,
+) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached("UPDATE \"_ferrobase_sessions\" SET \"revoked_at\" = ? WHERE \"token_hash\" = ? AND \"revoked_at\" IS NULL")?
         .execute(params![now, token_hash])?
@@ -132,7 +158,9 @@ pub(crate) fn insert_api_key(conn: &Connection, k: &ApiKeyRow) -> Result<(), Sto
 
 pub(crate) fn api_key(conn: &Connection, id: &str) -> Result<Option<ApiKeyRow>, StoreError> {
     Ok(conn
-        .prepare_cached(&format!("SELECT {API_KEY_COLUMNS} FROM \"_ferrobase_api_keys\" WHERE \"id\" = ?"))?
+        .prepare_cached(&format!(
+            "SELECT {API_KEY_COLUMNS} FROM \"_ferrobase_api_keys\" WHERE \"id\" = ?"
+        ))?
         .query_row([id], api_key_row)
         .optional()?)
 }
@@ -145,7 +173,12 @@ pub(crate) fn api_keys_of(conn: &Connection, user_id: &str) -> Result<Vec<ApiKey
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub(crate) fn revoke_api_key(conn: &Connection, user_id: &str, id: &str, now: &str) -> Result<bool, StoreError> {
+pub(crate) fn revoke_api_key(
+    conn: &Connection,
+    user_id: &str,
+    id: &str,
+    now: &str,
+) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached("UPDATE \"_ferrobase_api_keys\" SET \"revoked_at\" = COALESCE(\"revoked_at\", ?) WHERE \"id\" = ? AND \"user_id\" = ?")?
         .execute(params![now, id, user_id])?
@@ -153,7 +186,12 @@ pub(crate) fn revoke_api_key(conn: &Connection, user_id: &str, id: &str, now: &s
 }
 
 /// Records use, at most once a minute per key (not a write per request).
-pub(crate) fn touch_api_key(conn: &Connection, id: &str, now: &str, stale_before: &str) -> Result<(), StoreError> {
+pub(crate) fn touch_api_key(
+    conn: &Connection,
+    id: &str,
+    now: &str,
+    stale_before: &str,
+) -> Result<(), StoreError> {
     conn.prepare_cached(
         "UPDATE \"_ferrobase_api_keys\" SET \"last_used_at\" = ? WHERE \"id\" = ? AND (\"last_used_at\" IS NULL OR \"last_used_at\" < ?)",
     )?
@@ -162,14 +200,22 @@ pub(crate) fn touch_api_key(conn: &Connection, id: &str, now: &str, stale_before
 }
 
 /// The users row with this email (case-insensitively), as a record id.
-pub(crate) fn user_id_by_email(conn: &Connection, email: &str) -> Result<Option<String>, StoreError> {
+pub(crate) fn user_id_by_email(
+    conn: &Connection,
+    email: &str,
+) -> Result<Option<String>, StoreError> {
     Ok(conn
         .prepare_cached("SELECT \"id\" FROM \"users\" WHERE \"email\" = ? COLLATE NOCASE")?
         .query_row([email], |r| r.get(0))
         .optional()?)
 }
 
-pub(crate) fn set_password_hash(conn: &Connection, user_id: &str, hash: &str, now: &str) -> Result<bool, StoreError> {
+pub(crate) fn set_password_hash(
+    conn: &Connection,
+    user_id: &str,
+    hash: &str,
+    now: &str,
+) -> Result<bool, StoreError> {
     Ok(conn
         .prepare_cached(
             "UPDATE \"users\" SET \"password_hash\" = ?, \"version\" = \"version\" + 1, \"updated_at\" = ? WHERE \"id\" = ?",

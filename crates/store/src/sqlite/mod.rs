@@ -173,17 +173,24 @@ impl SqliteStore {
 
     /// See [`crate::Store::list`].
     pub async fn list(&self, res: ResourceId, query: ListQuery) -> Result<Vec<Record>, StoreError> {
-        self.read(move |conn, plans| plans.list(conn, res, query)).await
+        self.read(move |conn, plans| plans.list(conn, res, query))
+            .await
     }
 
     /// See [`crate::Store::explain`].
-    pub async fn explain(&self, res: ResourceId, query: ListQuery) -> Result<Vec<String>, StoreError> {
-        self.read(move |conn, plans| plans.explain(conn, res, query)).await
+    pub async fn explain(
+        &self,
+        res: ResourceId,
+        query: ListQuery,
+    ) -> Result<Vec<String>, StoreError> {
+        self.read(move |conn, plans| plans.explain(conn, res, query))
+            .await
     }
 
     /// See [`crate::Store::count`].
     pub async fn count(&self, res: ResourceId, filter: Option<Expr>) -> Result<u64, StoreError> {
-        self.read(move |conn, plans| plans.count(conn, res, filter)).await
+        self.read(move |conn, plans| plans.count(conn, res, filter))
+            .await
     }
 
     /// See [`crate::Store::get_many`].
@@ -193,7 +200,8 @@ impl SqliteStore {
         ids: Vec<String>,
         visible: Option<Expr>,
     ) -> Result<Vec<Record>, StoreError> {
-        self.read(move |conn, plans| plans.get_many(conn, res, ids, visible)).await
+        self.read(move |conn, plans| plans.get_many(conn, res, ids, visible))
+            .await
     }
 
     /// See [`crate::Store::insert`].
@@ -233,11 +241,16 @@ impl SqliteStore {
 
     /// See [`crate::Store::insert_refresh`].
     pub async fn insert_refresh(&self, grant: RefreshGrant) -> Result<(), StoreError> {
-        self.write(move |tx, _| auth::insert_refresh(tx, &grant)).await
+        self.write(move |tx, _| auth::insert_refresh(tx, &grant))
+            .await
     }
 
     /// See [`crate::Store::rotate_refresh`].
-    pub async fn rotate_refresh(&self, presented_hash: String, next: RefreshGrant) -> Result<Rotation, StoreError> {
+    pub async fn rotate_refresh(
+        &self,
+        presented_hash: String,
+        next: RefreshGrant,
+    ) -> Result<Rotation, StoreError> {
         self.write(move |tx, _| {
             let now = next.created_at.clone();
             auth::rotate_refresh(tx, &presented_hash, next, &now)
@@ -246,13 +259,19 @@ impl SqliteStore {
     }
 
     /// See [`crate::Store::revoke_refresh`].
-    pub async fn revoke_refresh(&self, token_hash: String, now: String) -> Result<bool, StoreError> {
-        self.write(move |tx, _| auth::revoke_refresh(tx, &token_hash, &now)).await
+    pub async fn revoke_refresh(
+        &self,
+        token_hash: String,
+        now: String,
+    ) -> Result<bool, StoreError> {
+        self.write(move |tx, _| auth::revoke_refresh(tx, &token_hash, &now))
+            .await
     }
 
     /// See [`crate::Store::revoke_user`].
     pub async fn revoke_user(&self, user_id: String, now: String) -> Result<(), StoreError> {
-        self.write(move |tx, _| auth::revoke_user(tx, &user_id, &now)).await
+        self.write(move |tx, _| auth::revoke_user(tx, &user_id, &now))
+            .await
     }
 
     /// See [`crate::Store::insert_session`].
@@ -262,18 +281,29 @@ impl SqliteStore {
     }
 
     /// See [`crate::Store::session`].
-    pub async fn session(&self, token_hash: String, now: String) -> Result<Option<(String, String)>, StoreError> {
-        self.read(move |conn, _| auth::session(conn, &token_hash, &now)).await
+    pub async fn session(
+        &self,
+        token_hash: String,
+        now: String,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        self.read(move |conn, _| auth::session(conn, &token_hash, &now))
+            .await
     }
 
     /// See [`crate::Store::revoke_session`].
-    pub async fn revoke_session(&self, token_hash: String, now: String) -> Result<bool, StoreError> {
-        self.write(move |tx, _| auth::revoke_session(tx, &token_hash, &now)).await
+    pub async fn revoke_session(
+        &self,
+        token_hash: String,
+        now: String,
+    ) -> Result<bool, StoreError> {
+        self.write(move |tx, _| auth::revoke_session(tx, &token_hash, &now))
+            .await
     }
 
     /// See [`crate::Store::insert_api_key`].
     pub async fn insert_api_key(&self, key: ApiKeyRow) -> Result<(), StoreError> {
-        self.write(move |tx, _| auth::insert_api_key(tx, &key)).await
+        self.write(move |tx, _| auth::insert_api_key(tx, &key))
+            .await
     }
 
     /// See [`crate::Store::api_key`].
@@ -283,26 +313,46 @@ impl SqliteStore {
 
     /// See [`crate::Store::api_keys_of`].
     pub async fn api_keys_of(&self, user_id: String) -> Result<Vec<ApiKeyRow>, StoreError> {
-        self.read(move |conn, _| auth::api_keys_of(conn, &user_id)).await
+        self.read(move |conn, _| auth::api_keys_of(conn, &user_id))
+            .await
     }
 
     /// See [`crate::Store::revoke_api_key`].
-    pub async fn revoke_api_key(&self, user_id: String, id: String, now: String) -> Result<bool, StoreError> {
-        self.write(move |tx, _| auth::revoke_api_key(tx, &user_id, &id, &now)).await
+    pub async fn revoke_api_key(
+        &self,
+        user_id: String,
+        id: String,
+        now: String,
+    ) -> Result<bool, StoreError> {
+        self.write(move |tx, _| auth::revoke_api_key(tx, &user_id, &id, &now))
+            .await
     }
 
     /// See [`crate::Store::touch_api_key`].
-    pub async fn touch_api_key(&self, id: String, now: String, stale_before: String) -> Result<(), StoreError> {
-        self.write(move |tx, _| auth::touch_api_key(tx, &id, &now, &stale_before)).await
+    pub async fn touch_api_key(
+        &self,
+        id: String,
+        now: String,
+        stale_before: String,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx, _| auth::touch_api_key(tx, &id, &now, &stale_before))
+            .await
     }
 
     /// See [`crate::Store::user_id_by_email`].
     pub async fn user_id_by_email(&self, email: String) -> Result<Option<String>, StoreError> {
-        self.read(move |conn, _| auth::user_id_by_email(conn, &email)).await
+        self.read(move |conn, _| auth::user_id_by_email(conn, &email))
+            .await
     }
 
     /// See [`crate::Store::set_password_hash`].
-    pub async fn set_password_hash(&self, user_id: String, hash: String, now: String) -> Result<bool, StoreError> {
-        self.write(move |tx, _| auth::set_password_hash(tx, &user_id, &hash, &now)).await
+    pub async fn set_password_hash(
+        &self,
+        user_id: String,
+        hash: String,
+        now: String,
+    ) -> Result<bool, StoreError> {
+        self.write(move |tx, _| auth::set_password_hash(tx, &user_id, &hash, &now))
+            .await
     }
 }

@@ -215,7 +215,12 @@ impl Plans {
     }
 
     /// Whether record `id` of `resource` satisfies `cond`.
-    fn satisfies(conn: &Connection, resource: &Resource, id: &str, cond: &Expr) -> Result<bool, StoreError> {
+    fn satisfies(
+        conn: &Connection,
+        resource: &Resource,
+        id: &str,
+        cond: &Expr,
+    ) -> Result<bool, StoreError> {
         let table = resource.name.as_str();
         let (sql, values) = Query::select()
             .expr(Expr::cust("1"))
@@ -242,7 +247,11 @@ impl Plans {
         let (resource, plan) = self.parts(res)?;
         let table = resource.name.as_str();
         let query = ListQuery {
-            filter: Some(Expr::col((alias(table), alias("id"))).eq(id).and(cond.clone())),
+            filter: Some(
+                Expr::col((alias(table), alias("id")))
+                    .eq(id)
+                    .and(cond.clone()),
+            ),
             limit: 1,
             ..ListQuery::default()
         };
@@ -395,7 +404,11 @@ impl Plans {
                 format!("{}.\"id\" IN (SELECT value FROM json_each(?))", q(table)),
                 [ids],
             );
-            let query = ListQuery { filter: Some(among.and(visible)), limit, ..ListQuery::default() };
+            let query = ListQuery {
+                filter: Some(among.and(visible)),
+                limit,
+                ..ListQuery::default()
+            };
             let statement = list_statement(resource, &query)?;
             return self.select(conn, resource, plan, statement.build(SqliteQueryBuilder));
         }
@@ -413,7 +426,12 @@ impl Plans {
 
     /// Checks an existing record against the access of a write: `Ok(false)` when it is
     /// not visible (404), `Forbidden` when visible but not allowed (403).
-    fn permits(conn: &Connection, resource: &Resource, id: &str, access: &Access) -> Result<bool, StoreError> {
+    fn permits(
+        conn: &Connection,
+        resource: &Resource,
+        id: &str,
+        access: &Access,
+    ) -> Result<bool, StoreError> {
         if let Some(visible) = &access.visible
             && !Self::satisfies(conn, resource, id, visible)?
         {

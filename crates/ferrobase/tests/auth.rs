@@ -762,3 +762,102 @@ fn no_password_token_or_secret_reaches_the_logs() {
     }
     assert!(logs.contains(&alice.id), "request lines name the user");
 }
+
+const NOTES: &str = r#"
+[auth]
+roles = ["admin", "user"]
+default_role = "user"
+
+[resources.users.fields]
+name = { type = "string" }
+
+[resources.notes]
+timestamps = true
+[resources.notes.fields]
+owner    = { type = "relation", resource = "users", required = true, default = "@auth.id", read_only = true }
+text     = { type = "text" }
+internal = { type = "text", read = "@auth.role = 'admin' || owner = @auth.id", write = "@auth.role = 'admin'" }
+pin      = { type = "string", hidden = true }
+[resources.notes.rules]
+list   = "@auth.id != null"
+view   = "@auth.id != null"
+create = "@auth.id != null"
+update = "owner = @auth.id || @auth.role = 'admin'"
+delete = "owner = @auth.id"
+"#;
+
+#[test]
+fn field_rules_hide_and_protect_single_fields() {
+    let project = Project::new().schema(NOTES);
+    create_admin(&project, "root@example.com", "admin-password-1");
+    let s = project.serve(BIN);
+    let ann = register(&s, "ann@example.com", "ann-password");
+    let ben = register(&s, "ben@example.com", "ben-password");
+    let admin = login(&s, "root@example.com", "admin-password-1");
+
+    // Only admins may write `internal`; nobody reads `pin` back.
+    let r = as_user(
+        &s,
+        &ann.access,
+        "POST",
+        "/api/v1/notes",
+        Some(json!({"text": "hi", "internal": "x"})),
+    );
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(r.text.contains("internal"));
+    let r = as_user(
+        &s,
+        &ann.access,
+        "POST",
+        "/api/v1/notes",
+        Some(json!({"text": "hi", "pin": "1234"})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let note = r.json()["data"].clone();
+    assert_eq!(note["owner"], ann.id);
+    assert!(note.get("pin").is_none(), "hidden");
+    let path = format!("/api/v1/notes/{}", note["id"].as_str().expect("id"));
+    let r = as_user(
+        &s,
+        &admin.access,
+        "PATCH",
+        &path,
+        Some(json!({"internal": "reviewed"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // `internal` is readable by its owner and admins, not by other users.
+    let mine = as_user(&s, &ann.access, "GET", &path, None).json();
+    assert_eq!(mine["data"]["internal"], "reviewed");
+    let theirs = as_user(&s, &ben.access, "GET", &path, None).json();
+    assert!(theirs["data"].get("internal").is_none(), "{theirs}");
+    assert_eq!(theirs["data"]["text"], "hi");
+    let listed = as_user(&s, &ben.access, "GET", "/api/v1/notes", None).json();
+    assert!(listed["data"][0].get("internal").is_none());
+    let r = as_user(
+        &s,
+        &ann.access,
+        "PATCH",
+        &path,
+        Some(json!({"internal": "mine"})),
+    );
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = as_user(
+        &s,
+        &ann.access,
+        "PATCH",
+        &path,
+        Some(json!({"owner": ben.id})),
+    );
+    assert_eq!(r.status, 400, "read-only");
+    // Rules needing a caller: 401 without one.
+    assert_eq!(s.get("/api/v1/notes").status, 401);
+    assert_eq!(s.get(&path).status, 401);
+    // ben sees the note but may not change it.
+    assert_eq!(
+        as_user(&s, &ben.access, "PATCH", &path, Some(json!({"text": "x"}))).status,
+        403
+    );
+    assert_eq!(as_user(&s, &ben.access, "DELETE", &path, None).status, 403);
+    assert_eq!(as_user(&s, &ann.access, "DELETE", &path, None).status, 204);
+}

@@ -72,10 +72,17 @@ impl Key {
     }
 }
 
+/// Most verified tokens remembered; the memory is dropped when it fills.
+const VERIFIED_CACHE: usize = 10_000;
+
 /// The signing key (from `FERROBASE_SECRET`) and the keys still accepted.
 pub struct JwtKeys {
     current: Key,
     previous: Option<Key>,
+    /// Tokens whose signature was already checked, with their claims: an Ed25519
+    /// verification costs more than the rest of a cached read, and clients reuse a
+    /// token for many requests. Expiry is still checked on every use.
+    verified: std::sync::RwLock<std::collections::HashMap<String, AccessClaims>>,
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -98,6 +105,7 @@ impl JwtKeys {
         Self {
             current: Key::derive(secret),
             previous: previous.map(Key::derive),
+            verified: std::sync::RwLock::new(std::collections::HashMap::new()),
         }
     }
 
@@ -131,6 +139,36 @@ impl JwtKeys {
 
     /// Verifies a token at `now` (unix seconds) and returns its claims.
     pub fn verify(&self, token: &str, now: i64) -> Result<AccessClaims, TokenError> {
+        let known = self
+            .verified
+            .read()
+            .ok()
+            .and_then(|cache| cache.get(token).cloned());
+        let claims = match known {
+            Some(claims) => claims,
+            None => {
+                let claims = self.verify_signature(token)?;
+                if let Ok(mut cache) = self.verified.write() {
+                    if cache.len() >= VERIFIED_CACHE {
+                        cache.clear();
+                    }
+                    cache.insert(token.to_owned(), claims.clone());
+                }
+                claims
+            }
+        };
+        if claims.nbf > now + LEEWAY_SECS {
+            return Err(TokenError::Invalid);
+        }
+        if claims.exp <= now - LEEWAY_SECS {
+            return Err(TokenError::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// Everything that does not depend on the time: shape, header, signature, issuer
+    /// and audience.
+    fn verify_signature(&self, token: &str) -> Result<AccessClaims, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Invalid);
         }
@@ -178,12 +216,6 @@ impl JwtKeys {
             .ok_or(TokenError::Invalid)?;
         if claims.iss != ISSUER || claims.aud != ISSUER || claims.sub.is_empty() {
             return Err(TokenError::Invalid);
-        }
-        if claims.nbf > now + LEEWAY_SECS {
-            return Err(TokenError::Invalid);
-        }
-        if claims.exp <= now - LEEWAY_SECS {
-            return Err(TokenError::Expired);
         }
         Ok(claims)
     }

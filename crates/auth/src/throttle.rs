@@ -4,6 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+/// Most keys remembered at once.
+const MAX_KEYS: usize = 100_000;
+
 /// Counts failures per key in fixed windows.
 pub struct Throttle {
     limit: u32,
@@ -39,16 +42,39 @@ impl Throttle {
 
     /// Records a failure for `key`.
     pub fn fail(&self, key: &str, now: i64) {
+        let _ = self.hit(key, now);
+    }
+
+    /// Counts an attempt and, in the same step, says whether it is over the limit (then
+    /// with the seconds to wait). Counting before the work is done means a burst of
+    /// concurrent attempts cannot all slip through before the first failure is recorded.
+    pub fn hit(&self, key: &str, now: i64) -> Result<(), i64> {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let window = self.window(now);
-        if counts.len() > 100_000 {
+        if counts.len() >= MAX_KEYS {
             counts.retain(|_, (w, _)| *w == window);
+            if counts.len() >= MAX_KEYS {
+                // Memory stays bounded even under a flood of distinct keys.
+                counts.clear();
+            }
         }
         let entry = counts.entry(key.to_owned()).or_insert((window, 0));
         if entry.0 != window {
             *entry = (window, 0);
         }
+        if entry.1 >= self.limit {
+            return Err((window + 1) * self.window_secs - now);
+        }
         entry.1 += 1;
+        Ok(())
+    }
+
+    /// Takes back one counted attempt (it turned out to succeed).
+    pub fn forgive(&self, key: &str) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = counts.get_mut(key) {
+            entry.1 = entry.1.saturating_sub(1);
+        }
     }
 
     /// Forgets `key` (after a successful login).
@@ -77,5 +103,15 @@ mod tests {
         t.fail("c", 100);
         t.clear("c");
         assert_eq!(t.blocked("c", 100), None);
+    }
+
+    #[test]
+    fn hit_counts_first_and_forgive_takes_back() {
+        let t = Throttle::new(2, 60);
+        assert_eq!(t.hit("k", 0), Ok(()));
+        assert_eq!(t.hit("k", 0), Ok(()));
+        assert_eq!(t.hit("k", 0), Err(60));
+        t.forgive("k");
+        assert_eq!(t.hit("k", 0), Ok(()));
     }
 }

@@ -285,6 +285,24 @@ async fn identify(
             ),
             TokenError::Invalid => invalid("the access token is not valid"),
         })?;
+        // Admin rights are confirmed against the database on every request: a demoted or
+        // deleted admin must not keep them for the rest of the token's life.
+        if claims.role == "admin" {
+            let user = load_user(state, &claims.sub)
+                .await?
+                .ok_or_else(|| invalid("the access token is not valid"))?;
+            let role = user
+                .get("role")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            return Ok(Some(Caller {
+                id: claims.sub,
+                role,
+                user: Some(user),
+                via: Via::Bearer,
+            }));
+        }
         return Ok(Some(Caller {
             id: claims.sub,
             role: claims.role,

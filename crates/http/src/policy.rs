@@ -164,6 +164,27 @@ pub fn decide(
     body: Option<&Map<String, Value>>,
     env_now: time::OffsetDateTime,
 ) -> Result<Access, ApiError> {
+    decide_as(
+        policy,
+        resource,
+        op,
+        identity,
+        body,
+        env_now,
+        &resource.name,
+    )
+}
+
+/// [`decide`] for rows that the query calls `table` (an alias in a subquery).
+pub fn decide_as(
+    policy: &Policy,
+    resource: &Resource,
+    op: Op,
+    identity: &Identity,
+    body: Option<&Map<String, Value>>,
+    env_now: time::OffsetDateTime,
+    table: &str,
+) -> Result<Access, ApiError> {
     if let Some(caller) = identity.caller()
         && !caller.scope_allows(&resource.name, op.writes())
     {
@@ -187,7 +208,7 @@ pub fn decide(
         body,
         now: env_now,
     };
-    Ok(match compile(cond, &env, Dialect::Sqlite, &resource.name) {
+    Ok(match compile(cond, &env, Dialect::Sqlite, table) {
         Compiled::Always(true) => Access::All,
         Compiled::Always(false) if identity.caller().is_none() && cond.uses_auth() => {
             return Err(ApiError::unauthorized());

@@ -33,8 +33,10 @@ impl Clock for SystemClock {
 #[derive(Clone)]
 pub struct AppState(pub Arc<App>);
 
-/// Failed logins allowed per account, and per client address, in one window.
-const LOGIN_FAILURES_PER_ACCOUNT: u32 = 10;
+/// Login attempts allowed in one window: per account and address, per account (from
+/// anywhere), per address.
+const LOGIN_FAILURES_PER_PAIR: u32 = 10;
+const LOGIN_FAILURES_PER_ACCOUNT: u32 = 100;
 const LOGIN_FAILURES_PER_IP: u32 = 50;
 const REGISTRATIONS_PER_IP: u32 = 20;
 const THROTTLE_WINDOW_SECS: i64 = 15 * 60;
@@ -61,12 +63,18 @@ pub struct App {
     pub csrf_key: [u8; 32],
     /// Compiled rules, per resource in schema order.
     pub policies: Vec<Policy>,
+    /// Failed logins per account and client address.
+    pub pair_throttle: Throttle,
     /// Failed logins per account.
     pub account_throttle: Throttle,
     /// Failed logins and registrations per client address.
     pub ip_throttle: Throttle,
     /// Registrations per client address.
     pub register_throttle: Throttle,
+    /// Bounds concurrent password hashing (19 MiB each).
+    pub hashing: tokio::sync::Semaphore,
+    /// Whether any rule needs user fields beyond id and role (then they are loaded).
+    pub rules_need_user: bool,
 }
 
 impl AppState {
@@ -79,13 +87,19 @@ impl AppState {
             previous.map(|s| s.derive("cursor")),
         );
         let policies = Policy::compile_all(&schema);
+        let rules_need_user = policies.iter().any(Policy::needs_user_record);
         Self(Arc::new(App {
             jwt: JwtKeys::derive(&secret, previous),
             csrf_key: secret.derive("csrf"),
             passwords: Passwords::default(),
             cursors,
             policies,
+            pair_throttle: Throttle::new(LOGIN_FAILURES_PER_PAIR, THROTTLE_WINDOW_SECS),
             account_throttle: Throttle::new(LOGIN_FAILURES_PER_ACCOUNT, THROTTLE_WINDOW_SECS),
+            hashing: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+            ),
+            rules_need_user,
             ip_throttle: Throttle::new(LOGIN_FAILURES_PER_IP, THROTTLE_WINDOW_SECS),
             register_throttle: Throttle::new(REGISTRATIONS_PER_IP, THROTTLE_WINDOW_SECS),
             schema,

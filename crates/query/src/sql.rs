@@ -48,11 +48,25 @@ impl Compiled {
 /// Like [`to_sql`], but says when the condition was decided with no row to look at
 /// (so callers can answer 401/403 without asking the database).
 pub fn compile(cond: &Cond, env: &Env<'_>, dialect: Dialect, table: &str) -> Compiled {
+    compile_guarded(cond, env, dialect, table, None)
+}
+
+/// Compiles a client's filter: every related record it looks at must also satisfy
+/// `guard` (the related resource's view rule), so a filter can never reveal what the
+/// caller could not read directly.
+pub fn compile_guarded(
+    cond: &Cond,
+    env: &Env<'_>,
+    dialect: Dialect,
+    table: &str,
+    guard: Option<Guard<'_>>,
+) -> Compiled {
     let mut c = Compiler {
         env,
         dialect,
         table,
         aliases: 0,
+        guard,
     };
     match c.cond(cond) {
         Out::Const(b) => Compiled::Always(b),
@@ -79,11 +93,16 @@ enum Side {
     Constant(Option<Scalar>),
 }
 
+/// For a resource reached through a relation and the alias it has in the query, the
+/// condition its rows must meet for the caller (its view rule), or `None` for all rows.
+pub type Guard<'a> = &'a (dyn Fn(&str, &str) -> Option<Expr> + Sync);
+
 struct Compiler<'a> {
     env: &'a Env<'a>,
     dialect: Dialect,
     table: &'a str,
     aliases: usize,
+    guard: Option<Guard<'a>>,
 }
 
 /// A compiled condition: decided already, or left to the database.
@@ -213,16 +232,20 @@ impl Compiler<'_> {
                     &j,
                     col(&j, "source").equals((Alias::new(prev.as_str()), Alias::new("id"))),
                 );
-                if i == last && c.column == "id" {
+                let a = self.next_alias("r");
+                let guard = self.guard.and_then(|g| g(&hop.to, &a));
+                if i == last && c.column == "id" && guard.is_none() {
                     return col(&j, "target");
                 }
-                let a = self.next_alias("r");
                 link(
                     sub,
                     hop.to.clone(),
                     &a,
                     col(&a, "id").equals((Alias::new(j.as_str()), Alias::new("target"))),
                 );
+                if let (Some(s), Some(g)) = (sub.as_mut(), guard) {
+                    s.and_where(g);
+                }
                 prev = a;
             } else {
                 let a = self.next_alias("r");
@@ -233,6 +256,10 @@ impl Compiler<'_> {
                     col(&a, "id")
                         .equals((Alias::new(prev.as_str()), Alias::new(hop.field.as_str()))),
                 );
+                if let (Some(s), Some(g)) = (sub.as_mut(), self.guard.and_then(|g| g(&hop.to, &a)))
+                {
+                    s.and_where(g);
+                }
                 prev = a;
             }
         }

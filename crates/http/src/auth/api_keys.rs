@@ -84,9 +84,12 @@ pub(crate) async fn create(
         ),
         (None, Some(Value::String(d))) => {
             let d = parse_duration(&d).map_err(|m| field_error("expiresIn", &m))?;
-            Some(format_datetime(
-                now + time::Duration::try_from(d).unwrap_or(time::Duration::ZERO),
-            ))
+            let at = time::Duration::try_from(d)
+                .ok()
+                .filter(|d| *d <= time::Duration::days(3650))
+                .and_then(|d| now.checked_add(d))
+                .ok_or_else(|| field_error("expiresIn", "must be at most 10 years"))?;
+            Some(format_datetime(at))
         }
         (None, None) => None,
         _ => {

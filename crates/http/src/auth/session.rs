@@ -29,16 +29,37 @@ fn invalid_credentials() -> ApiError {
     )
 }
 
+/// The throttle key of a client: its address, or its /64 for IPv6 (one host usually
+/// owns a whole /64).
 fn ip_key(state: &AppState, req: &Request) -> String {
-    client_ip(state, req.headers(), peer(req))
-        .map_or_else(|| "ip:unknown".into(), |ip| format!("ip:{ip}"))
+    match client_ip(state, req.headers(), peer(req)) {
+        Some(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Some(ip) => format!("ip:{ip}"),
+        None => "ip:unknown".into(),
+    }
+}
+
+/// Runs Argon2 on the blocking pool, a bounded number at a time (each takes 19 MiB).
+async fn blocking_hash<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&ferrobase_auth::Passwords) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let _permit = state
+        .hashing
+        .acquire()
+        .await
+        .map_err(|_| ApiError::unavailable("shutting down"))?;
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || work(&state.passwords))
+        .await
+        .map_err(ApiError::internal)
 }
 
 async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || state.passwords.hash(&password))
-        .await
-        .map_err(ApiError::internal)
+    blocking_hash(state, move |p| p.hash(&password)).await
 }
 
 /// `POST /api/v1/auth/register`: `{email, password, ...profile}` → 201 with tokens.
@@ -64,6 +85,14 @@ pub(crate) async fn register(
         auth_id: None,
         now: &now,
     };
+    let written: Vec<usize> = users
+        .fields
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| body.contains_key(&f.name))
+        .map(|(i, _)| i)
+        .collect();
+    let profile = body.clone();
     let mut values = match for_create(users, body, &ctx) {
         Ok(values) if errors.is_empty() => values,
         Ok(_) => return Err(ApiError::validation(errors)),
@@ -78,6 +107,17 @@ pub(crate) async fn register(
             .as_str()
             .map_or(Value::Null, |e| Value::String(e.to_lowercase()));
     }
+    // A registering visitor is anonymous: profile fields with write rules apply to them.
+    crate::policy::check_field_writes(
+        state.policy(res),
+        users,
+        written.into_iter(),
+        &values,
+        "",
+        &Identity(None),
+        &profile,
+        state.clock.now(),
+    )?;
     let hash = hash_password(&state, password).await?;
     if let Some(i) = users.fields.iter().position(|f| f.name == "password_hash") {
         values[i] = Value::String(hash);
@@ -121,13 +161,27 @@ pub(crate) async fn login(
             ));
         }
     };
+    if email.len() > 254 || password.len() > ferrobase_auth::password::MAX_PASSWORD_LEN {
+        return Err(invalid_credentials());
+    }
+    // Attempts are counted before the password is checked (so a burst cannot slip past
+    // the limit) and forgiven when they succeed: per account and address pair, per
+    // account (higher, so one attacker cannot lock an account from one address), and per
+    // address.
     let account = format!("account:{email}");
-    if let Some(wait) = state
-        .account_throttle
-        .blocked(&account, now_unix)
-        .or(state.ip_throttle.blocked(&ip, now_unix))
-    {
-        return Ok(rate_limited(wait));
+    let pair = format!("{account}|{ip}");
+    let counted = [
+        (&state.pair_throttle, pair.as_str()),
+        (&state.account_throttle, account.as_str()),
+        (&state.ip_throttle, ip.as_str()),
+    ];
+    for (i, (throttle, key)) in counted.iter().enumerate() {
+        if let Err(wait) = throttle.hit(key, now_unix) {
+            for (t, k) in &counted[..i] {
+                t.forgive(k);
+            }
+            return Ok(rate_limited(wait));
+        }
     }
     let (res, users) = state.users();
     let user = match state.store.user_id_by_email(email.clone()).await? {
@@ -139,19 +193,14 @@ pub(crate) async fn login(
         .as_ref()
         .zip(hash_index)
         .and_then(|(u, i)| u.values[i].as_str().map(str::to_owned));
-    let verifier = state.clone();
     let candidate = password.clone();
-    let verified = tokio::task::spawn_blocking(move || {
-        verifier.passwords.verify(&candidate, stored.as_deref())
-    })
-    .await
-    .map_err(ApiError::internal)?;
+    let verified = blocking_hash(&state, move |p| p.verify(&candidate, stored.as_deref())).await?;
     let Some(user) = user.filter(|_| verified.ok) else {
-        state.account_throttle.fail(&account, now_unix);
-        state.ip_throttle.fail(&ip, now_unix);
         return Err(invalid_credentials());
     };
-    state.account_throttle.clear(&account);
+    for (throttle, key) in counted {
+        throttle.forgive(key);
+    }
     let now = format_datetime(state.clock.now());
     if verified.needs_rehash {
         let hash = hash_password(&state, password).await?;
@@ -331,15 +380,18 @@ pub(crate) async fn change_password(
         .iter()
         .position(|f| f.name == "password_hash")
         .and_then(|i| user.values[i].as_str().map(str::to_owned));
-    let verifier = state.clone();
-    let ok = tokio::task::spawn_blocking(move || {
-        verifier.passwords.verify(&current, stored.as_deref()).ok
-    })
-    .await
-    .map_err(ApiError::internal)?;
+    let attempts = format!("password-change:{}", caller.id);
+    if let Err(wait) = state
+        .pair_throttle
+        .hit(&attempts, state.clock.now().unix_timestamp())
+    {
+        return Ok(rate_limited(wait));
+    }
+    let ok = blocking_hash(&state, move |p| p.verify(&current, stored.as_deref()).ok).await?;
     if !ok {
         return Err(invalid_credentials());
     }
+    state.pair_throttle.forgive(&attempts);
     let hash = hash_password(&state, new).await?;
     let now = format_datetime(state.clock.now());
     state

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use ferrobase_query::cursor::{Cursor, CursorError};
 use ferrobase_query::env::Env;
-use ferrobase_query::sql::{Dialect, to_sql};
+use ferrobase_query::sql::{Dialect, compile_guarded};
 use ferrobase_schema::Resource;
 use ferrobase_store::{ListQuery, Record};
 use sea_query::ExprTrait;
@@ -20,7 +20,7 @@ use super::{RecordJson, json_response, resource, with_user};
 use crate::error::ApiError;
 use crate::extract::Segments;
 use crate::identity::Identity;
-use crate::policy::{Op, auth_map, decide, readable};
+use crate::policy::{Access, Op, auth_map, decide, decide_as, readable};
 use crate::state::AppState;
 
 #[derive(Serialize)]
@@ -121,10 +121,29 @@ pub(crate) async fn list(
         body: None,
         now,
     };
-    let filter = params
-        .filter
-        .as_ref()
-        .map(|cond| to_sql(cond, &env, Dialect::Sqlite, &resource.name));
+    // Related records a filter looks at must be visible to the caller themselves.
+    let guard = |name: &str, alias: &str| -> Option<sea_query::Expr> {
+        let denied = Some(sea_query::Expr::cust("FALSE"));
+        let Ok((id, target)) = super::resource(&state, name) else {
+            return denied;
+        };
+        match decide_as(
+            state.policy(id),
+            target,
+            Op::View,
+            &identity,
+            None,
+            now,
+            alias,
+        ) {
+            Ok(Access::All) => None,
+            Ok(Access::Where(e)) => Some(e),
+            Ok(Access::None) | Err(_) => denied,
+        }
+    };
+    let filter = params.filter.as_ref().map(|cond| {
+        compile_guarded(cond, &env, Dialect::Sqlite, &resource.name, Some(&guard)).into_expr()
+    });
     // The rule is part of the query: rows the caller may not see are never read.
     let filter = match (rule, filter) {
         (Some(r), Some(f)) => Some(r.and(f)),

@@ -47,7 +47,10 @@ pub(crate) async fn with_user(
     identity: Identity,
 ) -> Result<Identity, ApiError> {
     match identity.0 {
-        Some(mut caller) if caller.user.is_none() && policy.needs_user_record() => {
+        // Any resource's rules count: expanded and related records are judged too.
+        Some(mut caller)
+            if caller.user.is_none() && (policy.needs_user_record() || state.rules_need_user) =>
+        {
             caller.user = load_user(state, &caller.id).await?;
             Ok(Identity(Some(caller)))
         }

@@ -617,6 +617,14 @@ impl Plans {
         for m in plan.many.iter().filter(|m| changed.contains(&m.field)) {
             Self::write_links(conn, m, id, &record.values[m.field], true)?;
         }
+        // The record must still satisfy the update rule once changed: nobody may update a
+        // record into a state they could not have updated (handing a post to someone
+        // else, say). A refusal rolls the transaction back.
+        if let Some(allowed) = &access.allowed
+            && !Self::satisfies(conn, resource, id, allowed)?
+        {
+            return Err(StoreError::Forbidden);
+        }
         record.version += 1;
         if resource.timestamps {
             record.updated_at = Some(update.now);

@@ -139,6 +139,14 @@ fn invalid(message: &str) -> ApiError {
     )
 }
 
+/// The role held in a loaded user record.
+fn role_in(user: &Map<String, Value>) -> String {
+    user.get("role")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// The user record of `id` as a JSON map (without hidden fields), if it exists.
 pub async fn load_user(state: &AppState, id: &str) -> Result<Option<Map<String, Value>>, ApiError> {
     let users = state.users();
@@ -187,11 +195,7 @@ async fn from_api_key(state: &AppState, key: &str) -> Result<Caller, ApiError> {
     }
     Ok(Caller {
         id: row.user_id,
-        role: user
-            .get("role")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
+        role: role_in(&user),
         user: Some(user),
         via: Via::ApiKey {
             id: row.id,
@@ -210,11 +214,7 @@ async fn from_session(state: &AppState, token: &str) -> Result<Option<Caller>, A
     };
     Ok(Some(Caller {
         id: user_id,
-        role: user
-            .get("role")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
+        role: role_in(&user),
         user: Some(user),
         via: Via::Cookie { session_id },
     }))
@@ -291,11 +291,7 @@ async fn identify(
             let user = load_user(state, &claims.sub)
                 .await?
                 .ok_or_else(|| invalid("the access token is not valid"))?;
-            let role = user
-                .get("role")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned();
+            let role = role_in(&user);
             return Ok(Some(Caller {
                 id: claims.sub,
                 role,

@@ -85,13 +85,7 @@ pub(crate) async fn register(
         auth_id: None,
         now: &now,
     };
-    let written: Vec<usize> = users
-        .fields
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| body.contains_key(&f.name))
-        .map(|(i, _)| i)
-        .collect();
+    let written = crate::records::fields_in(users, &body);
     let profile = body.clone();
     let mut values = match for_create(users, body, &ctx) {
         Ok(values) if errors.is_empty() => values,

@@ -36,13 +36,7 @@ pub(crate) async fn create(
         auth_id: identity.caller().map(|c| c.id.as_str()),
         now: &now,
     };
-    let written: Vec<usize> = resource
-        .fields
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| body.contains_key(&f.name))
-        .map(|(i, _)| i)
-        .collect();
+    let written = crate::records::fields_in(resource, &body);
     let values = for_create(resource, body, &ctx).map_err(ApiError::validation)?;
     let record_body = values_map(resource, &values);
     let id = uuid::Uuid::now_v7().to_string();

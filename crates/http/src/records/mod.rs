@@ -68,6 +68,17 @@ pub(crate) fn not_found(resource: &Resource) -> ApiError {
     ApiError::not_found(format!("no such record in {}", resource.name))
 }
 
+/// Indexes of the fields a body names (the fields a write touches).
+pub(crate) fn fields_in(resource: &Resource, body: &Map<String, Value>) -> Vec<usize> {
+    resource
+        .fields
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| body.contains_key(&f.name))
+        .map(|(i, _)| i)
+        .collect()
+}
+
 /// The record's values as a body map (`@body` of create rules).
 pub(crate) fn values_map(resource: &Resource, values: &[Value]) -> Map<String, Value> {
     resource

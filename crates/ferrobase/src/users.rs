@@ -90,10 +90,6 @@ pub fn create(dir: &Path, email: &str, role: &str) -> ExitCode {
         "password_hash",
         Value::String(Passwords::default().hash(&password)),
     );
-    let store = match Store::open(&project.dir, &project.settings, schema.clone()) {
-        Ok(s) => s,
-        Err(e) => return fail(EXIT_RUNTIME, format!("cannot open the database: {e}")),
-    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -102,8 +98,13 @@ pub fn create(dir: &Path, email: &str, role: &str) -> ExitCode {
         Err(e) => return fail(EXIT_RUNTIME, e),
     };
     let id = uuid::Uuid::now_v7().to_string();
-    let result =
-        runtime.block_on(store.insert(ResourceId(index), NewRecord { id, now, values }, None));
+    let result = runtime.block_on(async {
+        let store = Store::open(&project.dir, &project.settings, schema.clone())?;
+        store.wait_ready(std::time::Duration::from_secs(30)).await?;
+        store
+            .insert(ResourceId(index), NewRecord { id, now, values }, None)
+            .await
+    });
     match result {
         Ok(record) => {
             println!("created user {} ({email}, role {role})", record.id);

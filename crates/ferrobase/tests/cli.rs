@@ -171,7 +171,7 @@ fn check_refuses_what_would_fail_at_run_time() {
         .schema(
             "[resources.sqlite_stat.fields]\nx = { type = \"text\" }\n[resources.notes.fields]\nstamp = { type = \"string\", required = true, read_only = true }\n",
         )
-        .settings("[server]\nrequest_timeout = \"0s\"\n[database]\nurl = \"postgres://db/app\"\n");
+        .settings("[server]\nrequest_timeout = \"0s\"\n[database]\nurl = \"mysql://db/app\"\n");
     let out = project.run(BIN, &["check"]);
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -179,7 +179,7 @@ fn check_refuses_what_would_fail_at_run_time() {
         "resource name 'sqlite_stat' is reserved",
         "field 'notes.stamp' is required and read-only but has no default",
         "server.request_timeout: must be longer than zero",
-        "database.url: PostgreSQL is not supported by this version yet",
+        "database.url: must start with sqlite:// or postgres://",
     ] {
         assert!(err.contains(part), "missing {part}: {err}");
     }

@@ -35,7 +35,7 @@ impl Op {
 }
 
 /// The compiled rules of one resource.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Policy {
     list: Option<Cond>,
     view: Option<Cond>,
@@ -46,6 +46,8 @@ pub struct Policy {
     read: Vec<Option<Cond>>,
     /// Per field: the `write` rule, if any.
     write: Vec<Option<Cond>>,
+    /// The SQL dialect of the store the rules run on.
+    pub dialect: Dialect,
 }
 
 /// A rule that failed to compile (cannot happen after `check` passed) denies everyone.
@@ -64,7 +66,7 @@ fn rule(schema: &Schema, resource: &Resource, rule: Option<&Rule>, body: bool) -
 
 impl Policy {
     /// Compiles every rule of every resource, in schema order.
-    pub fn compile_all(schema: &Schema) -> Vec<Policy> {
+    pub fn compile_all(schema: &Schema, dialect: Dialect) -> Vec<Policy> {
         schema
             .resources
             .iter()
@@ -79,6 +81,7 @@ impl Policy {
                     .iter()
                     .map(|f| rule(schema, r, f.read.as_ref(), false))
                     .collect(),
+                dialect,
                 write: r
                     .fields
                     .iter()
@@ -208,7 +211,7 @@ pub fn decide_as(
         body,
         now: env_now,
     };
-    Ok(match compile(cond, &env, Dialect::Sqlite, table) {
+    Ok(match compile(cond, &env, policy.dialect, table) {
         Compiled::Always(true) => Access::All,
         Compiled::Always(false) if identity.caller().is_none() && cond.uses_auth() => {
             return Err(ApiError::unauthorized());

@@ -86,7 +86,12 @@ impl AppState {
             secret.derive("cursor"),
             previous.map(|s| s.derive("cursor")),
         );
-        let policies = Policy::compile_all(&schema);
+        let dialect = if store.is_postgres() {
+            ferrobase_query::sql::Dialect::Postgres
+        } else {
+            ferrobase_query::sql::Dialect::Sqlite
+        };
+        let policies = Policy::compile_all(&schema, dialect);
         let rules_need_user = policies.iter().any(Policy::needs_user_record);
         Self(Arc::new(App {
             jwt: JwtKeys::derive(&secret, previous),

@@ -436,12 +436,11 @@ impl<'a> Loader<'a> {
                 "sqlite://data/ferrobase.db".to_owned(),
                 |v| {
                     let url = v.string()?;
-                    if url.starts_with("sqlite://") {
+                    let known = ["sqlite://", "postgres://", "postgresql://"];
+                    if known.iter().any(|p| url.starts_with(p)) {
                         Ok(url)
-                    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                        Err("PostgreSQL is not supported by this version yet; use sqlite://".into())
                     } else {
-                        Err("must start with sqlite://".into())
+                        Err("must start with sqlite:// or postgres://".into())
                     }
                 },
             ),

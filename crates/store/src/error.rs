@@ -23,6 +23,9 @@ pub enum StoreError {
     /// Deleting would cascade through more levels than SQLite follows (422 `UNPROCESSABLE`).
     #[error("the delete cascades too deep")]
     CascadeTooDeep,
+    /// Text the database cannot store, such as NUL characters (400 `VALIDATION_FAILED`).
+    #[error("text contains characters that cannot be stored")]
+    InvalidText,
     /// A cursor's values do not fit the sort they claim (400 `VALIDATION_FAILED`).
     #[error("the cursor does not fit this list")]
     BadCursor,
@@ -77,5 +80,82 @@ impl From<rusqlite::Error> for StoreError {
             },
             _ => Self::Internal(e.to_string()),
         }
+    }
+}
+
+/// Columns named in PostgreSQL's "Key (a, b)=(...) already exists." detail.
+fn key_columns(detail: &str) -> Vec<String> {
+    detail
+        .strip_prefix("Key (")
+        .and_then(|rest| rest.split_once(")=("))
+        .map(|(cols, _)| {
+            cols.split(", ")
+                .map(|c| {
+                    // `lower(email)` names the column `email`.
+                    c.rsplit_once('(')
+                        .map_or(c, |(_, inner)| inner.trim_end_matches(')'))
+                        .trim_matches('"')
+                        .to_owned()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        use tokio_postgres::error::SqlState;
+        let Some(db) = e.as_db_error() else {
+            // No answer from the server: the connection is gone or broken.
+            return Self::Unavailable(e.to_string());
+        };
+        let code = db.code();
+        if *code == SqlState::UNIQUE_VIOLATION {
+            Self::Unique {
+                fields: key_columns(db.detail().unwrap_or_default()),
+            }
+        } else if *code == SqlState::FOREIGN_KEY_VIOLATION {
+            if db.message().contains("update or delete") {
+                Self::Referenced
+            } else {
+                Self::BrokenRelation {
+                    fields: BTreeMap::new(),
+                }
+            }
+        } else if *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE || *code == SqlState::UNTRANSLATABLE_CHARACTER {
+            Self::InvalidText
+        } else if *code == SqlState::T_R_SERIALIZATION_FAILURE
+            || *code == SqlState::T_R_DEADLOCK_DETECTED
+            || *code == SqlState::ADMIN_SHUTDOWN
+            || *code == SqlState::CANNOT_CONNECT_NOW
+            || *code == SqlState::TOO_MANY_CONNECTIONS
+            || code.code().starts_with("08")
+        {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_columns_from_details() {
+        assert_eq!(key_columns("Key (slug)=(hello) already exists."), vec!["slug"]);
+        assert_eq!(key_columns("Key (title, kind)=(a, b) already exists."), vec!["title", "kind"]);
+        assert_eq!(key_columns("Key (lower(email))=(a@b.c) already exists."), vec!["email"]);
+        assert!(key_columns("nonsense").is_empty());
     }
 }

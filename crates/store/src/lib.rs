@@ -5,6 +5,7 @@
 pub mod auth;
 mod error;
 mod list;
+mod postgres;
 mod sqlite;
 
 use std::path::Path;
@@ -17,6 +18,7 @@ use serde_json::Value;
 pub use auth::{ApiKeyRow, RefreshGrant, Rotation};
 pub use error::StoreError;
 pub use list::{KeyType, ListQuery, SortKey};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// Index of a resource in [`Schema::resources`]; the store's handle for it.
@@ -69,6 +71,7 @@ macro_rules! dispatch {
     ($self:ident, $s:ident => $call:expr) => {
         match $self {
             Store::Sqlite($s) => $call,
+            Store::Postgres($s) => $call,
         }
     };
 }
@@ -87,6 +90,8 @@ pub struct Access {
 pub enum Store {
     /// Embedded SQLite.
     Sqlite(Arc<SqliteStore>),
+    /// PostgreSQL, shared by any number of nodes.
+    Postgres(Arc<PgStore>),
 }
 
 impl Store {
@@ -99,19 +104,31 @@ impl Store {
             let path = dir.join(path);
             let store = SqliteStore::open(&path, settings.database.pool_size, schema)?;
             Ok(Self::Sqlite(Arc::new(store)))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // Must run inside the async runtime: the tables are prepared by a task.
+            let store = PgStore::connect(url, settings.database.pool_size, schema)?;
+            Ok(Self::Postgres(Arc::new(store)))
         } else {
-            Err(StoreError::Config(
-                "PostgreSQL is not supported by this build yet; use a sqlite:// database URL"
-                    .into(),
-            ))
+            Err(StoreError::Config(format!("unsupported database URL: {url}")))
         }
+    }
+
+    /// Waits until the store can serve (PostgreSQL: its tables exist), at most `deadline`.
+    pub async fn wait_ready(&self, deadline: std::time::Duration) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(_) => Ok(()),
+            Self::Postgres(s) => s.wait_ready(deadline).await,
+        }
+    }
+
+    /// Which SQL dialect the store speaks.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres(_))
     }
 
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match self {
-            Self::Sqlite(s) => s.ping().await,
-        }
+        dispatch!(self, s => s.ping().await)
     }
 
     /// One record by id, if it exists and satisfies `visible` (the view rule).

@@ -1,7 +1,7 @@
 //! The list query: filter, keyset position, order and page, built once for any dialect.
 
 use ferrobase_schema::Resource;
-use sea_query::{Alias, Expr, ExprTrait, Order, Query, SelectStatement};
+use sea_query::{Alias, Expr, ExprTrait, NullOrdering, Order, Query, SelectStatement};
 use serde_json::Value;
 
 use crate::StoreError;
@@ -10,8 +10,14 @@ use crate::sqlite::expected_columns;
 /// How a sort key's values are stored, to bind cursor values with the right type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyType {
-    /// Text (also ids and datetimes).
+    /// Text.
     Text,
+    /// A record id or UUID (text on SQLite).
+    Uuid,
+    /// An instant (canonical text on SQLite).
+    Timestamp,
+    /// A calendar date (text on SQLite).
+    Date,
     /// Integer.
     Integer,
     /// Double.
@@ -52,34 +58,41 @@ fn col(table: &str, column: &str) -> Expr {
     Expr::col((Alias::new(table), Alias::new(column)))
 }
 
-fn bind(key: &SortKey, v: &Value) -> Result<Option<sea_query::Value>, StoreError> {
+fn bind(key: &SortKey, v: &Value, postgres: bool) -> Result<Option<Expr>, StoreError> {
     let bad = || StoreError::BadCursor;
+    let text = |s: &str, pg_type: &str| {
+        let e = Expr::val(s.to_owned());
+        if postgres { e.cast_as(pg_type.to_owned()) } else { e }
+    };
     Ok(match (key.ty, v) {
         (_, Value::Null) if key.nullable => None,
-        (KeyType::Text, Value::String(s)) => Some(s.clone().into()),
-        (KeyType::Integer, Value::Number(n)) => Some(n.as_i64().ok_or_else(bad)?.into()),
-        (KeyType::Real, Value::Number(n)) => Some(n.as_f64().ok_or_else(bad)?.into()),
-        (KeyType::Bool, Value::Bool(b)) => Some((*b).into()),
+        (KeyType::Text, Value::String(s)) => Some(Expr::val(s.clone())),
+        (KeyType::Uuid, Value::String(s)) => Some(text(s, "uuid")),
+        (KeyType::Timestamp, Value::String(s)) => Some(text(s, "timestamptz")),
+        (KeyType::Date, Value::String(s)) => Some(text(s, "date")),
+        (KeyType::Integer, Value::Number(n)) => Some(Expr::val(n.as_i64().ok_or_else(bad)?)),
+        (KeyType::Real, Value::Number(n)) => Some(Expr::val(n.as_f64().ok_or_else(bad)?)),
+        (KeyType::Bool, Value::Bool(b)) => Some(Expr::val(*b)),
         _ => return Err(bad()),
     })
 }
 
 /// Rows strictly after `values` in the order of `keys` (NULLs are the smallest values).
-fn keyset(table: &str, keys: &[SortKey], values: &[Value]) -> Result<Expr, StoreError> {
+fn keyset(table: &str, keys: &[SortKey], values: &[Value], postgres: bool) -> Result<Expr, StoreError> {
     if keys.len() != values.len() || keys.is_empty() {
         return Err(StoreError::BadCursor);
     }
-    let bound: Vec<Option<sea_query::Value>> = keys
+    let bound: Vec<Option<Expr>> = keys
         .iter()
         .zip(values)
-        .map(|(k, v)| bind(k, v))
+        .map(|(k, v)| bind(k, v, postgres))
         .collect::<Result<_, _>>()?;
     // One row-value comparison when every key is non-null and all go the same way: the
     // form an index serves best.
     let same_direction = keys.iter().all(|k| k.descending == keys[0].descending);
     if same_direction && bound.iter().all(Option::is_some) && keys.iter().all(|k| !k.nullable) {
         let lhs = Expr::tuple(keys.iter().map(|k| col(table, &k.column)));
-        let rhs = Expr::tuple(bound.into_iter().flatten().map(Expr::val));
+        let rhs = Expr::tuple(bound.into_iter().flatten());
         return Ok(if keys[0].descending {
             lhs.lt(rhs)
         } else {
@@ -93,7 +106,7 @@ fn keyset(table: &str, keys: &[SortKey], values: &[Value]) -> Result<Expr, Store
             let c = col(table, &k.column);
             let eq = match v {
                 None => c.is_null(),
-                Some(v) => c.eq(Expr::val(v.clone())),
+                Some(v) => c.eq(v.clone()),
             };
             term = Some(match term {
                 None => eq,
@@ -104,12 +117,12 @@ fn keyset(table: &str, keys: &[SortKey], values: &[Value]) -> Result<Expr, Store
         let c = col(table, &k.column);
         let after = match (k.descending, v) {
             (false, None) => Some(c.is_not_null()),
-            (false, Some(v)) => Some(c.gt(Expr::val(v.clone()))),
+            (false, Some(v)) => Some(c.gt(v.clone())),
             (true, None) => None,
             (true, Some(v)) if k.nullable => {
-                Some(c.clone().lt(Expr::val(v.clone())).or(c.is_null()))
+                Some(c.clone().lt(v.clone()).or(c.is_null()))
             }
-            (true, Some(v)) => Some(c.lt(Expr::val(v.clone()))),
+            (true, Some(v)) => Some(c.lt(v.clone())),
         };
         let Some(after) = after else { continue };
         let term = match term {
@@ -129,6 +142,17 @@ pub(crate) fn list_statement(
     resource: &Resource,
     query: &ListQuery,
 ) -> Result<SelectStatement, StoreError> {
+    statement(resource, query, false)
+}
+
+/// The SELECT of a list query; for PostgreSQL, cursor values are cast to their column
+/// types and NULLs are placed explicitly (PostgreSQL sorts them last by default, SQLite
+/// first: both sort them first ascending here).
+pub(crate) fn statement(
+    resource: &Resource,
+    query: &ListQuery,
+    postgres: bool,
+) -> Result<SelectStatement, StoreError> {
     let table = resource.name.as_str();
     let mut q = Query::select();
     q.columns(
@@ -141,7 +165,7 @@ pub(crate) fn list_statement(
         q.and_where(filter.clone());
     }
     if let Some(after) = &query.after {
-        q.and_where(keyset(table, &query.order, after)?);
+        q.and_where(keyset(table, &query.order, after, postgres)?);
     }
     for key in &query.order {
         let order = if key.descending {
@@ -149,7 +173,17 @@ pub(crate) fn list_statement(
         } else {
             Order::Asc
         };
-        q.order_by((Alias::new(table), Alias::new(key.column.as_str())), order);
+        let column = (Alias::new(table), Alias::new(key.column.as_str()));
+        if postgres && key.nullable {
+            let nulls = if key.descending {
+                NullOrdering::Last
+            } else {
+                NullOrdering::First
+            };
+            q.order_by_with_nulls(column, order, nulls);
+        } else {
+            q.order_by(column, order);
+        }
     }
     q.limit(u64::from(query.limit)).offset(query.offset);
     Ok(q)
@@ -173,7 +207,7 @@ mod tests {
     #[test]
     fn keyset_uses_a_row_value_when_it_can() {
         let keys = [key("created_at", true, false), key("id", true, false)];
-        let e = keyset("posts", &keys, &[json!("t"), json!("i")]).expect("keyset");
+        let e = keyset("posts", &keys, &[json!("t"), json!("i")], false).expect("keyset");
         let sql = Query::select()
             .expr(Expr::cust("1"))
             .and_where(e)
@@ -187,7 +221,7 @@ mod tests {
     #[test]
     fn keyset_handles_nulls_and_mixed_directions() {
         let keys = [key("title", false, true), key("id", true, false)];
-        let e = keyset("t", &keys, &[Value::Null, json!("i")]).expect("keyset");
+        let e = keyset("t", &keys, &[Value::Null, json!("i")], false).expect("keyset");
         let sql = Query::select()
             .expr(Expr::cust("1"))
             .and_where(e)
@@ -198,9 +232,9 @@ mod tests {
             "{sql}"
         );
         assert!(
-            keyset("t", &keys, &[json!(1), json!("i")]).is_err(),
+            keyset("t", &keys, &[json!(1), json!("i")], false).is_err(),
             "type mismatch"
         );
-        assert!(keyset("t", &keys, &[json!("a")]).is_err(), "wrong length");
+        assert!(keyset("t", &keys, &[json!("a")], false).is_err(), "wrong length");
     }
 }

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use ferrobase_query::cursor::{Cursor, CursorError};
 use ferrobase_query::env::Env;
-use ferrobase_query::sql::{Dialect, compile_guarded};
+use ferrobase_query::sql::compile_guarded;
 use ferrobase_schema::Resource;
 use ferrobase_store::{ListQuery, Record};
 use sea_query::ExprTrait;
@@ -142,7 +142,7 @@ pub(crate) async fn list(
         }
     };
     let filter = params.filter.as_ref().map(|cond| {
-        compile_guarded(cond, &env, Dialect::Sqlite, &resource.name, Some(&guard)).into_expr()
+        compile_guarded(cond, &env, policy.dialect, &resource.name, Some(&guard)).into_expr()
     });
     // The rule is part of the query: rows the caller may not see are never read.
     let filter = match (rule, filter) {

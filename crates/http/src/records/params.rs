@@ -137,9 +137,9 @@ fn filter(schema: &Schema, resource: &Resource, text: &str) -> Result<Cond, ApiE
 /// The sort key of a column a client may sort on.
 fn sort_key(resource: &Resource, name: &str, descending: bool) -> Option<SortKey> {
     let (ty, nullable) = match name {
-        "id" => (KeyType::Text, false),
+        "id" => (KeyType::Uuid, false),
         "version" => (KeyType::Integer, false),
-        "created_at" | "updated_at" if resource.timestamps => (KeyType::Text, false),
+        "created_at" | "updated_at" if resource.timestamps => (KeyType::Timestamp, false),
         _ => {
             let field = resource.field(name)?;
             let visible = !field.hidden && field.read.as_ref().is_none_or(|r| r.is_public());
@@ -149,6 +149,9 @@ fn sort_key(resource: &Resource, name: &str, descending: bool) -> Option<SortKey
                 FieldType::Integer => KeyType::Integer,
                 FieldType::Number => KeyType::Real,
                 FieldType::Boolean => KeyType::Bool,
+                FieldType::Datetime => KeyType::Timestamp,
+                FieldType::Date => KeyType::Date,
+                FieldType::Uuid | FieldType::Relation(_) => KeyType::Uuid,
                 _ => KeyType::Text,
             };
             if !visible {

@@ -9,6 +9,7 @@ mod ddl;
 mod records;
 
 pub(crate) use ddl::expected_columns;
+pub(crate) use records::merge_patch;
 
 use std::path::Path;
 use std::sync::Arc;

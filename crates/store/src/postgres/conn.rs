@@ -1,0 +1,64 @@
+//! Running sea-query statements on PostgreSQL: every parameter is bound with the type its
+//! value has (text, bigint, double, boolean); columns of other types get explicit casts
+//! in the SQL, so no statement depends on parameter type inference.
+
+use std::future::Future;
+
+use sea_query::{Value as SqlValue, Values};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Row, Transaction};
+
+use crate::StoreError;
+
+type Param = Box<dyn ToSql + Sync + Send>;
+
+fn typed(values: Values) -> Vec<(Param, Type)> {
+    values
+        .into_iter()
+        .map(|v| -> (Param, Type) {
+            match v {
+                SqlValue::Bool(b) => (Box::new(b), Type::BOOL),
+                SqlValue::Int(i) => (Box::new(i.map(i64::from)), Type::INT8),
+                SqlValue::BigInt(i) => (Box::new(i), Type::INT8),
+                SqlValue::Unsigned(u) => (Box::new(u.map(i64::from)), Type::INT8),
+                SqlValue::BigUnsigned(u) => (
+                    Box::new(u.map(|u| i64::try_from(u).unwrap_or(i64::MAX))),
+                    Type::INT8,
+                ),
+                SqlValue::Double(f) => (Box::new(f), Type::FLOAT8),
+                SqlValue::Float(f) => (Box::new(f.map(f64::from)), Type::FLOAT8),
+                SqlValue::String(s) => (Box::new(s), Type::TEXT),
+                _ => (Box::new(None::<String>), Type::TEXT),
+            }
+        })
+        .collect()
+}
+
+/// Something statements run on: a pooled client or a transaction.
+pub(crate) trait Conn: Sync {
+    /// Runs a statement and returns its rows.
+    fn rows(&self, statement: (String, Values)) -> impl Future<Output = Result<Vec<Row>, StoreError>> + Send;
+}
+
+macro_rules! conn_impl {
+    ($t:ty) => {
+        impl Conn for $t {
+            async fn rows(&self, (sql, values): (String, Values)) -> Result<Vec<Row>, StoreError> {
+                let params = typed(values);
+                let refs: Vec<(&(dyn ToSql + Sync), Type)> = params
+                    .iter()
+                    .map(|(p, t)| (p.as_ref() as &(dyn ToSql + Sync), t.clone()))
+                    .collect();
+                Ok(self.query_typed(&sql, &refs).await?)
+            }
+        }
+    };
+}
+
+conn_impl!(Client);
+conn_impl!(Transaction<'_>);
+
+/// A text value for a column of PostgreSQL type `pg_type`.
+pub(crate) fn cast(text: Option<String>, pg_type: &str) -> sea_query::Expr {
+    sea_query::ExprTrait::cast_as(sea_query::Expr::val(text), pg_type.to_owned())
+}

@@ -1,0 +1,264 @@
+//! PostgreSQL: a pool of connections (deadpool), statements built by sea-query, each
+//! write in one transaction with row locks. The schema's tables are created by a
+//! background task that retries until the database answers, so the server can start
+//! (and report itself not ready) before PostgreSQL is up.
+
+mod auth;
+mod conn;
+mod ddl;
+mod records;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use ferrobase_schema::{Resource, Schema};
+use sea_query::Expr;
+use tokio_postgres::{Client, NoTls};
+
+use crate::auth::{ApiKeyRow, RefreshGrant, Rotation};
+use crate::{Access, ListQuery, NewRecord, Record, ResourceId, StoreError, Update};
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pool: Pool,
+    schema: Arc<Schema>,
+    ready: Arc<AtomicBool>,
+}
+
+impl PgStore {
+    /// A store for `url`; tables are created in the background as soon as the database
+    /// answers (until then every operation is `Unavailable`).
+    pub fn connect(url: &str, pool_size: usize, schema: Arc<Schema>) -> Result<Self, StoreError> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(2))
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Config(format!("cannot build the PostgreSQL pool: {e}")))?;
+        let ready = Arc::new(AtomicBool::new(false));
+        let (p, s, r) = (pool.clone(), schema.clone(), ready.clone());
+        tokio::spawn(async move { prepare(p, s, r).await });
+        Ok(Self { pool, schema, ready })
+    }
+
+    /// Waits until the tables exist (or the deadline passes); for commands and tests
+    /// that must not start before the database does.
+    pub async fn wait_ready(&self, deadline: Duration) -> Result<(), StoreError> {
+        let end = tokio::time::Instant::now() + deadline;
+        while !self.ready.load(Ordering::SeqCst) {
+            if tokio::time::Instant::now() >= end {
+                return Err(StoreError::Unavailable("PostgreSQL did not become ready in time".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    fn resource(&self, res: ResourceId) -> Result<&Resource, StoreError> {
+        self.schema
+            .resources
+            .get(res.0)
+            .ok_or_else(|| StoreError::Internal(format!("unknown resource {}", res.0)))
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        if !self.ready.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("PostgreSQL is not ready yet".into()));
+        }
+        Ok(self.pool.get().await?)
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let c: &Client = &client;
+        c.simple_query("SELECT 1").await?;
+        Ok(())
+    }
+}
+
+/// Creates the schema's tables, retrying with backoff until the database answers.
+async fn prepare(pool: Pool, schema: Arc<Schema>, ready: Arc<AtomicBool>) {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            let mut client = pool.get().await?;
+            ddl::apply(&mut client, &schema).await
+        };
+        match attempt.await {
+            Ok(created) => {
+                if !created.is_empty() {
+                    tracing::info!(tables = ?created, "created tables");
+                }
+                ready.store(true, Ordering::SeqCst);
+                tracing::info!("PostgreSQL is ready");
+                return;
+            }
+            Err(StoreError::Config(message)) => {
+                tracing::error!(error = %message, "the database does not match the schema");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "PostgreSQL is not reachable yet");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Runs `$body` with `$c` bound to a pooled client (reads).
+macro_rules! read {
+    ($self:ident, $c:ident => $body:expr) => {{
+        let client = $self.client().await?;
+        let $c: &Client = &client;
+        $body
+    }};
+}
+
+/// Runs `$body` with `$c` bound to a transaction that commits when it succeeds.
+macro_rules! write {
+    ($self:ident, $c:ident => $body:expr) => {{
+        let mut client = $self.client().await?;
+        let transaction = client.transaction().await?;
+        let out = {
+            let $c: &tokio_postgres::Transaction<'_> = &transaction;
+            $body
+        }?;
+        transaction.commit().await?;
+        Ok(out)
+    }};
+}
+
+impl PgStore {
+    /// See [`crate::Store::get`].
+    pub async fn get(&self, res: ResourceId, id: String, visible: Option<Expr>) -> Result<Option<Record>, StoreError> {
+        let resource = self.resource(res)?;
+        read!(self, c => records::get(c, resource, &id, visible.as_ref()).await)
+    }
+
+    /// See [`crate::Store::list`].
+    pub async fn list(&self, res: ResourceId, query: ListQuery) -> Result<Vec<Record>, StoreError> {
+        let resource = self.resource(res)?;
+        read!(self, c => records::select(c, resource, &query).await)
+    }
+
+    /// See [`crate::Store::explain`].
+    pub async fn explain(&self, res: ResourceId, query: ListQuery) -> Result<Vec<String>, StoreError> {
+        let resource = self.resource(res)?;
+        read!(self, c => records::explain(c, resource, &query).await)
+    }
+
+    /// See [`crate::Store::count`].
+    pub async fn count(&self, res: ResourceId, filter: Option<Expr>) -> Result<u64, StoreError> {
+        let resource = self.resource(res)?;
+        read!(self, c => records::count(c, resource, filter).await)
+    }
+
+    /// See [`crate::Store::get_many`].
+    pub async fn get_many(&self, res: ResourceId, ids: Vec<String>, visible: Option<Expr>) -> Result<Vec<Record>, StoreError> {
+        let resource = self.resource(res)?;
+        read!(self, c => records::get_many(c, resource, ids, visible).await)
+    }
+
+    /// See [`crate::Store::insert`].
+    pub async fn insert(&self, res: ResourceId, record: NewRecord, allowed: Option<Expr>) -> Result<Record, StoreError> {
+        let resource = self.resource(res)?;
+        write!(self, tx => records::insert(tx, resource, record, allowed.as_ref()).await)
+    }
+
+    /// See [`crate::Store::update`].
+    pub async fn update(&self, res: ResourceId, id: String, update: Update, access: Access) -> Result<Option<Record>, StoreError> {
+        let resource = self.resource(res)?;
+        write!(self, tx => records::update(tx, resource, &id, update, &access).await)
+    }
+
+    /// See [`crate::Store::delete`].
+    pub async fn delete(&self, res: ResourceId, id: String, if_match: Option<Vec<i64>>, access: Access) -> Result<bool, StoreError> {
+        let resource = self.resource(res)?;
+        write!(self, tx => records::delete(tx, resource, &id, if_match.as_deref(), &access).await)
+    }
+
+    /// See [`crate::Store::insert_refresh`].
+    pub async fn insert_refresh(&self, grant: RefreshGrant) -> Result<(), StoreError> {
+        write!(self, tx => auth::insert_refresh(tx, &grant).await)
+    }
+
+    /// See [`crate::Store::rotate_refresh`].
+    pub async fn rotate_refresh(&self, presented_hash: String, next: RefreshGrant) -> Result<Rotation, StoreError> {
+        write!(self, tx => auth::rotate_refresh(tx, &presented_hash, next).await)
+    }
+
+    /// See [`crate::Store::revoke_refresh`].
+    pub async fn revoke_refresh(&self, token_hash: String, now: String) -> Result<bool, StoreError> {
+        write!(self, tx => auth::revoke_refresh(tx, &token_hash, &now).await)
+    }
+
+    /// See [`crate::Store::revoke_user`].
+    pub async fn revoke_user(&self, user_id: String, now: String) -> Result<(), StoreError> {
+        write!(self, tx => auth::revoke_user(tx, &user_id, &now).await)
+    }
+
+    /// See [`crate::Store::insert_session`].
+    pub async fn insert_session(&self, s: [String; 5]) -> Result<(), StoreError> {
+        write!(self, tx => auth::insert_session(tx, &s).await)
+    }
+
+    /// See [`crate::Store::session`].
+    pub async fn session(&self, token_hash: String, now: String) -> Result<Option<(String, String)>, StoreError> {
+        read!(self, c => auth::session(c, &token_hash, &now).await)
+    }
+
+    /// See [`crate::Store::revoke_session`].
+    pub async fn revoke_session(&self, token_hash: String, now: String) -> Result<bool, StoreError> {
+        write!(self, tx => auth::revoke_session(tx, &token_hash, &now).await)
+    }
+
+    /// See [`crate::Store::insert_api_key`].
+    pub async fn insert_api_key(&self, key: ApiKeyRow) -> Result<(), StoreError> {
+        write!(self, tx => auth::insert_api_key(tx, &key).await)
+    }
+
+    /// See [`crate::Store::api_key`].
+    pub async fn api_key(&self, id: String) -> Result<Option<ApiKeyRow>, StoreError> {
+        read!(self, c => auth::api_key(c, &id).await)
+    }
+
+    /// See [`crate::Store::api_keys_of`].
+    pub async fn api_keys_of(&self, user_id: String) -> Result<Vec<ApiKeyRow>, StoreError> {
+        read!(self, c => auth::api_keys_of(c, &user_id).await)
+    }
+
+    /// See [`crate::Store::revoke_api_key`].
+    pub async fn revoke_api_key(&self, user_id: String, id: String, now: String) -> Result<bool, StoreError> {
+        write!(self, tx => auth::revoke_api_key(tx, &user_id, &id, &now).await)
+    }
+
+    /// See [`crate::Store::touch_api_key`].
+    pub async fn touch_api_key(&self, id: String, now: String, stale_before: String) -> Result<(), StoreError> {
+        write!(self, tx => auth::touch_api_key(tx, &id, &now, &stale_before).await)
+    }
+
+    /// See [`crate::Store::user_id_by_email`].
+    pub async fn user_id_by_email(&self, email: String) -> Result<Option<String>, StoreError> {
+        read!(self, c => auth::user_id_by_email(c, &email).await)
+    }
+
+    /// See [`crate::Store::set_password_hash`].
+    pub async fn set_password_hash(&self, user_id: String, hash: String, now: String) -> Result<bool, StoreError> {
+        write!(self, tx => auth::set_password_hash(tx, &user_id, &hash, &now).await)
+    }
+}

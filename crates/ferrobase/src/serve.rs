@@ -77,6 +77,14 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>) -> ExitC
         .local_addr()
         .map_or_else(|_| addr.to_string(), |a| a.to_string());
     tracing::info!(addr = %local, version = env!("CARGO_PKG_VERSION"), "listening");
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        // One line when the store can serve (at once on SQLite; on PostgreSQL once its
+        // tables exist), for operators and for tests that must not race it.
+        if store.wait_ready(std::time::Duration::from_secs(3600)).await.is_ok() {
+            tracing::info!("ready to serve");
+        }
+    });
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = ferrobase_http::router(state.clone());

@@ -5,8 +5,14 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ferrobase_auth::JwtKeys;
 use ferrobase_schema::settings::Secret;
-use ferrobase_testkit::{Project, Reply, Server};
+use ferrobase_testkit::{Backend, Project, Reply, Server};
 use serde_json::{Value, json};
+
+/// The store these tests run on; `pg_*.rs` includes this file with PostgreSQL.
+#[allow(dead_code, reason = "unused where another file includes this one as a module")]
+fn backend() -> Backend {
+    Backend::Sqlite
+}
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferrobase");
 
@@ -72,7 +78,7 @@ fn create_admin(project: &Project, email: &str, password: &str) {
 
 #[test]
 fn the_blog_works_end_to_end() {
-    let project = Project::new();
+    let project = Project::on(crate::backend());
     create_admin(&project, "root@example.com", "admin-password-1");
     let s = project.serve(BIN);
     let alice = register(&s, "Alice@Example.com", "alice-password");
@@ -242,7 +248,7 @@ fn the_blog_works_end_to_end() {
 
 #[test]
 fn roles_cannot_be_escalated_and_only_admins_change_them() {
-    let project = Project::new();
+    let project = Project::on(crate::backend());
     create_admin(&project, "root@example.com", "admin-password-1");
     let s = project.serve(BIN);
     for field in ["role", "verified", "password_hash"] {
@@ -318,7 +324,7 @@ fn b64(v: &Value) -> String {
 
 #[test]
 fn forged_none_switched_expired_and_garbage_tokens_are_refused() {
-    let s = Project::new().serve(BIN);
+    let s = Project::on(crate::backend()).serve(BIN);
     let alice = register(&s, "alice@example.com", "alice-password");
     assert_eq!(
         as_user(&s, &alice.access, "GET", "/api/v1/auth/me", None).status,
@@ -391,7 +397,7 @@ fn forged_none_switched_expired_and_garbage_tokens_are_refused() {
 
 #[test]
 fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
-    let s = Project::new().serve(BIN);
+    let s = Project::on(crate::backend()).serve(BIN);
     let alice = register(&s, "alice@example.com", "alice-password");
     let r = s.post(
         "/api/v1/auth/refresh",
@@ -481,7 +487,7 @@ fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
 
 #[test]
 fn login_failures_look_alike_and_are_throttled() {
-    let s = Project::new().serve(BIN);
+    let s = Project::on(crate::backend()).serve(BIN);
     register(&s, "alice@example.com", "alice-password");
     let strip = |r: &Reply| {
         let mut v = r.json();
@@ -548,7 +554,7 @@ fn login_failures_look_alike_and_are_throttled() {
 
 #[test]
 fn api_keys_are_scoped_shown_once_and_revocable() {
-    let s = Project::new().serve(BIN);
+    let s = Project::on(crate::backend()).serve(BIN);
     let alice = register(&s, "alice@example.com", "alice-password");
     let r = as_user(
         &s,
@@ -674,7 +680,7 @@ fn api_keys_are_scoped_shown_once_and_revocable() {
 
 #[test]
 fn cookie_sessions_need_csrf_for_writes() {
-    let s = Project::new().serve(BIN);
+    let s = Project::on(crate::backend()).serve(BIN);
     register(&s, "alice@example.com", "alice-password");
     let r = s.post(
         "/api/v1/auth/login",
@@ -748,7 +754,7 @@ fn cookie_sessions_need_csrf_for_writes() {
 
 #[test]
 fn no_password_token_or_secret_reaches_the_logs() {
-    let project = Project::new().settings("[log]\nlevel = \"debug\"\n");
+    let project = Project::on(crate::backend()).settings("[log]\nlevel = \"debug\"\n");
     create_admin(&project, "root@example.com", "admin-password-1");
     let s = project.serve(BIN);
     let alice = register(&s, "alice@example.com", "alice-password");
@@ -831,7 +837,7 @@ delete = "owner = @auth.id"
 
 #[test]
 fn field_rules_hide_and_protect_single_fields() {
-    let project = Project::new().schema(NOTES);
+    let project = Project::on(crate::backend()).schema(NOTES);
     create_admin(&project, "root@example.com", "admin-password-1");
     let s = project.serve(BIN);
     let ann = register(&s, "ann@example.com", "ann-password");
@@ -916,7 +922,7 @@ fn field_rules_hide_and_protect_single_fields() {
 
 #[test]
 fn a_demoted_admin_loses_admin_rights_at_once() {
-    let project = Project::new();
+    let project = Project::on(crate::backend());
     create_admin(&project, "one@example.com", "admin-password-1");
     create_admin(&project, "two@example.com", "admin-password-2");
     let s = project.serve(BIN);

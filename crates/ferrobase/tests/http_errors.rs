@@ -2,14 +2,20 @@
 
 use std::io::{Read, Write};
 
-use ferrobase_testkit::{Project, Reply, Server};
+use ferrobase_testkit::{Backend, Project, Reply, Server};
 use serde_json::json;
+
+/// The store these tests run on; `pg_*.rs` includes this file with PostgreSQL.
+#[allow(dead_code, reason = "unused where another file includes this one as a module")]
+fn backend() -> Backend {
+    Backend::Sqlite
+}
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferrobase");
 const SCHEMA: &str = include_str!("fixtures/everything.schema.toml");
 
 fn server() -> Server {
-    Project::new()
+    Project::on(crate::backend())
         .schema(SCHEMA)
         .settings("[server]\nbody_limit = \"2KiB\"\n")
         .serve(BIN)
@@ -186,7 +192,7 @@ fn security_headers_on_every_response() {
             "HSTS only when configured"
         );
     }
-    let s = Project::new()
+    let s = Project::on(crate::backend())
         .settings("[server]\nhsts = true\n")
         .serve(BIN);
     assert!(

@@ -4,8 +4,14 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 
-use ferrobase_testkit::{DEADLINE, Project};
+use ferrobase_testkit::{Backend, DEADLINE, Project};
 use serde_json::{Value, json};
+
+/// The store these tests run on; `pg_*.rs` includes this file with PostgreSQL.
+#[allow(dead_code, reason = "unused where another file includes this one as a module")]
+fn backend() -> Backend {
+    Backend::Sqlite
+}
 
 const BIN: &str = env!("CARGO_BIN_EXE_ferrobase");
 const SCHEMA: &str = include_str!("fixtures/everything.schema.toml");
@@ -19,7 +25,7 @@ fn request_line(logs: &ferrobase_testkit::Logs, id: &str) -> Value {
 
 #[test]
 fn one_log_line_per_request_with_secrets_redacted() {
-    let s = Project::new()
+    let s = Project::on(crate::backend())
         .schema(SCHEMA)
         .settings("[log]\nlevel = \"debug\"\n")
         .serve(BIN);
@@ -109,7 +115,7 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> (String, String) {
 
 #[test]
 fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
-    let mut s = Project::new().schema(SCHEMA).serve(BIN);
+    let mut s = Project::on(crate::backend()).schema(SCHEMA).serve(BIN);
     let stream = TcpStream::connect(&s.addr).expect("connect");
     stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
     let mut writer = stream.try_clone().expect("clone");
@@ -164,7 +170,7 @@ fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
 
 #[test]
 fn sigint_on_an_idle_server_exits_0() {
-    let mut s = Project::new().serve(BIN);
+    let mut s = Project::on(crate::backend()).serve(BIN);
     assert_eq!(s.get("/ready").status, 200);
     s.signal("INT");
     assert_eq!(s.wait_exit().code(), Some(0));

@@ -59,6 +59,7 @@ pub fn validate_value(field: &Field, value: &Value) -> Result<Value, Vec<String>
             Some(s) => Some(Value::String(s)),
             None => fail(&mut problems, "must be a UUID"),
         },
+        FieldType::Json if contains_nul(value) => fail(&mut problems, NUL_MESSAGE),
         FieldType::Json => Some(value.clone()),
         FieldType::Relation(rel) if rel.many => many_relation(field, value, &mut problems),
         FieldType::Relation(_) => match value.as_str().and_then(normalize_uuid) {
@@ -69,6 +70,19 @@ pub fn validate_value(field: &Field, value: &Value) -> Result<Value, Vec<String>
     match normalized {
         Some(v) if problems.is_empty() => Ok(v),
         _ => Err(problems),
+    }
+}
+
+/// NUL cannot be stored in PostgreSQL text or jsonb; refusing it everywhere keeps both
+/// stores accepting exactly the same data.
+const NUL_MESSAGE: &str = "must not contain NUL characters";
+
+fn contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
     }
 }
 
@@ -83,6 +97,9 @@ fn text(field: &Field, value: &Value, problems: &mut Vec<String>) -> Option<Valu
     };
     if field.required && s.is_empty() {
         problems.push("must not be empty".into());
+    }
+    if s.contains('\0') {
+        problems.push(NUL_MESSAGE.into());
     }
     let chars = s.chars().count() as u64;
     if let Some(min) = field.min_length

@@ -41,7 +41,7 @@ tags = { type = "relation", resource = "labels", many = true }
 "#;
 
 const TEXTS: &[&str] = &[
-    "", "a", "A", "ab", "aB", "b%", "%", "_", "a_b", "x'y", "\\", "é", "É", "a\u{0}b", "zz",
+    "", "a", "A", "ab", "aB", "b%", "%", "_", "a_b", "x'y", "\\", "é", "É", "a\tb", "zz",
 ];
 const TIMES: &[&str] = &[
     "2025-01-01T00:00:00.000000Z",

@@ -18,14 +18,25 @@ use serde_json::Value;
 /// How long a server may take to start or stop before a test fails.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
+/// Which database a test project runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default.
+    Sqlite,
+    /// A fresh database on the test PostgreSQL server.
+    Postgres,
+}
+
 /// A fresh project directory with optional files.
 pub struct Project {
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
+    /// Dropped after the server (fields drop in order): the database outlives it.
+    database: Option<services::TestDatabase>,
 }
 
 impl Project {
-    /// An empty project directory (serves the built-in blog example).
+    /// An empty project directory on SQLite (serves the built-in blog example).
     pub fn new() -> Self {
         Self {
             dir: tempfile::tempdir().expect("temporary directory"),
@@ -33,7 +44,30 @@ impl Project {
                 ("FERROBASE_ENV".into(), "test".into()),
                 ("FERROBASE_LOG__FORMAT".into(), "json".into()),
             ],
+            database: None,
         }
+    }
+
+    /// An empty project on `backend`. For PostgreSQL each project gets a database of
+    /// its own; when PostgreSQL is unreachable (and not required) the project falls back
+    /// to SQLite after saying so.
+    pub fn on(backend: Backend) -> Self {
+        let mut project = Self::new();
+        if backend == Backend::Postgres {
+            match services::TestDatabase::create() {
+                Some(db) => {
+                    project.env.push(("DATABASE_URL".into(), db.url().to_owned()));
+                    project.database = Some(db);
+                }
+                None => eprintln!("SKIPPED: PostgreSQL unreachable; this test ran on SQLite instead"),
+            }
+        }
+        project
+    }
+
+    /// The PostgreSQL URL of this project, when it has one.
+    pub fn database_url(&self) -> Option<&str> {
+        self.database.as_ref().map(services::TestDatabase::url)
     }
 
     /// Writes `schema.toml`.
@@ -145,6 +179,13 @@ impl Project {
             .as_str()
             .expect("addr in listening line")
             .to_owned();
+        let ready = logs.wait_for(DEADLINE, |l| {
+            l.get("message").and_then(Value::as_str) == Some("ready to serve")
+        });
+        if ready.is_none() {
+            let _ = child.kill();
+            panic!("ferrobase never became ready; output:\n{}", logs.text());
+        }
         Server {
             project: Some(self),
             child,

@@ -98,3 +98,42 @@ mod discovery {
         }
     }
 }
+
+/// A database of its own for one test, on the test PostgreSQL server; dropped with it.
+pub struct TestDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    /// Creates a fresh, empty database, or `None` (after a loud message) when PostgreSQL
+    /// is unreachable and not required.
+    pub fn create() -> Option<Self> {
+        let admin_url = postgres()?;
+        let name = format!("fb_{}", uuid::Uuid::new_v4().simple());
+        let mut client = postgres::Client::connect(&admin_url, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("cannot connect to {admin_url}: {e}"));
+        client
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .unwrap_or_else(|e| panic!("cannot create a test database: {e}"));
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(base, _)| base);
+        let url = format!("{base}/{name}");
+        Some(Self { admin_url, name, url })
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Ok(mut client) = postgres::Client::connect(&self.admin_url, postgres::NoTls) {
+            let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
+        }
+    }
+}

@@ -25,6 +25,8 @@ pub struct PgStore {
     pool: Pool,
     schema: Arc<Schema>,
     ready: Arc<AtomicBool>,
+    /// Announces readiness to waiters.
+    ready_signal: tokio::sync::watch::Receiver<bool>,
 }
 
 impl PgStore {
@@ -49,21 +51,20 @@ impl PgStore {
             .build()
             .map_err(|e| StoreError::Config(format!("cannot build the PostgreSQL pool: {e}")))?;
         let ready = Arc::new(AtomicBool::new(false));
+        let (signal, ready_signal) = tokio::sync::watch::channel(false);
         let (p, s, r) = (pool.clone(), schema.clone(), ready.clone());
-        tokio::spawn(async move { prepare(p, s, r).await });
-        Ok(Self { pool, schema, ready })
+        tokio::spawn(async move { prepare(p, s, r, signal).await });
+        Ok(Self { pool, schema, ready, ready_signal })
     }
 
     /// Waits until the tables exist (or the deadline passes); for commands and tests
     /// that must not start before the database does.
     pub async fn wait_ready(&self, deadline: Duration) -> Result<(), StoreError> {
-        let end = tokio::time::Instant::now() + deadline;
-        while !self.ready.load(Ordering::SeqCst) {
-            if tokio::time::Instant::now() >= end {
-                return Err(StoreError::Unavailable("PostgreSQL did not become ready in time".into()));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let mut signal = self.ready_signal.clone();
+        tokio::time::timeout(deadline, signal.wait_for(|ready| *ready))
+            .await
+            .map_err(|_| StoreError::Unavailable("PostgreSQL did not become ready in time".into()))?
+            .map_err(|_| StoreError::Unavailable("PostgreSQL could not be prepared".into()))?;
         Ok(())
     }
 
@@ -91,7 +92,12 @@ impl PgStore {
 }
 
 /// Creates the schema's tables, retrying with backoff until the database answers.
-async fn prepare(pool: Pool, schema: Arc<Schema>, ready: Arc<AtomicBool>) {
+async fn prepare(
+    pool: Pool,
+    schema: Arc<Schema>,
+    ready: Arc<AtomicBool>,
+    signal: tokio::sync::watch::Sender<bool>,
+) {
     let mut wait = Duration::from_millis(100);
     loop {
         let attempt = async {
@@ -104,6 +110,7 @@ async fn prepare(pool: Pool, schema: Arc<Schema>, ready: Arc<AtomicBool>) {
                     tracing::info!(tables = ?created, "created tables");
                 }
                 ready.store(true, Ordering::SeqCst);
+                let _ = signal.send(true);
                 tracing::info!("PostgreSQL is ready");
                 return;
             }

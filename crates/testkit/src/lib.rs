@@ -186,6 +186,13 @@ impl Project {
             let _ = child.kill();
             panic!("ferrobase never became ready; output:\n{}", logs.text());
         }
+        if self.database.is_some() {
+            assert!(
+                logs.text().contains("PostgreSQL is ready"),
+                "the server was meant to run on PostgreSQL:\n{}",
+                logs.text()
+            );
+        }
         Server {
             project: Some(self),
             child,

@@ -81,7 +81,11 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>) -> ExitC
     tokio::spawn(async move {
         // One line when the store can serve (at once on SQLite; on PostgreSQL once its
         // tables exist), for operators and for tests that must not race it.
-        if store.wait_ready(std::time::Duration::from_secs(3600)).await.is_ok() {
+        if store
+            .wait_ready(std::time::Duration::from_secs(3600))
+            .await
+            .is_ok()
+        {
             tracing::info!("ready to serve");
         }
     });

@@ -9,7 +9,10 @@ use ferrobase_testkit::{Backend, Project, Reply, Server};
 use serde_json::{Value, json};
 
 /// The store these tests run on; `pg_*.rs` includes this file with PostgreSQL.
-#[allow(dead_code, reason = "unused where another file includes this one as a module")]
+#[allow(
+    dead_code,
+    reason = "unused where another file includes this one as a module"
+)]
 fn backend() -> Backend {
     Backend::Sqlite
 }

@@ -129,9 +129,7 @@ impl From<StoreError> for ApiError {
                 "UNPROCESSABLE",
                 "deleting this record would cascade through more than 1000 levels of related records; delete the deepest ones first",
             ),
-            StoreError::InvalidText => Self::bad_request(
-                "text may not contain NUL characters",
-            ),
+            StoreError::InvalidText => Self::bad_request("text may not contain NUL characters"),
             StoreError::BadCursor => Self::validation(
                 [(
                     "cursor".to_owned(),

@@ -122,7 +122,9 @@ impl From<tokio_postgres::Error> for StoreError {
                     fields: BTreeMap::new(),
                 }
             }
-        } else if *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE || *code == SqlState::UNTRANSLATABLE_CHARACTER {
+        } else if *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE
+            || *code == SqlState::UNTRANSLATABLE_CHARACTER
+        {
             Self::InvalidText
         } else if *code == SqlState::T_R_SERIALIZATION_FAILURE
             || *code == SqlState::T_R_DEADLOCK_DETECTED
@@ -153,9 +155,18 @@ mod tests {
 
     #[test]
     fn key_columns_from_details() {
-        assert_eq!(key_columns("Key (slug)=(hello) already exists."), vec!["slug"]);
-        assert_eq!(key_columns("Key (title, kind)=(a, b) already exists."), vec!["title", "kind"]);
-        assert_eq!(key_columns("Key (lower(email))=(a@b.c) already exists."), vec!["email"]);
+        assert_eq!(
+            key_columns("Key (slug)=(hello) already exists."),
+            vec!["slug"]
+        );
+        assert_eq!(
+            key_columns("Key (title, kind)=(a, b) already exists."),
+            vec!["title", "kind"]
+        );
+        assert_eq!(
+            key_columns("Key (lower(email))=(a@b.c) already exists."),
+            vec!["email"]
+        );
         assert!(key_columns("nonsense").is_empty());
     }
 }

@@ -109,7 +109,9 @@ impl Store {
             let store = PgStore::connect(url, settings.database.pool_size, schema)?;
             Ok(Self::Postgres(Arc::new(store)))
         } else {
-            Err(StoreError::Config(format!("unsupported database URL: {url}")))
+            Err(StoreError::Config(format!(
+                "unsupported database URL: {url}"
+            )))
         }
     }
 

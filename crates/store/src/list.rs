@@ -62,7 +62,11 @@ fn bind(key: &SortKey, v: &Value, postgres: bool) -> Result<Option<Expr>, StoreE
     let bad = || StoreError::BadCursor;
     let text = |s: &str, pg_type: &str| {
         let e = Expr::val(s.to_owned());
-        if postgres { e.cast_as(pg_type.to_owned()) } else { e }
+        if postgres {
+            e.cast_as(pg_type.to_owned())
+        } else {
+            e
+        }
     };
     Ok(match (key.ty, v) {
         (_, Value::Null) if key.nullable => None,
@@ -78,7 +82,12 @@ fn bind(key: &SortKey, v: &Value, postgres: bool) -> Result<Option<Expr>, StoreE
 }
 
 /// Rows strictly after `values` in the order of `keys` (NULLs are the smallest values).
-fn keyset(table: &str, keys: &[SortKey], values: &[Value], postgres: bool) -> Result<Expr, StoreError> {
+fn keyset(
+    table: &str,
+    keys: &[SortKey],
+    values: &[Value],
+    postgres: bool,
+) -> Result<Expr, StoreError> {
     if keys.len() != values.len() || keys.is_empty() {
         return Err(StoreError::BadCursor);
     }
@@ -119,9 +128,7 @@ fn keyset(table: &str, keys: &[SortKey], values: &[Value], postgres: bool) -> Re
             (false, None) => Some(c.is_not_null()),
             (false, Some(v)) => Some(c.gt(v.clone())),
             (true, None) => None,
-            (true, Some(v)) if k.nullable => {
-                Some(c.clone().lt(v.clone()).or(c.is_null()))
-            }
+            (true, Some(v)) if k.nullable => Some(c.clone().lt(v.clone()).or(c.is_null())),
             (true, Some(v)) => Some(c.lt(v.clone())),
         };
         let Some(after) = after else { continue };
@@ -235,6 +242,9 @@ mod tests {
             keyset("t", &keys, &[json!(1), json!("i")], false).is_err(),
             "type mismatch"
         );
-        assert!(keyset("t", &keys, &[json!("a")], false).is_err(), "wrong length");
+        assert!(
+            keyset("t", &keys, &[json!("a")], false).is_err(),
+            "wrong length"
+        );
     }
 }

@@ -16,6 +16,8 @@ use ferrobase_query::{
 };
 use ferrobase_schema::{Schema, Settings, SourceFile, schema_from_str};
 use ferrobase_store::{KeyType, ListQuery, NewRecord, ResourceId, SortKey, Store};
+use ferrobase_testkit::Backend;
+use ferrobase_testkit::services::TestDatabase;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -418,65 +420,171 @@ fn to_json<T: Into<Value>>(v: Option<T>) -> Value {
     v.map_or(Value::Null, Into::into)
 }
 
+/// Loads `data` into a fresh store on `backend` and checks every expression.
+fn agree(backend: Backend, data: &Data, exprs: &[Expr]) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let database = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => match TestDatabase::create() {
+            Some(db) => Some(db),
+            None => return Ok(()),
+        },
+    };
+    let dialect = if database.is_some() {
+        Dialect::Postgres
+    } else {
+        Dialect::Sqlite
+    };
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env: BTreeMap<String, String> = database
+            .iter()
+            .map(|db| ("DATABASE_URL".to_owned(), db.url().to_owned()))
+            .collect();
+        let settings =
+            Settings::load(&SourceFile::new("ferrobase.toml", ""), &env).expect("settings");
+        let schema = Arc::new(schema_from_str("schema.toml", SCHEMA).expect("schema"));
+        let store = Store::open(dir.path(), &settings, schema.clone()).expect("store");
+        store
+            .wait_ready(std::time::Duration::from_secs(30))
+            .await
+            .expect("store ready");
+        let mut world = World::default();
+        let mut people = Vec::new();
+        for (name, age) in &data.people {
+            people.push(
+                insert(
+                    &store,
+                    &schema,
+                    &mut world,
+                    "people",
+                    vec![("name", to_json(name.clone())), ("age", to_json(*age))],
+                )
+                .await,
+            );
+        }
+        let mut labels = Vec::new();
+        for label in &data.labels {
+            labels.push(
+                insert(
+                    &store,
+                    &schema,
+                    &mut world,
+                    "labels",
+                    vec![("label", to_json(label.clone()))],
+                )
+                .await,
+            );
+        }
+        let mut users = Vec::new();
+        for (i, email) in data.users.iter().enumerate() {
+            let unique = format!("{i}{email}");
+            users.push(
+                insert(
+                    &store,
+                    &schema,
+                    &mut world,
+                    "users",
+                    vec![
+                        ("email", json!(unique)),
+                        ("role", json!("user")),
+                        ("verified", json!(false)),
+                    ],
+                )
+                .await,
+            );
+        }
+        let mut things = BTreeSet::new();
+        for t in &data.things {
+            let id = insert(
+                &store,
+                &schema,
+                &mut world,
+                "things",
+                vec![
+                    ("name", to_json(t.name.clone())),
+                    ("note", to_json(t.note.clone())),
+                    ("n", to_json(t.n)),
+                    (
+                        "x",
+                        t.x.map_or(Value::Null, ferrobase_schema::validate::canonical_number),
+                    ),
+                    ("flag", to_json(t.flag)),
+                    ("at", to_json(t.at.clone())),
+                    ("day", to_json(t.day.clone())),
+                    ("kind", to_json(t.kind.clone())),
+                    ("meta", t.meta.clone().unwrap_or(Value::Null)),
+                    ("owner", to_json(t.owner.map(|i| people[i].clone()))),
+                    ("creator", to_json(t.creator.map(|i| users[i].clone()))),
+                    (
+                        "tags",
+                        Value::Array(
+                            t.tags
+                                .iter()
+                                .map(|&i| Value::String(labels[i].clone()))
+                                .collect(),
+                        ),
+                    ),
+                ],
+            )
+            .await;
+            things.insert(id);
+        }
+        let things_resource = schema.resource("things").expect("things");
+        let env = Env::anonymous(now());
+        for e in exprs {
+            let cond = check(e, &schema, things_resource, Mode::Filter).map_err(|err| {
+                TestCaseError::fail(format!("generated expression does not check: {e}: {err:?}"))
+            })?;
+            let query = ListQuery {
+                filter: Some(to_sql(&cond, &env, dialect, "things")),
+                order: vec![SortKey {
+                    column: "id".into(),
+                    descending: false,
+                    nullable: false,
+                    ty: KeyType::Text,
+                }],
+                after: None,
+                limit: 1000,
+                offset: 0,
+            };
+            let from_sql: BTreeSet<String> = store
+                .list(res(&schema, "things"), query)
+                .await
+                .map_err(|err| TestCaseError::fail(format!("{e}: {err}")))?
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            let in_memory: BTreeSet<String> = things
+                .iter()
+                .filter(|id| eval(&cond, &env, &world, "things", id))
+                .cloned()
+                .collect();
+            prop_assert_eq!(&from_sql, &in_memory, "expression: {}", e);
+        }
+        Ok(())
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
     #[test]
-    fn sql_and_memory_agree(data in data(), exprs in prop::collection::vec(expr(), 12)) {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        rt.block_on(async {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let settings = Settings::load(&SourceFile::new("ferrobase.toml", ""), &BTreeMap::new()).expect("settings");
-            let schema = Arc::new(schema_from_str("schema.toml", SCHEMA).expect("schema"));
-            let store = Store::open(dir.path(), &settings, schema.clone()).expect("store");
-            let mut world = World::default();
-            let mut people = Vec::new();
-            for (name, age) in &data.people {
-                people.push(insert(&store, &schema, &mut world, "people", vec![("name", to_json(name.clone())), ("age", to_json(*age))]).await);
-            }
-            let mut labels = Vec::new();
-            for label in &data.labels {
-                labels.push(insert(&store, &schema, &mut world, "labels", vec![("label", to_json(label.clone()))]).await);
-            }
-            let mut users = Vec::new();
-            for (i, email) in data.users.iter().enumerate() {
-                let unique = format!("{i}{email}");
-                users.push(insert(&store, &schema, &mut world, "users", vec![
-                    ("email", json!(unique)), ("role", json!("user")), ("verified", json!(false)),
-                ]).await);
-            }
-            let mut things = BTreeSet::new();
-            for t in &data.things {
-                let id = insert(&store, &schema, &mut world, "things", vec![
-                    ("name", to_json(t.name.clone())), ("note", to_json(t.note.clone())), ("n", to_json(t.n)),
-                    ("x", t.x.map_or(Value::Null, ferrobase_schema::validate::canonical_number)),
-                    ("flag", to_json(t.flag)), ("at", to_json(t.at.clone())), ("day", to_json(t.day.clone())),
-                    ("kind", to_json(t.kind.clone())), ("meta", t.meta.clone().unwrap_or(Value::Null)),
-                    ("owner", to_json(t.owner.map(|i| people[i].clone()))),
-                    ("creator", to_json(t.creator.map(|i| users[i].clone()))),
-                    ("tags", Value::Array(t.tags.iter().map(|&i| Value::String(labels[i].clone())).collect())),
-                ]).await;
-                things.insert(id);
-            }
-            let things_resource = schema.resource("things").expect("things");
-            let env = Env::anonymous(now());
-            for e in &exprs {
-                let cond = check(e, &schema, things_resource, Mode::Filter)
-                    .map_err(|err| TestCaseError::fail(format!("generated expression does not check: {e}: {err:?}")))?;
-                let query = ListQuery {
-                    filter: Some(to_sql(&cond, &env, Dialect::Sqlite, "things")),
-                    order: vec![SortKey { column: "id".into(), descending: false, nullable: false, ty: KeyType::Text }],
-                    after: None,
-                    limit: 1000,
-                    offset: 0,
-                };
-                let from_sql: BTreeSet<String> = store.list(res(&schema, "things"), query).await
-                    .map_err(|err| TestCaseError::fail(format!("{e}: {err}")))?
-                    .into_iter().map(|r| r.id).collect();
-                let in_memory: BTreeSet<String> = things.iter().filter(|id| eval(&cond, &env, &world, "things", id)).cloned().collect();
-                prop_assert_eq!(&from_sql, &in_memory, "expression: {}", e);
-            }
-            Ok(())
-        })?;
+    fn sql_and_memory_agree_on_sqlite(data in data(), exprs in prop::collection::vec(expr(), 12)) {
+        agree(Backend::Sqlite, &data, &exprs)?;
+    }
+}
+
+proptest! {
+    // Each case creates a PostgreSQL database of its own: fewer cases, as many
+    // expressions per case.
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    #[test]
+    fn sql_and_memory_agree_on_postgres(data in data(), exprs in prop::collection::vec(expr(), 24)) {
+        agree(Backend::Postgres, &data, &exprs)?;
     }
 }

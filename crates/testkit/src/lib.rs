@@ -56,10 +56,14 @@ impl Project {
         if backend == Backend::Postgres {
             match services::TestDatabase::create() {
                 Some(db) => {
-                    project.env.push(("DATABASE_URL".into(), db.url().to_owned()));
+                    project
+                        .env
+                        .push(("DATABASE_URL".into(), db.url().to_owned()));
                     project.database = Some(db);
                 }
-                None => eprintln!("SKIPPED: PostgreSQL unreachable; this test ran on SQLite instead"),
+                None => {
+                    eprintln!("SKIPPED: PostgreSQL unreachable; this test ran on SQLite instead")
+                }
             }
         }
         project

@@ -38,7 +38,11 @@ async fn revoke_family(conn: &impl Conn, family: &str, now: &str) -> Result<(), 
     Ok(())
 }
 
-pub(crate) async fn rotate_refresh(conn: &impl Conn, presented_hash: &str, mut next: RefreshGrant) -> Result<Rotation, StoreError> {
+pub(crate) async fn rotate_refresh(
+    conn: &impl Conn,
+    presented_hash: &str,
+    mut next: RefreshGrant,
+) -> Result<Rotation, StoreError> {
     let now = next.created_at.clone();
     let rows = conn
         .rows((
@@ -69,9 +73,16 @@ pub(crate) async fn rotate_refresh(conn: &impl Conn, presented_hash: &str, mut n
     Ok(Rotation::Rotated { user_id })
 }
 
-pub(crate) async fn revoke_refresh(conn: &impl Conn, token_hash: &str, now: &str) -> Result<bool, StoreError> {
+pub(crate) async fn revoke_refresh(
+    conn: &impl Conn,
+    token_hash: &str,
+    now: &str,
+) -> Result<bool, StoreError> {
     let rows = conn
-        .rows(("SELECT \"family\" FROM \"_ferrobase_refresh_tokens\" WHERE \"token_hash\" = $1".into(), v(&[token_hash])))
+        .rows((
+            "SELECT \"family\" FROM \"_ferrobase_refresh_tokens\" WHERE \"token_hash\" = $1".into(),
+            v(&[token_hash]),
+        ))
         .await?;
     match rows.first() {
         Some(row) => {
@@ -82,7 +93,11 @@ pub(crate) async fn revoke_refresh(conn: &impl Conn, token_hash: &str, now: &str
     }
 }
 
-pub(crate) async fn revoke_user(conn: &impl Conn, user_id: &str, now: &str) -> Result<(), StoreError> {
+pub(crate) async fn revoke_user(
+    conn: &impl Conn,
+    user_id: &str,
+    now: &str,
+) -> Result<(), StoreError> {
     for table in ["_ferrobase_refresh_tokens", "_ferrobase_sessions"] {
         conn.rows((
             format!("UPDATE \"{table}\" SET \"revoked_at\" = CAST($1 AS timestamptz) WHERE \"user_id\" = CAST($2 AS uuid) AND \"revoked_at\" IS NULL"),
@@ -102,7 +117,11 @@ pub(crate) async fn insert_session(conn: &impl Conn, s: &[String; 5]) -> Result<
     Ok(())
 }
 
-pub(crate) async fn session(conn: &impl Conn, token_hash: &str, now: &str) -> Result<Option<(String, String)>, StoreError> {
+pub(crate) async fn session(
+    conn: &impl Conn,
+    token_hash: &str,
+    now: &str,
+) -> Result<Option<(String, String)>, StoreError> {
     let rows = conn
         .rows((
             "SELECT \"id\", \"user_id\" FROM \"_ferrobase_sessions\" WHERE \"token_hash\" = $1 AND \"revoked_at\" IS NULL AND \"expires_at\" > CAST($2 AS timestamptz)".into(),
@@ -112,7 +131,11 @@ pub(crate) async fn session(conn: &impl Conn, token_hash: &str, now: &str) -> Re
     Ok(rows.first().map(|r| (uuid(r, 0), uuid(r, 1))))
 }
 
-pub(crate) async fn revoke_session(conn: &impl Conn, token_hash: &str, now: &str) -> Result<bool, StoreError> {
+pub(crate) async fn revoke_session(
+    conn: &impl Conn,
+    token_hash: &str,
+    now: &str,
+) -> Result<bool, StoreError> {
     let rows = conn
         .rows((
             "UPDATE \"_ferrobase_sessions\" SET \"revoked_at\" = CAST($1 AS timestamptz) WHERE \"token_hash\" = $2 AND \"revoked_at\" IS NULL RETURNING 1".into(),
@@ -140,7 +163,14 @@ fn api_key_row(r: &tokio_postgres::Row) -> ApiKeyRow {
 
 pub(crate) async fn insert_api_key(conn: &impl Conn, k: &ApiKeyRow) -> Result<(), StoreError> {
     let scopes = serde_json::to_string(&k.scopes).unwrap_or_else(|_| "[]".into());
-    let mut values = v(&[&k.id, &k.user_id, &k.name, &k.key_hash, &scopes, &k.created_at]);
+    let mut values = v(&[
+        &k.id,
+        &k.user_id,
+        &k.name,
+        &k.key_hash,
+        &scopes,
+        &k.created_at,
+    ]);
     values.0.push(k.expires_at.clone().into());
     conn.rows((
         format!("INSERT INTO \"_ferrobase_api_keys\" ({API_KEY_COLUMNS}) VALUES (CAST($1 AS uuid), CAST($2 AS uuid), $3, $4, CAST($5 AS jsonb), CAST($6 AS timestamptz), CAST($7 AS timestamptz), NULL, NULL)"),
@@ -157,7 +187,10 @@ pub(crate) async fn api_key(conn: &impl Conn, id: &str) -> Result<Option<ApiKeyR
     Ok(rows.first().map(api_key_row))
 }
 
-pub(crate) async fn api_keys_of(conn: &impl Conn, user_id: &str) -> Result<Vec<ApiKeyRow>, StoreError> {
+pub(crate) async fn api_keys_of(
+    conn: &impl Conn,
+    user_id: &str,
+) -> Result<Vec<ApiKeyRow>, StoreError> {
     let rows = conn
         .rows((
             format!("SELECT {API_KEY_COLUMNS} FROM \"_ferrobase_api_keys\" WHERE \"user_id\" = CAST($1 AS uuid) ORDER BY \"created_at\", \"id\""),
@@ -167,7 +200,12 @@ pub(crate) async fn api_keys_of(conn: &impl Conn, user_id: &str) -> Result<Vec<A
     Ok(rows.iter().map(api_key_row).collect())
 }
 
-pub(crate) async fn revoke_api_key(conn: &impl Conn, user_id: &str, id: &str, now: &str) -> Result<bool, StoreError> {
+pub(crate) async fn revoke_api_key(
+    conn: &impl Conn,
+    user_id: &str,
+    id: &str,
+    now: &str,
+) -> Result<bool, StoreError> {
     let rows = conn
         .rows((
             "UPDATE \"_ferrobase_api_keys\" SET \"revoked_at\" = COALESCE(\"revoked_at\", CAST($1 AS timestamptz)) WHERE \"id\" = CAST($2 AS uuid) AND \"user_id\" = CAST($3 AS uuid) RETURNING 1".into(),
@@ -177,7 +215,12 @@ pub(crate) async fn revoke_api_key(conn: &impl Conn, user_id: &str, id: &str, no
     Ok(!rows.is_empty())
 }
 
-pub(crate) async fn touch_api_key(conn: &impl Conn, id: &str, now: &str, stale_before: &str) -> Result<(), StoreError> {
+pub(crate) async fn touch_api_key(
+    conn: &impl Conn,
+    id: &str,
+    now: &str,
+    stale_before: &str,
+) -> Result<(), StoreError> {
     conn.rows((
         "UPDATE \"_ferrobase_api_keys\" SET \"last_used_at\" = CAST($1 AS timestamptz) WHERE \"id\" = CAST($2 AS uuid) AND (\"last_used_at\" IS NULL OR \"last_used_at\" < CAST($3 AS timestamptz))".into(),
         v(&[now, id, stale_before]),
@@ -186,14 +229,25 @@ pub(crate) async fn touch_api_key(conn: &impl Conn, id: &str, now: &str, stale_b
     Ok(())
 }
 
-pub(crate) async fn user_id_by_email(conn: &impl Conn, email: &str) -> Result<Option<String>, StoreError> {
+pub(crate) async fn user_id_by_email(
+    conn: &impl Conn,
+    email: &str,
+) -> Result<Option<String>, StoreError> {
     let rows = conn
-        .rows(("SELECT \"id\" FROM \"users\" WHERE lower(\"email\") = lower($1)".into(), v(&[email])))
+        .rows((
+            "SELECT \"id\" FROM \"users\" WHERE lower(\"email\") = lower($1)".into(),
+            v(&[email]),
+        ))
         .await?;
     Ok(rows.first().map(|r| uuid(r, 0)))
 }
 
-pub(crate) async fn set_password_hash(conn: &impl Conn, user_id: &str, hash: &str, now: &str) -> Result<bool, StoreError> {
+pub(crate) async fn set_password_hash(
+    conn: &impl Conn,
+    user_id: &str,
+    hash: &str,
+    now: &str,
+) -> Result<bool, StoreError> {
     let rows = conn
         .rows((
             "UPDATE \"users\" SET \"password_hash\" = $1, \"version\" = \"version\" + 1, \"updated_at\" = CAST($2 AS timestamptz) WHERE \"id\" = CAST($3 AS uuid) RETURNING 1".into(),

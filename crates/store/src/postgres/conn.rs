@@ -37,7 +37,10 @@ fn typed(values: Values) -> Vec<(Param, Type)> {
 /// Something statements run on: a pooled client or a transaction.
 pub(crate) trait Conn: Sync {
     /// Runs a statement and returns its rows.
-    fn rows(&self, statement: (String, Values)) -> impl Future<Output = Result<Vec<Row>, StoreError>> + Send;
+    fn rows(
+        &self,
+        statement: (String, Values),
+    ) -> impl Future<Output = Result<Vec<Row>, StoreError>> + Send;
 }
 
 macro_rules! conn_impl {

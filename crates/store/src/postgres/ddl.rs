@@ -51,11 +51,18 @@ fn create_table(resource: &Resource) -> String {
             col.push_str(" NOT NULL");
         }
         if field.unique && !field.case_insensitive {
-            col.push_str(&format!(" CONSTRAINT {} UNIQUE", q(&format!("uq__{}__{}", resource.name, field.name))));
+            col.push_str(&format!(
+                " CONSTRAINT {} UNIQUE",
+                q(&format!("uq__{}__{}", resource.name, field.name))
+            ));
         }
         cols.push(col);
     }
-    format!("CREATE TABLE IF NOT EXISTS {} (\n  {}\n)", q(&resource.name), cols.join(",\n  "))
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (\n  {}\n)",
+        q(&resource.name),
+        cols.join(",\n  ")
+    )
 }
 
 /// Foreign keys are added after every table exists (relations may point forward).
@@ -63,7 +70,9 @@ fn foreign_keys(resource: &Resource) -> Vec<String> {
     let table = &resource.name;
     let mut stmts = Vec::new();
     for field in &resource.fields {
-        let Some(rel) = field.relation() else { continue };
+        let Some(rel) = field.relation() else {
+            continue;
+        };
         if rel.many {
             continue;
         }
@@ -112,7 +121,9 @@ fn indexes(resource: &Resource) -> Vec<String> {
                 q(&field.name)
             ));
         }
-        let Some(rel) = field.relation() else { continue };
+        let Some(rel) = field.relation() else {
+            continue;
+        };
         if rel.many {
             let jt = format!("{table}__{}", field.name);
             stmts.push(format!(
@@ -179,7 +190,8 @@ CREATE INDEX IF NOT EXISTS "fk___ferrobase_api_keys__user_id" ON "_ferrobase_api
 /// starting together do not race); refuses tables whose columns differ from the schema.
 pub(crate) async fn apply(client: &mut Client, schema: &Schema) -> Result<Vec<String>, StoreError> {
     let tx = client.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock(7220418370)", &[]).await?;
+    tx.execute("SELECT pg_advisory_xact_lock(7220418370)", &[])
+        .await?;
     let mut created = Vec::new();
     let mut mismatches = Vec::new();
     for resource in &schema.resources {

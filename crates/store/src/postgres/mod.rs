@@ -54,7 +54,12 @@ impl PgStore {
         let (signal, ready_signal) = tokio::sync::watch::channel(false);
         let (p, s, r) = (pool.clone(), schema.clone(), ready.clone());
         tokio::spawn(async move { prepare(p, s, r, signal).await });
-        Ok(Self { pool, schema, ready, ready_signal })
+        Ok(Self {
+            pool,
+            schema,
+            ready,
+            ready_signal,
+        })
     }
 
     /// Waits until the tables exist (or the deadline passes); for commands and tests
@@ -77,7 +82,9 @@ impl PgStore {
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         if !self.ready.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable("PostgreSQL is not ready yet".into()));
+            return Err(StoreError::Unavailable(
+                "PostgreSQL is not ready yet".into(),
+            ));
         }
         Ok(self.pool.get().await?)
     }
@@ -152,7 +159,12 @@ macro_rules! write {
 
 impl PgStore {
     /// See [`crate::Store::get`].
-    pub async fn get(&self, res: ResourceId, id: String, visible: Option<Expr>) -> Result<Option<Record>, StoreError> {
+    pub async fn get(
+        &self,
+        res: ResourceId,
+        id: String,
+        visible: Option<Expr>,
+    ) -> Result<Option<Record>, StoreError> {
         let resource = self.resource(res)?;
         read!(self, c => records::get(c, resource, &id, visible.as_ref()).await)
     }
@@ -164,7 +176,11 @@ impl PgStore {
     }
 
     /// See [`crate::Store::explain`].
-    pub async fn explain(&self, res: ResourceId, query: ListQuery) -> Result<Vec<String>, StoreError> {
+    pub async fn explain(
+        &self,
+        res: ResourceId,
+        query: ListQuery,
+    ) -> Result<Vec<String>, StoreError> {
         let resource = self.resource(res)?;
         read!(self, c => records::explain(c, resource, &query).await)
     }
@@ -176,25 +192,47 @@ impl PgStore {
     }
 
     /// See [`crate::Store::get_many`].
-    pub async fn get_many(&self, res: ResourceId, ids: Vec<String>, visible: Option<Expr>) -> Result<Vec<Record>, StoreError> {
+    pub async fn get_many(
+        &self,
+        res: ResourceId,
+        ids: Vec<String>,
+        visible: Option<Expr>,
+    ) -> Result<Vec<Record>, StoreError> {
         let resource = self.resource(res)?;
         read!(self, c => records::get_many(c, resource, ids, visible).await)
     }
 
     /// See [`crate::Store::insert`].
-    pub async fn insert(&self, res: ResourceId, record: NewRecord, allowed: Option<Expr>) -> Result<Record, StoreError> {
+    pub async fn insert(
+        &self,
+        res: ResourceId,
+        record: NewRecord,
+        allowed: Option<Expr>,
+    ) -> Result<Record, StoreError> {
         let resource = self.resource(res)?;
         write!(self, tx => records::insert(tx, resource, record, allowed.as_ref()).await)
     }
 
     /// See [`crate::Store::update`].
-    pub async fn update(&self, res: ResourceId, id: String, update: Update, access: Access) -> Result<Option<Record>, StoreError> {
+    pub async fn update(
+        &self,
+        res: ResourceId,
+        id: String,
+        update: Update,
+        access: Access,
+    ) -> Result<Option<Record>, StoreError> {
         let resource = self.resource(res)?;
         write!(self, tx => records::update(tx, resource, &id, update, &access).await)
     }
 
     /// See [`crate::Store::delete`].
-    pub async fn delete(&self, res: ResourceId, id: String, if_match: Option<Vec<i64>>, access: Access) -> Result<bool, StoreError> {
+    pub async fn delete(
+        &self,
+        res: ResourceId,
+        id: String,
+        if_match: Option<Vec<i64>>,
+        access: Access,
+    ) -> Result<bool, StoreError> {
         let resource = self.resource(res)?;
         write!(self, tx => records::delete(tx, resource, &id, if_match.as_deref(), &access).await)
     }
@@ -205,12 +243,20 @@ impl PgStore {
     }
 
     /// See [`crate::Store::rotate_refresh`].
-    pub async fn rotate_refresh(&self, presented_hash: String, next: RefreshGrant) -> Result<Rotation, StoreError> {
+    pub async fn rotate_refresh(
+        &self,
+        presented_hash: String,
+        next: RefreshGrant,
+    ) -> Result<Rotation, StoreError> {
         write!(self, tx => auth::rotate_refresh(tx, &presented_hash, next).await)
     }
 
     /// See [`crate::Store::revoke_refresh`].
-    pub async fn revoke_refresh(&self, token_hash: String, now: String) -> Result<bool, StoreError> {
+    pub async fn revoke_refresh(
+        &self,
+        token_hash: String,
+        now: String,
+    ) -> Result<bool, StoreError> {
         write!(self, tx => auth::revoke_refresh(tx, &token_hash, &now).await)
     }
 
@@ -225,12 +271,20 @@ impl PgStore {
     }
 
     /// See [`crate::Store::session`].
-    pub async fn session(&self, token_hash: String, now: String) -> Result<Option<(String, String)>, StoreError> {
+    pub async fn session(
+        &self,
+        token_hash: String,
+        now: String,
+    ) -> Result<Option<(String, String)>, StoreError> {
         read!(self, c => auth::session(c, &token_hash, &now).await)
     }
 
     /// See [`crate::Store::revoke_session`].
-    pub async fn revoke_session(&self, token_hash: String, now: String) -> Result<bool, StoreError> {
+    pub async fn revoke_session(
+        &self,
+        token_hash: String,
+        now: String,
+    ) -> Result<bool, StoreError> {
         write!(self, tx => auth::revoke_session(tx, &token_hash, &now).await)
     }
 
@@ -250,12 +304,22 @@ impl PgStore {
     }
 
     /// See [`crate::Store::revoke_api_key`].
-    pub async fn revoke_api_key(&self, user_id: String, id: String, now: String) -> Result<bool, StoreError> {
+    pub async fn revoke_api_key(
+        &self,
+        user_id: String,
+        id: String,
+        now: String,
+    ) -> Result<bool, StoreError> {
         write!(self, tx => auth::revoke_api_key(tx, &user_id, &id, &now).await)
     }
 
     /// See [`crate::Store::touch_api_key`].
-    pub async fn touch_api_key(&self, id: String, now: String, stale_before: String) -> Result<(), StoreError> {
+    pub async fn touch_api_key(
+        &self,
+        id: String,
+        now: String,
+        stale_before: String,
+    ) -> Result<(), StoreError> {
         write!(self, tx => auth::touch_api_key(tx, &id, &now, &stale_before).await)
     }
 
@@ -265,7 +329,12 @@ impl PgStore {
     }
 
     /// See [`crate::Store::set_password_hash`].
-    pub async fn set_password_hash(&self, user_id: String, hash: String, now: String) -> Result<bool, StoreError> {
+    pub async fn set_password_hash(
+        &self,
+        user_id: String,
+        hash: String,
+        now: String,
+    ) -> Result<bool, StoreError> {
         write!(self, tx => auth::set_password_hash(tx, &user_id, &hash, &now).await)
     }
 }

@@ -39,7 +39,9 @@ pub(crate) fn encode(ty: &FieldType, v: &Value) -> Expr {
         (FieldType::Json, v) => cast(Some(v.to_string()), "jsonb"),
         (FieldType::Datetime, v) => cast(text(v.as_str().map(str::to_owned)), "timestamptz"),
         (FieldType::Date, v) => cast(text(v.as_str().map(str::to_owned)), "date"),
-        (FieldType::Uuid | FieldType::Relation(_), v) => cast(v.as_str().map(str::to_owned), "uuid"),
+        (FieldType::Uuid | FieldType::Relation(_), v) => {
+            cast(v.as_str().map(str::to_owned), "uuid")
+        }
         (_, Value::String(s)) => Expr::val(Some(s.clone())),
         (_, Value::Null) => Expr::val(None::<String>),
         (_, other) => Expr::val(Some(other.to_string())),
@@ -68,12 +70,18 @@ fn time_text(row: &Row, i: usize) -> Result<Option<String>, StoreError> {
 fn decode(ty: &FieldType, row: &Row, i: usize) -> Result<Value, StoreError> {
     let json = |s: Option<String>| s.map_or(Value::Null, Value::String);
     Ok(match ty {
-        FieldType::Integer => row.try_get::<_, Option<i64>>(i).map_err(bad("bigint"))?.map_or(Value::Null, Value::from),
+        FieldType::Integer => row
+            .try_get::<_, Option<i64>>(i)
+            .map_err(bad("bigint"))?
+            .map_or(Value::Null, Value::from),
         FieldType::Number => row
             .try_get::<_, Option<f64>>(i)
             .map_err(bad("double"))?
             .map_or(Value::Null, canonical_number),
-        FieldType::Boolean => row.try_get::<_, Option<bool>>(i).map_err(bad("boolean"))?.map_or(Value::Null, Value::Bool),
+        FieldType::Boolean => row
+            .try_get::<_, Option<bool>>(i)
+            .map_err(bad("boolean"))?
+            .map_or(Value::Null, Value::Bool),
         FieldType::Datetime => json(time_text(row, i)?),
         FieldType::Date => json(
             row.try_get::<_, Option<time::Date>>(i)
@@ -81,7 +89,10 @@ fn decode(ty: &FieldType, row: &Row, i: usize) -> Result<Value, StoreError> {
                 .map(|d| format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())),
         ),
         FieldType::Uuid | FieldType::Relation(_) => json(uuid_text(row, i)?),
-        FieldType::Json => row.try_get::<_, Option<Value>>(i).map_err(bad("jsonb"))?.unwrap_or(Value::Null),
+        FieldType::Json => row
+            .try_get::<_, Option<Value>>(i)
+            .map_err(bad("jsonb"))?
+            .unwrap_or(Value::Null),
         _ => json(row.try_get::<_, Option<String>>(i).map_err(bad("text"))?),
     })
 }
@@ -127,29 +138,52 @@ fn id_is(table: &str, id: &str) -> Expr {
 }
 
 /// Runs a list-shaped SELECT and decodes the rows, links included.
-pub(crate) async fn select(conn: &impl Conn, resource: &Resource, query: &ListQuery) -> Result<Vec<Record>, StoreError> {
+pub(crate) async fn select(
+    conn: &impl Conn,
+    resource: &Resource,
+    query: &ListQuery,
+) -> Result<Vec<Record>, StoreError> {
     let stmt = statement(resource, query, true)?.build(PostgresQueryBuilder);
     let rows = conn.rows(stmt).await?;
-    let mut records = rows.iter().map(|r| decode_row(resource, r)).collect::<Result<Vec<_>, _>>()?;
+    let mut records = rows
+        .iter()
+        .map(|r| decode_row(resource, r))
+        .collect::<Result<Vec<_>, _>>()?;
     load_links(conn, resource, &mut records).await?;
     Ok(records)
 }
 
 /// Fills many-relation fields with one query per relation.
-async fn load_links(conn: &impl Conn, resource: &Resource, records: &mut [Record]) -> Result<(), StoreError> {
+async fn load_links(
+    conn: &impl Conn,
+    resource: &Resource,
+    records: &mut [Record],
+) -> Result<(), StoreError> {
     if records.is_empty() {
         return Ok(());
     }
     let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
-    let position: BTreeMap<String, usize> = ids.iter().cloned().enumerate().map(|(i, id)| (id, i)).collect();
-    for (i, field) in resource.fields.iter().enumerate().filter(|(_, f)| f.is_many()) {
+    let position: BTreeMap<String, usize> = ids
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, id)| (id, i))
+        .collect();
+    for (i, field) in resource
+        .fields
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.is_many())
+    {
         let jt = format!("{}__{}", resource.name, field.name);
         let list = Value::Array(ids.iter().cloned().map(Value::String).collect()).to_string();
         let sql = format!(
             "SELECT \"source\", \"target\" FROM {} WHERE \"source\" IN (SELECT (jsonb_array_elements_text(CAST($1 AS jsonb)))::uuid) ORDER BY \"source\", \"position\"",
             q(&jt)
         );
-        let rows = conn.rows((sql, sea_query::Values(vec![list.into()]))).await?;
+        let rows = conn
+            .rows((sql, sea_query::Values(vec![list.into()])))
+            .await?;
         for row in &rows {
             let source = uuid_text(row, 0)?.unwrap_or_default();
             let target = uuid_text(row, 1)?.unwrap_or_default();
@@ -164,18 +198,32 @@ async fn load_links(conn: &impl Conn, resource: &Resource, records: &mut [Record
 }
 
 /// One record, if it exists and satisfies `visible`.
-pub(crate) async fn get(conn: &impl Conn, resource: &Resource, id: &str, visible: Option<&Expr>) -> Result<Option<Record>, StoreError> {
+pub(crate) async fn get(
+    conn: &impl Conn,
+    resource: &Resource,
+    id: &str,
+    visible: Option<&Expr>,
+) -> Result<Option<Record>, StoreError> {
     let table = resource.name.as_str();
     let filter = match visible {
         Some(v) => id_is(table, id).and(v.clone()),
         None => id_is(table, id),
     };
-    let query = ListQuery { filter: Some(filter), limit: 1, ..ListQuery::default() };
+    let query = ListQuery {
+        filter: Some(filter),
+        limit: 1,
+        ..ListQuery::default()
+    };
     Ok(select(conn, resource, &query).await?.pop())
 }
 
 /// Whether record `id` satisfies `cond`.
-async fn satisfies(conn: &impl Conn, resource: &Resource, id: &str, cond: &Expr) -> Result<bool, StoreError> {
+async fn satisfies(
+    conn: &impl Conn,
+    resource: &Resource,
+    id: &str,
+    cond: &Expr,
+) -> Result<bool, StoreError> {
     let table = resource.name.as_str();
     let stmt = Query::select()
         .expr(Expr::cust("1"))
@@ -195,7 +243,9 @@ async fn check_relations<'v>(
     let mut problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (i, value) in values {
         let field = &resource.fields[i];
-        let Some(rel) = field.relation() else { continue };
+        let Some(rel) = field.relation() else {
+            continue;
+        };
         let ids: Vec<&str> = match value {
             Value::String(s) => vec![s.as_str()],
             Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
@@ -208,24 +258,48 @@ async fn check_relations<'v>(
                 .and_where(id_is(&rel.resource, id))
                 .build(PostgresQueryBuilder);
             if conn.rows(stmt).await?.is_empty() {
-                problems.entry(field.name.clone()).or_default().push(format!("no {} record has id {id}", rel.resource));
+                problems
+                    .entry(field.name.clone())
+                    .or_default()
+                    .push(format!("no {} record has id {id}", rel.resource));
             }
         }
     }
-    if problems.is_empty() { Ok(()) } else { Err(StoreError::BrokenRelation { fields: problems }) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::BrokenRelation { fields: problems })
+    }
 }
 
-async fn write_links(conn: &impl Conn, resource: &Resource, field: usize, source: &str, targets: &Value, replace: bool) -> Result<(), StoreError> {
-    let jt = q(&format!("{}__{}", resource.name, resource.fields[field].name));
+async fn write_links(
+    conn: &impl Conn,
+    resource: &Resource,
+    field: usize,
+    source: &str,
+    targets: &Value,
+    replace: bool,
+) -> Result<(), StoreError> {
+    let jt = q(&format!(
+        "{}__{}",
+        resource.name, resource.fields[field].name
+    ));
     if replace {
         let sql = format!("DELETE FROM {jt} WHERE \"source\" = CAST($1 AS uuid)");
-        conn.rows((sql, sea_query::Values(vec![source.to_owned().into()]))).await?;
+        conn.rows((sql, sea_query::Values(vec![source.to_owned().into()])))
+            .await?;
     }
     if let Value::Array(ids) = targets {
         for (pos, id) in ids.iter().enumerate() {
             if let Some(id) = id.as_str() {
-                let sql = format!("INSERT INTO {jt} (\"source\", \"target\", \"position\") VALUES (CAST($1 AS uuid), CAST($2 AS uuid), $3)");
-                let values = sea_query::Values(vec![source.to_owned().into(), id.to_owned().into(), (pos as i64).into()]);
+                let sql = format!(
+                    "INSERT INTO {jt} (\"source\", \"target\", \"position\") VALUES (CAST($1 AS uuid), CAST($2 AS uuid), $3)"
+                );
+                let values = sea_query::Values(vec![
+                    source.to_owned().into(),
+                    id.to_owned().into(),
+                    (pos as i64).into(),
+                ]);
                 conn.rows((sql, values)).await?;
             }
         }
@@ -233,7 +307,12 @@ async fn write_links(conn: &impl Conn, resource: &Resource, field: usize, source
     Ok(())
 }
 
-pub(crate) async fn insert(conn: &impl Conn, resource: &Resource, record: NewRecord, allowed: Option<&Expr>) -> Result<Record, StoreError> {
+pub(crate) async fn insert(
+    conn: &impl Conn,
+    resource: &Resource,
+    record: NewRecord,
+    allowed: Option<&Expr>,
+) -> Result<Record, StoreError> {
     check_relations(conn, resource, record.values.iter().enumerate()).await?;
     let columns = expected_columns(resource);
     let mut values: Vec<Expr> = vec![cast(Some(record.id.clone()), "uuid"), Expr::val(1i64)];
@@ -266,10 +345,21 @@ pub(crate) async fn insert(conn: &impl Conn, resource: &Resource, record: NewRec
         return Err(StoreError::Forbidden);
     }
     let stamp = resource.timestamps.then(|| record.now.clone());
-    Ok(Record { id: record.id, version: 1, created_at: stamp.clone(), updated_at: stamp, values })
+    Ok(Record {
+        id: record.id,
+        version: 1,
+        created_at: stamp.clone(),
+        updated_at: stamp,
+        values,
+    })
 }
 
-async fn permits(conn: &impl Conn, resource: &Resource, id: &str, access: &Access) -> Result<bool, StoreError> {
+async fn permits(
+    conn: &impl Conn,
+    resource: &Resource,
+    id: &str,
+    access: &Access,
+) -> Result<bool, StoreError> {
     if let Some(visible) = &access.visible
         && !satisfies(conn, resource, id, visible).await?
     {
@@ -285,12 +375,23 @@ async fn permits(conn: &impl Conn, resource: &Resource, id: &str, access: &Acces
 
 /// Locks the row for the rest of the transaction; whether it exists, and its version.
 async fn lock(conn: &impl Conn, resource: &Resource, id: &str) -> Result<Option<i64>, StoreError> {
-    let sql = format!("SELECT \"version\" FROM {} WHERE \"id\" = CAST($1 AS uuid) FOR UPDATE", q(&resource.name));
-    let rows = conn.rows((sql, sea_query::Values(vec![id.to_owned().into()]))).await?;
+    let sql = format!(
+        "SELECT \"version\" FROM {} WHERE \"id\" = CAST($1 AS uuid) FOR UPDATE",
+        q(&resource.name)
+    );
+    let rows = conn
+        .rows((sql, sea_query::Values(vec![id.to_owned().into()])))
+        .await?;
     Ok(rows.first().map(|r| r.get(0)))
 }
 
-pub(crate) async fn update(conn: &impl Conn, resource: &Resource, id: &str, update: Update, access: &Access) -> Result<Option<Record>, StoreError> {
+pub(crate) async fn update(
+    conn: &impl Conn,
+    resource: &Resource,
+    id: &str,
+    update: Update,
+    access: &Access,
+) -> Result<Option<Record>, StoreError> {
     if lock(conn, resource, id).await?.is_none() {
         return Ok(None);
     }
@@ -300,7 +401,11 @@ pub(crate) async fn update(conn: &impl Conn, resource: &Resource, id: &str, upda
     if !permits(conn, resource, id, access).await? {
         return Ok(None);
     }
-    if update.if_match.as_ref().is_some_and(|v| !v.contains(&record.version)) {
+    if update
+        .if_match
+        .as_ref()
+        .is_some_and(|v| !v.contains(&record.version))
+    {
         return Err(StoreError::VersionMismatch);
     }
     if update.changes.is_empty() {
@@ -313,16 +418,27 @@ pub(crate) async fn update(conn: &impl Conn, resource: &Resource, id: &str, upda
             Change::Set(v) => v,
             Change::Clear if field.is_many() => Value::Array(Vec::new()),
             Change::Clear => Value::Null,
-            Change::MergeJson(patch) => crate::sqlite::merge_patch(std::mem::take(&mut record.values[i]), patch),
+            Change::MergeJson(patch) => {
+                crate::sqlite::merge_patch(std::mem::take(&mut record.values[i]), patch)
+            }
         };
         changed.push(i);
     }
-    check_relations(conn, resource, changed.iter().map(|&i| (i, &record.values[i]))).await?;
+    check_relations(
+        conn,
+        resource,
+        changed.iter().map(|&i| (i, &record.values[i])),
+    )
+    .await?;
     let table = resource.name.as_str();
     let mut stmt = Query::update();
-    stmt.table(alias(table)).value(alias("version"), col(table, "version").add(1i64));
+    stmt.table(alias(table))
+        .value(alias("version"), col(table, "version").add(1i64));
     if resource.timestamps {
-        stmt.value(alias("updated_at"), cast(Some(update.now.clone()), "timestamptz"));
+        stmt.value(
+            alias("updated_at"),
+            cast(Some(update.now.clone()), "timestamptz"),
+        );
     }
     for &i in changed.iter().filter(|&&i| !resource.fields[i].is_many()) {
         let field = &resource.fields[i];
@@ -345,7 +461,13 @@ pub(crate) async fn update(conn: &impl Conn, resource: &Resource, id: &str, upda
     Ok(Some(record))
 }
 
-pub(crate) async fn delete(conn: &impl Conn, resource: &Resource, id: &str, if_match: Option<&[i64]>, access: &Access) -> Result<bool, StoreError> {
+pub(crate) async fn delete(
+    conn: &impl Conn,
+    resource: &Resource,
+    id: &str,
+    if_match: Option<&[i64]>,
+    access: &Access,
+) -> Result<bool, StoreError> {
     let Some(version) = lock(conn, resource, id).await? else {
         return Ok(false);
     };
@@ -355,17 +477,27 @@ pub(crate) async fn delete(conn: &impl Conn, resource: &Resource, id: &str, if_m
     if if_match.is_some_and(|v| !v.contains(&version)) {
         return Err(StoreError::VersionMismatch);
     }
-    let sql = format!("DELETE FROM {} WHERE \"id\" = CAST($1 AS uuid)", q(&resource.name));
-    conn.rows((sql, sea_query::Values(vec![id.to_owned().into()]))).await.map_err(|e| match e {
-        StoreError::BrokenRelation { .. } => StoreError::Referenced,
-        other => other,
-    })?;
+    let sql = format!(
+        "DELETE FROM {} WHERE \"id\" = CAST($1 AS uuid)",
+        q(&resource.name)
+    );
+    conn.rows((sql, sea_query::Values(vec![id.to_owned().into()])))
+        .await
+        .map_err(|e| match e {
+            StoreError::BrokenRelation { .. } => StoreError::Referenced,
+            other => other,
+        })?;
     Ok(true)
 }
 
-pub(crate) async fn count(conn: &impl Conn, resource: &Resource, filter: Option<Expr>) -> Result<u64, StoreError> {
+pub(crate) async fn count(
+    conn: &impl Conn,
+    resource: &Resource,
+    filter: Option<Expr>,
+) -> Result<u64, StoreError> {
     let mut stmt = Query::select();
-    stmt.expr(Expr::cust("COUNT(*)")).from(alias(&resource.name));
+    stmt.expr(Expr::cust("COUNT(*)"))
+        .from(alias(&resource.name));
     if let Some(f) = filter {
         stmt.and_where(f);
     }
@@ -374,24 +506,45 @@ pub(crate) async fn count(conn: &impl Conn, resource: &Resource, filter: Option<
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-pub(crate) async fn get_many(conn: &impl Conn, resource: &Resource, ids: Vec<String>, visible: Option<Expr>) -> Result<Vec<Record>, StoreError> {
+pub(crate) async fn get_many(
+    conn: &impl Conn,
+    resource: &Resource,
+    ids: Vec<String>,
+    visible: Option<Expr>,
+) -> Result<Vec<Record>, StoreError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let limit = u32::try_from(ids.len()).unwrap_or(u32::MAX);
     let list = Value::Array(ids.into_iter().map(Value::String).collect()).to_string();
     let among = Expr::cust_with_values(
-        format!("{}.\"id\" IN (SELECT (jsonb_array_elements_text(CAST($1 AS jsonb)))::uuid)", q(&resource.name)),
+        format!(
+            "{}.\"id\" IN (SELECT (jsonb_array_elements_text(CAST($1 AS jsonb)))::uuid)",
+            q(&resource.name)
+        ),
         [list],
     );
     let filter = match visible {
         Some(v) => among.and(v),
         None => among,
     };
-    select(conn, resource, &ListQuery { filter: Some(filter), limit, ..ListQuery::default() }).await
+    select(
+        conn,
+        resource,
+        &ListQuery {
+            filter: Some(filter),
+            limit,
+            ..ListQuery::default()
+        },
+    )
+    .await
 }
 
-pub(crate) async fn explain(conn: &impl Conn, resource: &Resource, query: &ListQuery) -> Result<Vec<String>, StoreError> {
+pub(crate) async fn explain(
+    conn: &impl Conn,
+    resource: &Resource,
+    query: &ListQuery,
+) -> Result<Vec<String>, StoreError> {
     let (sql, values) = statement(resource, query, true)?.build(PostgresQueryBuilder);
     let rows = conn.rows((format!("EXPLAIN {sql}"), values)).await?;
     Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())

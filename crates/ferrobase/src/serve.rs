@@ -64,7 +64,17 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>) -> ExitC
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    let state = AppState::new(schema, settings.clone(), store);
+    let redis = match settings.redis.url.as_deref() {
+        None => None,
+        Some(url) => match ferrobase_shared::Redis::connect(url, &settings.redis.prefix) {
+            Ok(redis) => Some(redis),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot use Redis");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    let state = AppState::new(schema, settings.clone(), store, redis);
     let addr = addr.unwrap_or(settings.server.addr);
     let listener = match TcpListener::bind(addr).await {
         Ok(l) => l,

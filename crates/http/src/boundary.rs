@@ -212,7 +212,7 @@ mod tests {
         let schema =
             Arc::new(schema_from_str("schema.toml", templates::BLOG_SCHEMA).expect("schema"));
         let store = Store::open(dir, &settings, schema.clone()).expect("store");
-        AppState::new(schema, Arc::new(settings), store)
+        AppState::new(schema, Arc::new(settings), store, None)
     }
 
     async fn call(app: Router, path: &str) -> (StatusCode, serde_json::Value, String) {

@@ -23,8 +23,16 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Result<Response, Api
         tracing::warn!(error = %e, "readiness check failed");
         return Err(ApiError::unavailable("the database is unavailable"));
     }
+    let mut checks = json!({ "database": "ok" });
+    if let Some(redis) = &state.redis {
+        if let Err(e) = redis.ping().await {
+            tracing::warn!(error = %e, "readiness check failed");
+            return Err(ApiError::unavailable("Redis is unavailable"));
+        }
+        checks["redis"] = json!("ok");
+    }
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "status": "ready", "checks": { "database": "ok" } }),
+        &json!({ "status": "ready", "checks": checks }),
     ))
 }

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ferrobase_auth::throttle::Throttle;
 use ferrobase_auth::{JwtKeys, Passwords};
 use ferrobase_query::cursor::CursorCodec;
 use ferrobase_schema::settings::Secret;
 use ferrobase_schema::{Resource, Schema, Settings, USERS};
+use ferrobase_shared::{Counter, Redis};
 use ferrobase_store::{ResourceId, Store};
 use time::OffsetDateTime;
 
@@ -64,13 +64,15 @@ pub struct App {
     /// Compiled rules, per resource in schema order.
     pub policies: Vec<Policy>,
     /// Failed logins per account and client address.
-    pub pair_throttle: Throttle,
+    pub pair_throttle: Counter,
     /// Failed logins per account.
-    pub account_throttle: Throttle,
+    pub account_throttle: Counter,
     /// Failed logins and registrations per client address.
-    pub ip_throttle: Throttle,
+    pub ip_throttle: Counter,
     /// Registrations per client address.
-    pub register_throttle: Throttle,
+    pub register_throttle: Counter,
+    /// The shared Redis, when configured.
+    pub redis: Option<Redis>,
     /// Bounds concurrent password hashing (19 MiB each).
     pub hashing: tokio::sync::Semaphore,
     /// Whether any rule needs user fields beyond id and role (then they are loaded).
@@ -79,7 +81,12 @@ pub struct App {
 
 impl AppState {
     /// Builds the state; keys are derived from the settings' secret.
-    pub fn new(schema: Arc<Schema>, settings: Arc<Settings>, store: Store) -> Self {
+    pub fn new(
+        schema: Arc<Schema>,
+        settings: Arc<Settings>,
+        store: Store,
+        redis: Option<Redis>,
+    ) -> Self {
         let secret = settings.secret.clone().unwrap_or_else(|| Secret::new(""));
         let previous = settings.secret_previous.as_ref();
         let cursors = CursorCodec::new(
@@ -99,14 +106,35 @@ impl AppState {
             passwords: Passwords::default(),
             cursors,
             policies,
-            pair_throttle: Throttle::new(LOGIN_FAILURES_PER_PAIR, THROTTLE_WINDOW_SECS),
-            account_throttle: Throttle::new(LOGIN_FAILURES_PER_ACCOUNT, THROTTLE_WINDOW_SECS),
+            pair_throttle: Counter::new(
+                redis.as_ref(),
+                "login-pair",
+                LOGIN_FAILURES_PER_PAIR,
+                THROTTLE_WINDOW_SECS,
+            ),
+            account_throttle: Counter::new(
+                redis.as_ref(),
+                "login-account",
+                LOGIN_FAILURES_PER_ACCOUNT,
+                THROTTLE_WINDOW_SECS,
+            ),
             hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
             ),
             rules_need_user,
-            ip_throttle: Throttle::new(LOGIN_FAILURES_PER_IP, THROTTLE_WINDOW_SECS),
-            register_throttle: Throttle::new(REGISTRATIONS_PER_IP, THROTTLE_WINDOW_SECS),
+            ip_throttle: Counter::new(
+                redis.as_ref(),
+                "login-ip",
+                LOGIN_FAILURES_PER_IP,
+                THROTTLE_WINDOW_SECS,
+            ),
+            register_throttle: Counter::new(
+                redis.as_ref(),
+                "register-ip",
+                REGISTRATIONS_PER_IP,
+                THROTTLE_WINDOW_SECS,
+            ),
+            redis,
             schema,
             settings,
             store,

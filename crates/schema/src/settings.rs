@@ -130,6 +130,8 @@ pub struct DatabaseSettings {
 pub struct RedisSettings {
     /// `redis://...`, when configured.
     pub url: Option<String>,
+    /// Prefix of every key this deployment writes (several deployments may share a Redis).
+    pub prefix: String,
 }
 
 /// `[auth]` settings.
@@ -182,7 +184,7 @@ const KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("database", &["url", "pool_size"]),
-    ("redis", &["url"]),
+    ("redis", &["url", "prefix"]),
     (
         "auth",
         &["access_token_ttl", "refresh_token_ttl", "cookie_secure"],
@@ -461,6 +463,7 @@ impl<'a> Loader<'a> {
                     _ => Err("must start with redis:// or rediss://".into()),
                 }
             }),
+            prefix: self.get("redis", "prefix", "ferrobase:".to_owned(), |v| v.string()),
         };
         let auth = AuthSettings {
             access_token_ttl: self.get(

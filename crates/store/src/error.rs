@@ -142,10 +142,9 @@ impl From<tokio_postgres::Error> for StoreError {
 
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
-        match e {
-            deadpool_postgres::PoolError::Backend(e) => e.into(),
-            other => Self::Unavailable(other.to_string()),
-        }
+        // Whatever stops us getting a connection (refused, not accepting connections,
+        // timed out), the database is unavailable to us.
+        Self::Unavailable(e.to_string())
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod services;
 
+pub use postgres;
 pub use reqwest;
 
 use std::io::{BufRead, BufReader};
@@ -146,6 +147,40 @@ impl Project {
 
     /// Starts `ferrobase serve` on an ephemeral port and waits until it listens.
     pub fn serve(self, bin: &str) -> Server {
+        let mut server = self.spawn(bin);
+        server.wait_ready();
+        server.project = Some(self);
+        server
+    }
+
+    /// Starts `ferrobase serve` and returns once it listens, ready or not (for tests of
+    /// start-up before the database is up).
+    pub fn serve_listening(self, bin: &str) -> Server {
+        let mut server = self.spawn(bin);
+        server.project = Some(self);
+        server
+    }
+
+    /// Shares state across nodes like a real cluster: the test Redis (with a key prefix
+    /// of this project's own) and a fixed secret. `None` when Redis is unreachable.
+    pub fn clustered(mut self) -> Option<Self> {
+        let url = services::redis()?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        self.env.push(("REDIS_URL".into(), url));
+        self.env
+            .push(("FERROBASE_REDIS__PREFIX".into(), format!("test-{id}:")));
+        self.env
+            .push(("FERROBASE_SECRET".into(), format!("cluster-secret-{id}")));
+        Some(self)
+    }
+
+    /// Replaces the database URL (for tests that point at a database not there yet).
+    pub fn database_url_override(mut self, url: &str) -> Self {
+        self.env.push(("DATABASE_URL".into(), url.to_owned()));
+        self
+    }
+
+    fn spawn(&self, bin: &str) -> Server {
         let mut cmd = self.command(bin, &["serve", "--addr", "127.0.0.1:0"]);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn ferrobase serve");
@@ -183,22 +218,9 @@ impl Project {
             .as_str()
             .expect("addr in listening line")
             .to_owned();
-        let ready = logs.wait_for(DEADLINE, |l| {
-            l.get("message").and_then(Value::as_str) == Some("ready to serve")
-        });
-        if ready.is_none() {
-            let _ = child.kill();
-            panic!("ferrobase never became ready; output:\n{}", logs.text());
-        }
-        if self.database.is_some() {
-            assert!(
-                logs.text().contains("PostgreSQL is ready"),
-                "the server was meant to run on PostgreSQL:\n{}",
-                logs.text()
-            );
-        }
         Server {
-            project: Some(self),
+            project: None,
+            on_postgres: self.database.is_some(),
             child,
             base: format!("http://{addr}"),
             addr,
@@ -285,6 +307,7 @@ impl Logs {
 /// A running `ferrobase serve`; killed when dropped.
 pub struct Server {
     project: Option<Project>,
+    on_postgres: bool,
     child: Child,
     /// `host:port` it listens on.
     pub addr: String,
@@ -327,6 +350,34 @@ impl Reply {
 }
 
 impl Server {
+    /// Waits until the server says it can serve (its store is ready).
+    pub fn wait_ready(&mut self) {
+        let ready = self.logs.wait_for(DEADLINE, |l| {
+            l.get("message").and_then(Value::as_str) == Some("ready to serve")
+        });
+        if ready.is_none() {
+            let _ = self.child.kill();
+            panic!(
+                "ferrobase never became ready; output:\n{}",
+                self.logs.text()
+            );
+        }
+        if self.on_postgres {
+            assert!(
+                self.logs.text().contains("PostgreSQL is ready"),
+                "the server was meant to run on PostgreSQL:\n{}",
+                self.logs.text()
+            );
+        }
+    }
+
+    /// A second node of the same project (same directory, settings and database).
+    pub fn another(&self, bin: &str) -> Server {
+        let mut node = self.project().spawn(bin);
+        node.wait_ready();
+        node
+    }
+
     /// Absolute URL of a path.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)

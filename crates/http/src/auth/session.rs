@@ -69,10 +69,9 @@ pub(crate) async fn register(
 ) -> Result<Response, ApiError> {
     let now_unix = state.clock.now().unix_timestamp();
     let ip = ip_key(&state, &req);
-    if let Some(wait) = state.register_throttle.blocked(&ip, now_unix) {
+    if let Err(wait) = state.register_throttle.hit(&ip, now_unix).await {
         return Ok(rate_limited(wait));
     }
-    state.register_throttle.fail(&ip, now_unix);
     let JsonObject(mut body) = JsonObject::from_request(req, &state).await?;
     let password = required_string(&mut body, "password")?;
     let mut errors = std::collections::BTreeMap::new();
@@ -170,9 +169,9 @@ pub(crate) async fn login(
         (&state.ip_throttle, ip.as_str()),
     ];
     for (i, (throttle, key)) in counted.iter().enumerate() {
-        if let Err(wait) = throttle.hit(key, now_unix) {
+        if let Err(wait) = throttle.hit(key, now_unix).await {
             for (t, k) in &counted[..i] {
-                t.forgive(k);
+                t.forgive(k, now_unix).await;
             }
             return Ok(rate_limited(wait));
         }
@@ -193,7 +192,7 @@ pub(crate) async fn login(
         return Err(invalid_credentials());
     };
     for (throttle, key) in counted {
-        throttle.forgive(key);
+        throttle.forgive(key, now_unix).await;
     }
     let now = format_datetime(state.clock.now());
     if verified.needs_rehash {
@@ -375,17 +374,15 @@ pub(crate) async fn change_password(
         .position(|f| f.name == "password_hash")
         .and_then(|i| user.values[i].as_str().map(str::to_owned));
     let attempts = format!("password-change:{}", caller.id);
-    if let Err(wait) = state
-        .pair_throttle
-        .hit(&attempts, state.clock.now().unix_timestamp())
-    {
+    let now_unix = state.clock.now().unix_timestamp();
+    if let Err(wait) = state.pair_throttle.hit(&attempts, now_unix).await {
         return Ok(rate_limited(wait));
     }
     let ok = blocking_hash(&state, move |p| p.verify(&current, stored.as_deref()).ok).await?;
     if !ok {
         return Err(invalid_credentials());
     }
-    state.pair_throttle.forgive(&attempts);
+    state.pair_throttle.forgive(&attempts, now_unix).await;
     let hash = hash_password(&state, new).await?;
     let now = format_datetime(state.clock.now());
     state

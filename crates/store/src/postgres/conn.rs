@@ -4,9 +4,10 @@
 
 use std::future::Future;
 
+use deadpool_postgres::{ClientWrapper, Transaction};
 use sea_query::{Value as SqlValue, Values};
+use tokio_postgres::Row;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, Row, Transaction};
 
 use crate::StoreError;
 
@@ -43,22 +44,26 @@ pub(crate) trait Conn: Sync {
     ) -> impl Future<Output = Result<Vec<Row>, StoreError>> + Send;
 }
 
+/// Statements are prepared once per connection and kept (keyed by SQL text and parameter
+/// types), so repeated requests skip parsing and planning round trips.
 macro_rules! conn_impl {
     ($t:ty) => {
         impl Conn for $t {
             async fn rows(&self, (sql, values): (String, Values)) -> Result<Vec<Row>, StoreError> {
                 let params = typed(values);
-                let refs: Vec<(&(dyn ToSql + Sync), Type)> = params
+                let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
+                let statement = self.prepare_typed_cached(&sql, &types).await?;
+                let refs: Vec<&(dyn ToSql + Sync)> = params
                     .iter()
-                    .map(|(p, t)| (p.as_ref() as &(dyn ToSql + Sync), t.clone()))
+                    .map(|(p, _)| p.as_ref() as &(dyn ToSql + Sync))
                     .collect();
-                Ok(self.query_typed(&sql, &refs).await?)
+                Ok(self.query(&statement, &refs).await?)
             }
         }
     };
 }
 
-conn_impl!(Client);
+conn_impl!(ClientWrapper);
 conn_impl!(Transaction<'_>);
 
 /// A text value for a column of PostgreSQL type `pg_type`.

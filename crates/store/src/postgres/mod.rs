@@ -20,6 +20,9 @@ use tokio_postgres::{Client, NoTls};
 use crate::auth::{ApiKeyRow, RefreshGrant, Rotation};
 use crate::{Access, ListQuery, NewRecord, Record, ResourceId, StoreError, Update};
 
+/// Most prepared statements kept per connection.
+const MAX_CACHED_STATEMENTS: usize = 512;
+
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: Pool,
@@ -86,7 +89,12 @@ impl PgStore {
                 "PostgreSQL is not ready yet".into(),
             ));
         }
-        Ok(self.pool.get().await?)
+        let client = self.pool.get().await?;
+        // Filters make statement texts as varied as clients like: bound the cache.
+        if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
+            client.statement_cache.clear();
+        }
+        Ok(client)
     }
 
     /// Checks that the database answers.
@@ -138,7 +146,7 @@ async fn prepare(
 macro_rules! read {
     ($self:ident, $c:ident => $body:expr) => {{
         let client = $self.client().await?;
-        let $c: &Client = &client;
+        let $c: &deadpool_postgres::ClientWrapper = &client;
         $body
     }};
 }
@@ -149,7 +157,7 @@ macro_rules! write {
         let mut client = $self.client().await?;
         let transaction = client.transaction().await?;
         let out = {
-            let $c: &tokio_postgres::Transaction<'_> = &transaction;
+            let $c: &deadpool_postgres::Transaction<'_> = &transaction;
             $body
         }?;
         transaction.commit().await?;

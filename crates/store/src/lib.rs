@@ -3,6 +3,7 @@
 //! Rows are decoded by each field's declared type, never by driver type information.
 
 pub mod auth;
+mod common;
 mod error;
 mod list;
 mod postgres;

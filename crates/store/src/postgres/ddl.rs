@@ -94,16 +94,7 @@ fn indexes(resource: &Resource) -> Vec<String> {
     let table = &resource.name;
     let mut stmts = Vec::new();
     for index in &resource.indexes {
-        let mut cols: Vec<String> = index
-            .columns
-            .iter()
-            .map(|c| format!("{}{}", q(&c.name), if c.descending { " DESC" } else { "" }))
-            .collect();
-        let has_id = index.columns.iter().any(|c| c.name == "id");
-        if !index.unique && !has_id {
-            let descending = index.columns.last().is_some_and(|c| c.descending);
-            cols.push(format!("\"id\"{}", if descending { " DESC" } else { "" }));
-        }
+        let cols = crate::common::index_columns(index, q);
         stmts.push(format!(
             "CREATE {}INDEX IF NOT EXISTS {} ON {} ({})",
             if index.unique { "UNIQUE " } else { "" },

@@ -13,9 +13,10 @@ use tokio_postgres::Row;
 
 use super::conn::{Conn, cast};
 use super::ddl::q;
+use crate::common::apply_changes;
 use crate::list::statement;
 use crate::sqlite::expected_columns;
-use crate::{Access, Change, ListQuery, NewRecord, Record, StoreError, Update};
+use crate::{Access, ListQuery, NewRecord, Record, StoreError, Update};
 
 fn alias(name: &str) -> Alias {
     Alias::new(name)
@@ -411,19 +412,7 @@ pub(crate) async fn update(
     if update.changes.is_empty() {
         return Ok(Some(record));
     }
-    let mut changed = Vec::with_capacity(update.changes.len());
-    for (i, change) in update.changes {
-        let field = &resource.fields[i];
-        record.values[i] = match change {
-            Change::Set(v) => v,
-            Change::Clear if field.is_many() => Value::Array(Vec::new()),
-            Change::Clear => Value::Null,
-            Change::MergeJson(patch) => {
-                crate::sqlite::merge_patch(std::mem::take(&mut record.values[i]), patch)
-            }
-        };
-        changed.push(i);
-    }
+    let changed = apply_changes(resource, &mut record, update.changes);
     check_relations(
         conn,
         resource,

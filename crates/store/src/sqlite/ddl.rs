@@ -97,19 +97,7 @@ fn create_indexes(resource: &Resource) -> Vec<String> {
     let table = &resource.name;
     let mut stmts = Vec::new();
     for index in &resource.indexes {
-        let mut cols: Vec<String> = index
-            .columns
-            .iter()
-            .map(|c| format!("{}{}", q(&c.name), if c.descending { " DESC" } else { "" }))
-            .collect();
-        // Lists break ties on `id` in the direction of the last sort key; carrying `id`
-        // in the index lets one index scan serve the whole ORDER BY (no temporary sort).
-        // Unique indexes keep their exact columns: adding `id` would void uniqueness.
-        let has_id = index.columns.iter().any(|c| c.name == "id");
-        if !index.unique && !has_id {
-            let descending = index.columns.last().is_some_and(|c| c.descending);
-            cols.push(format!("\"id\"{}", if descending { " DESC" } else { "" }));
-        }
+        let cols = crate::common::index_columns(index, q);
         stmts.push(format!(
             "CREATE {}INDEX IF NOT EXISTS {} ON {} ({})",
             if index.unique { "UNIQUE " } else { "" },

@@ -12,8 +12,9 @@ use sea_query::{Alias, Expr, ExprTrait, Query, SqliteQueryBuilder};
 use serde_json::Value;
 
 use super::ddl::{expected_columns, join_table, q};
+use crate::common::apply_changes;
 use crate::list::list_statement;
-use crate::{Access, Change, ListQuery, NewRecord, Record, ResourceId, StoreError, Update};
+use crate::{Access, ListQuery, NewRecord, Record, ResourceId, StoreError, Update};
 
 /// Precomputed statements for every resource.
 pub(crate) struct Plans {
@@ -573,20 +574,7 @@ impl Plans {
         if update.changes.is_empty() {
             return Ok(Some(record));
         }
-        let mut changed = Vec::with_capacity(update.changes.len());
-        for (i, change) in update.changes {
-            let field = &resource.fields[i];
-            let value = match change {
-                Change::Set(v) => v,
-                Change::Clear if field.is_many() => Value::Array(Vec::new()),
-                Change::Clear => Value::Null,
-                Change::MergeJson(patch) => {
-                    merge_patch(std::mem::take(&mut record.values[i]), patch)
-                }
-            };
-            record.values[i] = value;
-            changed.push(i);
-        }
+        let changed = apply_changes(resource, &mut record, update.changes);
         self.check_relations(
             conn,
             resource,

@@ -1,0 +1,46 @@
+//! Logic both stores share, so that they cannot drift apart.
+
+use ferrobase_schema::{Index, Resource};
+use serde_json::Value;
+
+use crate::sqlite::merge_patch;
+use crate::{Change, Record};
+
+/// The column list of a declared index, quoted. Lists break ties on `id` in the direction
+/// of the last sort key; carrying `id` in the index lets one index scan serve the whole
+/// ORDER BY (no temporary sort). Unique indexes keep their exact columns: adding `id`
+/// would void the uniqueness.
+pub(crate) fn index_columns(index: &Index, quote: fn(&str) -> String) -> Vec<String> {
+    let desc = |d: bool| if d { " DESC" } else { "" };
+    let mut cols: Vec<String> = index
+        .columns
+        .iter()
+        .map(|c| format!("{}{}", quote(&c.name), desc(c.descending)))
+        .collect();
+    if !index.unique && !index.columns.iter().any(|c| c.name == "id") {
+        let descending = index.columns.last().is_some_and(|c| c.descending);
+        cols.push(format!("{}{}", quote("id"), desc(descending)));
+    }
+    cols
+}
+
+/// Applies the changes of an update to `record` in memory and returns the indexes of the
+/// fields they touched.
+pub(crate) fn apply_changes(
+    resource: &Resource,
+    record: &mut Record,
+    changes: Vec<(usize, Change)>,
+) -> Vec<usize> {
+    let mut changed = Vec::with_capacity(changes.len());
+    for (i, change) in changes {
+        let field = &resource.fields[i];
+        record.values[i] = match change {
+            Change::Set(v) => v,
+            Change::Clear if field.is_many() => Value::Array(Vec::new()),
+            Change::Clear => Value::Null,
+            Change::MergeJson(patch) => merge_patch(std::mem::take(&mut record.values[i]), patch),
+        };
+        changed.push(i);
+    }
+    changed
+}

@@ -25,6 +25,22 @@ pub fn token_hash(token: &str) -> String {
         .collect()
 }
 
+/// A hex SHA-256 over several parts, each length-prefixed so that no two different
+/// sequences of parts share a fingerprint (idempotency keys, request fingerprints,
+/// list ETags).
+pub fn fingerprint(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Equality whose time does not depend on where the inputs differ.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {

@@ -100,6 +100,27 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>) -> ExitC
         }
     });
 
+    if let (true, Some(metrics_addr)) = (settings.metrics.enabled, settings.metrics.addr) {
+        match TcpListener::bind(metrics_addr).await {
+            Ok(listener) => {
+                let local = listener
+                    .local_addr()
+                    .map_or_else(|_| metrics_addr.to_string(), |a| a.to_string());
+                tracing::info!(addr = %local, "metrics listening");
+                let app = ferrobase_http::metrics_router(state.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, app).await {
+                        tracing::error!(error = %e, "the metrics listener failed");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %e, addr = %metrics_addr, "cannot listen for metrics");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        }
+    }
+
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = ferrobase_http::router(state.clone());
     let server = axum::serve(

@@ -105,9 +105,14 @@ pub async fn boundary(State(state): State<AppState>, mut req: Request, next: Nex
     };
     if let Some(PendingError(error)) = res.extensions_mut().remove::<PendingError>() {
         let status = error.status;
-        let keep = [header::ALLOW, header::WWW_AUTHENTICATE, header::RETRY_AFTER];
+        let keep = [
+            &header::ALLOW,
+            &header::WWW_AUTHENTICATE,
+            &header::RETRY_AFTER,
+        ];
         let kept: Vec<_> = keep
-            .iter()
+            .into_iter()
+            .chain(crate::ratelimit::HEADERS)
             .filter_map(|h| res.headers().get(h).map(|v| (h.clone(), v.clone())))
             .collect();
         res = Response::new(Body::from(render(&error, &id)));
@@ -128,6 +133,20 @@ pub async fn boundary(State(state): State<AppState>, mut req: Request, next: Nex
     security_headers(&mut res, state.settings.server.hsts);
 
     let status = res.status();
+    // A write anywhere forgets every cached public read, on every node sharing the cache,
+    // before the writer hears back (so it reads its own write).
+    if let Some(cache) = &state.read_cache
+        && !method.is_safe()
+        && status.is_success()
+    {
+        cache.invalidate().await;
+    }
+    state.metrics.request(
+        method.as_str(),
+        route.as_deref().unwrap_or("unmatched"),
+        status.as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     let user_id = res
         .extensions()
         .get::<crate::identity::LoggedUser>()

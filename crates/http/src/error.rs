@@ -124,6 +124,11 @@ impl From<StoreError> for ApiError {
                 "the record is still referenced by other records",
             ),
             StoreError::Forbidden => Self::forbidden(),
+            StoreError::NotFound => Self::not_found("no such record"),
+            StoreError::Rejected(refusal) => match refusal.downcast_ref::<ApiError>() {
+                Some(e) => e.clone(),
+                None => Self::internal("a write guard refused with an unknown error"),
+            },
             StoreError::CascadeTooDeep => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "UNPROCESSABLE",

@@ -3,11 +3,15 @@
 
 mod auth;
 mod boundary;
+mod cache;
 pub mod error;
 mod extract;
+mod idempotency;
 pub mod identity;
+pub mod metrics;
 mod ops;
 pub mod policy;
+pub mod ratelimit;
 mod records;
 pub mod redact;
 mod router;
@@ -15,5 +19,5 @@ mod state;
 
 pub use boundary::RequestId;
 pub use error::ApiError;
-pub use router::router;
+pub use router::{metrics_router, router};
 pub use state::{App, AppState, Clock, SystemClock};

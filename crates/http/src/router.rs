@@ -1,18 +1,30 @@
 //! Every route of the server, in one place.
 
+use std::time::Duration;
+
 use axum::Router;
+use axum::handler::Handler;
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post};
+use tower_http::compression::CompressionLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::{api_keys, jwks, session};
 use crate::boundary::{boundary, method_not_allowed, not_found};
+use crate::cache::read_cache;
+use crate::idempotency::idempotency;
 use crate::identity::authenticate;
+use crate::metrics::metrics;
 use crate::ops;
-use crate::records::{create, delete as delete_record, get as get_one, list, update};
+use crate::ratelimit::rate_limit;
+use crate::records::{batch, create, delete as delete_record, get as get_one, list, update};
 use crate::state::AppState;
 
 /// The complete application router.
 pub fn router(state: AppState) -> Router {
+    let cached = || from_fn_with_state(state.clone(), read_cache);
+    let idempotent = || from_fn_with_state(state.clone(), idempotency);
     let api = Router::new()
         .route("/api/v1/auth/register", post(session::register))
         .route("/api/v1/auth/login", post(session::login))
@@ -25,21 +37,105 @@ pub fn router(state: AppState) -> Router {
             get(api_keys::list).post(api_keys::create),
         )
         .route("/api/v1/auth/api-keys/{id}", delete(api_keys::revoke))
-        .route("/api/v1/{resource}", get(list::list).post(create::create))
+        .route("/api/v1/batch", post(batch::batch.layer(idempotent())))
+        .route(
+            "/api/v1/{resource}",
+            get(list::list.layer(cached())).post(create::create.layer(idempotent())),
+        )
         .route(
             "/api/v1/{resource}/{id}",
-            get(get_one::get)
+            get(get_one::get.layer(cached()))
                 .patch(update::update)
                 .delete(delete_record::delete),
         )
+        // Outermost first: who the caller is decides whose quota a request counts against.
+        .route_layer(from_fn_with_state(state.clone(), rate_limit))
         .route_layer(from_fn_with_state(state.clone(), authenticate));
-    Router::new()
+    let mut app = Router::new()
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/.well-known/jwks.json", get(jwks))
-        .merge(api)
+        .merge(api);
+    let settings = &state.settings;
+    if settings.metrics.enabled && settings.metrics.addr.is_none() {
+        app = app.route("/metrics", get(metrics));
+    }
+    let app = app
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(state.clone(), boundary));
+    // CORS and compression sit outside the boundary: error bodies rendered there get
+    // CORS headers (browsers must be able to read them) and are compressed like the rest.
+    let app = match cors(&state) {
+        Some(cors) => app.layer(cors),
+        None => app,
+    };
+    let app = if settings.server.compression {
+        app.layer(CompressionLayer::new().gzip(true).br(true))
+    } else {
+        app
+    };
+    app.with_state(state)
+}
+
+/// The router of a separate metrics listener (`[metrics] addr`).
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
         .layer(from_fn_with_state(state.clone(), boundary))
         .with_state(state)
+}
+
+/// The CORS layer of the configured allow-list; none when no origin is allowed.
+fn cors(state: &AppState) -> Option<CorsLayer> {
+    let settings = &state.settings.cors;
+    if settings.allowed_origins.is_empty() {
+        return None;
+    }
+    let origins = if settings.allowed_origins.iter().any(|o| o == "*") {
+        // Settings refuse `*` with credentials, and in production.
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            settings
+                .allowed_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
+    };
+    let name = HeaderName::from_static;
+    Some(
+        CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PATCH,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_MATCH,
+                header::IF_NONE_MATCH,
+                name("idempotency-key"),
+                name("x-csrf-token"),
+                name("x-request-id"),
+            ])
+            .expose_headers([
+                header::ETAG,
+                header::LOCATION,
+                header::RETRY_AFTER,
+                name("ratelimit-limit"),
+                name("ratelimit-remaining"),
+                name("ratelimit-reset"),
+                name("ratelimit-policy"),
+                name("x-request-id"),
+                name("idempotent-replayed"),
+            ])
+            .allow_credentials(settings.allow_credentials)
+            .max_age(Duration::from_secs(settings.max_age.as_secs())),
+    )
 }

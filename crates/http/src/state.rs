@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use ferrobase_auth::{JwtKeys, Passwords};
 use ferrobase_query::cursor::CursorCodec;
 use ferrobase_schema::settings::Secret;
+use ferrobase_schema::settings::ServerCache;
 use ferrobase_schema::{Resource, Schema, Settings, USERS};
+use ferrobase_shared::cache::ReadCache;
 use ferrobase_shared::{Counter, Redis};
 use ferrobase_store::{ResourceId, Store};
 use time::OffsetDateTime;
@@ -77,6 +79,14 @@ pub struct App {
     pub hashing: tokio::sync::Semaphore,
     /// Whether any rule needs user fields beyond id and role (then they are loaded).
     pub rules_need_user: bool,
+    /// The rate limiter, unless rate limiting is off.
+    pub limits: Option<crate::ratelimit::Limits>,
+    /// The server-side cache of public reads, when configured.
+    pub read_cache: Option<ferrobase_shared::cache::ReadCache>,
+    /// `Cache-Control` of public reads.
+    pub public_cache_control: axum::http::HeaderValue,
+    /// Prometheus metrics of this node.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {
@@ -99,6 +109,21 @@ impl AppState {
             ferrobase_query::sql::Dialect::Sqlite
         };
         let policies = Policy::compile_all(&schema, dialect);
+        let limits = crate::ratelimit::Limits::new(&settings.rate_limit, redis.as_ref());
+        let cache = &settings.cache;
+        let read_cache = match (cache.server, redis.as_ref()) {
+            (ServerCache::Off, _) => None,
+            (ServerCache::Redis, Some(redis)) => Some(ReadCache::redis(redis, cache.server_ttl)),
+            (ServerCache::Memory | ServerCache::Redis, _) => {
+                if redis.is_some() {
+                    tracing::warn!(
+                        "[cache] server = \"memory\" with Redis configured: other nodes' writes will not invalidate this node's cache; use \"redis\""
+                    );
+                }
+                Some(ReadCache::memory(cache.server_capacity, cache.server_ttl))
+            }
+        };
+        let public_cache_control = crate::cache::public_cache_control(cache.public_max_age);
         let rules_need_user = policies.iter().any(Policy::needs_user_record);
         Self(Arc::new(App {
             jwt: JwtKeys::derive(&secret, previous),
@@ -122,6 +147,10 @@ impl AppState {
                 std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
             ),
             rules_need_user,
+            limits,
+            read_cache,
+            public_cache_control,
+            metrics: crate::metrics::Metrics::new(),
             ip_throttle: Counter::new(
                 redis.as_ref(),
                 "login-ip",

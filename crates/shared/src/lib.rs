@@ -3,6 +3,9 @@
 //! memory. The login throttle uses it now; rate limits, caches and realtime fan-out
 //! will use the same connection.
 
+pub mod cache;
+pub mod ratelimit;
+
 use ferrobase_auth::throttle::Throttle;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 

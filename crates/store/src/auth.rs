@@ -95,4 +95,13 @@ CREATE TABLE IF NOT EXISTS "_ferrobase_api_keys" (
   "revoked_at" TEXT
 ) STRICT;
 CREATE INDEX IF NOT EXISTS "fk___ferrobase_api_keys__user_id" ON "_ferrobase_api_keys" ("user_id");
+CREATE TABLE IF NOT EXISTS "_ferrobase_idempotency" (
+  "key" TEXT PRIMARY KEY NOT NULL,
+  "request_hash" TEXT NOT NULL,
+  "created_at" TEXT NOT NULL,
+  "status" INTEGER,
+  "headers" TEXT,
+  "body" BLOB
+) STRICT;
+CREATE INDEX IF NOT EXISTS "ix___ferrobase_idempotency__created_at" ON "_ferrobase_idempotency" ("created_at");
 "#;

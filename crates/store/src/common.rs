@@ -44,3 +44,31 @@ pub(crate) fn apply_changes(
     }
     changed
 }
+
+/// What a stored idempotency key means for a new request with the same key and
+/// `request_hash`; the row is `(request hash, abandoned?, status, headers, body)`.
+pub(crate) fn judge_claim(
+    request_hash: &str,
+    (stored_hash, abandoned, status, headers, body): (
+        String,
+        bool,
+        Option<u16>,
+        Option<String>,
+        Option<Vec<u8>>,
+    ),
+) -> crate::Claim {
+    use crate::Claim;
+    // A different request never gets another request's answer, finished or not.
+    if stored_hash != request_hash {
+        return Claim::Mismatch;
+    }
+    match status {
+        Some(status) => Claim::Done(crate::StoredResponse {
+            status,
+            headers: headers.unwrap_or_else(|| "[]".into()),
+            body: body.unwrap_or_default(),
+        }),
+        None if abandoned => Claim::Fresh,
+        None => Claim::InFlight,
+    }
+}

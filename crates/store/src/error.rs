@@ -32,6 +32,14 @@ pub enum StoreError {
     /// The rule does not allow the caller this write (403 `FORBIDDEN`).
     #[error("the rule does not allow this")]
     Forbidden,
+    /// A write in a batch names a record that does not exist for the caller (404
+    /// `NOT_FOUND`); single writes answer `None`/`false` instead.
+    #[error("no such record")]
+    NotFound,
+    /// The caller's own check (a [`crate::WriteGuard`]) refused the write; the refusal is
+    /// carried back unchanged for the caller to render.
+    #[error("the write was refused by its guard")]
+    Rejected(std::sync::Arc<dyn std::any::Any + Send + Sync>),
     /// The stored version differs from the expected one (412 `PRECONDITION_FAILED`).
     #[error("the record has changed since it was read")]
     VersionMismatch,

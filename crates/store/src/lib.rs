@@ -56,7 +56,7 @@ pub struct NewRecord {
 pub use ferrobase_schema::input::Change;
 
 /// A validated update.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Update {
     /// Time of the write.
     pub now: String,
@@ -65,6 +65,130 @@ pub struct Update {
     /// Only update when the stored version is one of these (`If-Match`); `None` means
     /// unconditionally.
     pub if_match: Option<Vec<i64>>,
+    /// Judges the record as it stands, inside the write transaction, before the changes
+    /// apply (field write rules); its refusal aborts the write.
+    pub guard: Option<WriteGuard>,
+}
+
+impl std::fmt::Debug for Update {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Update")
+            .field("now", &self.now)
+            .field("changes", &self.changes)
+            .field("if_match", &self.if_match)
+            .field("guard", &self.guard.is_some())
+            .finish()
+    }
+}
+
+/// A check the caller runs on the current record inside a write transaction; refusing
+/// with [`StoreError::Rejected`] rolls the write back.
+pub type WriteGuard = Arc<dyn Fn(&Record) -> Result<(), StoreError> + Send + Sync>;
+
+/// One write of a batch.
+pub enum BatchOp {
+    /// See [`Store::insert`].
+    Insert {
+        /// The resource.
+        res: ResourceId,
+        /// The record.
+        record: NewRecord,
+        /// The create rule.
+        allowed: Option<Expr>,
+    },
+    /// See [`Store::update`]; a record the caller cannot see fails the batch.
+    Update {
+        /// The resource.
+        res: ResourceId,
+        /// The record's id.
+        id: String,
+        /// The changes.
+        update: Update,
+        /// The view and update rules.
+        access: Access,
+    },
+    /// See [`Store::delete`]; a record the caller cannot see fails the batch.
+    Delete {
+        /// The resource.
+        res: ResourceId,
+        /// The record's id.
+        id: String,
+        /// `If-Match` versions.
+        if_match: Option<Vec<i64>>,
+        /// The view and delete rules.
+        access: Access,
+    },
+}
+
+/// What one write of a successful batch did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchOutcome {
+    /// The stored record.
+    Inserted(Record),
+    /// The updated record.
+    Updated(Record),
+    /// The record is gone.
+    Deleted,
+}
+
+/// Why a batch failed: the first operation that failed, and how. Nothing was written.
+#[derive(Debug)]
+pub struct BatchError {
+    /// Position of the failed operation; `None` when the batch failed as a whole (the
+    /// transaction could not begin or commit).
+    pub index: Option<usize>,
+    /// Its failure.
+    pub error: StoreError,
+}
+
+/// What a store keeps of a response to replay it for a repeated `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// Headers worth replaying, as a JSON array of `[name, value]` pairs.
+    pub headers: String,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// The state of an idempotency key after trying to claim it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is new (or expired, or abandoned): the caller runs the request.
+    Fresh,
+    /// A request with this key is still running.
+    InFlight,
+    /// The key was used with a different request.
+    Mismatch,
+    /// The key's request finished: replay this.
+    Done(StoredResponse),
+}
+
+/// A request to claim an idempotency key.
+#[derive(Debug, Clone)]
+pub struct IdempotencyClaim {
+    /// The key, already scoped to its caller (and hashed).
+    pub key: String,
+    /// Fingerprint of the request (method, path, body).
+    pub request_hash: String,
+    /// Now (canonical datetime).
+    pub now: String,
+    /// Keys created before this are forgotten (24 h).
+    pub expired_before: String,
+    /// A request still running since before this is taken to have died.
+    pub abandoned_before: String,
+}
+
+/// How busy the database connections are (for metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open.
+    pub connections: usize,
+    /// Connections not running anything.
+    pub idle: usize,
+    /// Requests waiting for a connection.
+    pub waiting: usize,
 }
 
 /// Calls the same method on whichever database backs the store.
@@ -127,6 +251,11 @@ impl Store {
     /// Which SQL dialect the store speaks.
     pub fn is_postgres(&self) -> bool {
         matches!(self, Self::Postgres(_))
+    }
+
+    /// How busy the connections are.
+    pub fn pool_stats(&self) -> PoolStats {
+        dispatch!(self, s => s.pool_stats())
     }
 
     /// Checks that the database answers.
@@ -208,6 +337,30 @@ impl Store {
         access: Access,
     ) -> Result<bool, StoreError> {
         dispatch!(self, s => s.delete(res, id, if_match, access).await)
+    }
+
+    /// Runs every write in one transaction, in order: all of them happen, or none.
+    pub async fn batch(&self, ops: Vec<BatchOp>) -> Result<Vec<BatchOutcome>, BatchError> {
+        dispatch!(self, s => s.batch(ops).await)
+    }
+
+    /// Claims an idempotency key (see [`Claim`]); expired keys are purged on the way.
+    pub async fn claim_idempotency(&self, claim: IdempotencyClaim) -> Result<Claim, StoreError> {
+        dispatch!(self, s => s.claim_idempotency(claim).await)
+    }
+
+    /// Stores the response of a claimed key's request.
+    pub async fn complete_idempotency(
+        &self,
+        key: String,
+        response: StoredResponse,
+    ) -> Result<(), StoreError> {
+        dispatch!(self, s => s.complete_idempotency(key, response).await)
+    }
+
+    /// Gives a claimed key up (its request failed in a way worth retrying).
+    pub async fn release_idempotency(&self, key: String) -> Result<(), StoreError> {
+        dispatch!(self, s => s.release_idempotency(key).await)
     }
 
     /// Stores a new refresh token (the first of a family at login).

@@ -4,33 +4,39 @@ use axum::Extension;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
+use ferrobase_schema::Resource;
 use ferrobase_schema::input::{WriteContext, for_create};
 use ferrobase_schema::validate::format_datetime;
-use ferrobase_store::{NewRecord, StoreError};
+use ferrobase_store::{NewRecord, ResourceId};
+use sea_query::Expr;
+use serde_json::{Map, Value};
 
-use super::{record_response, resource, values_map, with_user};
+use super::{record_response, resource, values_map, with_user, write_failure};
 use crate::error::ApiError;
 use crate::extract::{JsonObject, Segments};
 use crate::identity::Identity;
 use crate::policy::{Access, Op, check_field_writes, decide, refusal, uses_auth};
 use crate::state::AppState;
 
-/// Creates a record: 201 with the stored record, its `Location` and `ETag`; 403 when the
-/// create rule refuses the record (401 when it needs a caller and there is none).
-pub(crate) async fn create(
-    State(state): State<AppState>,
-    Extension(identity): Extension<Identity>,
-    Segments(path): Segments,
-    req: Request,
-) -> Result<Response, ApiError> {
-    let (res, resource) = resource(&state, &path[0])?;
+/// A validated new record and the create rule it must satisfy once stored.
+pub(crate) struct CreatePlan {
+    /// The record.
+    pub record: NewRecord,
+    /// The create rule as SQL over the stored record.
+    pub allowed: Option<Expr>,
+}
+
+/// Validates a body into a new record: defaults, field write rules, and the create rule
+/// compiled with the body.
+pub(crate) fn plan_create(
+    state: &AppState,
+    res: ResourceId,
+    resource: &Resource,
+    identity: &Identity,
+    body: Map<String, Value>,
+) -> Result<CreatePlan, ApiError> {
     let policy = state.policy(res);
-    let identity = with_user(&state, policy, identity).await?;
     let clock = state.clock.now();
-    // Refuse before reading the body when no body could pass (no caller, wrong scope,
-    // admins only); a refusal that depends on the body comes after it is read.
-    decide(policy, resource, Op::Create, &identity, None, clock)?;
-    let JsonObject(body) = JsonObject::from_request(req, &state).await?;
     let now = format_datetime(clock);
     let ctx = WriteContext {
         auth_id: identity.caller().map(|c| c.id.as_str()),
@@ -46,7 +52,7 @@ pub(crate) async fn create(
         written.into_iter(),
         &values,
         &id,
-        &identity,
+        identity,
         &record_body,
         clock,
     )?;
@@ -54,21 +60,47 @@ pub(crate) async fn create(
         policy,
         resource,
         Op::Create,
-        &identity,
+        identity,
         Some(&record_body),
         clock,
     )? {
-        Access::None => return Err(refusal(&identity, uses_auth(policy, Op::Create))),
+        Access::None => return Err(refusal(identity, uses_auth(policy, Op::Create))),
         other => other.into_condition(),
     };
+    Ok(CreatePlan {
+        record: NewRecord { id, now, values },
+        allowed,
+    })
+}
+
+/// Creates a record: 201 with the stored record, its `Location` and `ETag`; 403 when the
+/// create rule refuses the record (401 when it needs a caller and there is none).
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    Segments(path): Segments,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let (res, resource) = resource(&state, &path[0])?;
+    let policy = state.policy(res);
+    let identity = with_user(&state, policy, identity).await?;
+    // Refuse before reading the body when no body could pass (no caller, wrong scope,
+    // admins only); a refusal that depends on the body comes after it is read.
+    decide(
+        policy,
+        resource,
+        Op::Create,
+        &identity,
+        None,
+        state.clock.now(),
+    )?;
+    let JsonObject(body) = JsonObject::from_request(req, &state).await?;
+    let plan = plan_create(&state, res, resource, &identity, body)?;
     let record = state
         .store
-        .insert(res, NewRecord { id, now, values }, allowed)
+        .insert(res, plan.record, plan.allowed)
         .await
-        .map_err(|e| match e {
-            StoreError::Forbidden => refusal(&identity, uses_auth(policy, Op::Create)),
-            other => other.into(),
-        })?;
+        .map_err(|e| write_failure(&state, res, &identity, Op::Create, e))?;
     let mut response = record_response(
         &state,
         res,
@@ -77,9 +109,13 @@ pub(crate) async fn create(
         &record,
         &identity,
     );
-    let location = format!("/api/v1/{}/{}", resource.name, record.id);
-    if let Ok(v) = HeaderValue::from_str(&location) {
+    if let Ok(v) = HeaderValue::from_str(&location(resource, &record.id)) {
         response.headers_mut().insert(header::LOCATION, v);
     }
     Ok(response)
+}
+
+/// The URL of a record.
+pub(crate) fn location(resource: &Resource, id: &str) -> String {
+    format!("/api/v1/{}/{}", resource.name, id)
 }

@@ -3,15 +3,30 @@
 use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use ferrobase_store::{Access, StoreError};
+use ferrobase_schema::Resource;
+use ferrobase_store::{Access, ResourceId};
 
 use super::etag::if_match;
-use super::{not_found, record_id, resource, with_user};
+use super::{not_found, record_id, resource, with_user, write_failure};
 use crate::error::ApiError;
 use crate::extract::Segments;
 use crate::identity::Identity;
-use crate::policy::{Op, decide, refusal, uses_auth};
+use crate::policy::{Op, decide};
 use crate::state::AppState;
+
+/// The view and delete rules of a delete, compiled for the caller.
+pub(crate) fn plan_delete(
+    state: &AppState,
+    res: ResourceId,
+    resource: &Resource,
+    identity: &Identity,
+) -> Result<Access, ApiError> {
+    let policy = state.policy(res);
+    let now = state.clock.now();
+    let visible = decide(policy, resource, Op::View, identity, None, now)?.into_condition();
+    let allowed = decide(policy, resource, Op::Delete, identity, None, now)?.into_condition();
+    Ok(Access { visible, allowed })
+}
 
 /// Deletes one record: 204; 404 when the caller cannot see it; 403 when the delete rule
 /// refuses; 412 when `If-Match` is stale.
@@ -22,20 +37,16 @@ pub(crate) async fn delete(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let (res, resource) = resource(&state, &path[0])?;
-    let policy = state.policy(res);
-    let identity = with_user(&state, policy, identity).await?;
-    let now = state.clock.now();
-    let visible = decide(policy, resource, Op::View, &identity, None, now)?.into_condition();
-    let allowed = decide(policy, resource, Op::Delete, &identity, None, now)?.into_condition();
+    let identity = with_user(&state, state.policy(res), identity).await?;
+    let access = plan_delete(&state, res, resource, &identity)?;
     let id = record_id(resource, &path[1])?;
     match state
         .store
-        .delete(res, id, if_match(&headers), Access { visible, allowed })
+        .delete(res, id, if_match(&headers), access)
         .await
+        .map_err(|e| write_failure(&state, res, &identity, Op::Delete, e))?
     {
-        Ok(true) => Ok(StatusCode::NO_CONTENT),
-        Ok(false) => Err(not_found(resource)),
-        Err(StoreError::Forbidden) => Err(refusal(&identity, uses_auth(policy, Op::Delete))),
-        Err(e) => Err(e.into()),
+        true => Ok(StatusCode::NO_CONTENT),
+        false => Err(not_found(resource)),
     }
 }

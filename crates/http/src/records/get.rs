@@ -3,7 +3,7 @@
 use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::etag::{etag, not_modified};
 use super::{not_found, record_id, record_response, resource, with_user};
@@ -36,17 +36,15 @@ pub(crate) async fn get(
         .get(res, id, access.into_condition())
         .await?
         .ok_or_else(|| not_found(resource))?;
+    let mut extra = HeaderMap::new();
+    crate::cache::mark(&state, &identity, &mut extra);
     if not_modified(&headers, record.version) {
-        let mut res = StatusCode::NOT_MODIFIED.into_response();
-        res.headers_mut().insert(header::ETAG, etag(record.version));
-        return Ok(res);
+        return Ok(crate::cache::not_modified(
+            etag(record.version),
+            extra.get(header::CACHE_CONTROL).cloned(),
+        ));
     }
-    Ok(record_response(
-        &state,
-        res,
-        StatusCode::OK,
-        resource,
-        &record,
-        &identity,
-    ))
+    let mut response = record_response(&state, res, StatusCode::OK, resource, &record, &identity);
+    response.headers_mut().extend(extra);
+    Ok(response)
 }

@@ -3,7 +3,7 @@
 
 use axum::Extension;
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use ferrobase_query::cursor::{Cursor, CursorError};
 use ferrobase_query::env::Env;
@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use super::expand::{Tree, expand};
 use super::params::{ListParams, parse};
-use super::{RecordJson, json_response, resource, with_user};
+use super::{RecordJson, json_bytes, resource, with_user};
 use crate::error::ApiError;
 use crate::extract::Segments;
 use crate::identity::Identity;
@@ -108,6 +108,7 @@ pub(crate) async fn list(
     Extension(identity): Extension<Identity>,
     Segments(path): Segments,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (res, resource) = resource(&state, &path[0])?;
     let policy = state.policy(res);
@@ -249,5 +250,21 @@ pub(crate) async fn list(
             next: next.map(|q| format!("{base}?{q}")),
         },
     };
-    Ok(json_response(StatusCode::OK, &body))
+    // The ETag hashes the answer itself: any change to any listed record, the page's
+    // cursor or the total changes it.
+    let bytes = serde_json::to_vec(&body)
+        .map_err(|e| ApiError::internal(format!("serializing a list: {e}")))?;
+    let etag = crate::cache::list_etag(&bytes);
+    let mut extra = HeaderMap::new();
+    crate::cache::mark(&state, &identity, &mut extra);
+    if crate::cache::matches(&headers, &etag) {
+        return Ok(crate::cache::not_modified(
+            etag,
+            extra.get(header::CACHE_CONTROL).cloned(),
+        ));
+    }
+    let mut response = json_bytes(StatusCode::OK, bytes);
+    response.headers_mut().extend(extra);
+    response.headers_mut().insert(header::ETAG, etag);
+    Ok(response)
 }

@@ -1,5 +1,6 @@
 //! The record API of SPEC §5: one file per operation.
 
+pub(crate) mod batch;
 pub(crate) mod create;
 pub(crate) mod delete;
 mod etag;
@@ -68,6 +69,25 @@ pub(crate) fn not_found(resource: &Resource) -> ApiError {
     ApiError::not_found(format!("no such record in {}", resource.name))
 }
 
+/// A write's failure as the caller sees it: a rule's refusal is 401 or 403 depending on
+/// whether the rule needed a caller; a record that is not there (for the caller) is 404.
+pub(crate) fn write_failure(
+    state: &AppState,
+    res: ResourceId,
+    identity: &Identity,
+    op: crate::policy::Op,
+    error: ferrobase_store::StoreError,
+) -> ApiError {
+    use ferrobase_store::StoreError;
+    match error {
+        StoreError::Forbidden => {
+            crate::policy::refusal(identity, crate::policy::uses_auth(state.policy(res), op))
+        }
+        StoreError::NotFound => not_found(&state.schema.resources[res.0]),
+        other => other.into(),
+    }
+}
+
 /// Indexes of the fields a body names (the fields a write touches).
 pub(crate) fn fields_in(resource: &Resource, body: &Map<String, Value>) -> Vec<usize> {
     resource
@@ -92,16 +112,19 @@ pub(crate) fn values_map(resource: &Resource, values: &[Value]) -> Map<String, V
 /// A JSON response with the given status.
 pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
     match serde_json::to_vec(body) {
-        Ok(bytes) => {
-            let mut res = (status, bytes).into_response();
-            res.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            res
-        }
+        Ok(bytes) => json_bytes(status, bytes),
         Err(e) => ApiError::internal(format!("serializing a response: {e}")).into_response(),
     }
+}
+
+/// A response of already serialized JSON.
+pub(crate) fn json_bytes(status: StatusCode, bytes: Vec<u8>) -> Response {
+    let mut res = (status, bytes).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
 }
 
 /// `{"data": record}` with the record's `ETag`, showing the fields the caller may read.

@@ -1,21 +1,96 @@
 //! `PATCH /api/v1/{resource}/{id}`: JSON merge patch (RFC 7386).
 
+use std::sync::Arc;
+
 use axum::Extension;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
+use ferrobase_schema::Resource;
 use ferrobase_schema::input::{Change, for_patch};
 use ferrobase_schema::validate::format_datetime;
-use ferrobase_store::{Access, StoreError, Update};
+use ferrobase_store::{Access, ResourceId, StoreError, Update};
 use serde_json::{Map, Value};
 
 use super::etag::if_match;
-use super::{not_found, record_id, record_response, resource, with_user};
+use super::{not_found, record_id, record_response, resource, with_user, write_failure};
 use crate::error::ApiError;
 use crate::extract::{JsonObject, Segments};
 use crate::identity::Identity;
-use crate::policy::{Op, check_field_writes, decide, refusal, uses_auth};
+use crate::policy::{Op, check_field_writes, decide};
 use crate::state::AppState;
+
+/// A validated update, ready for the store.
+pub(crate) struct UpdatePlan {
+    /// The changes, with the field write rules as a guard judged inside the transaction.
+    pub update: Update,
+    /// The view and update rules.
+    pub access: Access,
+    /// Whether a user's role changes (their sessions end after the write).
+    pub role_changed: bool,
+}
+
+/// Everything an update decides before the store runs it: the caller may see records
+/// (`visible`), the patch is valid, the update rule is compiled with the body. Field
+/// write rules are judged on the record as it stands inside the write transaction.
+pub(crate) fn plan_update(
+    state: &AppState,
+    res: ResourceId,
+    resource: &Resource,
+    identity: &Identity,
+    patch: Map<String, Value>,
+    if_match: Option<Vec<i64>>,
+) -> Result<UpdatePlan, ApiError> {
+    let policy = state.policy(res);
+    let clock = state.clock.now();
+    let visible = decide(policy, resource, Op::View, identity, None, clock)?.into_condition();
+    let admin = identity.caller().is_some_and(|c| c.role == "admin");
+    let changes = for_patch(resource, patch, admin).map_err(ApiError::validation)?;
+    let body: Map<String, Value> = changes
+        .iter()
+        .map(|(i, change)| {
+            let value = match change {
+                Change::Set(v) | Change::MergeJson(v) => v.clone(),
+                Change::Clear => Value::Null,
+            };
+            (resource.fields[*i].name.clone(), value)
+        })
+        .collect();
+    let allowed =
+        decide(policy, resource, Op::Update, identity, Some(&body), clock)?.into_condition();
+    let role_changed = resource.is_users()
+        && changes
+            .iter()
+            .any(|(i, _)| resource.fields[*i].name == "role");
+    let written: Vec<usize> = changes.iter().map(|(i, _)| *i).collect();
+    let guard = {
+        let (state, identity) = (state.clone(), identity.clone());
+        move |current: &ferrobase_store::Record| {
+            let resource = &state.schema.resources[res.0];
+            check_field_writes(
+                state.policy(res),
+                resource,
+                written.iter().copied(),
+                &current.values,
+                &current.id,
+                &identity,
+                &body,
+                clock,
+            )
+            .map_err(|e| StoreError::Rejected(Arc::new(e)))
+        }
+    };
+    Ok(UpdatePlan {
+        update: Update {
+            now: format_datetime(clock),
+            changes,
+            if_match,
+            guard: Some(Arc::new(guard)),
+        },
+        access: Access { visible, allowed },
+        role_changed,
+    })
+}
 
 /// Applies a merge patch and returns the updated record: 404 when the caller cannot see
 /// the record, 403 when the update rule (or a field's write rule) refuses, 412 when
@@ -29,62 +104,32 @@ pub(crate) async fn update(
     let (res, resource) = resource(&state, &path[0])?;
     let policy = state.policy(res);
     let identity = with_user(&state, policy, identity).await?;
-    let clock = state.clock.now();
-    let visible = decide(policy, resource, Op::View, &identity, None, clock)?.into_condition();
+    // Refuse callers who may see nothing before reading the body.
+    decide(
+        policy,
+        resource,
+        Op::View,
+        &identity,
+        None,
+        state.clock.now(),
+    )?;
     let id = record_id(resource, &path[1])?;
     let if_match = if_match(req.headers());
     let JsonObject(patch) = JsonObject::from_request(req, &state).await?;
-    let admin = identity.caller().is_some_and(|c| c.role == "admin");
-    let changes = for_patch(resource, patch, admin).map_err(ApiError::validation)?;
-    let body: Map<String, Value> = changes
-        .iter()
-        .map(|(i, change)| {
-            let value = match change {
-                Change::Set(v) | Change::MergeJson(v) => v.clone(),
-                Change::Clear => Value::Null,
-            };
-            (resource.fields[*i].name.clone(), value)
-        })
-        .collect();
-    let current = state
-        .store
-        .get(res, id.clone(), visible.clone())
-        .await?
-        .ok_or_else(|| not_found(resource))?;
-    check_field_writes(
-        policy,
-        resource,
-        changes.iter().map(|(i, _)| *i),
-        &current.values,
-        &id,
-        &identity,
-        &body,
-        clock,
-    )?;
-    let allowed =
-        decide(policy, resource, Op::Update, &identity, Some(&body), clock)?.into_condition();
-    let role_changed = resource.is_users()
-        && changes
-            .iter()
-            .any(|(i, _)| resource.fields[*i].name == "role");
-    let update = Update {
-        now: format_datetime(clock),
-        changes,
-        if_match,
-    };
+    let plan = plan_update(&state, res, resource, &identity, patch, if_match)?;
     let record = state
         .store
-        .update(res, id.clone(), update, Access { visible, allowed })
+        .update(res, id.clone(), plan.update, plan.access)
         .await
-        .map_err(|e| match e {
-            StoreError::Forbidden => refusal(&identity, uses_auth(policy, Op::Update)),
-            other => other.into(),
-        })?
+        .map_err(|e| write_failure(&state, res, &identity, Op::Update, e))?
         .ok_or_else(|| not_found(resource))?;
-    if role_changed {
+    if plan.role_changed {
         // A new role must not wait for old sessions: they are ended, so the next
         // refresh or request by cookie re-reads the user.
-        state.store.revoke_user(id, format_datetime(clock)).await?;
+        state
+            .store
+            .revoke_user(id, format_datetime(state.clock.now()))
+            .await?;
     }
     Ok(record_response(
         &state,

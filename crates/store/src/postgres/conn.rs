@@ -29,6 +29,7 @@ fn typed(values: Values) -> Vec<(Param, Type)> {
                 SqlValue::Double(f) => (Box::new(f), Type::FLOAT8),
                 SqlValue::Float(f) => (Box::new(f.map(f64::from)), Type::FLOAT8),
                 SqlValue::String(s) => (Box::new(s), Type::TEXT),
+                SqlValue::Bytes(b) => (Box::new(b), Type::BYTEA),
                 _ => (Box::new(None::<String>), Type::TEXT),
             }
         })

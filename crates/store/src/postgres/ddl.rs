@@ -175,6 +175,15 @@ CREATE TABLE IF NOT EXISTS "_ferrobase_api_keys" (
   "revoked_at" timestamptz
 );
 CREATE INDEX IF NOT EXISTS "fk___ferrobase_api_keys__user_id" ON "_ferrobase_api_keys" ("user_id");
+CREATE TABLE IF NOT EXISTS "_ferrobase_idempotency" (
+  "key" text PRIMARY KEY,
+  "request_hash" text NOT NULL,
+  "created_at" timestamptz NOT NULL,
+  "status" integer,
+  "headers" text,
+  "body" bytea
+);
+CREATE INDEX IF NOT EXISTS "ix___ferrobase_idempotency__created_at" ON "_ferrobase_idempotency" ("created_at");
 "#;
 
 /// Creates what is missing (in one transaction, under an advisory lock so that nodes

@@ -6,6 +6,7 @@
 mod auth;
 mod conn;
 mod ddl;
+mod idempotency;
 mod records;
 
 use std::sync::Arc;
@@ -18,7 +19,10 @@ use sea_query::Expr;
 use tokio_postgres::{Client, NoTls};
 
 use crate::auth::{ApiKeyRow, RefreshGrant, Rotation};
-use crate::{Access, ListQuery, NewRecord, Record, ResourceId, StoreError, Update};
+use crate::{
+    Access, BatchError, BatchOp, BatchOutcome, Claim, IdempotencyClaim, ListQuery, NewRecord,
+    Record, ResourceId, StoreError, StoredResponse, Update,
+};
 
 /// Most prepared statements kept per connection.
 const MAX_CACHED_STATEMENTS: usize = 512;
@@ -95,6 +99,16 @@ impl PgStore {
             client.statement_cache.clear();
         }
         Ok(client)
+    }
+
+    /// See [`crate::Store::pool_stats`].
+    pub fn pool_stats(&self) -> crate::PoolStats {
+        let status = self.pool.status();
+        crate::PoolStats {
+            connections: status.size,
+            idle: status.available,
+            waiting: status.waiting,
+        }
     }
 
     /// Checks that the database answers.
@@ -243,6 +257,47 @@ impl PgStore {
     ) -> Result<bool, StoreError> {
         let resource = self.resource(res)?;
         write!(self, tx => records::delete(tx, resource, &id, if_match.as_deref(), &access).await)
+    }
+
+    /// See [`crate::Store::batch`].
+    pub async fn batch(&self, ops: Vec<BatchOp>) -> Result<Vec<BatchOutcome>, BatchError> {
+        let whole = |error| BatchError { index: None, error };
+        let mut client = self.client().await.map_err(whole)?;
+        let transaction = client.transaction().await.map_err(|e| whole(e.into()))?;
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for (index, op) in ops.into_iter().enumerate() {
+            match records::batch_op(&transaction, &self.schema, op).await {
+                Ok(outcome) => outcomes.push(outcome),
+                // Dropping the transaction rolls every earlier write back.
+                Err(error) => {
+                    return Err(BatchError {
+                        index: Some(index),
+                        error,
+                    });
+                }
+            }
+        }
+        transaction.commit().await.map_err(|e| whole(e.into()))?;
+        Ok(outcomes)
+    }
+
+    /// See [`crate::Store::claim_idempotency`].
+    pub async fn claim_idempotency(&self, claim: IdempotencyClaim) -> Result<Claim, StoreError> {
+        write!(self, tx => idempotency::claim(tx, &claim).await)
+    }
+
+    /// See [`crate::Store::complete_idempotency`].
+    pub async fn complete_idempotency(
+        &self,
+        key: String,
+        response: StoredResponse,
+    ) -> Result<(), StoreError> {
+        write!(self, tx => idempotency::complete(tx, &key, response).await)
+    }
+
+    /// See [`crate::Store::release_idempotency`].
+    pub async fn release_idempotency(&self, key: String) -> Result<(), StoreError> {
+        write!(self, tx => idempotency::release(tx, &key).await)
     }
 
     /// See [`crate::Store::insert_refresh`].

@@ -16,7 +16,9 @@ use super::ddl::q;
 use crate::common::apply_changes;
 use crate::list::statement;
 use crate::sqlite::expected_columns;
-use crate::{Access, ListQuery, NewRecord, Record, StoreError, Update};
+use crate::{
+    Access, BatchOp, BatchOutcome, ListQuery, NewRecord, Record, ResourceId, StoreError, Update,
+};
 
 fn alias(name: &str) -> Alias {
     Alias::new(name)
@@ -409,6 +411,9 @@ pub(crate) async fn update(
     {
         return Err(StoreError::VersionMismatch);
     }
+    if let Some(guard) = &update.guard {
+        guard(&record)?;
+    }
     if update.changes.is_empty() {
         return Ok(Some(record));
     }
@@ -448,6 +453,47 @@ pub(crate) async fn update(
         record.updated_at = Some(update.now);
     }
     Ok(Some(record))
+}
+
+/// One write of a batch, inside the batch's transaction.
+pub(crate) async fn batch_op(
+    conn: &impl Conn,
+    schema: &ferrobase_schema::Schema,
+    op: BatchOp,
+) -> Result<BatchOutcome, StoreError> {
+    let resource = |res: ResourceId| {
+        schema
+            .resources
+            .get(res.0)
+            .ok_or_else(|| StoreError::Internal(format!("unknown resource {}", res.0)))
+    };
+    match op {
+        BatchOp::Insert {
+            res,
+            record,
+            allowed,
+        } => insert(conn, resource(res)?, record, allowed.as_ref())
+            .await
+            .map(BatchOutcome::Inserted),
+        BatchOp::Update {
+            res,
+            id,
+            update: changes,
+            access,
+        } => update(conn, resource(res)?, &id, changes, &access)
+            .await?
+            .map(BatchOutcome::Updated)
+            .ok_or(StoreError::NotFound),
+        BatchOp::Delete {
+            res,
+            id,
+            if_match,
+            access,
+        } => match delete(conn, resource(res)?, &id, if_match.as_deref(), &access).await? {
+            true => Ok(BatchOutcome::Deleted),
+            false => Err(StoreError::NotFound),
+        },
+    }
 }
 
 pub(crate) async fn delete(

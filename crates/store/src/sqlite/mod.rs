@@ -6,6 +6,7 @@
 
 mod auth;
 mod ddl;
+mod idempotency;
 mod records;
 
 pub(crate) use ddl::expected_columns;
@@ -13,6 +14,7 @@ pub(crate) use records::merge_patch;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -23,7 +25,10 @@ use tokio::sync::oneshot;
 use sea_query::Expr;
 
 use crate::auth::{ApiKeyRow, RefreshGrant, Rotation};
-use crate::{Access, ListQuery, NewRecord, Record, ResourceId, StoreError, Update};
+use crate::{
+    Access, BatchError, BatchOp, BatchOutcome, Claim, IdempotencyClaim, ListQuery, NewRecord,
+    Record, ResourceId, StoreError, StoredResponse, Update,
+};
 use records::Plans;
 
 type Job = Box<dyn FnOnce(&mut Connection, &Plans) + Send>;
@@ -32,10 +37,23 @@ type Job = Box<dyn FnOnce(&mut Connection, &Plans) + Send>;
 /// instead of queueing work nobody will wait for.
 const QUEUE_DEPTH: usize = 4096;
 
+/// Marks a thread idle again when its job ends, even by panic.
+struct IdleAgain<'a>(&'a AtomicUsize);
+
+impl Drop for IdleAgain<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The embedded SQLite store.
 pub struct SqliteStore {
     writer: Sender<Job>,
     readers: Sender<Job>,
+    /// Connections (threads) in all.
+    connections: usize,
+    /// Threads running a job right now.
+    busy: Arc<AtomicUsize>,
 }
 
 fn configure(conn: &Connection, reader: bool) -> rusqlite::Result<()> {
@@ -51,9 +69,17 @@ fn configure(conn: &Connection, reader: bool) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn worker(name: String, mut conn: Connection, plans: Arc<Plans>, jobs: Receiver<Job>) {
+fn worker(
+    name: String,
+    mut conn: Connection,
+    plans: Arc<Plans>,
+    jobs: Receiver<Job>,
+    busy: Arc<AtomicUsize>,
+) {
     let spawned = thread::Builder::new().name(name).spawn(move || {
         while let Ok(job) = jobs.recv() {
+            busy.fetch_add(1, Ordering::Relaxed);
+            let _idle_again = IdleAgain(&busy);
             // A panic in one job must not take the thread (and the database) down with
             // it: the job's transaction rolls back as it unwinds and its caller sees the
             // dropped reply as an internal error.
@@ -86,8 +112,15 @@ impl SqliteStore {
             tracing::info!(tables = ?created, path = %path.display(), "created tables");
         }
         let plans = Arc::new(Plans::new(schema));
+        let busy = Arc::new(AtomicUsize::new(0));
         let (wtx, wrx) = crossbeam_channel::bounded(QUEUE_DEPTH);
-        worker("sqlite-writer".into(), writer, plans.clone(), wrx);
+        worker(
+            "sqlite-writer".into(),
+            writer,
+            plans.clone(),
+            wrx,
+            busy.clone(),
+        );
         let (rtx, rrx) = crossbeam_channel::bounded(QUEUE_DEPTH);
         for i in 0..readers.max(1) {
             let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -98,12 +131,25 @@ impl SqliteStore {
                 conn,
                 plans.clone(),
                 rrx.clone(),
+                busy.clone(),
             );
         }
         Ok(Self {
             writer: wtx,
             readers: rtx,
+            connections: readers.max(1) + 1,
+            busy,
         })
+    }
+
+    /// See [`crate::Store::pool_stats`].
+    pub fn pool_stats(&self) -> crate::PoolStats {
+        let busy = self.busy.load(Ordering::Relaxed).min(self.connections);
+        crate::PoolStats {
+            connections: self.connections,
+            idle: self.connections - busy,
+            waiting: self.writer.len() + self.readers.len(),
+        }
     }
 
     async fn run<T: Send + 'static>(
@@ -237,6 +283,53 @@ impl SqliteStore {
         access: Access,
     ) -> Result<bool, StoreError> {
         self.write(move |tx, plans| plans.delete(tx, res, &id, if_match.as_deref(), &access))
+            .await
+    }
+
+    /// See [`crate::Store::batch`].
+    pub async fn batch(&self, ops: Vec<BatchOp>) -> Result<Vec<BatchOutcome>, BatchError> {
+        let whole = |error| BatchError { index: None, error };
+        Self::run(&self.writer, move |conn, plans| {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let mut outcomes = Vec::with_capacity(ops.len());
+            for (index, op) in ops.into_iter().enumerate() {
+                match plans.batch_op(&tx, op) {
+                    Ok(outcome) => outcomes.push(outcome),
+                    // Dropping the transaction rolls every earlier write back.
+                    Err(error) => {
+                        return Ok(Err(BatchError {
+                            index: Some(index),
+                            error,
+                        }));
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(Ok(outcomes))
+        })
+        .await
+        .map_err(whole)?
+    }
+
+    /// See [`crate::Store::claim_idempotency`].
+    pub async fn claim_idempotency(&self, claim: IdempotencyClaim) -> Result<Claim, StoreError> {
+        self.write(move |tx, _| idempotency::claim(tx, &claim))
+            .await
+    }
+
+    /// See [`crate::Store::complete_idempotency`].
+    pub async fn complete_idempotency(
+        &self,
+        key: String,
+        response: StoredResponse,
+    ) -> Result<(), StoreError> {
+        self.write(move |tx, _| idempotency::complete(tx, &key, &response))
+            .await
+    }
+
+    /// See [`crate::Store::release_idempotency`].
+    pub async fn release_idempotency(&self, key: String) -> Result<(), StoreError> {
+        self.write(move |tx, _| idempotency::release(tx, &key))
             .await
     }
 

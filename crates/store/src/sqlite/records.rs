@@ -14,7 +14,9 @@ use serde_json::Value;
 use super::ddl::{expected_columns, join_table, q};
 use crate::common::apply_changes;
 use crate::list::list_statement;
-use crate::{Access, ListQuery, NewRecord, Record, ResourceId, StoreError, Update};
+use crate::{
+    Access, BatchOp, BatchOutcome, ListQuery, NewRecord, Record, ResourceId, StoreError, Update,
+};
 
 /// Precomputed statements for every resource.
 pub(crate) struct Plans {
@@ -571,6 +573,9 @@ impl Plans {
         {
             return Err(StoreError::VersionMismatch);
         }
+        if let Some(guard) = &update.guard {
+            guard(&record)?;
+        }
         if update.changes.is_empty() {
             return Ok(Some(record));
         }
@@ -618,6 +623,41 @@ impl Plans {
             record.updated_at = Some(update.now);
         }
         Ok(Some(record))
+    }
+
+    /// One write of a batch, inside the batch's transaction.
+    pub(crate) fn batch_op(
+        &self,
+        conn: &Connection,
+        op: BatchOp,
+    ) -> Result<BatchOutcome, StoreError> {
+        match op {
+            BatchOp::Insert {
+                res,
+                record,
+                allowed,
+            } => self
+                .insert(conn, res, record, allowed.as_ref())
+                .map(BatchOutcome::Inserted),
+            BatchOp::Update {
+                res,
+                id,
+                update,
+                access,
+            } => self
+                .update(conn, res, &id, update, &access)?
+                .map(BatchOutcome::Updated)
+                .ok_or(StoreError::NotFound),
+            BatchOp::Delete {
+                res,
+                id,
+                if_match,
+                access,
+            } => match self.delete(conn, res, &id, if_match.as_deref(), &access)? {
+                true => Ok(BatchOutcome::Deleted),
+                false => Err(StoreError::NotFound),
+            },
+        }
     }
 
     pub(crate) fn delete(

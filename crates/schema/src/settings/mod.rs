@@ -16,6 +16,13 @@ use toml_edit::Item;
 use crate::diag::{Diagnostic, Diagnostics, SourceFile};
 use crate::parse::suggest;
 
+mod protection;
+
+pub use protection::{
+    CacheSettings, CorsSettings, Limit, LimitStore, MetricsSettings, RateAlgorithm,
+    RateLimitSettings, RouteLimit, ServerCache, parse_limit,
+};
+
 /// Shortest `FERROBASE_SECRET` production accepts, in bytes.
 pub const MIN_SECRET_LEN: usize = 32;
 
@@ -87,6 +94,10 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     /// `[cors]`.
     pub cors: CorsSettings,
+    /// `[cache]`.
+    pub cache: CacheSettings,
+    /// `[metrics]`.
+    pub metrics: MetricsSettings,
     /// `[log]`.
     pub log: LogSettings,
     /// `FERROBASE_SECRET`, when given (development generates one when absent).
@@ -114,6 +125,8 @@ pub struct ServerSettings {
     pub debug_errors: bool,
     /// Send `Strict-Transport-Security` (when served over HTTPS).
     pub hsts: bool,
+    /// Compress responses (gzip, brotli) when the client accepts it.
+    pub compression: bool,
 }
 
 /// `[database]` settings.
@@ -146,20 +159,6 @@ pub struct AuthSettings {
     pub cookie_secure: bool,
 }
 
-/// `[rate_limit]` settings.
-#[derive(Debug, Clone)]
-pub struct RateLimitSettings {
-    /// Whether requests are rate limited.
-    pub enabled: bool,
-}
-
-/// `[cors]` settings.
-#[derive(Debug, Clone)]
-pub struct CorsSettings {
-    /// Origins allowed to call the API from a browser.
-    pub allowed_origins: Vec<String>,
-}
-
 /// `[log]` settings.
 #[derive(Debug, Clone)]
 pub struct LogSettings {
@@ -182,6 +181,7 @@ const KEYS: &[(&str, &[&str])] = &[
             "data_dir",
             "debug_errors",
             "hsts",
+            "compression",
         ],
     ),
     ("database", &["url", "pool_size"]),
@@ -190,8 +190,16 @@ const KEYS: &[(&str, &[&str])] = &[
         "auth",
         &["access_token_ttl", "refresh_token_ttl", "cookie_secure"],
     ),
-    ("rate_limit", &["enabled"]),
-    ("cors", &["allowed_origins"]),
+    (
+        "rate_limit",
+        &["enabled", "algorithm", "store", "default", "auth", "routes"],
+    ),
+    ("cors", &["allowed_origins", "allow_credentials", "max_age"]),
+    (
+        "cache",
+        &["public_max_age", "server", "server_ttl", "server_capacity"],
+    ),
+    ("metrics", &["enabled", "token", "addr"]),
     ("log", &["format", "level"]),
 ];
 
@@ -431,6 +439,7 @@ impl<'a> Loader<'a> {
             }),
             debug_errors: self.get("server", "debug_errors", false, |v| v.bool()),
             hsts: self.get("server", "hsts", false, |v| v.bool()),
+            compression: self.get("server", "compression", true, |v| v.bool()),
         };
         let database = DatabaseSettings {
             url: self.get(
@@ -493,12 +502,10 @@ impl<'a> Loader<'a> {
             ),
             cookie_secure: self.get("auth", "cookie_secure", true, |v| v.bool()),
         };
-        let rate_limit = RateLimitSettings {
-            enabled: self.get("rate_limit", "enabled", true, |v| v.bool()),
-        };
-        let cors = CorsSettings {
-            allowed_origins: self.get("cors", "allowed_origins", Vec::new(), |v| v.list()),
-        };
+        let rate_limit = self.rate_limit(redis.url.is_some());
+        let cache = self.cache(redis.url.is_some());
+        let cors = self.cors();
+        let metrics = self.metrics();
         let default_format = if production {
             LogFormat::Json
         } else {
@@ -549,10 +556,25 @@ impl<'a> Loader<'a> {
             auth,
             rate_limit,
             cors,
+            cache,
+            metrics,
             log,
             secret,
             secret_previous,
         }
+    }
+
+    /// Records a problem with one setting, located where the setting came from.
+    fn problem(&mut self, section: &str, key: &str, message: &str) {
+        let diag = match self.values.get(&(section.to_owned(), key.to_owned())) {
+            Some(Raw::File(item)) => {
+                self.file
+                    .diagnostic(span_of(item), format!("{section}.{key}: {message}"), None)
+            }
+            Some(Raw::Env { var, .. }) => env_diag(var, message),
+            None => env_diag(&format!("{section}.{key}"), message),
+        };
+        self.diags.push(diag);
     }
 
     fn production_guards(
@@ -578,16 +600,7 @@ impl<'a> Loader<'a> {
         }
         let mut guard = |section: &str, key: &str, bad: bool, message: &str| {
             if bad {
-                let diag = match self.values.get(&(section.to_owned(), key.to_owned())) {
-                    Some(Raw::File(item)) => self.file.diagnostic(
-                        span_of(item),
-                        format!("{section}.{key}: {message}"),
-                        None,
-                    ),
-                    Some(Raw::Env { var, .. }) => env_diag(var, message),
-                    None => env_diag(&format!("{section}.{key}"), message),
-                };
-                self.diags.push(diag);
+                self.problem(section, key, message);
             }
         };
         guard(

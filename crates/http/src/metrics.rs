@@ -1,0 +1,213 @@
+//! Prometheus metrics (`GET /metrics`): requests by route template and status, latency
+//! histograms, the database pool, rate-limited requests, the read cache, build info.
+//!
+//! Protectable by a bearer token (`[metrics] token`) or by serving it on a separate
+//! listen address (`[metrics] addr`) that only the monitoring network reaches.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// Latency buckets in seconds: 0.25 ms to 10 s.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// The metrics of one node.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    rate_limited: Family<ClassLabels, Counter>,
+    cache: Family<ResultLabels, Counter>,
+    pool_connections: Gauge,
+    pool_idle: Gauge,
+    pool_waiting: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ferrobase");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route template and status",
+            requests.clone(),
+        );
+        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from receiving a request to having its response, by route template",
+            latency.clone(),
+        );
+        let rate_limited = Family::<ClassLabels, Counter>::default();
+        registry.register(
+            "rate_limited_requests",
+            "Requests refused with 429 by the rate limiter, by route class",
+            rate_limited.clone(),
+        );
+        let cache = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "read_cache_lookups",
+            "Server-side read cache lookups by result (hit, miss)",
+            cache.clone(),
+        );
+        let pool_connections = Gauge::default();
+        registry.register(
+            "db_pool_connections",
+            "Database connections open (SQLite: reader and writer threads)",
+            pool_connections.clone(),
+        );
+        let pool_idle = Gauge::default();
+        registry.register(
+            "db_pool_idle_connections",
+            "Database connections not in use",
+            pool_idle.clone(),
+        );
+        let pool_waiting = Gauge::default();
+        registry.register(
+            "db_pool_waiting",
+            "Requests waiting for a database connection",
+            pool_waiting.clone(),
+        );
+        registry.register(
+            "build",
+            "Build information",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            rate_limited,
+            cache,
+            pool_connections,
+            pool_idle,
+            pool_waiting,
+        }
+    }
+
+    /// Counts one finished request.
+    pub(crate) fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    /// Counts one request refused by the rate limiter.
+    pub(crate) fn rate_limited(&self, class: &str) {
+        self.rate_limited
+            .get_or_create(&ClassLabels {
+                class: class.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one read cache lookup.
+    pub(crate) fn cache_hit(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.cache.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    fn render(&self, state: &AppState) -> Result<String, std::fmt::Error> {
+        let pool = state.store.pool_stats();
+        self.pool_connections.set(pool.connections as i64);
+        self.pool_idle.set(pool.idle as i64);
+        self.pool_waiting.set(pool.waiting as i64);
+        let mut text = String::with_capacity(4096);
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}
+
+/// Whether the request carries the configured metrics token.
+fn authorized(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(token) = &state.settings.metrics.token else {
+        return true;
+    };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|sent| {
+            ferrobase_auth::secrets::constant_time_eq(sent.trim().as_bytes(), token.expose())
+        })
+}
+
+/// `GET /metrics` in the Prometheus text format.
+pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if !authorized(&state, &headers) {
+        return ApiError::unauthorized().into_response();
+    }
+    match state.metrics.render(&state) {
+        Ok(text) => {
+            let mut res = (StatusCode::OK, text).into_response();
+            res.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            res.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            res
+        }
+        Err(e) => ApiError::internal(format!("rendering metrics: {e}")).into_response(),
+    }
+}

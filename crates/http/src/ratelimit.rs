@@ -1,0 +1,174 @@
+//! The rate-limit middleware (SPEC §7): every API request counts against its client's
+//! quota for its route class; `RateLimit-*` headers on every answer, `429 RATE_LIMITED`
+//! with `Retry-After` beyond the quota.
+//!
+//! The client is the signed-in user, else the API key, else the address (through
+//! `trusted_proxies`). The route class is `auth` for `/api/v1/auth/*` (keyed by address:
+//! credentials are guessed there, by callers who have none), otherwise the most specific
+//! of `[rate_limit] routes` for the resource and method, else the default.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use ferrobase_schema::settings::{Limit, LimitStore, RateAlgorithm, RateLimitSettings};
+use ferrobase_shared::Redis;
+use ferrobase_shared::ratelimit::{
+    Algorithm, Decision, MemoryLimiter, Quota, RateLimiter, RedisLimiter,
+};
+
+use crate::error::ApiError;
+use crate::identity::{Identity, Via, client_ip, peer};
+use crate::state::AppState;
+
+static LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+static POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
+/// The headers the boundary keeps when it renders an error body.
+pub(crate) const HEADERS: [&HeaderName; 4] = [&LIMIT, &REMAINING, &RESET, &POLICY];
+
+/// The limiter and its classes, built once from the settings.
+pub struct Limits {
+    limiter: Arc<dyn RateLimiter>,
+    settings: RateLimitSettings,
+    /// Class names, indexed like `RateLimitSettings::limit_for`'s counter number.
+    classes: Vec<String>,
+}
+
+impl Limits {
+    /// The configured limiter, or `None` when rate limiting is off.
+    pub fn new(settings: &RateLimitSettings, redis: Option<&Redis>) -> Option<Self> {
+        if !settings.enabled {
+            return None;
+        }
+        let algorithm = match settings.algorithm {
+            RateAlgorithm::FixedWindow => Algorithm::FixedWindow,
+            RateAlgorithm::SlidingWindow => Algorithm::SlidingWindow,
+            RateAlgorithm::TokenBucket => Algorithm::TokenBucket,
+        };
+        let limiter: Arc<dyn RateLimiter> = match (settings.store, redis) {
+            (LimitStore::Memory, _) | (LimitStore::Auto | LimitStore::Redis, None) => {
+                Arc::new(MemoryLimiter::new(algorithm))
+            }
+            (LimitStore::Auto | LimitStore::Redis, Some(redis)) => {
+                Arc::new(RedisLimiter::new(redis, algorithm))
+            }
+        };
+        let classes = std::iter::once("default".to_owned())
+            .chain(
+                settings
+                    .routes
+                    .iter()
+                    .map(|r| match (&r.resource, &r.method) {
+                        (Some(res), Some(m)) => format!("{res}:{m}"),
+                        (Some(res), None) => res.clone(),
+                        (None, Some(m)) => m.clone(),
+                        (None, None) => "default".into(),
+                    }),
+            )
+            .collect();
+        Some(Self {
+            limiter,
+            settings: settings.clone(),
+            classes,
+        })
+    }
+}
+
+fn quota(limit: Limit) -> Quota {
+    Quota {
+        requests: limit.requests,
+        window_ms: u64::try_from(limit.window.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+fn put(headers: &mut HeaderMap, name: &HeaderName, value: impl ToString) {
+    if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
+        headers.insert(name.clone(), v);
+    }
+}
+
+fn annotate(headers: &mut HeaderMap, decision: &Decision, limit: Limit) {
+    put(headers, &LIMIT, decision.limit);
+    put(headers, &REMAINING, decision.remaining);
+    put(headers, &RESET, decision.reset_secs);
+    put(
+        headers,
+        &POLICY,
+        format!("{};w={}", limit.requests, limit.window.as_secs()),
+    );
+}
+
+/// Middleware: counts the request and refuses it beyond the quota.
+pub(crate) async fn rate_limit(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let Some(limits) = state.limits.as_ref() else {
+        return next.run(req).await;
+    };
+    let (class, limit, key) = classify(&state, limits, &req);
+    let now_ms = i64::try_from(state.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+    let decision = limits.limiter.check(&key, quota(limit), now_ms).await;
+    if !decision.allowed {
+        state.metrics.rate_limited(class);
+        let mut res = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            format!(
+                "too many requests; {} allowed per {}s, try again in {}s",
+                limit.requests,
+                limit.window.as_secs(),
+                decision.retry_after_secs
+            ),
+        )
+        .into_response();
+        annotate(res.headers_mut(), &decision, limit);
+        put(
+            res.headers_mut(),
+            &axum::http::header::RETRY_AFTER,
+            decision.retry_after_secs.max(1),
+        );
+        return res;
+    }
+    let mut res = next.run(req).await;
+    annotate(res.headers_mut(), &decision, limit);
+    res
+}
+
+/// The route class of a request, its limit, and the counter key of its client.
+fn classify<'l>(state: &AppState, limits: &'l Limits, req: &Request) -> (&'l str, Limit, String) {
+    let path = req.uri().path();
+    let ip = || {
+        client_ip(state, req.headers(), peer(req)).map_or_else(|| "-".into(), |ip| ip.to_string())
+    };
+    let (class, limit, client) = if path.starts_with("/api/v1/auth/") {
+        ("auth", limits.settings.auth, format!("ip:{}", ip()))
+    } else {
+        let resource = path
+            .strip_prefix("/api/v1/")
+            .and_then(|rest| rest.split('/').next())
+            .filter(|name| state.schema.resource(name).is_some());
+        let (limit, n) = limits.settings.limit_for(resource, req.method().as_str());
+        let class = limits.classes.get(n).map_or("default", String::as_str);
+        let client = match req
+            .extensions()
+            .get::<Identity>()
+            .and_then(Identity::caller)
+        {
+            Some(caller) => match &caller.via {
+                Via::ApiKey { id, .. } => format!("key:{id}"),
+                _ => format!("user:{}", caller.id),
+            },
+            None => format!("ip:{}", ip()),
+        };
+        (class, limit, client)
+    };
+    let key = format!("{class}:{client}");
+    (class, limit, key)
+}

@@ -267,3 +267,53 @@ fn start_up_waits_for_a_database_that_is_not_there_yet() {
     assert_eq!(s.wait_exit().code(), Some(0));
     psql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
 }
+
+#[test]
+fn two_nodes_share_rate_limits_read_cache_and_idempotency_keys() {
+    let Some(project) = cluster() else { return };
+    let a = project
+        .settings(
+            "[rate_limit]\nalgorithm = \"token_bucket\"\nroutes = [\"notes:POST=7/1h\"]\n[cache]\nserver = \"redis\"\n",
+        )
+        .serve(BIN);
+    let b = a.another(BIN);
+
+    // A read cached through one node is served from Redis by the other...
+    let first = a.get("/api/v1/notes");
+    assert_eq!(first.header("x-cache"), None);
+    let second = b.get("/api/v1/notes");
+    assert_eq!(second.header("x-cache"), Some("hit"));
+    assert_eq!(second.text, first.text);
+    // ...until a write on either node invalidates it for both.
+    let r = b.post("/api/v1/notes", &json!({"text": "written on b"}));
+    assert_eq!(r.status, 201, "{}", r.text);
+    let fresh = a.get("/api/v1/notes");
+    assert_eq!(fresh.header("x-cache"), None, "invalidated across nodes");
+    assert_eq!(fresh.json()["data"][0]["text"], "written on b");
+
+    // An idempotency key used on one node is honoured by the other.
+    let send = |node: &Server| {
+        node.send(|c| {
+            c.post(node.url("/api/v1/notes"))
+                .header("idempotency-key", "cluster-key-1")
+                .json(&json!({"text": "exactly once"}))
+        })
+    };
+    let once = send(&a);
+    assert_eq!(once.status, 201, "{}", once.text);
+    let twice = send(&b);
+    assert_eq!(twice.status, 201, "{}", twice.text);
+    assert_eq!(twice.header("idempotent-replayed"), Some("true"));
+    assert_eq!(twice.text, once.text);
+
+    // One limit across both nodes: three writes so far, four more alternating, then
+    // the next is refused on either node.
+    for node in [&a, &b, &a, &b] {
+        let r = node.post("/api/v1/notes", &json!({"text": "counted"}));
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    for node in [&a, &b] {
+        let r = node.post("/api/v1/notes", &json!({"text": "over"}));
+        assert_eq!(r.status, 429, "{}", r.text);
+    }
+}

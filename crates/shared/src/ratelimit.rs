@@ -1054,6 +1054,26 @@ mod tests {
         }
     }
 
+    /// `b` and `d` near 2^39 with a × b = c × d + 1, for coprime `a < c`: products around 2^71
+    /// that doubles cannot tell apart.
+    fn off_by_one(a: u64, c: u64) -> Option<(u64, u64)> {
+        let (a, c) = (i128::from(a), i128::from(c));
+        // The inverse of a modulo c, by the extended Euclidean algorithm.
+        let (mut r0, mut r1, mut s0, mut s1) = (a, c, 1, 0);
+        while r1 != 0 {
+            let q = r0 / r1;
+            (r0, r1) = (r1, r0 - q * r1);
+            (s0, s1) = (s1, s0 - q * s1);
+        }
+        if r0 != 1 || a >= c {
+            return None;
+        }
+        let b = s0.rem_euclid(c);
+        let b = b + ((1 << 39) - b) / c * c;
+        let d = (a * b - 1) / c;
+        Some((u64::try_from(b).ok()?, u64::try_from(d).ok()?))
+    }
+
     /// The script's exact product comparison agrees with 128-bit integers where doubles alone
     /// would round (products up to 2^72).
     #[tokio::test]
@@ -1094,7 +1114,13 @@ mod tests {
             cases.push((a, b + 1, a, b));
             cases.push((a, b, a + 1, b));
             cases.push((a + 1, b, a, b));
+            let (a, c) = (random(32), random(32));
+            if let Some((b, d)) = off_by_one(a.min(c), a.max(c)) {
+                cases.push((a.min(c), b, a.max(c), d));
+                cases.push((a.max(c), d, a.min(c), b));
+            }
         }
+        assert!(cases.len() > 550, "off_by_one found too few cases");
         let mut conn = redis.conn.clone();
         for (a, b, c, d) in cases {
             let got: i64 = script

@@ -832,6 +832,41 @@ mod tests {
     }
 
     #[test]
+    fn protection_settings_are_checked_together() {
+        let s = load("", &[]).expect("defaults");
+        assert!(s.rate_limit.enabled, "rate limits are on by default");
+        assert_eq!(s.rate_limit.algorithm, RateAlgorithm::SlidingWindow);
+        assert!(s.rate_limit.auth.requests < s.rate_limit.default.requests);
+        assert_eq!(s.cache.server, ServerCache::Off);
+        assert!(s.server.compression && s.metrics.enabled);
+        let err = load(
+            "[cors]\nallowed_origins = [\"*\", \"https://a.io/\"]\nallow_credentials = true\n[rate_limit]\nstore = \"redis\"\nroutes = [\"posts:FETCH=1/1m\"]\n[cache]\nserver = \"redis\"\n[metrics]\ntoken = \"short-secret\"\n",
+            &[],
+        )
+        .expect_err("refused");
+        let text = err.to_string();
+        for expected in [
+            "cors.allowed_origins: 'https://a.io/' is not an origin",
+            "rate_limit.store: \"redis\" needs [redis] url",
+            "rate_limit.routes",
+            "cache.server: \"redis\" needs [redis] url",
+            "metrics.token: must be at least 16 characters",
+        ] {
+            assert!(text.contains(expected), "{expected} in {text}");
+        }
+        assert!(!text.contains("short-secret"), "{text}");
+        let err = load(
+            "[cors]\nallowed_origins = [\"*\"]\nallow_credentials = true\n",
+            &[],
+        )
+        .expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("cannot be combined with allow_credentials")
+        );
+    }
+
+    #[test]
     fn sizes_and_durations() {
         assert_eq!(parse_size("1MiB"), Ok(1 << 20));
         assert_eq!(parse_size("512 KB"), Ok(512_000));

@@ -1,0 +1,180 @@
+//! Idempotency keys in the store, on SQLite and PostgreSQL: claimed once, in flight,
+//! mismatched, finished and replayed, abandoned, expired.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ferrobase_schema::{Settings, SourceFile, schema_from_str, templates};
+use ferrobase_store::{Claim, IdempotencyClaim, Store, StoredResponse};
+use ferrobase_testkit::services::TestDatabase;
+
+fn claim(key: &str, hash: &str, now: &str) -> IdempotencyClaim {
+    IdempotencyClaim {
+        key: key.into(),
+        request_hash: hash.into(),
+        now: now.into(),
+        expired_before: "2026-01-01T00:00:00.000000Z".into(),
+        abandoned_before: "2026-01-02T00:00:00.000000Z".into(),
+    }
+}
+
+async fn lifecycle(store: &Store) {
+    let t = "2026-01-02T12:00:00.000000Z";
+    assert_eq!(
+        store
+            .claim_idempotency(claim("k", "h1", t))
+            .await
+            .expect("claim"),
+        Claim::Fresh
+    );
+    assert_eq!(
+        store
+            .claim_idempotency(claim("k", "h1", t))
+            .await
+            .expect("claim"),
+        Claim::InFlight,
+        "the first request is still running"
+    );
+    assert_eq!(
+        store
+            .claim_idempotency(claim("k", "h2", t))
+            .await
+            .expect("claim"),
+        Claim::Mismatch
+    );
+    let response = StoredResponse {
+        status: 201,
+        headers: r#"[["location","/api/v1/x/1"]]"#.into(),
+        body: b"{\"data\":{}}".to_vec(),
+    };
+    store
+        .complete_idempotency("k".into(), response.clone())
+        .await
+        .expect("complete");
+    assert_eq!(
+        store
+            .claim_idempotency(claim("k", "h1", t))
+            .await
+            .expect("claim"),
+        Claim::Done(response)
+    );
+    assert_eq!(
+        store
+            .claim_idempotency(claim("k", "h2", t))
+            .await
+            .expect("claim"),
+        Claim::Mismatch,
+        "a finished key still refuses another request"
+    );
+
+    // Released keys (the request failed) can be claimed again.
+    assert_eq!(
+        store
+            .claim_idempotency(claim("r", "h", t))
+            .await
+            .expect("claim"),
+        Claim::Fresh
+    );
+    store
+        .release_idempotency("r".into())
+        .await
+        .expect("release");
+    assert_eq!(
+        store
+            .claim_idempotency(claim("r", "h", t))
+            .await
+            .expect("claim"),
+        Claim::Fresh
+    );
+
+    // A claim whose request died (older than the abandon horizon) is taken over.
+    let old = "2026-01-01T06:00:00.000000Z";
+    assert_eq!(
+        store
+            .claim_idempotency(claim("d", "h", old))
+            .await
+            .expect("claim"),
+        Claim::Fresh
+    );
+    assert_eq!(
+        store
+            .claim_idempotency(claim("d", "h", t))
+            .await
+            .expect("claim"),
+        Claim::Fresh
+    );
+    assert_eq!(
+        store
+            .claim_idempotency(claim("d", "h", t))
+            .await
+            .expect("claim"),
+        Claim::InFlight,
+        "taken over, and now in flight again"
+    );
+
+    // Keys older than the retention are forgotten, even finished ones.
+    let ancient = "2025-12-31T00:00:00.000000Z";
+    assert_eq!(
+        store
+            .claim_idempotency(claim("e", "h1", ancient))
+            .await
+            .expect("claim"),
+        Claim::Fresh
+    );
+    store
+        .complete_idempotency(
+            "e".into(),
+            StoredResponse {
+                status: 200,
+                headers: "[]".into(),
+                body: Vec::new(),
+            },
+        )
+        .await
+        .expect("complete");
+    assert_eq!(
+        store
+            .claim_idempotency(claim("e", "h2", t))
+            .await
+            .expect("claim"),
+        Claim::Fresh,
+        "expired keys are new again"
+    );
+}
+
+fn run(database: Option<&TestDatabase>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let env: BTreeMap<String, String> = database
+            .iter()
+            .map(|db| ("DATABASE_URL".to_owned(), db.url().to_owned()))
+            .collect();
+        let settings =
+            Settings::load(&SourceFile::new("ferrobase.toml", ""), &env).expect("settings");
+        let schema =
+            Arc::new(schema_from_str("schema.toml", templates::BLOG_SCHEMA).expect("schema"));
+        let store = Store::open(dir.path(), &settings, schema).expect("store");
+        store
+            .wait_ready(std::time::Duration::from_secs(30))
+            .await
+            .expect("ready");
+        lifecycle(&store).await;
+    });
+}
+
+#[test]
+fn idempotency_keys_on_sqlite() {
+    run(None);
+}
+
+#[test]
+fn idempotency_keys_on_postgres() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    run(Some(&db));
+}

@@ -18,30 +18,22 @@ fn claim(key: &str, hash: &str, now: &str) -> IdempotencyClaim {
     }
 }
 
+async fn take(store: &Store, key: &str, hash: &str, now: &str) -> Claim {
+    store
+        .claim_idempotency(claim(key, hash, now))
+        .await
+        .expect("claim")
+}
+
 async fn lifecycle(store: &Store) {
     let t = "2026-01-02T12:00:00.000000Z";
+    assert_eq!(take(store, "k", "h1", t).await, Claim::Fresh);
     assert_eq!(
-        store
-            .claim_idempotency(claim("k", "h1", t))
-            .await
-            .expect("claim"),
-        Claim::Fresh
-    );
-    assert_eq!(
-        store
-            .claim_idempotency(claim("k", "h1", t))
-            .await
-            .expect("claim"),
+        take(store, "k", "h1", t).await,
         Claim::InFlight,
         "the first request is still running"
     );
-    assert_eq!(
-        store
-            .claim_idempotency(claim("k", "h2", t))
-            .await
-            .expect("claim"),
-        Claim::Mismatch
-    );
+    assert_eq!(take(store, "k", "h2", t).await, Claim::Mismatch);
     let response = StoredResponse {
         status: 201,
         headers: r#"[["location","/api/v1/x/1"]]"#.into(),
@@ -51,76 +43,34 @@ async fn lifecycle(store: &Store) {
         .complete_idempotency("k".into(), response.clone())
         .await
         .expect("complete");
+    assert_eq!(take(store, "k", "h1", t).await, Claim::Done(response));
     assert_eq!(
-        store
-            .claim_idempotency(claim("k", "h1", t))
-            .await
-            .expect("claim"),
-        Claim::Done(response)
-    );
-    assert_eq!(
-        store
-            .claim_idempotency(claim("k", "h2", t))
-            .await
-            .expect("claim"),
+        take(store, "k", "h2", t).await,
         Claim::Mismatch,
         "a finished key still refuses another request"
     );
 
     // Released keys (the request failed) can be claimed again.
-    assert_eq!(
-        store
-            .claim_idempotency(claim("r", "h", t))
-            .await
-            .expect("claim"),
-        Claim::Fresh
-    );
+    assert_eq!(take(store, "r", "h", t).await, Claim::Fresh);
     store
         .release_idempotency("r".into())
         .await
         .expect("release");
-    assert_eq!(
-        store
-            .claim_idempotency(claim("r", "h", t))
-            .await
-            .expect("claim"),
-        Claim::Fresh
-    );
+    assert_eq!(take(store, "r", "h", t).await, Claim::Fresh);
 
     // A claim whose request died (older than the abandon horizon) is taken over.
     let old = "2026-01-01T06:00:00.000000Z";
+    assert_eq!(take(store, "d", "h", old).await, Claim::Fresh);
+    assert_eq!(take(store, "d", "h", t).await, Claim::Fresh);
     assert_eq!(
-        store
-            .claim_idempotency(claim("d", "h", old))
-            .await
-            .expect("claim"),
-        Claim::Fresh
-    );
-    assert_eq!(
-        store
-            .claim_idempotency(claim("d", "h", t))
-            .await
-            .expect("claim"),
-        Claim::Fresh
-    );
-    assert_eq!(
-        store
-            .claim_idempotency(claim("d", "h", t))
-            .await
-            .expect("claim"),
+        take(store, "d", "h", t).await,
         Claim::InFlight,
         "taken over, and now in flight again"
     );
 
     // Keys older than the retention are forgotten, even finished ones.
     let ancient = "2025-12-31T00:00:00.000000Z";
-    assert_eq!(
-        store
-            .claim_idempotency(claim("e", "h1", ancient))
-            .await
-            .expect("claim"),
-        Claim::Fresh
-    );
+    assert_eq!(take(store, "e", "h1", ancient).await, Claim::Fresh);
     store
         .complete_idempotency(
             "e".into(),
@@ -133,10 +83,7 @@ async fn lifecycle(store: &Store) {
         .await
         .expect("complete");
     assert_eq!(
-        store
-            .claim_idempotency(claim("e", "h2", t))
-            .await
-            .expect("claim"),
+        take(store, "e", "h2", t).await,
         Claim::Fresh,
         "expired keys are new again"
     );

@@ -100,7 +100,17 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>) -> ExitC
         }
     });
 
-    if let (true, Some(metrics_addr)) = (settings.metrics.enabled, settings.metrics.addr) {
+    let metrics = &settings.metrics;
+    if settings.env == ferrobase_schema::settings::Environment::Production
+        && metrics.enabled
+        && metrics.token.is_none()
+        && metrics.addr.is_none()
+    {
+        tracing::warn!(
+            "/metrics is open on the public port; set [metrics] token or [metrics] addr to protect it"
+        );
+    }
+    if let (true, Some(metrics_addr)) = (metrics.enabled, metrics.addr) {
         match TcpListener::bind(metrics_addr).await {
             Ok(listener) => {
                 let local = listener

@@ -141,12 +141,14 @@ pub async fn boundary(State(state): State<AppState>, mut req: Request, next: Nex
     {
         cache.invalidate().await;
     }
-    state.metrics.request(
-        method.as_str(),
-        route.as_deref().unwrap_or("unmatched"),
-        status.as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+    if state.settings.metrics.enabled {
+        state.metrics.request(
+            &method,
+            route.as_deref(),
+            status.as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
+    }
     let user_id = res
         .extensions()
         .get::<crate::identity::LoggedUser>()

@@ -20,15 +20,51 @@ use crate::state::AppState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
-    method: String,
-    route: String,
+    method: &'static str,
+    route: &'static str,
+}
+
+/// Route templates seen so far, kept for the life of the process: the router has a
+/// fixed, small set, so labels cost no allocation per request.
+static ROUTES: std::sync::LazyLock<std::sync::RwLock<std::collections::HashSet<&'static str>>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn route_label(route: &str) -> &'static str {
+    if let Ok(known) = ROUTES.read()
+        && let Some(label) = known.get(route)
+    {
+        return label;
+    }
+    let Ok(mut known) = ROUTES.write() else {
+        return "unknown";
+    };
+    if let Some(label) = known.get(route) {
+        return label;
+    }
+    let label: &'static str = Box::leak(route.to_owned().into_boxed_str());
+    known.insert(label);
+    label
+}
+
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -133,20 +169,26 @@ impl Metrics {
         }
     }
 
-    /// Counts one finished request.
-    pub(crate) fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+    /// Counts one finished request. `route` is the matched route template (never a raw
+    /// path: labels must stay few), `None` when no route matched.
+    pub(crate) fn request(
+        &self,
+        method: &axum::http::Method,
+        route: Option<&str>,
+        status: u16,
+        seconds: f64,
+    ) {
+        let method = method_label(method);
+        let route = route.map_or("unmatched", route_label);
         self.requests
             .get_or_create(&RequestLabels {
-                method: method.to_owned(),
-                route: route.to_owned(),
+                method,
+                route,
                 status,
             })
             .inc();
         self.latency
-            .get_or_create(&RouteLabels {
-                method: method.to_owned(),
-                route: route.to_owned(),
-            })
+            .get_or_create(&RouteLabels { method, route })
             .observe(seconds);
     }
 

@@ -93,13 +93,13 @@ fn put(headers: &mut HeaderMap, name: &HeaderName, value: impl ToString) {
 }
 
 fn annotate(headers: &mut HeaderMap, decision: &Decision, limit: Limit) {
-    put(headers, &LIMIT, decision.limit);
-    put(headers, &REMAINING, decision.remaining);
-    put(headers, &RESET, decision.reset_secs);
+    headers.insert(LIMIT.clone(), HeaderValue::from(decision.limit));
+    headers.insert(REMAINING.clone(), HeaderValue::from(decision.remaining));
+    headers.insert(RESET.clone(), HeaderValue::from(decision.reset_secs));
     put(
         headers,
         &POLICY,
-        format!("{};w={}", limit.requests, limit.window.as_secs()),
+        format_args!("{};w={}", limit.requests, limit.window.as_secs()),
     );
 }
 
@@ -143,32 +143,39 @@ pub(crate) async fn rate_limit(
 
 /// The route class of a request, its limit, and the counter key of its client.
 fn classify<'l>(state: &AppState, limits: &'l Limits, req: &Request) -> (&'l str, Limit, String) {
+    use std::fmt::Write;
     let path = req.uri().path();
-    let ip = || {
-        client_ip(state, req.headers(), peer(req)).map_or_else(|| "-".into(), |ip| ip.to_string())
-    };
-    let (class, limit, client) = if path.starts_with("/api/v1/auth/") {
-        ("auth", limits.settings.auth, format!("ip:{}", ip()))
+    let auth = path.starts_with("/api/v1/auth/");
+    let (class, limit) = if auth {
+        ("auth", limits.settings.auth)
     } else {
         let resource = path
             .strip_prefix("/api/v1/")
             .and_then(|rest| rest.split('/').next())
             .filter(|name| state.schema.resource(name).is_some());
         let (limit, n) = limits.settings.limit_for(resource, req.method().as_str());
-        let class = limits.classes.get(n).map_or("default", String::as_str);
-        let client = match req
-            .extensions()
-            .get::<Identity>()
-            .and_then(Identity::caller)
-        {
-            Some(caller) => match &caller.via {
-                Via::ApiKey { id, .. } => format!("key:{id}"),
-                _ => format!("user:{}", caller.id),
-            },
-            None => format!("ip:{}", ip()),
-        };
-        (class, limit, client)
+        (
+            limits.classes.get(n).map_or("default", String::as_str),
+            limit,
+        )
     };
-    let key = format!("{class}:{client}");
+    let mut key = String::with_capacity(class.len() + 48);
+    key.push_str(class);
+    let caller = req
+        .extensions()
+        .get::<Identity>()
+        .and_then(Identity::caller)
+        .filter(|_| !auth);
+    // Writing to a String cannot fail.
+    let _ = match caller {
+        Some(caller) => match &caller.via {
+            Via::ApiKey { id, .. } => write!(key, ":key:{id}"),
+            _ => write!(key, ":user:{}", caller.id),
+        },
+        None => match client_ip(state, req.headers(), peer(req)) {
+            Some(ip) => write!(key, ":ip:{ip}"),
+            None => write!(key, ":ip:-"),
+        },
+    };
     (class, limit, key)
 }

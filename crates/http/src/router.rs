@@ -23,8 +23,19 @@ use crate::state::AppState;
 
 /// The complete application router.
 pub fn router(state: AppState) -> Router {
-    let cached = || from_fn_with_state(state.clone(), read_cache);
     let idempotent = || from_fn_with_state(state.clone(), idempotency);
+    // The read cache wraps the two reads only when it is configured: no hop otherwise.
+    let reads = state.read_cache.is_some();
+    let list_get = if reads {
+        get(list::list.layer(from_fn_with_state(state.clone(), read_cache)))
+    } else {
+        get(list::list)
+    };
+    let one_get = if reads {
+        get(get_one::get.layer(from_fn_with_state(state.clone(), read_cache)))
+    } else {
+        get(get_one::get)
+    };
     let api = Router::new()
         .route("/api/v1/auth/register", post(session::register))
         .route("/api/v1/auth/login", post(session::login))
@@ -40,13 +51,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/batch", post(batch::batch.layer(idempotent())))
         .route(
             "/api/v1/{resource}",
-            get(list::list.layer(cached())).post(create::create.layer(idempotent())),
+            list_get.post(create::create.layer(idempotent())),
         )
         .route(
             "/api/v1/{resource}/{id}",
-            get(get_one::get.layer(cached()))
-                .patch(update::update)
-                .delete(delete_record::delete),
+            one_get.patch(update::update).delete(delete_record::delete),
         )
         // Outermost first: who the caller is decides whose quota a request counts against.
         .route_layer(from_fn_with_state(state.clone(), rate_limit))

@@ -145,6 +145,14 @@ fn rate_limits_count_per_client_and_class_with_headers_and_retry_after() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("ratelimit-limit"), Some("1000"));
 
+    // A batch cannot sidestep the limit: each operation counts against its own class.
+    let r = s.post(
+        "/api/v1/batch",
+        &json!({"operations": [{"method": "POST", "path": "notes", "body": {"text": "x"}}]}),
+    );
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert_eq!(count(&s, "notes"), 3);
+
     // Auth endpoints are stricter, per address.
     let mut statuses = Vec::new();
     for i in 0..5 {
@@ -155,6 +163,78 @@ fn rate_limits_count_per_client_and_class_with_headers_and_retry_after() {
         statuses.push(r.status);
     }
     assert_eq!(statuses, [401, 401, 401, 401, 429]);
+}
+
+#[test]
+fn refused_credentials_count_against_the_address() {
+    let s = project("[rate_limit]\nalgorithm = \"token_bucket\"\nauth = \"3/1h\"\n").serve(BIN);
+    let statuses: Vec<u16> = (0..4)
+        .map(|i| {
+            with_token(
+                &s,
+                &format!("not-a-token-{i}"),
+                "GET",
+                "/api/v1/notes",
+                None,
+                &[],
+            )
+            .status
+        })
+        .collect();
+    assert_eq!(statuses, [401, 401, 401, 429], "guessing tokens is limited");
+    assert_eq!(
+        s.get("/api/v1/notes").status,
+        200,
+        "anonymous reads are another quota"
+    );
+}
+
+#[test]
+fn refusals_come_before_preconditions_and_after_visibility() {
+    let s = project("").serve(BIN);
+    let token = register(&s, "henry@example.com");
+    let r = with_token(
+        &s,
+        &token,
+        "POST",
+        "/api/v1/auth/api-keys",
+        Some(&json!({"name": "reader", "scopes": ["notes:read"]})),
+        &[],
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let key = r.json()["data"]["key"].as_str().expect("key").to_owned();
+    let note = s.post("/api/v1/notes", &json!({"text": "read only for the key"}));
+    let id = note.json()["data"]["id"].as_str().expect("id").to_owned();
+
+    // A record that does not exist is 404 whatever the key may do.
+    let missing = format!("/api/v1/notes/{}", "01890000-0000-7000-8000-000000000000");
+    let r = with_token(
+        &s,
+        &key,
+        "PATCH",
+        &missing,
+        Some(&json!({"text": "x"})),
+        &[],
+    );
+    assert_eq!(r.status, 404, "{}", r.text);
+    // One that exists: the scope refuses it, even with a stale If-Match.
+    let path = format!("/api/v1/notes/{id}");
+    let r = with_token(
+        &s,
+        &key,
+        "PATCH",
+        &path,
+        Some(&json!({"text": "x"})),
+        &[("if-match", "\"7\"")],
+    );
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("notes:write")
+    );
+    assert_eq!(s.get(&path).json()["data"]["version"], 1, "nothing written");
 }
 
 #[test]

@@ -13,8 +13,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ferrobase_shared::cache::CachedResponse;
 
+use crate::error::ApiError;
 use crate::identity::Identity;
 use crate::state::AppState;
+
+/// Largest answer the server-side cache keeps; larger ones are served uncached.
+const MAX_CACHED_BODY: usize = 256 << 10;
 
 /// `Cache-Control` of authenticated reads.
 pub(crate) const PRIVATE: HeaderValue = HeaderValue::from_static("private, no-cache");
@@ -119,9 +123,14 @@ pub(crate) async fn read_cache(
         return res;
     }
     let (parts, body) = res.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, 16 << 20).await else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    // The handlers build their bodies in memory: reading them back cannot run away.
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => bytes,
+        Err(e) => return ApiError::internal(format!("reading a read back: {e}")).into_response(),
     };
+    if bytes.len() > MAX_CACHED_BODY {
+        return Response::from_parts(parts, Body::from(bytes));
+    }
     let header_text = |name| {
         parts
             .headers

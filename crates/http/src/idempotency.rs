@@ -18,7 +18,6 @@ use ferrobase_schema::validate::format_datetime;
 use ferrobase_store::{Claim, IdempotencyClaim, StoredResponse};
 
 use crate::error::ApiError;
-use crate::identity::{Identity, client_ip, peer};
 use crate::state::AppState;
 
 static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -32,6 +31,9 @@ const REPLAYED_HEADERS: [HeaderName; 3] = [header::CONTENT_TYPE, header::LOCATIO
 
 /// Largest response body kept for replay.
 const MAX_STORED_BODY: usize = 4 << 20;
+
+/// The stored status of a request that succeeded with a response too large to keep.
+const TOO_LARGE: u16 = 0;
 
 fn reused() -> ApiError {
     ApiError::new(
@@ -64,18 +66,8 @@ pub(crate) async fn idempotency(
             .into_response();
         }
     };
-    let scope = match req
-        .extensions()
-        .get::<Identity>()
-        .and_then(Identity::caller)
-    {
-        Some(caller) => format!("user:{}", caller.id),
-        None => format!(
-            "ip:{}",
-            client_ip(&state, req.headers(), peer(&req))
-                .map_or_else(String::new, |ip| ip.to_string())
-        ),
-    };
+    // The quota's owner is the idempotency scope too: an API key's keys are its own.
+    let scope = crate::ratelimit::client(&state, &req);
     let (parts, body) = req.into_parts();
     let limit = state.settings.server.body_limit;
     let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
@@ -135,16 +127,29 @@ async fn remember(state: &AppState, key: String, res: Response) -> Response {
         return res;
     }
     let (parts, body) = res.into_parts();
-    let bytes = match axum::body::to_bytes(body, MAX_STORED_BODY).await {
+    // Our handlers build their bodies in memory: reading them back cannot run away.
+    let bytes = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(bytes) => bytes,
         Err(e) => {
-            if let Err(e) = state.store.release_idempotency(key).await {
-                tracing::warn!(error = %e, "could not release an idempotency key");
-            }
+            // The write happened; keep the key claimed (a retry must not write again).
+            tracing::error!(error = %e, "reading a response to remember it");
             return ApiError::internal(format!("reading a response to remember it: {e}"))
                 .into_response();
         }
     };
+    if bytes.len() > MAX_STORED_BODY {
+        // Too large to keep: remember that the request succeeded, so a retry is told so
+        // instead of writing a second time.
+        let marker = StoredResponse {
+            status: TOO_LARGE,
+            headers: "[]".into(),
+            body: Vec::new(),
+        };
+        if let Err(e) = state.store.complete_idempotency(key, marker).await {
+            tracing::warn!(error = %e, "could not store an idempotent response");
+        }
+        return Response::from_parts(parts, Body::from(bytes));
+    }
     let headers: Vec<(&str, &str)> = REPLAYED_HEADERS
         .iter()
         .filter_map(|h| Some((h.as_str(), parts.headers.get(h)?.to_str().ok()?)))
@@ -163,6 +168,14 @@ async fn remember(state: &AppState, key: String, res: Response) -> Response {
 }
 
 fn replay(stored: StoredResponse) -> Response {
+    if stored.status == TOO_LARGE {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            "CONFLICT",
+            "the request with this Idempotency-Key succeeded, but its response was too large to keep; read the result instead of retrying",
+        )
+        .into_response();
+    }
     let mut res = Response::new(Body::from(Bytes::from(stored.body)));
     *res.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     let headers: Vec<(String, String)> = serde_json::from_str(&stored.headers).unwrap_or_default();

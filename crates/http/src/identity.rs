@@ -131,6 +131,19 @@ pub fn client_ip(
         .or(Some(peer))
 }
 
+/// The key of an anonymous client for throttles and limits: its address, or its /64 for
+/// IPv6 (one host usually owns a whole /64, so finer keys would be free to multiply).
+pub fn client_key(state: &AppState, req: &Request) -> String {
+    match client_ip(state, req.headers(), peer(req)) {
+        Some(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Some(ip) => format!("ip:{ip}"),
+        None => "ip:unknown".into(),
+    }
+}
+
 fn invalid(message: &str) -> ApiError {
     ApiError::new(
         axum::http::StatusCode::UNAUTHORIZED,
@@ -336,7 +349,14 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             }
             res
         }
-        Err(e) => e.into_response(),
+        Err(e) => {
+            let key = client_key(&state, &req);
+            if let Some(refused) = crate::ratelimit::charge_failed_authentication(&state, key).await
+            {
+                return refused;
+            }
+            e.into_response()
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use ferrobase_shared::ratelimit::{
 };
 
 use crate::error::ApiError;
-use crate::identity::{Identity, Via, client_ip, peer};
+use crate::identity::{Identity, Via, client_key};
 use crate::state::AppState;
 
 static LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -113,9 +113,68 @@ pub(crate) async fn rate_limit(
         return next.run(req).await;
     };
     let (class, limit, key) = classify(&state, limits, &req);
-    let now_ms = i64::try_from(state.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-    let decision = limits.limiter.check(&key, quota(limit), now_ms).await;
-    if !decision.allowed {
+    let decision = match limits.refuse(&state, class, &key, limit).await {
+        Ok(decision) => decision,
+        Err(refused) => return refused,
+    };
+    let mut res = next.run(req).await;
+    annotate(res.headers_mut(), &decision, limit);
+    res
+}
+
+/// The route class of a request, its limit, and the counter key of its client.
+fn classify<'l>(state: &AppState, limits: &'l Limits, req: &Request) -> (&'l str, Limit, String) {
+    let path = req.uri().path();
+    if path.starts_with("/api/v1/auth/") {
+        return (
+            "auth",
+            limits.settings.auth,
+            format!("auth:{}", client_key(state, req)),
+        );
+    }
+    let resource = path
+        .strip_prefix("/api/v1/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|name| state.schema.resource(name).is_some());
+    let (class, limit) = limits.class(resource, req.method().as_str());
+    (class, limit, format!("{class}:{}", client(state, req)))
+}
+
+/// Whose quota a request counts against: the API key, the signed-in user, or the
+/// address.
+pub(crate) fn client(state: &AppState, req: &Request) -> String {
+    match req
+        .extensions()
+        .get::<Identity>()
+        .and_then(Identity::caller)
+    {
+        Some(caller) => match &caller.via {
+            Via::ApiKey { id, .. } => format!("key:{id}"),
+            _ => format!("user:{}", caller.id),
+        },
+        None => client_key(state, req),
+    }
+}
+
+impl Limits {
+    fn class(&self, resource: Option<&str>, method: &str) -> (&str, Limit) {
+        let (limit, n) = self.settings.limit_for(resource, method);
+        (self.classes.get(n).map_or("default", String::as_str), limit)
+    }
+
+    async fn refuse(
+        &self,
+        state: &AppState,
+        class: &str,
+        key: &str,
+        limit: Limit,
+    ) -> Result<Decision, Response> {
+        let now_ms =
+            i64::try_from(state.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+        let decision = self.limiter.check(key, quota(limit), now_ms).await;
+        if decision.allowed {
+            return Ok(decision);
+        }
         state.metrics.rate_limited(class);
         let mut res = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -134,48 +193,40 @@ pub(crate) async fn rate_limit(
             &axum::http::header::RETRY_AFTER,
             decision.retry_after_secs.max(1),
         );
-        return res;
+        Err(res)
     }
-    let mut res = next.run(req).await;
-    annotate(res.headers_mut(), &decision, limit);
-    res
 }
 
-/// The route class of a request, its limit, and the counter key of its client.
-fn classify<'l>(state: &AppState, limits: &'l Limits, req: &Request) -> (&'l str, Limit, String) {
-    use std::fmt::Write;
-    let path = req.uri().path();
-    let auth = path.starts_with("/api/v1/auth/");
-    let (class, limit) = if auth {
-        ("auth", limits.settings.auth)
-    } else {
-        let resource = path
-            .strip_prefix("/api/v1/")
-            .and_then(|rest| rest.split('/').next())
-            .filter(|name| state.schema.resource(name).is_some());
-        let (limit, n) = limits.settings.limit_for(resource, req.method().as_str());
-        (
-            limits.classes.get(n).map_or("default", String::as_str),
-            limit,
-        )
+/// Charges each operation of a batch to its own route class, so that a batch of a
+/// hundred writes cannot sidestep a resource's limit; the refusal answers the batch.
+pub(crate) async fn charge_operations(
+    state: &AppState,
+    client: String,
+    operations: &[(&str, &str)],
+) -> Result<(), Response> {
+    let Some(limits) = state.limits.as_ref() else {
+        return Ok(());
     };
-    let mut key = String::with_capacity(class.len() + 48);
-    key.push_str(class);
-    let caller = req
-        .extensions()
-        .get::<Identity>()
-        .and_then(Identity::caller)
-        .filter(|_| !auth);
-    // Writing to a String cannot fail.
-    let _ = match caller {
-        Some(caller) => match &caller.via {
-            Via::ApiKey { id, .. } => write!(key, ":key:{id}"),
-            _ => write!(key, ":user:{}", caller.id),
-        },
-        None => match client_ip(state, req.headers(), peer(req)) {
-            Some(ip) => write!(key, ":ip:{ip}"),
-            None => write!(key, ":ip:-"),
-        },
-    };
-    (class, limit, key)
+    for (resource, method) in operations {
+        let (class, limit) = limits.class(Some(resource), method);
+        limits
+            .refuse(state, class, &format!("{class}:{client}"), limit)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Counts a request whose credentials were refused against its address's `auth` quota,
+/// so that guessing tokens or API keys is as limited as guessing passwords. `Some` is
+/// the 429 once the quota is spent.
+pub(crate) async fn charge_failed_authentication(
+    state: &AppState,
+    client_key: String,
+) -> Option<Response> {
+    let limits = state.limits.as_ref()?;
+    let key = format!("auth:{client_key}");
+    limits
+        .refuse(state, "auth", &key, limits.settings.auth)
+        .await
+        .err()
 }

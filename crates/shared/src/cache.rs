@@ -33,7 +33,10 @@ pub enum ReadCache {
     Redis(RedisCache),
 }
 
-/// The in-memory cache: bounded, cleared on every write.
+/// Most bytes of bodies the memory cache keeps, whatever its entry capacity.
+const MAX_MEMORY_BYTES: usize = 64 << 20;
+
+/// The in-memory cache: bounded in entries and bytes, cleared on every write.
 pub struct MemoryCache {
     state: Mutex<MemoryState>,
     capacity: usize,
@@ -43,6 +46,15 @@ pub struct MemoryCache {
 struct MemoryState {
     generation: u64,
     entries: HashMap<String, (Instant, Arc<CachedResponse>)>,
+    /// Bytes of the bodies in `entries`.
+    bytes: usize,
+}
+
+impl MemoryState {
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
 }
 
 /// The Redis cache.
@@ -65,6 +77,7 @@ impl ReadCache {
             state: Mutex::new(MemoryState {
                 generation: 0,
                 entries: HashMap::new(),
+                bytes: 0,
             }),
             capacity: capacity.max(1),
             ttl,
@@ -128,16 +141,25 @@ impl ReadCache {
                     return;
                 }
                 let now = Instant::now();
-                if state.entries.len() >= m.capacity {
+                let size = entry.body.len();
+                if size > MAX_MEMORY_BYTES {
+                    return;
+                }
+                let full = |s: &MemoryState| {
+                    s.entries.len() >= m.capacity || s.bytes + size > MAX_MEMORY_BYTES
+                };
+                if full(&state) {
                     state.entries.retain(|_, (expires, _)| *expires > now);
+                    state.bytes = state.entries.values().map(|(_, e)| e.body.len()).sum();
                 }
-                if state.entries.len() >= m.capacity {
+                if full(&state) {
                     // Still full of live entries: start over rather than grow.
-                    state.entries.clear();
+                    state.clear();
                 }
-                state
+                let old = state
                     .entries
                     .insert(key.to_owned(), (now + m.ttl, Arc::new(entry)));
+                state.bytes = state.bytes + size - old.map_or(0, |(_, e)| e.body.len());
             }
             Self::Redis(r) => {
                 let Ok(value) = serde_json::to_string(&entry) else {
@@ -165,7 +187,7 @@ impl ReadCache {
             Self::Memory(m) => {
                 if let Ok(mut state) = m.state.lock() {
                     state.generation += 1;
-                    state.entries.clear();
+                    state.clear();
                 }
             }
             Self::Redis(r) => {

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::error::ApiError;
 use crate::extract::JsonObject;
-use crate::identity::{Identity, Via, client_ip, cookie, cookie_name, peer};
+use crate::identity::{Identity, Via, client_key, cookie, cookie_name};
 use crate::records::json_response;
 use crate::state::AppState;
 
@@ -27,19 +27,6 @@ fn invalid_credentials() -> ApiError {
         "INVALID_CREDENTIALS",
         "the email or the password is wrong",
     )
-}
-
-/// The throttle key of a client: its address, or its /64 for IPv6 (one host usually
-/// owns a whole /64).
-fn ip_key(state: &AppState, req: &Request) -> String {
-    match client_ip(state, req.headers(), peer(req)) {
-        Some(std::net::IpAddr::V6(v6)) => {
-            let s = v6.segments();
-            format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-        }
-        Some(ip) => format!("ip:{ip}"),
-        None => "ip:unknown".into(),
-    }
 }
 
 /// Runs Argon2 on the blocking pool, a bounded number at a time (each takes 19 MiB).
@@ -68,7 +55,7 @@ pub(crate) async fn register(
     req: Request,
 ) -> Result<Response, ApiError> {
     let now_unix = state.clock.now().unix_timestamp();
-    let ip = ip_key(&state, &req);
+    let ip = client_key(&state, &req);
     if let Err(wait) = state.register_throttle.hit(&ip, now_unix).await {
         return Ok(rate_limited(wait));
     }
@@ -136,7 +123,7 @@ pub(crate) async fn login(
     req: Request,
 ) -> Result<Response, ApiError> {
     let now_unix = state.clock.now().unix_timestamp();
-    let ip = ip_key(&state, &req);
+    let ip = client_key(&state, &req);
     let JsonObject(mut body) = JsonObject::from_request(req, &state).await?;
     let email = required_string(&mut body, "email")?.to_lowercase();
     let password = required_string(&mut body, "password")?;

@@ -140,6 +140,7 @@ pub(crate) async fn batch(
     Extension(identity): Extension<Identity>,
     req: Request,
 ) -> Result<Response, ApiError> {
+    let client = crate::ratelimit::client(&state, &req);
     let JsonObject(mut body) = JsonObject::from_request(req, &state).await?;
     if let Some(key) = body.keys().find(|k| *k != "operations") {
         return Err(ApiError::bad_request(format!(
@@ -162,6 +163,21 @@ pub(crate) async fn batch(
         .enumerate()
         .map(|(i, raw)| parse(&state, i, raw))
         .collect::<Result<Vec<_>, _>>()?;
+    // Each write counts against its own resource's limit, as if sent alone.
+    let charges: Vec<(&str, &str)> = operations
+        .iter()
+        .map(|o| {
+            let method = match o.op {
+                Op::Create => "POST",
+                Op::Update => "PATCH",
+                _ => "DELETE",
+            };
+            (state.schema.resources[o.res.0].name.as_str(), method)
+        })
+        .collect();
+    if let Err(refused) = crate::ratelimit::charge_operations(&state, client, &charges).await {
+        return Ok(refused);
+    }
     let first = operations.first().map_or(ResourceId(0), |o| o.res);
     let identity = with_user(&state, state.policy(first), identity).await?;
 

@@ -56,8 +56,13 @@ pub(crate) fn plan_update(
             (resource.fields[*i].name.clone(), value)
         })
         .collect();
-    let allowed =
-        decide(policy, resource, Op::Update, identity, Some(&body), clock)?.into_condition();
+    // A caller the update rule refuses outright (scope, admins only) learns it only about
+    // records they can see: the refusal waits in the guard, after the visibility check.
+    let (allowed, refusal) =
+        match decide(policy, resource, Op::Update, identity, Some(&body), clock) {
+            Ok(access) => (access.into_condition(), None),
+            Err(e) => (None, Some(e)),
+        };
     let role_changed = resource.is_users()
         && changes
             .iter()
@@ -66,6 +71,9 @@ pub(crate) fn plan_update(
     let guard = {
         let (state, identity) = (state.clone(), identity.clone());
         move |current: &ferrobase_store::Record| {
+            if let Some(refusal) = &refusal {
+                return Err(StoreError::Rejected(Arc::new(refusal.clone())));
+            }
             let resource = &state.schema.resources[res.0];
             check_field_writes(
                 state.policy(res),

@@ -404,15 +404,16 @@ pub(crate) async fn update(
     if !permits(conn, resource, id, access).await? {
         return Ok(None);
     }
+    // Authorisation before preconditions: a request refused anyway says so, not 412.
+    if let Some(guard) = &update.guard {
+        guard(&record)?;
+    }
     if update
         .if_match
         .as_ref()
         .is_some_and(|v| !v.contains(&record.version))
     {
         return Err(StoreError::VersionMismatch);
-    }
-    if let Some(guard) = &update.guard {
-        guard(&record)?;
     }
     if update.changes.is_empty() {
         return Ok(Some(record));

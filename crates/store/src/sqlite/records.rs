@@ -566,15 +566,16 @@ impl Plans {
         if !Self::permits(conn, resource, id, access)? {
             return Ok(None);
         }
+        // Authorisation before preconditions: a request refused anyway says so, not 412.
+        if let Some(guard) = &update.guard {
+            guard(&record)?;
+        }
         if update
             .if_match
             .as_ref()
             .is_some_and(|versions| !versions.contains(&record.version))
         {
             return Err(StoreError::VersionMismatch);
-        }
-        if let Some(guard) = &update.guard {
-            guard(&record)?;
         }
         if update.changes.is_empty() {
             return Ok(Some(record));

@@ -319,7 +319,8 @@ fn turning_rate_limits_off_is_explicit() {
 
 #[test]
 fn etags_and_cache_control_on_records_and_lists() {
-    let s = project("[cache]\npublic_max_age = \"45s\"\n").serve(BIN);
+    let s = project("[cache]\npublic_max_age = \"45s\"\nresource_max_age = [\"notes=10m\"]\n")
+        .serve(BIN);
     let created = s.post("/api/v1/notes", &json!({"text": "v1"}));
     let id = created.json()["data"]["id"]
         .as_str()
@@ -330,7 +331,7 @@ fn etags_and_cache_control_on_records_and_lists() {
     // One record: its version is its ETag; public data is publicly cacheable.
     let r = s.get(&path);
     assert_eq!(r.header("etag"), Some("\"1\""));
-    assert_eq!(r.header("cache-control"), Some("public, max-age=45"));
+    assert_eq!(r.header("cache-control"), Some("public, max-age=600"));
     let r = get_with(&s, &path, &[("if-none-match", "\"1\"")]);
     assert_eq!(r.status, 304);
     assert_eq!(r.text, "");
@@ -346,7 +347,7 @@ fn etags_and_cache_control_on_records_and_lists() {
     );
     let r = get_with(&s, "/api/v1/notes", &[("if-none-match", &list_tag)]);
     assert_eq!(r.status, 304);
-    assert_eq!(r.header("cache-control"), Some("public, max-age=45"));
+    assert_eq!(r.header("cache-control"), Some("public, max-age=600"));
 
     // If-Match: a stale version is refused, the current one accepted.
     let r = s.send(|c| {

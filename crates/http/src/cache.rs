@@ -32,12 +32,16 @@ pub(crate) fn public_cache_control(max_age: std::time::Duration) -> HeaderValue 
     }
 }
 
-/// Adds `Cache-Control` (and `Vary`) for a read by this caller.
-pub(crate) fn mark(state: &AppState, identity: &Identity, headers: &mut HeaderMap) {
-    let value = if identity.caller().is_some() {
-        PRIVATE
-    } else {
-        state.public_cache_control.clone()
+/// Adds `Cache-Control` (and `Vary`) for a read of `res` by this caller.
+pub(crate) fn mark(
+    state: &AppState,
+    res: ferrobase_store::ResourceId,
+    identity: &Identity,
+    headers: &mut HeaderMap,
+) {
+    let value = match (identity.caller(), state.public_cache_control.get(res.0)) {
+        (None, Some(public)) => public.clone(),
+        _ => PRIVATE,
     };
     headers.insert(header::CACHE_CONTROL, value);
     headers.insert(

@@ -83,8 +83,8 @@ pub struct App {
     pub limits: Option<crate::ratelimit::Limits>,
     /// The server-side cache of public reads, when configured.
     pub read_cache: Option<ferrobase_shared::cache::ReadCache>,
-    /// `Cache-Control` of public reads.
-    pub public_cache_control: axum::http::HeaderValue,
+    /// `Cache-Control` of public reads, per resource in schema order.
+    pub public_cache_control: Vec<axum::http::HeaderValue>,
     /// Prometheus metrics of this node.
     pub metrics: crate::metrics::Metrics,
 }
@@ -123,7 +123,18 @@ impl AppState {
                 Some(ReadCache::memory(cache.server_capacity, cache.server_ttl))
             }
         };
-        let public_cache_control = crate::cache::public_cache_control(cache.public_max_age);
+        let public_cache_control = schema
+            .resources
+            .iter()
+            .map(|r| {
+                let age = cache
+                    .resource_max_age
+                    .iter()
+                    .find(|(name, _)| *name == r.name)
+                    .map_or(cache.public_max_age, |(_, age)| *age);
+                crate::cache::public_cache_control(age)
+            })
+            .collect();
         let rules_need_user = policies.iter().any(Policy::needs_user_record);
         Self(Arc::new(App {
             jwt: JwtKeys::derive(&secret, previous),

@@ -37,7 +37,7 @@ pub(crate) async fn get(
         .await?
         .ok_or_else(|| not_found(resource))?;
     let mut extra = HeaderMap::new();
-    crate::cache::mark(&state, &identity, &mut extra);
+    crate::cache::mark(&state, res, &identity, &mut extra);
     if not_modified(&headers, record.version) {
         return Ok(crate::cache::not_modified(
             etag(record.version),

@@ -256,7 +256,7 @@ pub(crate) async fn list(
         .map_err(|e| ApiError::internal(format!("serializing a list: {e}")))?;
     let etag = crate::cache::list_etag(&bytes);
     let mut extra = HeaderMap::new();
-    crate::cache::mark(&state, &identity, &mut extra);
+    crate::cache::mark(&state, res, &identity, &mut extra);
     if crate::cache::matches(&headers, &etag) {
         return Ok(crate::cache::not_modified(
             etag,

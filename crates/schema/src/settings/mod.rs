@@ -197,7 +197,13 @@ const KEYS: &[(&str, &[&str])] = &[
     ("cors", &["allowed_origins", "allow_credentials", "max_age"]),
     (
         "cache",
-        &["public_max_age", "server", "server_ttl", "server_capacity"],
+        &[
+            "public_max_age",
+            "resource_max_age",
+            "server",
+            "server_ttl",
+            "server_capacity",
+        ],
     ),
     ("metrics", &["enabled", "token", "addr"]),
     ("log", &["format", "level"]),

@@ -102,6 +102,8 @@ impl RateLimitSettings {
 pub struct CacheSettings {
     /// `Cache-Control: public, max-age` of reads anyone may make (zero: `public, no-cache`).
     pub public_max_age: Duration,
+    /// The same per resource (`"notes=5m"`), overriding `public_max_age`.
+    pub resource_max_age: Vec<(String, Duration)>,
     /// The server-side cache of public reads.
     pub server: ServerCache,
     /// Longest a server-side entry lives (writes invalidate it sooner).
@@ -242,6 +244,17 @@ impl Loader<'_> {
         let settings = CacheSettings {
             public_max_age: self.get("cache", "public_max_age", Duration::ZERO, |v| {
                 parse_duration(&v.string()?)
+            }),
+            resource_max_age: self.get("cache", "resource_max_age", Vec::new(), |v| {
+                v.list()?
+                    .iter()
+                    .map(|item| {
+                        let (name, age) = item.split_once('=').ok_or_else(|| {
+                            format!("'{item}' must look like notes=5m (resource=max-age)")
+                        })?;
+                        Ok((name.trim().to_owned(), parse_duration(age)?))
+                    })
+                    .collect()
             }),
             server: self.get("cache", "server", ServerCache::Off, |v| {
                 match v.string()?.as_str() {

@@ -3,6 +3,7 @@
 
 pub mod diag;
 pub mod input;
+pub mod migration;
 pub mod model;
 mod parse;
 pub mod settings;

@@ -53,6 +53,8 @@ pub struct Resource {
     pub indexes: Vec<Index>,
     /// Access rules per operation.
     pub rules: Rules,
+    /// The resource's previous name (`renamed_from`): migrations rename, keeping data.
+    pub renamed_from: Option<String>,
 }
 
 impl Resource {
@@ -168,6 +170,8 @@ pub struct Field {
     pub builtin: bool,
     /// Compared case-insensitively for uniqueness (users' `email`).
     pub case_insensitive: bool,
+    /// The field's previous name (`renamed_from`): migrations rename, keeping data.
+    pub renamed_from: Option<String>,
 }
 
 impl Field {
@@ -190,6 +194,7 @@ impl Field {
             write: None,
             builtin: false,
             case_insensitive: false,
+            renamed_from: None,
         }
     }
 

@@ -47,8 +47,9 @@ const FIELD_KEYS: &[&str] = &[
     "resource",
     "many",
     "on_delete",
+    "renamed_from",
 ];
-const RESOURCE_KEYS: &[&str] = &["timestamps", "fields", "indexes", "rules"];
+const RESOURCE_KEYS: &[&str] = &["timestamps", "fields", "indexes", "rules", "renamed_from"];
 const RULE_KEYS: &[&str] = &["list", "view", "create", "update", "delete"];
 
 /// Parses and validates a schema. On failure every problem found is returned.
@@ -354,9 +355,13 @@ impl Parser<'_> {
                 fields,
                 indexes: Vec::new(),
                 rules: Rules::default(),
+                renamed_from: None,
             }
         };
         resource.rules = rules;
+        if let Some(item) = table.get("renamed_from") {
+            resource.renamed_from = self.previous_name(item, &what);
+        }
         if let Some(item) = table.get("indexes") {
             resource.indexes = self.indexes(&resource, item);
         }
@@ -454,6 +459,7 @@ pub(crate) fn builtin_users(auth: &AuthSchema, profile: Vec<Field>) -> Resource 
         fields,
         indexes: Vec::new(),
         rules: Rules::default(),
+        renamed_from: None,
     }
 }
 
@@ -533,6 +539,9 @@ impl Parser<'_> {
         if let Some(item) = table.get("default") {
             field.default = self.default(&field, item, &what);
         }
+        if let Some(item) = table.get("renamed_from") {
+            field.renamed_from = self.previous_name(item, &what);
+        }
         if field.required && field.read_only && field.default.is_none() {
             self.error_hint(
                 Self::key_span(table, "read_only"),
@@ -541,6 +550,25 @@ impl Parser<'_> {
             );
         }
         (self.diags.len() == ok_before).then_some(field)
+    }
+
+    /// A `renamed_from` value: a plain name other than the current one.
+    fn previous_name(&mut self, item: &Item, what: &str) -> Option<String> {
+        let name = self.string_value(item, "renamed_from")?;
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            self.error(
+                item_span(item),
+                format!(
+                    "{what}: renamed_from must be the previous name (lower-case letters, digits, _)"
+                ),
+            );
+            return None;
+        }
+        Some(name)
     }
 
     fn enum_values(

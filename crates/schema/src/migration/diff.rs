@@ -1,0 +1,308 @@
+//! The differ: the steps from the state the tables are in to the state `schema.toml`
+//! declares. Renames come from `renamed_from`; without it a vanished name is a drop and
+//! a new name an addition.
+
+use super::{FieldSpec, ResourceSpec, SchemaState, Step};
+use crate::model::Schema;
+
+/// Steps taking `from` to the state of `schema`, in an order that applies: renames,
+/// new tables, field and index changes, then drops.
+pub fn diff(from: &SchemaState, schema: &Schema) -> Vec<Step> {
+    let to = SchemaState::of(schema);
+    let mut renames = Vec::new();
+    let mut creates = Vec::new();
+    let mut changes = Vec::new();
+    let mut index_drops = Vec::new();
+    let mut field_drops = Vec::new();
+    let mut drops = Vec::new();
+    let mut matched_old: Vec<&str> = Vec::new();
+
+    for (declared, new) in schema.resources.iter().zip(&to.resources) {
+        let old = match from.resource(&new.name) {
+            Some(old) => Some(old),
+            None => declared
+                .renamed_from
+                .as_deref()
+                .filter(|prev| to.resource(prev).is_none())
+                .and_then(|prev| from.resource(prev))
+                .inspect(|old| {
+                    renames.push(Step::RenameResource {
+                        from: old.name.clone(),
+                        to: new.name.clone(),
+                    });
+                }),
+        };
+        let Some(old) = old else {
+            creates.push(Step::CreateResource {
+                resource: new.clone(),
+            });
+            continue;
+        };
+        matched_old.push(&old.name);
+        let renamed_fields: Vec<(&str, &str)> = declared
+            .fields
+            .iter()
+            .filter_map(|f| Some((f.renamed_from.as_deref()?, f.name.as_str())))
+            .filter(|(prev, name)| old.field(name).is_none() && new.field(prev).is_none())
+            .filter(|(prev, _)| old.field(prev).is_some())
+            .collect();
+        resource_changes(
+            old,
+            new,
+            &renamed_fields,
+            &mut changes,
+            &mut index_drops,
+            &mut field_drops,
+        );
+    }
+    for old in &from.resources {
+        if !matched_old.contains(&old.name.as_str()) {
+            drops.push(Step::DropResource {
+                resource: old.name.clone(),
+            });
+        }
+    }
+    renames
+        .into_iter()
+        .chain(creates)
+        .chain(index_drops)
+        .chain(changes)
+        .chain(field_drops)
+        .chain(drops)
+        .collect()
+}
+
+fn resource_changes(
+    old: &ResourceSpec,
+    new: &ResourceSpec,
+    renamed_fields: &[(&str, &str)],
+    changes: &mut Vec<Step>,
+    index_drops: &mut Vec<Step>,
+    field_drops: &mut Vec<Step>,
+) {
+    let table = &new.name;
+    for (prev, name) in renamed_fields {
+        changes.push(Step::RenameField {
+            resource: table.clone(),
+            from: (*prev).to_owned(),
+            to: (*name).to_owned(),
+        });
+    }
+    if old.timestamps != new.timestamps {
+        changes.push(Step::SetTimestamps {
+            resource: table.clone(),
+            timestamps: new.timestamps,
+        });
+    }
+    let previous = |name: &str| -> Option<&FieldSpec> {
+        let prev = renamed_fields
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map_or(name, |(p, _)| *p);
+        old.field(prev)
+    };
+    for field in &new.fields {
+        match previous(&field.name) {
+            None => changes.push(Step::AddField {
+                resource: table.clone(),
+                field: field.clone(),
+            }),
+            Some(before) => {
+                let before = FieldSpec {
+                    name: field.name.clone(),
+                    ..before.clone()
+                };
+                if before != *field {
+                    changes.push(Step::AlterField {
+                        resource: table.clone(),
+                        from: before,
+                        to: field.clone(),
+                    });
+                }
+            }
+        }
+    }
+    for field in &old.fields {
+        let kept = new.field(&field.name).is_some()
+            || renamed_fields.iter().any(|(p, _)| *p == field.name);
+        if !kept {
+            field_drops.push(Step::DropField {
+                resource: table.clone(),
+                field: field.name.clone(),
+            });
+        }
+    }
+    // Index columns follow field renames; an index whose definition changed is dropped
+    // and created again.
+    let renamed_column = |c: &str| -> String {
+        let (desc, name) = c.strip_prefix('-').map_or(("", c), |n| ("-", n));
+        let name = renamed_fields
+            .iter()
+            .find(|(p, _)| *p == name)
+            .map_or(name, |(_, n)| *n);
+        format!("{desc}{name}")
+    };
+    for index in &old.indexes {
+        let carried: Vec<String> = index.columns.iter().map(|c| renamed_column(c)).collect();
+        let same = new
+            .indexes
+            .iter()
+            .any(|i| i.name == index.name && i.columns == carried && i.unique == index.unique);
+        if !same {
+            index_drops.push(Step::DropIndex {
+                resource: table.clone(),
+                index: index.name.clone(),
+            });
+        }
+    }
+    for index in &new.indexes {
+        let kept = old.indexes.iter().any(|i| {
+            i.name == index.name
+                && i.unique == index.unique
+                && i.columns
+                    .iter()
+                    .map(|c| renamed_column(c))
+                    .eq(index.columns.iter().cloned())
+        });
+        if !kept {
+            changes.push(Step::CreateIndex {
+                resource: table.clone(),
+                index: index.clone(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SourceFile;
+    use crate::migration::Step;
+    use crate::migration::{Risk, SchemaState};
+    use crate::parse::parse_schema;
+
+    fn schema(text: &str) -> Schema {
+        parse_schema(&SourceFile::new("schema.toml", text)).expect("valid schema")
+    }
+
+    const V1: &str = r#"
+[resources.posts.fields]
+title = { type = "string", required = true }
+body = { type = "text" }
+status = { type = "enum", values = ["draft", "published"] }
+[resources.posts.indexes]
+by_title = ["title"]
+"#;
+
+    #[test]
+    fn nothing_changes_nothing() {
+        let s = schema(V1);
+        assert!(diff(&SchemaState::of(&s), &s).is_empty());
+    }
+
+    #[test]
+    fn a_fresh_database_creates_everything() {
+        let steps = diff(&SchemaState::default(), &schema(V1));
+        assert_eq!(steps.len(), 2, "users and posts: {steps:?}");
+        assert!(steps.iter().all(|s| s.risk() == Risk::Additive));
+    }
+
+    #[test]
+    fn renames_keep_data_and_drops_are_destructive() {
+        let old = SchemaState::of(&schema(V1));
+        let v2 = r#"
+[resources.articles]
+renamed_from = "posts"
+[resources.articles.fields]
+headline = { type = "string", required = true, renamed_from = "title" }
+status = { type = "enum", values = ["draft", "published", "archived"] }
+tags = { type = "relation", resource = "articles", many = true }
+[resources.articles.indexes]
+by_title = ["headline"]
+"#;
+        let steps = diff(&old, &schema(v2));
+        let described: Vec<String> = steps.iter().map(Step::describe).collect();
+        assert_eq!(
+            described,
+            [
+                "rename resource posts to articles",
+                "rename field articles.title to headline",
+                "change field articles.status (values draft|published → draft|published|archived)",
+                "add field articles.tags (relation)",
+                "drop field articles.body and its data",
+            ],
+            "{steps:?}"
+        );
+        let risks: Vec<Risk> = steps.iter().map(Step::risk).collect();
+        assert_eq!(
+            risks,
+            [
+                Risk::Additive,
+                Risk::Additive,
+                Risk::Additive,
+                Risk::Additive,
+                Risk::Destructive
+            ]
+        );
+        let mut state = old;
+        for step in &steps {
+            state.apply(step).expect("applies");
+        }
+        assert_eq!(
+            state,
+            SchemaState::of(&schema(v2)),
+            "the steps reach the schema"
+        );
+    }
+
+    #[test]
+    fn tightening_is_checked_and_type_changes_across_storage_are_destructive() {
+        let old = SchemaState::of(&schema(V1));
+        let v2 = r#"
+[resources.posts.fields]
+title = { type = "string", required = true, max_length = 10, unique = true }
+body = { type = "integer" }
+status = { type = "enum", values = ["draft"] }
+[resources.posts.indexes]
+by_title = ["-title"]
+"#;
+        let steps = diff(&old, &schema(v2));
+        let risks: Vec<(String, Risk)> = steps.iter().map(|s| (s.describe(), s.risk())).collect();
+        assert!(
+            risks.contains(&("drop index posts.by_title".into(), Risk::Additive)),
+            "{risks:?}"
+        );
+        assert!(
+            risks
+                .iter()
+                .any(|(d, r)| d.starts_with("change field posts.title") && *r == Risk::Checked)
+        );
+        assert!(
+            risks
+                .iter()
+                .any(|(d, r)| d.starts_with("change field posts.body") && *r == Risk::Destructive)
+        );
+        assert!(
+            risks
+                .iter()
+                .any(|(d, r)| d.starts_with("change field posts.status") && *r == Risk::Checked)
+        );
+        assert!(
+            risks
+                .iter()
+                .any(|(d, _)| d == "create index posts.by_title (-title)")
+        );
+    }
+
+    #[test]
+    fn files_round_trip() {
+        let steps = diff(&SchemaState::default(), &schema(V1));
+        let file = crate::migration::MigrationFile { steps };
+        let text = file.render().expect("render");
+        assert!(text.starts_with("# A ferrobase migration"));
+        assert_eq!(
+            crate::migration::MigrationFile::parse(&text).expect("parse"),
+            file
+        );
+    }
+}

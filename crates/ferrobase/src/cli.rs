@@ -36,6 +36,24 @@ pub enum Command {
     },
     /// Validate schema.toml and settings; report every problem with its location.
     Check,
+    /// Schema migrations: plan, create, apply, status.
+    Migrate {
+        /// What to do.
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Scaffolding for resources.
+    Api {
+        /// What to do.
+        #[command(subcommand)]
+        action: ApiAction,
+    },
+    /// Write a multi-stage Dockerfile and a compose.yaml (app, PostgreSQL, Redis).
+    Docker {
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
     /// Manage users (bootstrap an admin).
     Users {
         /// What to do.
@@ -55,6 +73,38 @@ pub enum UsersAction {
         /// The user's role (one of `[auth] roles`).
         #[arg(long, default_value = "admin")]
         role: String,
+    },
+}
+
+/// `ferrobase migrate ...`.
+#[derive(Debug, Subcommand)]
+pub enum MigrateAction {
+    /// Print the SQL pending migrations (and unwritten schema changes) would run.
+    Plan,
+    /// Write a migration file for the changes in schema.toml.
+    Create {
+        /// A short name, like add_tags.
+        name: String,
+    },
+    /// Apply pending migrations, each in a transaction.
+    Apply {
+        /// Allow steps that drop data (dropped fields and resources, type changes).
+        #[arg(long)]
+        allow_destructive: bool,
+    },
+    /// List applied and pending migrations.
+    Status,
+}
+
+/// `ferrobase api ...`.
+#[derive(Debug, Subcommand)]
+pub enum ApiAction {
+    /// Add a resource to schema.toml: `ferrobase api add tasks title:string! done:boolean`.
+    Add {
+        /// The resource's name.
+        resource: String,
+        /// Fields as name:type (`!` for required, `owner:relation:users` for relations).
+        fields: Vec<String>,
     },
 }
 

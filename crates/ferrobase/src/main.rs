@@ -4,7 +4,9 @@ mod check;
 mod cli;
 mod init;
 mod logging;
+mod migrate;
 mod project;
+mod scaffold;
 mod secret;
 mod serve;
 mod users;
@@ -27,6 +29,18 @@ fn main() -> ExitCode {
             init::run(path.as_deref().unwrap_or(&dir), template)
         }
         cli::Command::Check => check::run(&dir),
+        cli::Command::Migrate { action } => match action {
+            cli::MigrateAction::Plan => migrate::plan(&dir),
+            cli::MigrateAction::Create { name } => migrate::create(&dir, &name),
+            cli::MigrateAction::Apply { allow_destructive } => {
+                migrate::apply(&dir, allow_destructive)
+            }
+            cli::MigrateAction::Status => migrate::status(&dir),
+        },
+        cli::Command::Api {
+            action: cli::ApiAction::Add { resource, fields },
+        } => scaffold::api_add(&dir, &resource, &fields),
+        cli::Command::Docker { force } => scaffold::docker(&dir, force),
         cli::Command::Users {
             action: cli::UsersAction::Create { email, role },
         } => users::create(&dir, &email, &role),

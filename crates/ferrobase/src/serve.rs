@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use ferrobase_http::AppState;
-use ferrobase_store::Store;
+use ferrobase_store::{Store, StoreError};
 use tokio::net::TcpListener;
 
 use crate::{EXIT_CONFIG, EXIT_RUNTIME, logging, project, secret};
@@ -59,6 +59,10 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>) -> ExitC
     let settings = Arc::new(project.settings);
     let store = match Store::open(&project.dir, &settings, schema.clone()) {
         Ok(store) => store,
+        Err(e @ StoreError::Config(_)) => {
+            tracing::error!(error = %e, "cannot start on this database");
+            return ExitCode::from(EXIT_CONFIG);
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot open the database");
             return ExitCode::from(EXIT_RUNTIME);
@@ -88,15 +92,16 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>) -> ExitC
         .map_or_else(|_| addr.to_string(), |a| a.to_string());
     tracing::info!(addr = %local, version = env!("CARGO_PKG_VERSION"), "listening");
     let store = state.store.clone();
+    let (refused_tx, refused_rx) = tokio::sync::oneshot::channel::<String>();
     tokio::spawn(async move {
         // One line when the store can serve (at once on SQLite; on PostgreSQL once its
-        // tables exist), for operators and for tests that must not race it.
-        if store
-            .wait_ready(std::time::Duration::from_secs(3600))
-            .await
-            .is_ok()
-        {
-            tracing::info!("ready to serve");
+        // tables are up to date), for operators and for tests that must not race it.
+        match store.wait_ready(std::time::Duration::from_secs(3600)).await {
+            Ok(()) => tracing::info!("ready to serve"),
+            Err(StoreError::Config(why)) => {
+                let _ = refused_tx.send(why);
+            }
+            Err(_) => {}
         }
     });
 
@@ -150,6 +155,10 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>) -> ExitC
                     ExitCode::from(EXIT_RUNTIME)
                 }
             };
+        }
+        Ok(why) = refused_rx => {
+            tracing::error!(error = %why, "cannot start on this database");
+            return ExitCode::from(EXIT_CONFIG);
         }
         signal = shutdown_signal() => {
             tracing::info!(signal, "shutdown signal received; finishing in-flight requests");

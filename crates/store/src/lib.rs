@@ -6,6 +6,7 @@ pub mod auth;
 mod common;
 mod error;
 mod list;
+pub mod migrate;
 mod postgres;
 mod sqlite;
 
@@ -221,23 +222,69 @@ pub enum Store {
 
 impl Store {
     /// Opens the database named by the settings (relative paths resolve against `dir`)
-    /// and creates the tables the schema needs.
+    /// and brings its tables up to date as the environment allows: development applies
+    /// pending migrations and additive changes itself, production refuses to start with
+    /// anything pending (see [`migrate::StartupPolicy`]).
     pub fn open(dir: &Path, settings: &Settings, schema: Arc<Schema>) -> Result<Self, StoreError> {
+        let policy = if settings.env == ferrobase_schema::settings::Environment::Production {
+            migrate::StartupPolicy::Strict
+        } else {
+            migrate::StartupPolicy::Additive
+        };
+        Self::open_with(dir, settings, schema, policy)
+    }
+
+    /// [`Store::open`] with an explicit start-up policy (`migrate` commands use
+    /// [`migrate::StartupPolicy::Manual`]).
+    pub fn open_with(
+        dir: &Path,
+        settings: &Settings,
+        schema: Arc<Schema>,
+        policy: migrate::StartupPolicy,
+    ) -> Result<Self, StoreError> {
+        let files =
+            migrate::read_migrations(&dir.join("migrations")).map_err(StoreError::Config)?;
         let url = settings.database.url.as_str();
         if let Some(path) = url.strip_prefix("sqlite://") {
             let path = path.split('?').next().unwrap_or(path);
             let path = dir.join(path);
-            let store = SqliteStore::open(&path, settings.database.pool_size, schema)?;
+            let store =
+                SqliteStore::open(&path, settings.database.pool_size, schema, policy, &files)?;
             Ok(Self::Sqlite(Arc::new(store)))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             // Must run inside the async runtime: the tables are prepared by a task.
-            let store = PgStore::connect(url, settings.database.pool_size, schema)?;
+            let store = PgStore::connect(url, settings.database.pool_size, schema, policy, files)?;
             Ok(Self::Postgres(Arc::new(store)))
         } else {
             Err(StoreError::Config(format!(
                 "unsupported database URL: {url}"
             )))
         }
+    }
+
+    /// The recorded schema state (`None` before the first migration) and the applied
+    /// migrations.
+    pub async fn migrations(
+        &self,
+    ) -> Result<
+        (
+            Option<ferrobase_schema::migration::SchemaState>,
+            Vec<migrate::AppliedMigration>,
+        ),
+        StoreError,
+    > {
+        dispatch!(self, s => s.migrations().await)
+    }
+
+    /// Applies the pending migrations of `files`, each in its own transaction; refuses
+    /// destructive steps unless allowed. Returns the names applied.
+    pub async fn apply_migrations(
+        &self,
+        files: Vec<migrate::MigrationSource>,
+        allow_destructive: bool,
+        now: String,
+    ) -> Result<Vec<String>, StoreError> {
+        dispatch!(self, s => s.apply_migrations(files, allow_destructive, now).await)
     }
 
     /// Waits until the store can serve (PostgreSQL: its tables exist), at most `deadline`.

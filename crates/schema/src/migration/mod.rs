@@ -130,6 +130,40 @@ impl SchemaState {
         }
     }
 
+    /// Whether the tables already are as `step` would leave them (a development database
+    /// that applied a change itself before its migration file was written): applying
+    /// such a step is skipped.
+    pub fn satisfies(&self, step: &Step) -> bool {
+        let field = |r: &str, f: &str| self.resource(r).and_then(|r| r.field(f));
+        match step {
+            Step::CreateResource { resource } => self.resource(&resource.name) == Some(resource),
+            Step::DropResource { resource } => self.resource(resource).is_none(),
+            Step::RenameResource { from, to } => {
+                self.resource(from).is_none() && self.resource(to).is_some()
+            }
+            Step::SetTimestamps {
+                resource,
+                timestamps,
+            } => self
+                .resource(resource)
+                .is_some_and(|r| r.timestamps == *timestamps),
+            Step::AddField { resource, field: f } => field(resource, &f.name) == Some(f),
+            Step::DropField { resource, field: f } => {
+                self.resource(resource).is_some() && field(resource, f).is_none()
+            }
+            Step::RenameField { resource, from, to } => {
+                field(resource, from).is_none() && field(resource, to).is_some()
+            }
+            Step::AlterField { resource, to, .. } => field(resource, &to.name) == Some(to),
+            Step::CreateIndex { resource, index } => self
+                .resource(resource)
+                .is_some_and(|r| r.indexes.contains(index)),
+            Step::DropIndex { resource, index } => self
+                .resource(resource)
+                .is_some_and(|r| !r.indexes.iter().any(|i| i.name == *index)),
+        }
+    }
+
     /// The state after `step`; a step that does not fit (an unknown resource or field)
     /// is an error naming it.
     pub fn apply(&mut self, step: &Step) -> Result<(), String> {

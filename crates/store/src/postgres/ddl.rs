@@ -36,7 +36,7 @@ fn on_delete(action: OnDelete) -> &'static str {
     }
 }
 
-fn create_table(resource: &Resource) -> String {
+pub(crate) fn create_table(resource: &Resource) -> String {
     let mut cols = vec![
         "\"id\" uuid PRIMARY KEY".to_owned(),
         "\"version\" bigint NOT NULL DEFAULT 1".to_owned(),
@@ -66,7 +66,7 @@ fn create_table(resource: &Resource) -> String {
 }
 
 /// Foreign keys are added after every table exists (relations may point forward).
-fn foreign_keys(resource: &Resource) -> Vec<String> {
+pub(crate) fn foreign_keys(resource: &Resource) -> Vec<String> {
     let table = &resource.name;
     let mut stmts = Vec::new();
     for field in &resource.fields {
@@ -90,7 +90,7 @@ fn foreign_keys(resource: &Resource) -> Vec<String> {
     stmts
 }
 
-fn indexes(resource: &Resource) -> Vec<String> {
+pub(crate) fn indexes(resource: &Resource) -> Vec<String> {
     let table = &resource.name;
     let mut stmts = Vec::new();
     for index in &resource.indexes {
@@ -141,7 +141,7 @@ fn indexes(resource: &Resource) -> Vec<String> {
 }
 
 /// Identity tables on PostgreSQL.
-const AUTH_DDL: &str = r#"
+pub(crate) const AUTH_DDL: &str = r#"
 CREATE TABLE IF NOT EXISTS "_ferrobase_refresh_tokens" (
   "id" uuid PRIMARY KEY,
   "family" uuid NOT NULL,

@@ -5,9 +5,9 @@
 
 mod auth;
 mod conn;
-mod ddl;
+pub(crate) mod ddl;
 mod idempotency;
-mod records;
+pub(crate) mod records;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,14 +32,31 @@ pub struct PgStore {
     pool: Pool,
     schema: Arc<Schema>,
     ready: Arc<AtomicBool>,
-    /// Announces readiness to waiters.
-    ready_signal: tokio::sync::watch::Receiver<bool>,
+    /// Announces readiness (or a refusal to start) to waiters.
+    ready_signal: tokio::sync::watch::Receiver<Readiness>,
+}
+
+/// Where preparing the database stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Readiness {
+    /// Waiting for the database or changing its schema.
+    Preparing,
+    /// Serving.
+    Ready,
+    /// The database cannot be used as configured (a refused migration, say).
+    Refused(String),
 }
 
 impl PgStore {
     /// A store for `url`; tables are created in the background as soon as the database
     /// answers (until then every operation is `Unavailable`).
-    pub fn connect(url: &str, pool_size: usize, schema: Arc<Schema>) -> Result<Self, StoreError> {
+    pub fn connect(
+        url: &str,
+        pool_size: usize,
+        schema: Arc<Schema>,
+        policy: crate::migrate::StartupPolicy,
+        files: Vec<crate::migrate::MigrationSource>,
+    ) -> Result<Self, StoreError> {
         let config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
@@ -58,9 +75,9 @@ impl PgStore {
             .build()
             .map_err(|e| StoreError::Config(format!("cannot build the PostgreSQL pool: {e}")))?;
         let ready = Arc::new(AtomicBool::new(false));
-        let (signal, ready_signal) = tokio::sync::watch::channel(false);
+        let (signal, ready_signal) = tokio::sync::watch::channel(Readiness::Preparing);
         let (p, s, r) = (pool.clone(), schema.clone(), ready.clone());
-        tokio::spawn(async move { prepare(p, s, r, signal).await });
+        tokio::spawn(async move { prepare(p, s, r, signal, policy, files).await });
         Ok(Self {
             pool,
             schema,
@@ -73,11 +90,15 @@ impl PgStore {
     /// that must not start before the database does.
     pub async fn wait_ready(&self, deadline: Duration) -> Result<(), StoreError> {
         let mut signal = self.ready_signal.clone();
-        tokio::time::timeout(deadline, signal.wait_for(|ready| *ready))
+        let state = tokio::time::timeout(deadline, signal.wait_for(|r| *r != Readiness::Preparing))
             .await
             .map_err(|_| StoreError::Unavailable("PostgreSQL did not become ready in time".into()))?
-            .map_err(|_| StoreError::Unavailable("PostgreSQL could not be prepared".into()))?;
-        Ok(())
+            .map_err(|_| StoreError::Unavailable("PostgreSQL could not be prepared".into()))?
+            .clone();
+        match state {
+            Readiness::Refused(why) => Err(StoreError::Config(why)),
+            _ => Ok(()),
+        }
     }
 
     fn resource(&self, res: ResourceId) -> Result<&Resource, StoreError> {
@@ -101,6 +122,34 @@ impl PgStore {
         Ok(client)
     }
 
+    /// See [`crate::Store::migrations`].
+    pub async fn migrations(
+        &self,
+    ) -> Result<
+        (
+            Option<ferrobase_schema::migration::SchemaState>,
+            Vec<crate::migrate::AppliedMigration>,
+        ),
+        StoreError,
+    > {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let out = crate::migrate::postgres::load(&tx).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// See [`crate::Store::apply_migrations`].
+    pub async fn apply_migrations(
+        &self,
+        files: Vec<crate::migrate::MigrationSource>,
+        allow_destructive: bool,
+        now: String,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut client = self.client().await?;
+        crate::migrate::postgres::apply_pending(&mut client, &files, allow_destructive, &now).await
+    }
+
     /// See [`crate::Store::pool_stats`].
     pub fn pool_stats(&self) -> crate::PoolStats {
         let status = self.pool.status();
@@ -120,31 +169,36 @@ impl PgStore {
     }
 }
 
-/// Creates the schema's tables, retrying with backoff until the database answers.
+/// Brings the schema's tables up to date (see [`crate::migrate::StartupPolicy`]),
+/// retrying with backoff until the database answers.
 async fn prepare(
     pool: Pool,
     schema: Arc<Schema>,
     ready: Arc<AtomicBool>,
-    signal: tokio::sync::watch::Sender<bool>,
+    signal: tokio::sync::watch::Sender<Readiness>,
+    policy: crate::migrate::StartupPolicy,
+    files: Vec<crate::migrate::MigrationSource>,
 ) {
     let mut wait = Duration::from_millis(100);
     loop {
         let attempt = async {
             let mut client = pool.get().await?;
-            ddl::apply(&mut client, &schema).await
+            let now = ferrobase_schema::validate::format_datetime(time::OffsetDateTime::now_utc());
+            crate::migrate::postgres::startup(&mut client, &schema, policy, &files, &now).await
         };
         match attempt.await {
-            Ok(created) => {
-                if !created.is_empty() {
-                    tracing::info!(tables = ?created, "created tables");
+            Ok(done) => {
+                for change in &done {
+                    tracing::info!(change = %change, "schema change applied");
                 }
                 tracing::info!("PostgreSQL is ready");
                 ready.store(true, Ordering::SeqCst);
-                let _ = signal.send(true);
+                let _ = signal.send(Readiness::Ready);
                 return;
             }
             Err(StoreError::Config(message)) => {
                 tracing::error!(error = %message, "the database does not match the schema");
+                let _ = signal.send(Readiness::Refused(message));
                 return;
             }
             Err(e) => {

@@ -70,7 +70,7 @@ fn time_text(row: &Row, i: usize) -> Result<Option<String>, StoreError> {
 }
 
 /// Decodes a column by the field's declared type.
-fn decode(ty: &FieldType, row: &Row, i: usize) -> Result<Value, StoreError> {
+pub(crate) fn decode(ty: &FieldType, row: &Row, i: usize) -> Result<Value, StoreError> {
     let json = |s: Option<String>| s.map_or(Value::Null, Value::String);
     Ok(match ty {
         FieldType::Integer => row

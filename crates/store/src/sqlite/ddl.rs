@@ -54,7 +54,7 @@ pub(crate) fn expected_columns(resource: &Resource) -> Vec<String> {
     cols
 }
 
-fn create_table(resource: &Resource) -> String {
+pub(crate) fn create_table(resource: &Resource) -> String {
     let mut cols = vec![
         "\"id\" TEXT PRIMARY KEY NOT NULL".to_owned(),
         "\"version\" INTEGER NOT NULL DEFAULT 1".to_owned(),
@@ -93,7 +93,7 @@ fn create_table(resource: &Resource) -> String {
     )
 }
 
-fn create_indexes(resource: &Resource) -> Vec<String> {
+pub(crate) fn create_indexes(resource: &Resource) -> Vec<String> {
     let table = &resource.name;
     let mut stmts = Vec::new();
     for index in &resource.indexes {

@@ -5,9 +5,9 @@
 //! oneshot channel, so the async runtime never blocks on SQLite.
 
 mod auth;
-mod ddl;
+pub(crate) mod ddl;
 mod idempotency;
-mod records;
+pub(crate) mod records;
 
 pub(crate) use ddl::expected_columns;
 pub(crate) use records::merge_patch;
@@ -97,7 +97,13 @@ fn worker(
 impl SqliteStore {
     /// Opens (creating if needed) the database file, creates the schema's tables, and
     /// starts one writer and `readers` reader threads.
-    pub fn open(path: &Path, readers: usize, schema: Arc<Schema>) -> Result<Self, StoreError> {
+    pub fn open(
+        path: &Path,
+        readers: usize,
+        schema: Arc<Schema>,
+        policy: crate::migrate::StartupPolicy,
+        files: &[crate::migrate::MigrationSource],
+    ) -> Result<Self, StoreError> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| {
                 StoreError::Config(format!("cannot create {}: {e}", parent.display()))
@@ -107,9 +113,10 @@ impl SqliteStore {
             |e: rusqlite::Error| StoreError::Config(format!("cannot open {}: {e}", path.display()));
         let mut writer = Connection::open(path).map_err(open_err)?;
         configure(&writer, false).map_err(open_err)?;
-        let created = ddl::apply(&mut writer, &schema)?;
-        if !created.is_empty() {
-            tracing::info!(tables = ?created, path = %path.display(), "created tables");
+        let now = ferrobase_schema::validate::format_datetime(time::OffsetDateTime::now_utc());
+        let done = crate::migrate::sqlite::startup(&mut writer, &schema, policy, files, &now)?;
+        for change in &done {
+            tracing::info!(change = %change, path = %path.display(), "schema change applied");
         }
         let plans = Arc::new(Plans::new(schema));
         let busy = Arc::new(AtomicUsize::new(0));
@@ -140,6 +147,32 @@ impl SqliteStore {
             connections: readers.max(1) + 1,
             busy,
         })
+    }
+
+    /// See [`crate::Store::migrations`].
+    pub async fn migrations(
+        &self,
+    ) -> Result<
+        (
+            Option<ferrobase_schema::migration::SchemaState>,
+            Vec<crate::migrate::AppliedMigration>,
+        ),
+        StoreError,
+    > {
+        Self::run(&self.writer, |conn, _| crate::migrate::sqlite::load(conn)).await
+    }
+
+    /// See [`crate::Store::apply_migrations`].
+    pub async fn apply_migrations(
+        &self,
+        files: Vec<crate::migrate::MigrationSource>,
+        allow_destructive: bool,
+        now: String,
+    ) -> Result<Vec<String>, StoreError> {
+        Self::run(&self.writer, move |conn, _| {
+            crate::migrate::sqlite::apply_pending(conn, &files, allow_destructive, &now)
+        })
+        .await
     }
 
     /// See [`crate::Store::pool_stats`].

@@ -81,7 +81,7 @@ fn encode(ty: &FieldType, v: &Value) -> SqlValue {
 }
 
 /// Decodes a column by the field's declared type.
-fn decode(ty: &FieldType, v: ValueRef<'_>) -> Result<Value, StoreError> {
+pub(crate) fn decode(ty: &FieldType, v: ValueRef<'_>) -> Result<Value, StoreError> {
     let bad = || StoreError::Internal(format!("stored value does not match type {}", ty.name()));
     Ok(match (ty, v) {
         (_, ValueRef::Null) => Value::Null,

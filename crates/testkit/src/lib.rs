@@ -129,6 +129,29 @@ impl Project {
         self.command(bin, args).output().expect("run ferrobase")
     }
 
+    /// [`Project::run`] for commands that should end by themselves (a server that must
+    /// refuse to start): a watchdog kills it at [`DEADLINE`], so a regression fails the
+    /// test instead of hanging it.
+    pub fn run_bounded(&self, bin: &str, args: &[&str]) -> Output {
+        let child = self
+            .command(bin, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ferrobase");
+        let (done, watchdog) = std::sync::mpsc::channel::<()>();
+        let pid = child.id().to_string();
+        let guard = std::thread::spawn(move || {
+            if watchdog.recv_timeout(DEADLINE).is_err() {
+                let _ = Command::new("kill").arg("-KILL").arg(&pid).status();
+            }
+        });
+        let output = child.wait_with_output().expect("run ferrobase");
+        let _ = done.send(());
+        let _ = guard.join();
+        output
+    }
+
     /// Runs `ferrobase <args> --dir <project>` with `input` on standard input.
     pub fn run_with_stdin(&self, bin: &str, args: &[&str], input: &str) -> Output {
         use std::io::Write;

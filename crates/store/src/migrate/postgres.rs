@@ -571,8 +571,18 @@ async fn startup_locked(
         tx.commit().await?;
         done.extend(plan.changes.iter().map(Step::describe));
     }
-    client.batch_execute(crate::postgres::ddl::AUTH_DDL).await?;
+    identity_tables(client).await?;
     Ok(done)
+}
+
+/// The identity tables refer to `users`: they are made once it exists.
+async fn identity_tables(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {
+    let tx = client.transaction().await?;
+    if table_exists(&tx, ferrobase_schema::USERS).await? {
+        tx.batch_execute(crate::postgres::ddl::AUTH_DDL).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Applies pending migrations, each in its own transaction; returns their names.
@@ -612,7 +622,7 @@ pub(crate) async fn apply_pending(
             tx.commit().await?;
             done.push(m.name.clone());
         }
-        client.batch_execute(crate::postgres::ddl::AUTH_DDL).await?;
+        identity_tables(client).await?;
         Ok(done)
     }
     .await;

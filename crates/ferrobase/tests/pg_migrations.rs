@@ -1,0 +1,10 @@
+//! `migrations.rs` on PostgreSQL: the same test bodies, another store.
+
+use ferrobase_testkit::Backend;
+
+fn backend() -> Backend {
+    Backend::Postgres
+}
+
+#[path = "migrations.rs"]
+mod cases;

@@ -482,3 +482,74 @@ fn api_add_appends_a_resource_keeping_the_file_and_docker_writes_its_files() {
     assert_eq!(code, 2, "no silent overwrite: {out}");
     ok(&project, &["docker", "--force"]);
 }
+
+const LIBRARY: &str = r#"
+[resources.authors.fields]
+name = { type = "string", required = true, unique = true }
+[resources.authors.rules]
+list = "true"
+view = "true"
+create = "true"
+[resources.books.fields]
+title = { type = "string", required = true }
+author = { type = "relation", resource = "authors", required = true, on_delete = "cascade" }
+tags = { type = "relation", resource = "authors", many = true }
+[resources.books.rules]
+list = "true"
+view = "true"
+create = "true"
+"#;
+
+#[test]
+fn renaming_a_resource_carries_its_relations_and_fills_required_fields() {
+    let project = Project::on(crate::backend()).schema(LIBRARY);
+    ok(&project, &["migrate", "create", "init"]);
+    ok(&project, &["migrate", "apply"]);
+    let s = project.serve(BIN);
+    let ann = s.post("/api/v1/authors", &json!({"name": "ann"}));
+    let ann = ann.json()["data"]["id"].as_str().expect("id").to_owned();
+    let book = s.post(
+        "/api/v1/books",
+        &json!({"title": "b1", "author": ann, "tags": [ann]}),
+    );
+    assert_eq!(book.status, 201, "{}", book.text);
+    let project = s.into_project();
+
+    let renamed = LIBRARY
+        .replace(
+            "[resources.authors.fields]",
+            "[resources.writers]\nrenamed_from = \"authors\"\ntimestamps = true\n[resources.writers.fields]",
+        )
+        .replace("[resources.authors.rules]", "[resources.writers.rules]")
+        .replace("resource = \"authors\"", "resource = \"writers\"")
+        .replace(
+            "unique = true }",
+            "unique = true }\ncountry = { type = \"string\", required = true, default = \"nz\" }",
+        );
+    let project = project.schema(&renamed);
+    let created = ok(&project, &["migrate", "create", "writers"]);
+    assert!(
+        created.contains("rename resource authors to writers"),
+        "{created}"
+    );
+    assert!(
+        !created.contains("DESTRUCTIVE"),
+        "relations follow the rename: {created}"
+    );
+    ok(&project, &["migrate", "apply"]);
+    let s = project.serve(BIN);
+    let listed = s.get("/api/v1/books?expand=author,tags").json();
+    assert_eq!(listed["data"][0]["expand"]["author"]["name"], "ann");
+    assert_eq!(
+        listed["data"][0]["expand"]["author"]["country"], "nz",
+        "filled from the default"
+    );
+    assert_eq!(listed["data"][0]["expand"]["tags"][0]["name"], "ann");
+    let dup = s.post("/api/v1/writers", &json!({"name": "ann"}));
+    assert_eq!(
+        dup.status, 409,
+        "the unique constraint came along: {}",
+        dup.text
+    );
+    assert_eq!(s.get("/api/v1/authors").status, 404);
+}

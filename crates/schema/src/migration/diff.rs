@@ -16,6 +16,32 @@ pub fn diff(from: &SchemaState, schema: &Schema) -> Vec<Step> {
     let mut field_drops = Vec::new();
     let mut drops = Vec::new();
     let mut matched_old: Vec<&str> = Vec::new();
+    // Resource renames first: relations of every resource follow them.
+    let moved: Vec<(&str, &str)> = schema
+        .resources
+        .iter()
+        .filter(|r| from.resource(&r.name).is_none())
+        .filter_map(|r| Some((r.renamed_from.as_deref()?, r.name.as_str())))
+        .filter(|(prev, _)| to.resource(prev).is_none() && from.resource(prev).is_some())
+        .collect();
+    let renamed_state;
+    let from = if moved.is_empty() {
+        from
+    } else {
+        let mut state = from.clone();
+        for r in &mut state.resources {
+            for f in &mut r.fields {
+                if let Some((_, new)) = moved
+                    .iter()
+                    .find(|(prev, _)| f.resource.as_deref() == Some(*prev))
+                {
+                    f.resource = Some((*new).to_owned());
+                }
+            }
+        }
+        renamed_state = state;
+        &renamed_state
+    };
 
     for (declared, new) in schema.resources.iter().zip(&to.resources) {
         let old = match from.resource(&new.name) {

@@ -553,3 +553,62 @@ fn renaming_a_resource_carries_its_relations_and_fills_required_fields() {
     );
     assert_eq!(s.get("/api/v1/authors").status, 404);
 }
+
+#[test]
+fn resources_may_point_forward_and_at_each_other() {
+    let schema = r#"
+[resources.posts.fields]
+title = { type = "string", required = true }
+category = { type = "relation", resource = "categories" }
+[resources.posts.rules]
+list = "true"
+view = "true"
+create = "true"
+[resources.categories.fields]
+name = { type = "string", required = true }
+featured = { type = "relation", resource = "posts", many = true }
+[resources.categories.rules]
+list = "true"
+view = "true"
+create = "true"
+"#;
+    let project = Project::on(crate::backend()).schema(schema);
+    ok(&project, &["migrate", "create", "init"]);
+    ok(&project, &["migrate", "apply"]);
+    let s = project.serve(BIN);
+    let c = s.post("/api/v1/categories", &json!({"name": "news"}));
+    let c = c.json()["data"]["id"].as_str().expect("id").to_owned();
+    let p = s.post("/api/v1/posts", &json!({"title": "hi", "category": c}));
+    assert_eq!(p.status, 201, "{}", p.text);
+    let broken = s.post(
+        "/api/v1/posts",
+        &json!({"title": "x", "category": "01890000-0000-7000-8000-000000000000"}),
+    );
+    assert_eq!(
+        broken.status, 400,
+        "the foreign key exists: {}",
+        broken.text
+    );
+}
+
+#[test]
+fn development_never_runs_a_drop_hidden_behind_a_rename() {
+    let (project, _) = seeded();
+    // Two files pulled together: one renames notes, the next drops the renamed table.
+    let rename = "[[steps]]\nop = \"rename_resource\"\nfrom = \"notes\"\nto = \"memos\"\n";
+    let drop = "[[steps]]\nop = \"drop_resource\"\nresource = \"memos\"\n";
+    let project = project
+        .file("migrations/99990101000000_rename.toml", rename)
+        .file("migrations/99990101000001_drop.toml", drop);
+    let (code, text) = run(&project, &["serve", "--addr", "127.0.0.1:0"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("drop resource memos"), "{text}");
+    let (code, text) = run(&project, &["migrate", "apply"]);
+    assert_eq!(code, 2, "{text}");
+    let status = ok(&project, &["migrate", "status"]);
+    assert_eq!(
+        status.matches("pending").count(),
+        2,
+        "nothing applied: {status}"
+    );
+}

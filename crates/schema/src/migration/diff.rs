@@ -138,7 +138,20 @@ fn resource_changes(
                     name: field.name.clone(),
                     ..before.clone()
                 };
-                if before != *field {
+                let relinked = (before.many || field.many)
+                    && (before.many != field.many || before.resource != field.resource);
+                if relinked {
+                    // A many relation's links live in a join table tied to its target:
+                    // another target or kind is a new field (the old links are dropped).
+                    changes.push(Step::DropField {
+                        resource: table.clone(),
+                        field: field.name.clone(),
+                    });
+                    changes.push(Step::AddField {
+                        resource: table.clone(),
+                        field: field.clone(),
+                    });
+                } else if before != *field {
                     changes.push(Step::AlterField {
                         resource: table.clone(),
                         from: before,

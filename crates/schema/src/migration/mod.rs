@@ -18,6 +18,7 @@ use crate::model::{DefaultValue, Field, FieldType, Index, Resource, Schema};
 
 /// A stored field as migrations see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FieldSpec {
     /// Column (and JSON property) name.
     pub name: String,
@@ -72,6 +73,7 @@ fn is_false(b: &bool) -> bool {
 
 /// A secondary index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct IndexSpec {
     /// Name as declared.
     pub name: String,
@@ -84,6 +86,7 @@ pub struct IndexSpec {
 
 /// A resource's table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ResourceSpec {
     /// Table name.
     pub name: String,
@@ -707,6 +710,7 @@ fn alter_risk(from: &FieldSpec, to: &FieldSpec) -> Risk {
 
 /// A migration file: its steps, in order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MigrationFile {
     /// The steps.
     #[serde(default)]
@@ -714,9 +718,24 @@ pub struct MigrationFile {
 }
 
 impl MigrationFile {
-    /// Parses a migration file's text.
+    /// Parses a migration file's text; names must be plain identifiers, as in
+    /// `schema.toml`.
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml_edit::de::from_str(text).map_err(|e| e.to_string().trim().to_owned())
+        let file: Self =
+            toml_edit::de::from_str(text).map_err(|e| e.to_string().trim().to_owned())?;
+        if file.steps.is_empty() {
+            return Err("a migration has at least one [[steps]]".into());
+        }
+        for step in &file.steps {
+            for name in step.names() {
+                if !plain(name) {
+                    return Err(format!(
+                        "'{name}' is not a plain name (lower-case letters, digits and single _, up to 63)"
+                    ));
+                }
+            }
+        }
+        Ok(file)
     }
 
     /// The file's text: a header for reviewers, then the steps.
@@ -733,6 +752,47 @@ impl MigrationFile {
         text.push_str(&body);
         Ok(text)
     }
+}
+
+fn plain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && !name.contains("__")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl Step {
+    /// Every resource, field and index name the step mentions.
+    fn names(&self) -> Vec<&str> {
+        match self {
+            Step::CreateResource { resource } => std::iter::once(resource.name.as_str())
+                .chain(resource.fields.iter().flat_map(field_names))
+                .chain(resource.indexes.iter().map(|i| i.name.as_str()))
+                .collect(),
+            Step::DropResource { resource } => vec![resource],
+            Step::RenameResource { from, to } => vec![from, to],
+            Step::SetTimestamps { resource, .. } => vec![resource],
+            Step::AddField { resource, field } => std::iter::once(resource.as_str())
+                .chain(field_names(field))
+                .collect(),
+            Step::DropField { resource, field } => vec![resource, field],
+            Step::RenameField { resource, from, to } => vec![resource, from, to],
+            Step::AlterField { resource, from, to } => std::iter::once(resource.as_str())
+                .chain(field_names(from))
+                .chain(field_names(to))
+                .collect(),
+            Step::CreateIndex { resource, index } => {
+                vec![resource.as_str(), index.name.as_str()]
+            }
+            Step::DropIndex { resource, index } => vec![resource, index],
+        }
+    }
+}
+
+fn field_names(f: &FieldSpec) -> impl Iterator<Item = &str> {
+    std::iter::once(f.name.as_str()).chain(f.resource.as_deref())
 }
 
 /// The checksum recorded for an applied migration: SHA-256 of its exact text.

@@ -135,10 +135,16 @@ pub(crate) fn startup_plan<'a>(
     }
     let migrations = pending(files, applied)?;
     // The state the files lead to, then what schema.toml adds beyond them.
+    // Risky steps are judged as they would run, in order: a step is "already done" only
+    // against the state the steps before it leave.
     let mut after = state.clone();
+    let mut risky = Vec::new();
     for m in &migrations {
         for step in &m.file.steps {
             if !after.satisfies(step) {
+                if step.risk() != Risk::Additive {
+                    risky.push(format!("migration {}: {}", m.name, step.describe()));
+                }
                 after
                     .apply(step)
                     .map_err(|e| format!("migration {}: {e}", m.name))?;
@@ -175,22 +181,12 @@ pub(crate) fn startup_plan<'a>(
             }
         }
         _ => {
-            let risky: Vec<String> = migrations
-                .iter()
-                .flat_map(|m| {
-                    m.file
-                        .steps
-                        .iter()
-                        .filter(|s| s.risk() != Risk::Additive && !state.satisfies(s))
-                        .map(move |s| format!("migration {}: {}", m.name, s.describe()))
-                })
-                .chain(
-                    changes
-                        .iter()
-                        .filter(|s| s.risk() != Risk::Additive)
-                        .map(|s| s.describe()),
-                )
-                .collect();
+            risky.extend(
+                changes
+                    .iter()
+                    .filter(|s| s.risk() != Risk::Additive)
+                    .map(Step::describe),
+            );
             if risky.is_empty() {
                 Ok(StartupPlan {
                     migrations,

@@ -128,13 +128,37 @@ fn rename_index(from: &str, to: &str) -> String {
     format!("ALTER INDEX IF EXISTS {} RENAME TO {}", q(from), q(to))
 }
 
-/// What `CREATE TABLE` and its companions write for a resource of the state.
-fn full_ddl(spec: &ResourceSpec) -> Result<Vec<String>, StoreError> {
+/// What creating a resource runs: the table (refusing a leftover one of the same name)
+/// and its plain indexes now; foreign keys and join tables, which refer to other tables,
+/// once every table of the migration exists (`deferred`).
+fn create_ddl(spec: &ResourceSpec) -> Result<(Vec<String>, Vec<String>), StoreError> {
     let r = resource_of(spec)?;
-    let mut stmts = vec![create_table(&r)];
-    stmts.extend(foreign_keys(&r));
-    stmts.extend(indexes(&r));
-    Ok(stmts)
+    let table = create_table(&r).replacen("CREATE TABLE IF NOT EXISTS", "CREATE TABLE", 1);
+    let mut now = vec![table];
+    let mut deferred = foreign_keys(&r);
+    for stmt in indexes(&r) {
+        // Join tables (and their indexes) mention the resource's name followed by `__`.
+        if stmt.contains(&format!("\"{}__", spec.name))
+            || stmt.contains(&format!("\"jt__{}__", spec.name))
+        {
+            deferred.push(stmt);
+        } else {
+            now.push(stmt);
+        }
+    }
+    Ok((now, deferred))
+}
+
+/// The SQL of one step, given the state before it, split into what runs at once and
+/// what runs after every step of the migration (foreign keys of new tables).
+pub(crate) fn render_parts(
+    state: &SchemaState,
+    step: &Step,
+) -> Result<(Vec<String>, Vec<String>), StoreError> {
+    match step {
+        Step::CreateResource { resource } => create_ddl(resource),
+        other => Ok((render(state, other)?, Vec::new())),
+    }
 }
 
 /// The SQL of one step, given the state before it.
@@ -142,7 +166,11 @@ pub(crate) fn render(state: &SchemaState, step: &Step) -> Result<Vec<String>, St
     let mut after = state.clone();
     after.apply(step).map_err(StoreError::Config)?;
     Ok(match step {
-        Step::CreateResource { resource } => full_ddl(resource)?,
+        Step::CreateResource { resource } => {
+            let (mut now, deferred) = create_ddl(resource)?;
+            now.extend(deferred);
+            now
+        }
         Step::DropResource { resource } => {
             let r = self::resource(state, resource)?;
             let mut stmts: Vec<String> = r
@@ -304,7 +332,7 @@ pub(crate) fn render(state: &SchemaState, step: &Step) -> Result<Vec<String>, St
                     q(&to.name)
                 ));
             }
-            if from.on_delete != to.on_delete {
+            if from.on_delete != to.on_delete || from.resource != to.resource || from.ty != to.ty {
                 stmts.push(format!(
                     "ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}",
                     q(resource),
@@ -477,22 +505,62 @@ async fn duplicates(
     Ok(())
 }
 
-/// Checks, then runs, one step; returns the statements it ran.
+/// Runs statements, turning a database refusal into a message naming the statement.
+async fn run(tx: &Transaction<'_>, stmts: &[String]) -> Result<(), StoreError> {
+    for sql in stmts {
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| match e.as_db_error() {
+                Some(db) => StoreError::Config(format!(
+                    "PostgreSQL refused `{}`: {}",
+                    sql.lines().next().unwrap_or(sql),
+                    db.message()
+                )),
+                None => StoreError::from(e),
+            })?;
+    }
+    Ok(())
+}
+
+/// Checks, then runs, one step; statements that must wait for every table of the
+/// migration are added to `deferred` (run them with [`finish`]).
 pub(crate) async fn apply(
     tx: &Transaction<'_>,
     state: &mut SchemaState,
     step: &Step,
-) -> Result<Vec<String>, StoreError> {
+    deferred: &mut Vec<String>,
+) -> Result<(), StoreError> {
     if state.satisfies(step) {
-        return Ok(Vec::new());
+        return Ok(());
+    }
+    // Writers of other nodes wait until the migration commits, so rows cannot change
+    // between the data checks and the new constraints.
+    if let Some(table) = locked_table(step)
+        && table_exists(tx, table).await?
+    {
+        tx.batch_execute(&format!("LOCK TABLE {} IN SHARE MODE", q(table)))
+            .await?;
     }
     check(tx, step).await?;
-    let stmts = render(state, step)?;
-    for sql in &stmts {
-        tx.batch_execute(sql).await?;
-    }
+    let (now, later) = render_parts(state, step)?;
+    run(tx, &now).await?;
+    deferred.extend(later);
     state.apply(step).map_err(StoreError::Config)?;
-    Ok(stmts)
+    Ok(())
+}
+
+/// Runs what [`apply`] deferred.
+pub(crate) async fn finish(tx: &Transaction<'_>, deferred: Vec<String>) -> Result<(), StoreError> {
+    run(tx, &deferred).await
+}
+
+fn locked_table(step: &Step) -> Option<&str> {
+    match step {
+        Step::AddField { resource, .. }
+        | Step::AlterField { resource, .. }
+        | Step::CreateIndex { resource, .. } => Some(resource),
+        _ => None,
+    }
 }
 
 /// Key of the advisory lock that serialises nodes changing the schema.
@@ -554,9 +622,11 @@ async fn startup_locked(
     let mut done = Vec::new();
     for m in plan.migrations {
         let tx = client.transaction().await?;
+        let mut deferred = Vec::new();
         for step in &m.file.steps {
-            apply(&tx, &mut state, step).await?;
+            apply(&tx, &mut state, step, &mut deferred).await?;
         }
+        finish(&tx, deferred).await?;
         record(&tx, &m.name, &m.checksum, now).await?;
         save_state(&tx, &state).await?;
         tx.commit().await?;
@@ -564,9 +634,11 @@ async fn startup_locked(
     }
     if !plan.changes.is_empty() {
         let tx = client.transaction().await?;
+        let mut deferred = Vec::new();
         for step in &plan.changes {
-            apply(&tx, &mut state, step).await?;
+            apply(&tx, &mut state, step, &mut deferred).await?;
         }
+        finish(&tx, deferred).await?;
         save_state(&tx, &state).await?;
         tx.commit().await?;
         done.extend(plan.changes.iter().map(Step::describe));
@@ -609,9 +681,11 @@ pub(crate) async fn apply_pending(
         for m in pending {
             let tx = client.transaction().await?;
             let applied = async {
+                let mut deferred = Vec::new();
                 for step in &m.file.steps {
-                    apply(&tx, &mut state, step).await?;
+                    apply(&tx, &mut state, step, &mut deferred).await?;
                 }
+                finish(&tx, deferred).await?;
                 record(&tx, &m.name, &m.checksum, now).await?;
                 save_state(&tx, &state).await
             }

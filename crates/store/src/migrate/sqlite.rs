@@ -98,6 +98,8 @@ pub(crate) fn in_transaction<T>(
     work: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     conn.pragma_update(None, "foreign_keys", "OFF")?;
+    // Renames must carry other tables' foreign keys along (the default since 3.26).
+    conn.pragma_update(None, "legacy_alter_table", "OFF")?;
     let result = (|| {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let out = work(&tx)?;
@@ -168,7 +170,9 @@ pub(crate) fn render(state: &SchemaState, step: &Step) -> Result<Vec<String>, St
     Ok(match step {
         Step::CreateResource { resource } => {
             let r = resource_of(resource)?;
-            let mut stmts = vec![create_table(&r)];
+            // A leftover table of the same name is refused, not silently reused.
+            let mut stmts =
+                vec![create_table(&r).replacen("CREATE TABLE IF NOT EXISTS", "CREATE TABLE", 1)];
             stmts.extend(create_indexes(&r));
             stmts
         }

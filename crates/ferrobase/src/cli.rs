@@ -48,6 +48,8 @@ pub enum Command {
         #[command(subcommand)]
         action: ApiAction,
     },
+    /// Print the OpenAPI 3.1 document of the project.
+    Openapi,
     /// Write a multi-stage Dockerfile and a compose.yaml (app, PostgreSQL, Redis).
     Docker {
         /// Replace existing files.

@@ -20,6 +20,28 @@ const EXIT_CONFIG: u8 = 2;
 /// Exit code for failures at run time.
 const EXIT_RUNTIME: u8 = 1;
 
+/// `ferrobase openapi`: prints the document `GET /api/v1/openapi.json` serves.
+fn openapi(dir: &std::path::Path) -> ExitCode {
+    let project = match project::load(dir) {
+        Ok(p) => p,
+        Err(problems) => {
+            project::report(&problems);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let doc = ferrobase_http::openapi_document(&project.schema, &project.settings);
+    match serde_json::to_string_pretty(&doc) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let dir = cli.dir.clone();
@@ -41,6 +63,7 @@ fn main() -> ExitCode {
             action: cli::ApiAction::Add { resource, fields },
         } => scaffold::api_add(&dir, &resource, &fields),
         cli::Command::Docker { force } => scaffold::docker(&dir, force),
+        cli::Command::Openapi => openapi(&dir),
         cli::Command::Users {
             action: cli::UsersAction::Create { email, role },
         } => users::create(&dir, &email, &role),

@@ -4,6 +4,7 @@
 mod auth;
 mod boundary;
 mod cache;
+mod docs;
 pub mod error;
 mod extract;
 mod idempotency;
@@ -21,3 +22,18 @@ pub use boundary::RequestId;
 pub use error::ApiError;
 pub use router::{metrics_router, router};
 pub use state::{App, AppState, Clock, SystemClock};
+
+/// The OpenAPI 3.1 document of a schema as this server serves it.
+pub fn openapi_document(
+    schema: &ferrobase_schema::Schema,
+    settings: &ferrobase_schema::Settings,
+) -> serde_json::Value {
+    ferrobase_openapi::document(
+        schema,
+        &ferrobase_openapi::Options {
+            cookie_name: identity::cookie_name(settings.auth.cookie_secure).to_owned(),
+            metrics: settings.metrics.enabled && settings.metrics.addr.is_none(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        },
+    )
+}

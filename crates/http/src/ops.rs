@@ -36,3 +36,17 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Result<Response, Api
         &json!({ "status": "ready", "checks": checks }),
     ))
 }
+
+/// `GET /api/v1/openapi.json`: the document, generated from the schema at start-up.
+pub(crate) async fn openapi(State(state): State<AppState>) -> Response {
+    let mut res = Response::new(axum::body::Body::from(state.openapi.clone()));
+    res.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    res.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-cache"),
+    );
+    res
+}

@@ -64,6 +64,10 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/.well-known/jwks.json", get(jwks))
+        .route("/api/v1/openapi.json", get(ops::openapi))
+        .route("/docs", get(crate::docs::page))
+        .route("/docs/docs.js", get(crate::docs::script))
+        .route("/docs/docs.css", get(crate::docs::style))
         .merge(api);
     let settings = &state.settings;
     if settings.metrics.enabled && settings.metrics.addr.is_none() {

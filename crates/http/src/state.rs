@@ -87,6 +87,8 @@ pub struct App {
     pub public_cache_control: Vec<axum::http::HeaderValue>,
     /// Prometheus metrics of this node.
     pub metrics: crate::metrics::Metrics,
+    /// The OpenAPI document, serialized once.
+    pub openapi: axum::body::Bytes,
 }
 
 impl AppState {
@@ -123,6 +125,9 @@ impl AppState {
                 Some(ReadCache::memory(cache.server_capacity, cache.server_ttl))
             }
         };
+        let openapi = axum::body::Bytes::from(
+            serde_json::to_vec(&crate::openapi_document(&schema, &settings)).unwrap_or_default(),
+        );
         let public_cache_control = schema
             .resources
             .iter()
@@ -162,6 +167,7 @@ impl AppState {
             read_cache,
             public_cache_control,
             metrics: crate::metrics::Metrics::new(),
+            openapi,
             ip_throttle: Counter::new(
                 redis.as_ref(),
                 "login-ip",

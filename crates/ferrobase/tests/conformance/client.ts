@@ -6,8 +6,8 @@
 // type) rather than through schema names where it can, so it keeps compiling when the
 // document renames a component, and stops compiling when an operation, a status code,
 // a field or a field's type goes missing or changes. The `@ts-expect-error` lines make
-// it fail when a type is too loose (`any`, an index signature, optional where the API
-// always answers the field, a writable server-set field).
+// it fail when a type is too loose (`any`, an index signature, a missing enum, a
+// writable server-set field).
 
 import type { components, paths } from "./openapi";
 
@@ -56,16 +56,19 @@ export type _NotAny = [
   Assert<Equals<IsAny<ApiError>, false>>,
 ];
 
-// Field types of a post as the API always answers them (every field present).
+// Field types of a post. Every property of a record is optional in the document, since
+// `fields=` may leave any of them out; `Required` looks at the types alone.
+type FullPost = Required<Post>;
 export type _PostFields = [
-  Assert<Equals<Post["id"], string>>,
-  Assert<Equals<Post["version"], number>>,
-  Assert<Equals<Post["title"], string>>,
-  Assert<Equals<Post["slug"], string>>,
-  Assert<Equals<Post["status"], "draft" | "published">>,
-  Assert<Equals<Post["author"], string>>,
-  Assert<Equals<Post["created_at"], string>>,
-  Assert<Equals<Post["updated_at"], string>>,
+  Assert<Equals<FullPost["id"], string>>,
+  Assert<Equals<FullPost["version"], number>>,
+  Assert<Equals<FullPost["title"], string>>,
+  Assert<Equals<FullPost["slug"], string>>,
+  Assert<Equals<Exclude<FullPost["status"], null>, "draft" | "published">>,
+  Assert<Equals<Exclude<FullPost["content"], null>, string>>,
+  Assert<Equals<FullPost["author"], string>>,
+  Assert<Equals<FullPost["created_at"], string>>,
+  Assert<Equals<FullPost["updated_at"], string>>,
 ];
 
 // The list envelope: `meta.nextCursor` is always there, a cursor or null.
@@ -135,13 +138,21 @@ const problem: ApiError = {
 
 /** Titles of a page, and where the next one starts. */
 function titles(page: ListBody): { titles: string[]; next: string | null } {
-  return { titles: page.data.map((post: Post) => post.title), next: page.meta.nextCursor };
+  return { titles: page.data.map((post: Post) => post.title ?? ""), next: page.meta.nextCursor };
 }
 
-/** A post's fields a client reads without checks. */
+/** A post's fields as a client shows them. */
 function summary(post: Post): string {
-  const content: string | null = post.content;
-  return `${post.id} v${post.version} ${post.status} ${post.title} ${content ?? ""}`;
+  const content: string | null | undefined = post.content;
+  return `${post.id ?? "?"} v${post.version ?? 0} ${post.status ?? ""} ${post.title ?? ""} ${content ?? ""}`;
+}
+
+/** Server-set fields are read-only in the record type. */
+function tamper(post: Post): void {
+  // @ts-expect-error id is read-only
+  post.id = "0190a5c0-0000-7000-8000-000000000000";
+  // @ts-expect-error version is read-only
+  post.version = 2;
 }
 
 /** The record a successful create returns. */
@@ -166,5 +177,6 @@ export const uses = [
   describe(problem),
   titles,
   summary,
+  tamper,
   created,
 ];

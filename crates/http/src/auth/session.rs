@@ -298,6 +298,11 @@ pub(crate) async fn logout(
                 .revoke_refresh(token_hash(&token), now.clone())
                 .await?;
         }
+        if let Some(key) = body.keys().next() {
+            return Err(ApiError::validation(
+                [(key.clone(), vec!["is not a field of logout".to_owned()])].into(),
+            ));
+        }
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Some(token) = session {

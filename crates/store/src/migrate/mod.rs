@@ -295,3 +295,41 @@ pub fn render_sql(
         self::sqlite::render(state, step)
     }
 }
+
+/// Judges a field's existing values against its new declaration: each value (decoded by
+/// the old type) must pass the validation writes will apply, and a newly required field
+/// may only be empty where its default fills it. Refuses with the count and an example.
+pub(crate) fn judge_values(
+    resource: &str,
+    to: &ferrobase_schema::migration::FieldSpec,
+    values: impl Iterator<Item = Result<serde_json::Value, StoreError>>,
+) -> Result<(), StoreError> {
+    use serde_json::Value;
+    let field = to
+        .to_field()
+        .ok_or_else(|| StoreError::Config(format!("{resource}.{}: unknown type", to.name)))?;
+    let fill = to.constant_default().filter(|_| to.required);
+    let (mut bad, mut example) = (0u64, None);
+    for value in values {
+        let problem = match (&value?, &fill) {
+            (Value::Null, Some(_)) => None,
+            (Value::Null, None) if to.required => Some("is missing".to_owned()),
+            (Value::Null, None) => None,
+            (v, _) => ferrobase_schema::validate::validate_value(&field, v)
+                .err()
+                .map(|m| m.join("; ")),
+        };
+        if let Some(problem) = problem {
+            bad += 1;
+            example.get_or_insert(problem);
+        }
+    }
+    if bad > 0 {
+        return Err(violations(
+            &format!("changing {resource}.{}", to.name),
+            bad,
+            &format!("would break it ({})", example.unwrap_or_default()),
+        ));
+    }
+    Ok(())
+}

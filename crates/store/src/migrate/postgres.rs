@@ -3,7 +3,6 @@
 
 use ferrobase_schema::FieldType;
 use ferrobase_schema::migration::{FieldSpec, ResourceSpec, SchemaState, Step};
-use ferrobase_schema::validate::validate_value;
 use serde_json::Value;
 use tokio_postgres::Transaction;
 
@@ -412,34 +411,10 @@ pub(crate) async fn check(tx: &Transaction<'_>, step: &Step) -> Result<(), Store
         }
         Step::AlterField { resource, from, to } if !to.many => {
             let ty = from.to_field().map_or(FieldType::Json, |f| f.ty);
-            let new_field = to.to_field().ok_or_else(|| {
-                StoreError::Config(format!("{resource}.{}: unknown type", to.name))
-            })?;
-            let fill = to.constant_default().filter(|_| to.required);
             let rows = tx
                 .query(&format!("SELECT {} FROM {}", q(&to.name), q(resource)), &[])
                 .await?;
-            let (mut bad, mut example) = (0u64, None);
-            for row in &rows {
-                let value = decode(&ty, row, 0)?;
-                let problem = match (&value, &fill) {
-                    (Value::Null, Some(_)) => None,
-                    (Value::Null, None) if to.required => Some("is missing".to_owned()),
-                    (Value::Null, None) => None,
-                    (v, _) => validate_value(&new_field, v).err().map(|m| m.join("; ")),
-                };
-                if let Some(problem) = problem {
-                    bad += 1;
-                    example.get_or_insert(problem);
-                }
-            }
-            if bad > 0 {
-                return Err(violations(
-                    &format!("changing {resource}.{}", to.name),
-                    bad,
-                    &format!("would break it ({})", example.unwrap_or_default()),
-                ));
-            }
+            super::judge_values(resource, to, rows.iter().map(|row| decode(&ty, row, 0)))?;
             if to.unique && !from.unique {
                 duplicates(tx, resource, std::slice::from_ref(&to.name)).await?;
             }

@@ -5,7 +5,6 @@
 
 use ferrobase_schema::FieldType;
 use ferrobase_schema::migration::{FieldSpec, ResourceSpec, SchemaState, Step};
-use ferrobase_schema::validate::validate_value;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
@@ -350,33 +349,13 @@ pub(crate) fn check(conn: &Connection, state: &SchemaState, step: &Step) -> Resu
         }
         Step::AlterField { resource, from, to } if !to.many => {
             let ty = from.to_field().map(|f| f.ty).unwrap_or(FieldType::Json);
-            let new_field = to.to_field().ok_or_else(|| {
-                StoreError::Config(format!("{resource}.{}: unknown type", to.name))
-            })?;
-            let fill = to.constant_default().filter(|_| to.required);
             let mut stmt = conn.prepare(&format!("SELECT {} FROM {}", q(&to.name), q(resource)))?;
-            let mut rows = stmt.query([])?;
-            let (mut bad, mut example) = (0u64, None);
-            while let Some(row) = rows.next()? {
-                let value = decode(&ty, row.get_ref(0)?)?;
-                let problem = match (&value, &fill) {
-                    (Value::Null, Some(_)) => None,
-                    (Value::Null, None) if to.required => Some("is missing".to_owned()),
-                    (Value::Null, None) => None,
-                    (v, _) => validate_value(&new_field, v).err().map(|m| m.join("; ")),
-                };
-                if let Some(problem) = problem {
-                    bad += 1;
-                    example.get_or_insert(problem);
-                }
-            }
-            if bad > 0 {
-                return Err(violations(
-                    &format!("changing {resource}.{}", to.name),
-                    bad,
-                    &format!("would break it ({})", example.unwrap_or_default()),
-                ));
-            }
+            let values = stmt.query_map([], |row| Ok(decode(&ty, row.get_ref(0)?)))?;
+            super::judge_values(
+                resource,
+                to,
+                values.map(|v| v.map_err(StoreError::from).and_then(|v| v)),
+            )?;
             if to.unique && !from.unique {
                 duplicates(conn, resource, std::slice::from_ref(&to.name))?;
             }

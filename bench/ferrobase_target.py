@@ -30,7 +30,9 @@ sys.path.insert(0, os.path.join(KIT, "lib"))
 import benchlib as bl  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXE = os.environ.get("FERROBASE_BENCH_BINARY", os.path.join(ROOT, "target", "release", "ferrobase"))
+EXE = os.path.abspath(
+    os.environ.get("FERROBASE_BENCH_BINARY", os.path.join(ROOT, "target", "release", "ferrobase"))
+)
 PG_URL = os.environ.get("FERROBASE_BENCH_DATABASE_URL", "")
 
 SCHEMA = """

@@ -11,9 +11,15 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 /// Installs the global subscriber; keep the guard alive until exit so lines are flushed.
 pub fn init(settings: &LogSettings) -> WorkerGuard {
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::stdout());
+    // The writer thread drains every waiting line and then flushes: buffered, a burst of
+    // request lines leaves in one write instead of one system call per line.
+    let (writer, guard) =
+        NonBlockingBuilder::default()
+            .lossy(false)
+            .finish(std::io::BufWriter::with_capacity(
+                64 * 1024,
+                std::io::stdout(),
+            ));
     let level = LevelFilter::from_str(&settings.level).unwrap_or(LevelFilter::INFO);
     let filter = Targets::new()
         .with_default(LevelFilter::WARN)

@@ -11,7 +11,7 @@ rule ("published or mine") and whose `pages` resource is public, then measures w
 and times sequential logins. Usage: python3 bench/auth.py [--duration 10] [--binary PATH]
 """
 
-import argparse, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time
+import argparse, contextlib, json, os, re, shutil, signal, socket, subprocess, sys, tempfile, time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,18 +65,19 @@ def wrk(url, duration, connections, header=None):
     return rps, ms("50%"), ms("99%"), int(non2xx.group(1)) if non2xx else 0
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--duration", type=int, default=10)
-    ap.add_argument("--connections", type=int, default=32)
-    ap.add_argument("--binary")
-    args = ap.parse_args()
-    binary = args.binary or os.path.join(ROOT, "target/release/ferrobase")
-    if not args.binary:
-        subprocess.run(["cargo", "build", "--release"], cwd=ROOT, check=True)
+# Rate limits stay on (as by default) with quotas one wrk client never reaches.
+HIGH_LIMITS = "[rate_limit]\ndefault = \"1000000000/1m\"\nauth = \"1000000/1m\"\n"
+
+
+@contextlib.contextmanager
+def scratch_server(binary, settings=""):
+    """The scratch project served by `binary` with `settings` as ferrobase.toml: yields
+    (base URL, access token, a draft post of the caller, a public page)."""
     work = tempfile.mkdtemp(prefix="ferrobase-bench-auth-")
     with open(os.path.join(work, "schema.toml"), "w") as f:
         f.write(SCHEMA)
+    with open(os.path.join(work, "ferrobase.toml"), "w") as f:
+        f.write(settings)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = dict(os.environ, FERROBASE_LOG__LEVEL="warn")
@@ -94,6 +95,23 @@ def main():
         token = user["accessToken"]
         post = call(base, "POST", "/api/v1/posts", {"title": "draft of mine"}, token)["data"]["id"]
         page = call(base, "POST", "/api/v1/pages", {"title": "public"})["data"]["id"]
+        yield base, token, post, page
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--binary")
+    args = ap.parse_args()
+    binary = args.binary or os.path.join(ROOT, "target/release/ferrobase")
+    if not args.binary:
+        subprocess.run(["cargo", "build", "--release"], cwd=ROOT, check=True)
+    with scratch_server(binary, HIGH_LIMITS) as (base, token, post, page):
         logins = []
         for _ in range(20):
             t = time.perf_counter()
@@ -109,10 +127,6 @@ def main():
             print(f"{name:10} {rps:9.0f} {p50:8.2f} {p99:8.2f} {bad:8d}")
         base_rps = rows[0][1][0]
         print(f"rules + token cost: {100 * (1 - rows[1][1][0] / base_rps):.1f}% of get-one throughput")
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -210,6 +210,10 @@ def main():
     server, results, failed = None, {}, False
     try:
         (project / "schema.toml").write_text(SCHEMA)
+        # Rate limits on, as by default, with a quota one wrk client never reaches.
+        (project / "ferrobase.toml").write_text(
+            '[rate_limit]\ndefault = "1000000000/1m"\n'
+        )
         Server(binary, project).stop()  # creates data/ferrobase.db with the table and index
         t0 = time.time()
         ids = seed(project / "data" / "ferrobase.db", args.rows)

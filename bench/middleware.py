@@ -16,13 +16,11 @@ and medians are printed, so machine drift hits all of them alike.
 Usage: python3 bench/middleware.py [--duration 10] [--repeat 3] [--binary PATH]
 """
 
-import argparse, os, shutil, signal, statistics, subprocess, sys, tempfile, time
-import urllib.request
+import argparse, os, statistics, subprocess, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from auth import ROOT, SCHEMA, call, free_port, wrk  # noqa: E402
+from auth import HIGH_LIMITS as HIGH, ROOT, scratch_server, wrk  # noqa: E402
 
-HIGH = "[rate_limit]\ndefault = \"1000000000/1m\"\nauth = \"1000000/1m\"\n"
 CONFIGS = {
     "bare": "[rate_limit]\nenabled = false\n[server]\ncompression = false\n[metrics]\nenabled = false\n",
     "defaults": HIGH,
@@ -31,28 +29,7 @@ CONFIGS = {
 
 
 def measure(binary, settings, duration, connections):
-    work = tempfile.mkdtemp(prefix="ferrobase-bench-mw-")
-    with open(os.path.join(work, "schema.toml"), "w") as f:
-        f.write(SCHEMA)
-    with open(os.path.join(work, "ferrobase.toml"), "w") as f:
-        f.write(settings)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, FERROBASE_LOG__LEVEL="warn")
-    server = subprocess.Popen([binary, "serve", "--dir", work, "--addr", f"127.0.0.1:{port}"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(base + "/ready")
-                break
-            except OSError:
-                time.sleep(0.05)
-        user = call(base, "POST", "/api/v1/auth/register",
-                    {"email": "bench@bench.local", "password": "benchpass123"})["data"]
-        token = user["accessToken"]
-        post = call(base, "POST", "/api/v1/posts", {"title": "draft of mine"}, token)["data"]["id"]
-        page = call(base, "POST", "/api/v1/pages", {"title": "public"})["data"]["id"]
+    with scratch_server(binary, settings) as (base, token, post, page):
         out = {}
         for name, url, header in [
             ("G-public", f"{base}/api/v1/pages/{page}", None),
@@ -61,10 +38,6 @@ def measure(binary, settings, duration, connections):
             wrk(url, 2, connections, header)  # warm-up
             out[name] = wrk(url, duration, connections, header)
         return out
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def main():

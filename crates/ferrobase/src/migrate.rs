@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use ferrobase_schema::migration::{MigrationFile, Risk, SchemaState, Step, diff};
 use ferrobase_schema::validate::format_datetime;
-use ferrobase_store::migrate::{MigrationSource, StartupPolicy, pending, read_migrations};
+use ferrobase_store::migrate::{
+    AppliedMigration, MigrationSource, StartupPolicy, pending, read_migrations, replay,
+};
 use ferrobase_store::{Store, StoreError};
 
 use crate::{EXIT_CONFIG, EXIT_RUNTIME, project};
@@ -37,21 +39,6 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 
 fn files(dir: &Path) -> Result<Vec<MigrationSource>, ExitCode> {
     read_migrations(&dir.join("migrations")).map_err(|e| fail(EXIT_CONFIG, e))
-}
-
-/// The state the migration files lead to from nothing.
-fn replay(files: &[MigrationSource]) -> Result<SchemaState, String> {
-    let mut state = SchemaState::default();
-    for f in files {
-        for step in &f.file.steps {
-            if !state.satisfies(step) {
-                state
-                    .apply(step)
-                    .map_err(|e| format!("migration {}: {e}", f.name))?;
-            }
-        }
-    }
-    Ok(state)
 }
 
 /// `migrate create NAME`: writes the steps from the files' state to `schema.toml`.
@@ -160,19 +147,41 @@ fn open(dir: &Path) -> Result<(project::Project, Store, tokio::runtime::Runtime)
     Ok((project, store, rt))
 }
 
+/// What `status` and `plan` look at: the project, its store, the migration files, the
+/// recorded state and the applied migrations.
+struct Loaded {
+    project: project::Project,
+    store: Store,
+    files: Vec<MigrationSource>,
+    recorded: Option<SchemaState>,
+    applied: Vec<AppliedMigration>,
+}
+
+fn load(dir: &Path) -> Result<Loaded, ExitCode> {
+    let (project, store, rt) = open(dir)?;
+    let files = files(dir)?;
+    let (recorded, applied) = rt
+        .block_on(store.migrations())
+        .map_err(|e| fail(code_of(&e), e))?;
+    Ok(Loaded {
+        project,
+        store,
+        files,
+        recorded,
+        applied,
+    })
+}
+
 /// `migrate status`: applied and pending migrations, and unwritten schema changes.
 pub fn status(dir: &Path) -> ExitCode {
-    let (project, store, rt) = match open(dir) {
+    let Loaded {
+        project,
+        files,
+        applied,
+        ..
+    } = match load(dir) {
         Ok(x) => x,
         Err(code) => return code,
-    };
-    let files = match files(dir) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
-    let (_, applied) = match rt.block_on(store.migrations()) {
-        Ok(x) => x,
-        Err(e) => return fail(code_of(&e), e),
     };
     for a in &applied {
         println!("applied  {}  ({})", a.name, a.applied_at);
@@ -207,17 +216,15 @@ pub fn status(dir: &Path) -> ExitCode {
 /// `migrate plan`: the SQL of pending migrations (and of unwritten changes) for the
 /// configured database.
 pub fn plan(dir: &Path) -> ExitCode {
-    let (project, store, rt) = match open(dir) {
+    let Loaded {
+        project,
+        store,
+        files,
+        recorded,
+        applied,
+    } = match load(dir) {
         Ok(x) => x,
         Err(code) => return code,
-    };
-    let files = match files(dir) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
-    let (recorded, applied) = match rt.block_on(store.migrations()) {
-        Ok(x) => x,
-        Err(e) => return fail(code_of(&e), e),
     };
     let todo = match pending(&files, &applied) {
         Ok(p) => p,

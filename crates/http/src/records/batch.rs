@@ -24,7 +24,9 @@ use serde_json::{Map, Value};
 use super::create::plan_create;
 use super::delete::plan_delete;
 use super::update::plan_update;
-use super::{RecordJson, json_response, record_id, resource, with_user, write_failure};
+use super::{
+    RecordJson, json_response, record_id, refuse_early, resource, with_user, write_failure,
+};
 use crate::error::ApiError;
 use crate::extract::JsonObject;
 use crate::identity::Identity;
@@ -190,20 +192,13 @@ pub(crate) async fn batch(
                 let body = o.body.clone().unwrap_or_default();
                 // As for a single create: callers no body could admit are refused before
                 // the body is judged (401 rather than a validation error).
-                crate::policy::decide(
-                    state.policy(o.res),
-                    resource,
-                    Op::Create,
-                    &identity,
-                    None,
-                    state.clock.now(),
-                )
-                .and_then(|_| plan_create(&state, o.res, resource, &identity, body))
-                .map(|plan| BatchOp::Insert {
-                    res: o.res,
-                    record: plan.record,
-                    allowed: plan.allowed,
-                })
+                refuse_early(&state, o.res, resource, &identity, Op::Create)
+                    .and_then(|()| plan_create(&state, o.res, resource, &identity, body))
+                    .map(|plan| BatchOp::Insert {
+                        res: o.res,
+                        record: plan.record,
+                        allowed: plan.allowed,
+                    })
             }
             Op::Update => {
                 let patch = o.body.clone().unwrap_or_default();

@@ -11,7 +11,7 @@ use ferrobase_store::{NewRecord, ResourceId};
 use sea_query::Expr;
 use serde_json::{Map, Value};
 
-use super::{record_response, resource, values_map, with_user, write_failure};
+use super::{record_response, refuse_early, resource, values_map, with_user, write_failure};
 use crate::error::ApiError;
 use crate::extract::{JsonObject, Segments};
 use crate::identity::Identity;
@@ -82,18 +82,8 @@ pub(crate) async fn create(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (res, resource) = resource(&state, &path[0])?;
-    let policy = state.policy(res);
-    let identity = with_user(&state, policy, identity).await?;
-    // Refuse before reading the body when no body could pass (no caller, wrong scope,
-    // admins only); a refusal that depends on the body comes after it is read.
-    decide(
-        policy,
-        resource,
-        Op::Create,
-        &identity,
-        None,
-        state.clock.now(),
-    )?;
+    let identity = with_user(&state, state.policy(res), identity).await?;
+    refuse_early(&state, res, resource, &identity, Op::Create)?;
     let JsonObject(body) = JsonObject::from_request(req, &state).await?;
     let plan = plan_create(&state, res, resource, &identity, body)?;
     let record = state

@@ -69,6 +69,27 @@ pub(crate) fn not_found(resource: &Resource) -> ApiError {
     ApiError::not_found(format!("no such record in {}", resource.name))
 }
 
+/// Refuses, before a body is read, a caller whom `op` refuses whatever the body says
+/// (no caller for a rule that needs one, an API key's scope, admins only); refusals that
+/// depend on the body come after it is read.
+pub(crate) fn refuse_early(
+    state: &AppState,
+    res: ResourceId,
+    resource: &Resource,
+    identity: &Identity,
+    op: crate::policy::Op,
+) -> Result<(), ApiError> {
+    crate::policy::decide(
+        state.policy(res),
+        resource,
+        op,
+        identity,
+        None,
+        state.clock.now(),
+    )
+    .map(drop)
+}
+
 /// A write's failure as the caller sees it: a rule's refusal is 401 or 403 depending on
 /// whether the rule needed a caller; a record that is not there (for the caller) is 404.
 pub(crate) fn write_failure(

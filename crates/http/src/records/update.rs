@@ -13,7 +13,9 @@ use ferrobase_store::{Access, ResourceId, StoreError, Update};
 use serde_json::{Map, Value};
 
 use super::etag::if_match;
-use super::{not_found, record_id, record_response, resource, with_user, write_failure};
+use super::{
+    not_found, record_id, record_response, refuse_early, resource, with_user, write_failure,
+};
 use crate::error::ApiError;
 use crate::extract::{JsonObject, Segments};
 use crate::identity::Identity;
@@ -110,17 +112,9 @@ pub(crate) async fn update(
     req: Request,
 ) -> Result<Response, ApiError> {
     let (res, resource) = resource(&state, &path[0])?;
-    let policy = state.policy(res);
-    let identity = with_user(&state, policy, identity).await?;
-    // Refuse callers who may see nothing before reading the body.
-    decide(
-        policy,
-        resource,
-        Op::View,
-        &identity,
-        None,
-        state.clock.now(),
-    )?;
+    let identity = with_user(&state, state.policy(res), identity).await?;
+    // Callers who may see nothing are refused before the body is read.
+    refuse_early(&state, res, resource, &identity, Op::View)?;
     let id = record_id(resource, &path[1])?;
     let if_match = if_match(req.headers());
     let JsonObject(patch) = JsonObject::from_request(req, &state).await?;

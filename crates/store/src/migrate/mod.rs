@@ -112,6 +112,33 @@ pub fn pending<'a>(
         .collect())
 }
 
+/// Applies a migration's steps to `state` the way they would run: steps already true of
+/// it are skipped, and `each` sees every step that would really run, in order.
+pub fn advance(
+    state: &mut SchemaState,
+    migration: &MigrationSource,
+    mut each: impl FnMut(&Step),
+) -> Result<(), String> {
+    for step in &migration.file.steps {
+        if !state.satisfies(step) {
+            each(step);
+            state
+                .apply(step)
+                .map_err(|e| format!("migration {}: {e}", migration.name))?;
+        }
+    }
+    Ok(())
+}
+
+/// The state a list of migration files leads to from an empty database.
+pub fn replay(files: &[MigrationSource]) -> Result<SchemaState, String> {
+    let mut state = SchemaState::default();
+    for m in files {
+        advance(&mut state, m, |_| {})?;
+    }
+    Ok(state)
+}
+
 /// What start-up will do.
 #[derive(Debug, Default)]
 pub(crate) struct StartupPlan<'a> {
@@ -140,16 +167,11 @@ pub(crate) fn startup_plan<'a>(
     let mut after = state.clone();
     let mut risky = Vec::new();
     for m in &migrations {
-        for step in &m.file.steps {
-            if !after.satisfies(step) {
-                if step.risk() != Risk::Additive {
-                    risky.push(format!("migration {}: {}", m.name, step.describe()));
-                }
-                after
-                    .apply(step)
-                    .map_err(|e| format!("migration {}: {e}", m.name))?;
+        advance(&mut after, m, |step| {
+            if step.risk() != Risk::Additive {
+                risky.push(format!("migration {}: {}", m.name, step.describe()));
             }
-        }
+        })?;
     }
     let changes = diff(&after, schema);
     match policy {

@@ -19,6 +19,7 @@ use std::thread;
 
 use crossbeam_channel::{Receiver, Sender};
 use ferrobase_schema::Schema;
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
@@ -65,6 +66,11 @@ fn configure(conn: &Connection, reader: bool) -> rusqlite::Result<()> {
     if reader {
         conn.pragma_update(None, "query_only", "ON")?;
     }
+    // Plans must not depend on bound values. Without this, SQLite marks a statement for
+    // re-preparation when it looked at a parameter while planning (`LIMIT ?`, `x = ?`
+    // outside the index, STAT4 probes), and the statement cache's clearing of bindings
+    // then forces a full re-parse on every reuse: a seventh of a list request's time.
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(())
 }

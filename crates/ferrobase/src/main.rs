@@ -1,5 +1,6 @@
 //! The `ferrobase` command: serve a declared schema, scaffold a project, check it.
 
+mod alloc;
 mod check;
 mod cli;
 mod init;
@@ -43,6 +44,7 @@ fn openapi(dir: &std::path::Path) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    alloc::tune();
     let cli = cli::Cli::parse();
     let dir = cli.dir.clone();
     match cli.command {

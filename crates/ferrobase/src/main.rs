@@ -44,7 +44,6 @@ fn openapi(dir: &std::path::Path) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    alloc::tune();
     let cli = cli::Cli::parse();
     let dir = cli.dir.clone();
     match cli.command {

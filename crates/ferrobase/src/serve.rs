@@ -79,6 +79,8 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>) -> ExitC
         },
     };
     let state = AppState::new(schema, settings.clone(), store, redis);
+    // Start-up's scratch memory (the 19 MiB Argon2 dummy hash among it) goes back now.
+    crate::alloc::release();
     let addr = addr.unwrap_or(settings.server.addr);
     let listener = match TcpListener::bind(addr).await {
         Ok(l) => l,

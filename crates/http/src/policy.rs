@@ -256,7 +256,12 @@ pub fn readable(
     identity: &Identity,
     now: time::OffsetDateTime,
 ) -> Vec<bool> {
-    let auth = identity.caller().map(auth_map);
+    // Built only for read rules to judge: lists call this once per record.
+    let auth = if policy.read.iter().any(Option::is_some) {
+        identity.caller().map(auth_map)
+    } else {
+        None
+    };
     let env = Env {
         auth: auth.as_ref(),
         body: None,

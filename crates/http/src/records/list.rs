@@ -252,7 +252,8 @@ pub(crate) async fn list(
     };
     // The ETag hashes the answer itself: any change to any listed record, the page's
     // cursor or the total changes it.
-    let bytes = serde_json::to_vec(&body)
+    let mut bytes = Vec::with_capacity(json_size_hint(resource, &records));
+    serde_json::to_writer(&mut bytes, &body)
         .map_err(|e| ApiError::internal(format!("serializing a list: {e}")))?;
     let etag = crate::cache::list_etag(&bytes);
     let mut extra = HeaderMap::new();
@@ -267,4 +268,19 @@ pub(crate) async fn list(
     response.headers_mut().extend(extra);
     response.headers_mut().insert(header::ETAG, etag);
     Ok(response)
+}
+
+/// About the size of a page's JSON, so that it is written without growing the buffer
+/// many times over (a 20-record page of the benchmark grew it seven times).
+fn json_size_hint(resource: &Resource, records: &[Record]) -> usize {
+    let names: usize = resource.fields.iter().map(|f| f.name.len() + 4).sum();
+    let values: usize = records
+        .iter()
+        .flat_map(|r| &r.values)
+        .map(|v| match v {
+            Value::String(s) => s.len() + 2,
+            _ => 8,
+        })
+        .sum();
+    512 + records.len() * (names + 160) + values + values / 16
 }

@@ -78,12 +78,11 @@ pub async fn boundary(State(state): State<AppState>, mut req: Request, next: Nex
     let id = request_id(&req);
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let query = req.uri().query().map(redact::query);
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
+    // Clones of shared buffers, not copies.
+    let uri = req.uri().clone();
+    let path = uri.path();
+    let query = uri.query().map(redact::query);
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let debug_headers =
         tracing::enabled!(tracing::Level::DEBUG).then(|| redact::headers(req.headers()));
     let timeout = state.settings.server.request_timeout;
@@ -145,7 +144,7 @@ pub async fn boundary(State(state): State<AppState>, mut req: Request, next: Nex
     if state.settings.metrics.enabled {
         state.metrics.request(
             &method,
-            route.as_deref(),
+            route.as_ref().map(MatchedPath::as_str),
             status.as_u16(),
             started.elapsed().as_secs_f64(),
         );
@@ -155,7 +154,7 @@ pub async fn boundary(State(state): State<AppState>, mut req: Request, next: Nex
         .get::<crate::identity::LoggedUser>()
         .map(|u| u.0.clone());
     let latency_ms = started.elapsed().as_micros() as f64 / 1000.0;
-    let route = route.as_deref().unwrap_or("-");
+    let route = route.as_ref().map_or("-", MatchedPath::as_str);
     let query = query.as_deref().unwrap_or("");
     macro_rules! line {
         ($level:ident) => {

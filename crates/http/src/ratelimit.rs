@@ -33,10 +33,21 @@ pub(crate) const HEADERS: [&HeaderName; 4] = [&LIMIT, &REMAINING, &RESET, &POLIC
 
 /// The limiter and its classes, built once from the settings.
 pub struct Limits {
-    limiter: Arc<dyn RateLimiter>,
+    limiter: Backend,
     settings: RateLimitSettings,
     /// Class names, indexed like `RateLimitSettings::limit_for`'s counter number.
     classes: Vec<String>,
+    /// `RateLimit-Policy` of each class, indexed like `classes`.
+    policies: Vec<HeaderValue>,
+    /// `RateLimit-Policy` of the `auth` class.
+    auth_policy: HeaderValue,
+}
+
+/// The memory limiter is called directly (no boxed future per request); Redis through
+/// its trait.
+enum Backend {
+    Memory(MemoryLimiter),
+    Redis(Arc<dyn RateLimiter>),
 }
 
 impl Limits {
@@ -50,12 +61,12 @@ impl Limits {
             RateAlgorithm::SlidingWindow => Algorithm::SlidingWindow,
             RateAlgorithm::TokenBucket => Algorithm::TokenBucket,
         };
-        let limiter: Arc<dyn RateLimiter> = match (settings.store, redis) {
+        let limiter = match (settings.store, redis) {
             (LimitStore::Memory, _) | (LimitStore::Auto | LimitStore::Redis, None) => {
-                Arc::new(MemoryLimiter::new(algorithm))
+                Backend::Memory(MemoryLimiter::new(algorithm))
             }
             (LimitStore::Auto | LimitStore::Redis, Some(redis)) => {
-                Arc::new(RedisLimiter::new(redis, algorithm))
+                Backend::Redis(Arc::new(RedisLimiter::new(redis, algorithm)))
             }
         };
         let classes = std::iter::once("default".to_owned())
@@ -71,10 +82,16 @@ impl Limits {
                     }),
             )
             .collect();
+        let policies = std::iter::once(settings.default)
+            .chain(settings.routes.iter().map(|r| r.limit))
+            .map(policy)
+            .collect();
         Some(Self {
             limiter,
             settings: settings.clone(),
             classes,
+            policies,
+            auth_policy: policy(settings.auth),
         })
     }
 }
@@ -86,21 +103,17 @@ fn quota(limit: Limit) -> Quota {
     }
 }
 
-fn put(headers: &mut HeaderMap, name: &HeaderName, value: impl ToString) {
-    if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
-        headers.insert(name.clone(), v);
-    }
+/// `RateLimit-Policy` of a limit: `100;w=60`.
+fn policy(limit: Limit) -> HeaderValue {
+    HeaderValue::from_str(&format!("{};w={}", limit.requests, limit.window.as_secs()))
+        .unwrap_or(HeaderValue::from_static("0;w=0"))
 }
 
-fn annotate(headers: &mut HeaderMap, decision: &Decision, limit: Limit) {
+fn annotate(headers: &mut HeaderMap, decision: &Decision, policy: &HeaderValue) {
     headers.insert(LIMIT.clone(), HeaderValue::from(decision.limit));
     headers.insert(REMAINING.clone(), HeaderValue::from(decision.remaining));
     headers.insert(RESET.clone(), HeaderValue::from(decision.reset_secs));
-    put(
-        headers,
-        &POLICY,
-        format_args!("{};w={}", limit.requests, limit.window.as_secs()),
-    );
+    headers.insert(POLICY.clone(), policy.clone());
 }
 
 /// Middleware: counts the request and refuses it beyond the quota.
@@ -112,32 +125,52 @@ pub(crate) async fn rate_limit(
     let Some(limits) = state.limits.as_ref() else {
         return next.run(req).await;
     };
-    let (class, limit, key) = classify(&state, limits, &req);
-    let decision = match limits.refuse(&state, class, &key, limit).await {
+    let (class, key) = classify(&state, limits, &req);
+    let decision = match limits.refuse(&state, class, &key).await {
         Ok(decision) => decision,
         Err(refused) => return refused,
     };
     let mut res = next.run(req).await;
-    annotate(res.headers_mut(), &decision, limit);
+    annotate(res.headers_mut(), &decision, class.policy);
     res
 }
 
-/// The route class of a request, its limit, and the counter key of its client.
-fn classify<'l>(state: &AppState, limits: &'l Limits, req: &Request) -> (&'l str, Limit, String) {
+/// A route class: its name, limit and `RateLimit-Policy`.
+#[derive(Clone, Copy)]
+struct Class<'l> {
+    name: &'l str,
+    limit: Limit,
+    policy: &'l HeaderValue,
+}
+
+/// The route class of a request and the counter key of its client.
+fn classify<'l>(state: &AppState, limits: &'l Limits, req: &Request) -> (Class<'l>, String) {
     let path = req.uri().path();
     if path.starts_with("/api/v1/auth/") {
-        return (
-            "auth",
-            limits.settings.auth,
-            format!("auth:{}", client_key(state, req)),
-        );
+        let class = Class {
+            name: "auth",
+            limit: limits.settings.auth,
+            policy: &limits.auth_policy,
+        };
+        return (class, format!("auth:{}", client_key(state, req)));
     }
     let resource = path
         .strip_prefix("/api/v1/")
         .and_then(|rest| rest.split('/').next())
         .filter(|name| state.schema.resource(name).is_some());
-    let (class, limit) = limits.class(resource, req.method().as_str());
-    (class, limit, format!("{class}:{}", client(state, req)))
+    let class = limits.class(resource, req.method().as_str());
+    let key = match req
+        .extensions()
+        .get::<Identity>()
+        .and_then(Identity::caller)
+    {
+        Some(caller) => match &caller.via {
+            Via::ApiKey { id, .. } => format!("{}:key:{id}", class.name),
+            _ => format!("{}:user:{}", class.name, caller.id),
+        },
+        None => format!("{}:{}", class.name, client_key(state, req)),
+    };
+    (class, key)
 }
 
 /// Whose quota a request counts against: the API key, the signed-in user, or the
@@ -157,25 +190,32 @@ pub(crate) fn client(state: &AppState, req: &Request) -> String {
 }
 
 impl Limits {
-    fn class(&self, resource: Option<&str>, method: &str) -> (&str, Limit) {
+    fn class(&self, resource: Option<&str>, method: &str) -> Class<'_> {
         let (limit, n) = self.settings.limit_for(resource, method);
-        (self.classes.get(n).map_or("default", String::as_str), limit)
+        Class {
+            name: self.classes.get(n).map_or("default", String::as_str),
+            limit,
+            policy: self.policies.get(n).unwrap_or(&self.auth_policy),
+        }
     }
 
     async fn refuse(
         &self,
         state: &AppState,
-        class: &str,
+        class: Class<'_>,
         key: &str,
-        limit: Limit,
     ) -> Result<Decision, Response> {
+        let limit = class.limit;
         let now_ms =
             i64::try_from(state.clock.now().unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-        let decision = self.limiter.check(key, quota(limit), now_ms).await;
+        let decision = match &self.limiter {
+            Backend::Memory(memory) => memory.decide(key, quota(limit), now_ms),
+            Backend::Redis(redis) => redis.check(key, quota(limit), now_ms).await,
+        };
         if decision.allowed {
             return Ok(decision);
         }
-        state.metrics.rate_limited(class);
+        state.metrics.rate_limited(class.name);
         let mut res = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "RATE_LIMITED",
@@ -187,11 +227,10 @@ impl Limits {
             ),
         )
         .into_response();
-        annotate(res.headers_mut(), &decision, limit);
-        put(
-            res.headers_mut(),
-            &axum::http::header::RETRY_AFTER,
-            decision.retry_after_secs.max(1),
+        annotate(res.headers_mut(), &decision, class.policy);
+        res.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            HeaderValue::from(decision.retry_after_secs.max(1)),
         );
         Err(res)
     }
@@ -208,9 +247,9 @@ pub(crate) async fn charge_operations(
         return Ok(());
     };
     for (resource, method) in operations {
-        let (class, limit) = limits.class(Some(resource), method);
+        let class = limits.class(Some(resource), method);
         limits
-            .refuse(state, class, &format!("{class}:{client}"), limit)
+            .refuse(state, class, &format!("{}:{client}", class.name))
             .await?;
     }
     Ok(())
@@ -225,8 +264,10 @@ pub(crate) async fn charge_failed_authentication(
 ) -> Option<Response> {
     let limits = state.limits.as_ref()?;
     let key = format!("auth:{client_key}");
-    limits
-        .refuse(state, "auth", &key, limits.settings.auth)
-        .await
-        .err()
+    let class = Class {
+        name: "auth",
+        limit: limits.settings.auth,
+        policy: &limits.auth_policy,
+    };
+    limits.refuse(state, class, &key).await.err()
 }

@@ -31,27 +31,37 @@ const SECRET_WORDS: &[&str] = &[
 ];
 
 fn is_secret_param(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    SECRET_WORDS.iter().any(|w| name.contains(w))
+    SECRET_WORDS
+        .iter()
+        .any(|w| contains_ignoring_ascii_case(name, w))
+}
+
+fn contains_ignoring_ascii_case(haystack: &str, needle: &str) -> bool {
+    needle.is_empty()
+        || haystack
+            .as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
 /// The query string with the values of secret-looking parameters replaced; everything
-/// else is kept as sent.
+/// else is kept as sent. (Once per logged request: one allocation.)
 pub fn query(raw: &str) -> String {
-    raw.split('&')
-        .map(|pair| {
-            let name = pair.split('=').next().unwrap_or_default();
-            let decoded: String = form_urlencoded::parse(name.as_bytes())
-                .map(|(k, _)| k.into_owned())
-                .collect();
-            if is_secret_param(&decoded) {
-                format!("{name}={REDACTED}")
-            } else {
-                pair.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("&")
+    let mut out = String::with_capacity(raw.len());
+    for (i, pair) in raw.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        let name = pair.split('=').next().unwrap_or_default();
+        if form_urlencoded::parse(name.as_bytes()).any(|(k, _)| is_secret_param(&k)) {
+            out.push_str(name);
+            out.push('=');
+            out.push_str(REDACTED);
+        } else {
+            out.push_str(pair);
+        }
+    }
+    out
 }
 
 /// Request headers as `name: value` pairs, credentials replaced (for debug logs).

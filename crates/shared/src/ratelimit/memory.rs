@@ -67,7 +67,9 @@ impl MemoryLimiter {
         }
     }
 
-    pub(super) fn decide(&self, key: &str, quota: Quota, now_ms: i64) -> Decision {
+    /// The decision for one request of `key` at `now_ms`, counted if allowed (what
+    /// [`RateLimiter::check`] answers, without a future: memory never waits).
+    pub fn decide(&self, key: &str, quota: Quota, now_ms: i64) -> Decision {
         let Some(limits) = Limits::of(quota) else {
             return refuse_all(quota);
         };

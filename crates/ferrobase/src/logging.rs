@@ -27,7 +27,10 @@ const MAX_PENDING: usize = 8 * 1024 * 1024;
 
 struct Pending {
     bytes: Vec<u8>,
+    /// No more lines are taken (shutdown, or the writer thread is gone).
     closed: bool,
+    /// The writer thread has ended.
+    done: bool,
 }
 
 struct Shared {
@@ -86,24 +89,60 @@ impl<'a> MakeWriter<'a> for BatchWriter {
     }
 }
 
+/// How long exiting waits for pending lines to be written (stdout may be a stalled pipe).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Writes what is pending when dropped; keep it alive until exit.
 pub struct Guard {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+    drain_timeout: Duration,
 }
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.shared.lock().closed = true;
+        let mut pending = self.shared.lock();
+        pending.closed = true;
         self.shared.wake.notify_one();
         self.shared.room.notify_all();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        let (pending, waited) = self
+            .shared
+            .room
+            .wait_timeout_while(pending, self.drain_timeout, |p| !p.done)
+            .unwrap_or_else(PoisonError::into_inner);
+        let done = pending.done;
+        drop(pending);
+        if done {
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        } else if waited.timed_out() {
+            // Leave the thread blocked in its write; exiting matters more.
+            eprintln!(
+                "warning: log output did not drain within {:?}; the last lines may be lost",
+                self.drain_timeout
+            );
         }
     }
 }
 
+/// Marks the writer thread ended however it ends (a panic included), so that loggers
+/// waiting for room and the exiting [`Guard`] are not left waiting for it.
+struct Ended<'a>(&'a Shared);
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        let mut pending = self.0.lock();
+        pending.closed = true;
+        pending.done = true;
+        pending.bytes = Vec::new();
+        drop(pending);
+        self.0.room.notify_all();
+    }
+}
+
 fn write_batches(shared: &Shared, out: &mut dyn Write) {
+    let _ended = Ended(shared);
     let mut batch = Vec::new();
     loop {
         let mut pending = shared.lock();
@@ -137,12 +176,13 @@ fn write_batches(shared: &Shared, out: &mut dyn Write) {
     }
 }
 
-/// Starts the writer thread (stdout).
-fn batch_writer(out: Box<dyn Write + Send>) -> (BatchWriter, Guard) {
+/// Starts the writer thread.
+fn batch_writer(out: Box<dyn Write + Send>, drain_timeout: Duration) -> (BatchWriter, Guard) {
     let shared = Arc::new(Shared {
         pending: Mutex::new(Pending {
             bytes: Vec::with_capacity(16 * 1024),
             closed: false,
+            done: false,
         }),
         wake: Condvar::new(),
         room: Condvar::new(),
@@ -155,14 +195,21 @@ fn batch_writer(out: Box<dyn Write + Send>) -> (BatchWriter, Guard) {
         .ok();
     if thread.is_none() {
         eprintln!("warning: cannot start the log writer thread; logs are lost");
-        shared.lock().closed = true;
+        let mut pending = shared.lock();
+        pending.closed = true;
+        pending.done = true;
     }
-    (BatchWriter(shared.clone()), Guard { shared, thread })
+    let guard = Guard {
+        shared: shared.clone(),
+        thread,
+        drain_timeout,
+    };
+    (BatchWriter(shared), guard)
 }
 
 /// Installs the global subscriber; keep the guard alive until exit so lines are written.
 pub fn init(settings: &LogSettings) -> Guard {
-    let (writer, guard) = batch_writer(Box::new(std::io::stdout()));
+    let (writer, guard) = batch_writer(Box::new(std::io::stdout()), DRAIN_TIMEOUT);
     let level = LevelFilter::from_str(&settings.level).unwrap_or(LevelFilter::INFO);
     let filter = Targets::new()
         .with_default(LevelFilter::WARN)
@@ -214,7 +261,7 @@ mod tests {
     #[test]
     fn every_line_arrives_in_order() {
         let sink = Sink::default();
-        let (writer, guard) = batch_writer(Box::new(sink.clone()));
+        let (writer, guard) = batch_writer(Box::new(sink.clone()), DRAIN_TIMEOUT);
         let threads = 4;
         let per_thread = 20_000;
         std::thread::scope(|s| {
@@ -255,11 +302,80 @@ mod tests {
     #[test]
     fn nothing_is_kept_after_shutdown() {
         let sink = Sink::default();
-        let (writer, guard) = batch_writer(Box::new(sink.clone()));
+        let (writer, guard) = batch_writer(Box::new(sink.clone()), DRAIN_TIMEOUT);
         writer.make_writer().write_all(b"before\n").expect("append");
         drop(guard);
         writer.make_writer().write_all(b"after\n").expect("append");
         assert_eq!(sink.0.lock().expect("sink").as_slice(), b"before\n");
         assert!(writer.0.lock().bytes.is_empty());
+    }
+
+    /// Output that blocks until told to go on, and says when a write has begun.
+    struct Stalled {
+        began: std::sync::mpsc::Sender<()>,
+        go_on: std::sync::mpsc::Receiver<()>,
+    }
+
+    impl Write for Stalled {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let _ = self.began.send(());
+            let _ = self.go_on.recv();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A stalled stdout (a stuck pipe) does not keep the process from exiting.
+    #[test]
+    fn exiting_does_not_wait_forever_for_a_stalled_output() {
+        let (began_tx, began) = std::sync::mpsc::channel();
+        let (go_on, go_on_rx) = std::sync::mpsc::channel();
+        let out = Stalled {
+            began: began_tx,
+            go_on: go_on_rx,
+        };
+        let (writer, guard) = batch_writer(Box::new(out), Duration::from_millis(50));
+        writer.make_writer().write_all(b"line\n").expect("append");
+        began.recv().expect("the writer thread began writing");
+        drop(guard); // returns after the drain timeout although the write never ends
+        assert!(
+            !writer.0.lock().done,
+            "the writer thread is still in its write"
+        );
+        go_on.send(()).expect("release the write");
+    }
+
+    struct Broken;
+
+    impl Write for Broken {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            panic!("the output broke");
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// When the writer thread dies, loggers go on (their lines are dropped) instead of
+    /// waiting forever for room.
+    #[test]
+    fn a_dead_writer_thread_blocks_no_logger() {
+        let (writer, guard) = batch_writer(Box::new(Broken), DRAIN_TIMEOUT);
+        writer.make_writer().write_all(b"first\n").expect("append");
+        let shared = &writer.0;
+        let pending = shared.lock();
+        let pending = shared
+            .room
+            .wait_while(pending, |p| !p.done)
+            .unwrap_or_else(PoisonError::into_inner);
+        drop(pending);
+        let line = vec![b'x'; 64 * 1024];
+        for _ in 0..(2 * MAX_PENDING / line.len()) {
+            writer.make_writer().write_all(&line).expect("append");
+        }
+        assert!(shared.lock().bytes.is_empty());
+        drop(guard);
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP face of ferrobase: routes, extractors, the request boundary and the error
 //! shape. The only crate (with GraphQL later) that knows about axum.
+#![forbid(unsafe_code)]
 
 mod auth;
 mod boundary;

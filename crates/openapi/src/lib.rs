@@ -2,6 +2,7 @@
 //! create and update schemas, the list, every response including the one error shape,
 //! and the static endpoints. It is built from the same [`Field`] declarations the
 //! request validation uses, so the two cannot drift.
+#![forbid(unsafe_code)]
 
 mod paths;
 mod schemas;

@@ -11,6 +11,7 @@
 //! [`Span`]s; [`references`] lists the names an expression uses so they can
 //! be checked against a schema; `Display` on [`Expr`] prints a canonical form
 //! that parses back to the same tree.
+#![forbid(unsafe_code)]
 
 mod ast;
 pub mod check;

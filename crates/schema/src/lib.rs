@@ -1,5 +1,6 @@
 //! The data model of a ferrobase project: `schema.toml` and `ferrobase.toml` parsed,
 //! validated and turned into typed values. Pure: no I/O beyond reading the files.
+#![forbid(unsafe_code)]
 
 pub mod diag;
 pub mod input;

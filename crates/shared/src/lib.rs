@@ -2,6 +2,7 @@
 //! Redis (one connection that reconnects by itself); without it, in this process's
 //! memory. The login throttle uses it now; rate limits, caches and realtime fan-out
 //! will use the same connection.
+#![forbid(unsafe_code)]
 
 pub mod cache;
 pub mod ratelimit;

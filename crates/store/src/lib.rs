@@ -1,6 +1,7 @@
 //! Record storage. [`Store`] hides which database holds the data: SQLite today (WAL, one
 //! writer thread and a pool of reader threads), PostgreSQL with the same interface later.
 //! Rows are decoded by each field's declared type, never by driver type information.
+#![forbid(unsafe_code)]
 
 pub mod auth;
 mod common;

@@ -2,6 +2,7 @@
 //! on port 0 in a fresh project directory, spoken to over HTTP. Its JSON log lines are
 //! collected so tests can assert on them. [`services`] finds the PostgreSQL and Redis
 //! servers tests may use.
+#![forbid(unsafe_code)]
 
 pub mod services;
 

@@ -2,9 +2,10 @@
 //! lines in development; written off the request path by a background thread.
 //!
 //! Lines are appended to one shared buffer that a writer thread takes and writes every
-//! [`LINGER`] (sooner when it fills): a request pays for a short lock and a copy, never a
-//! system call or a thread wake-up. Measured with `bench/`: a channel with a wake-up per
-//! burst of lines (tracing-appender) cost a fifth of the throughput of a health check.
+//! [`LINGER`] (sooner when it fills): a request pays for a short lock and a copy; only the
+//! first line of a batch wakes the writer. Measured with `bench/`: a channel with a
+//! wake-up and a write per burst of lines (tracing-appender) cost a fifth of the
+//! throughput of a health check.
 
 use std::io::Write;
 use std::str::FromStr;

@@ -159,33 +159,35 @@ fn classify<'l>(state: &AppState, limits: &'l Limits, req: &Request) -> (Class<'
         .and_then(|rest| rest.split('/').next())
         .filter(|name| state.schema.resource(name).is_some());
     let class = limits.class(resource, req.method().as_str());
-    let key = match req
-        .extensions()
-        .get::<Identity>()
-        .and_then(Identity::caller)
-    {
-        Some(caller) => match &caller.via {
-            Via::ApiKey { id, .. } => format!("{}:key:{id}", class.name),
-            _ => format!("{}:user:{}", class.name, caller.id),
-        },
-        None => format!("{}:{}", class.name, client_key(state, req)),
-    };
+    let mut key = format!("{}:", class.name);
+    push_client(state, req, &mut key);
     (class, key)
 }
 
 /// Whose quota a request counts against: the API key, the signed-in user, or the
 /// address.
 pub(crate) fn client(state: &AppState, req: &Request) -> String {
+    let mut key = String::new();
+    push_client(state, req, &mut key);
+    key
+}
+
+/// Appends [`client`] to `key` (one string per request on the hot path).
+fn push_client(state: &AppState, req: &Request, key: &mut String) {
     match req
         .extensions()
         .get::<Identity>()
         .and_then(Identity::caller)
     {
-        Some(caller) => match &caller.via {
-            Via::ApiKey { id, .. } => format!("key:{id}"),
-            _ => format!("user:{}", caller.id),
-        },
-        None => client_key(state, req),
+        Some(caller) => {
+            let (kind, id) = match &caller.via {
+                Via::ApiKey { id, .. } => ("key:", id),
+                _ => ("user:", &caller.id),
+            };
+            key.push_str(kind);
+            key.push_str(id);
+        }
+        None => key.push_str(&client_key(state, req)),
     }
 }
 

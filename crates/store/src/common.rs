@@ -6,6 +6,13 @@ use serde_json::Value;
 use crate::sqlite::merge_patch;
 use crate::{Change, Record};
 
+/// Name of the join table holding a many relation's links. Names cannot contain `__`,
+/// so `<resource>__<field>` (one `__`) never collides with another table, and index names
+/// (`ix__`/`fk__`/`jt__` prefixes, two `__`) never collide with a table or each other.
+pub(crate) fn join_table(resource: &str, field: &str) -> String {
+    format!("{resource}__{field}")
+}
+
 /// The column list of a declared index, quoted. Lists break ties on `id` in the direction
 /// of the last sort key; carrying `id` in the index lets one index scan serve the whole
 /// ORDER BY (no temporary sort). Unique indexes keep their exact columns: adding `id`

@@ -265,15 +265,7 @@ impl Store {
 
     /// The recorded schema state (`None` before the first migration) and the applied
     /// migrations.
-    pub async fn migrations(
-        &self,
-    ) -> Result<
-        (
-            Option<ferrobase_schema::migration::SchemaState>,
-            Vec<migrate::AppliedMigration>,
-        ),
-        StoreError,
-    > {
+    pub async fn migrations(&self) -> Result<migrate::History, StoreError> {
         dispatch!(self, s => s.migrations().await)
     }
 

@@ -26,6 +26,10 @@ pub struct MigrationSource {
     pub file: MigrationFile,
 }
 
+/// What a database records of its migrations: the schema state its tables are in
+/// (`None` before the first migration) and the migrations applied, in order.
+pub type History = (Option<SchemaState>, Vec<AppliedMigration>);
+
 /// A migration recorded as applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedMigration {

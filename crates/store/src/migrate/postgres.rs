@@ -8,6 +8,7 @@ use tokio_postgres::Transaction;
 
 use super::{AppliedMigration, resource_of, violations};
 use crate::StoreError;
+use crate::common::join_table;
 use crate::postgres::ddl::{column_type, create_table, foreign_keys, indexes, q};
 use crate::postgres::records::decode;
 
@@ -24,9 +25,7 @@ CREATE TABLE IF NOT EXISTS "_ferrobase_schema" (
 "#;
 
 /// Creates the bookkeeping tables; returns the recorded state and applied migrations.
-pub(crate) async fn load(
-    tx: &Transaction<'_>,
-) -> Result<(Option<SchemaState>, Vec<AppliedMigration>), StoreError> {
+pub(crate) async fn load(tx: &Transaction<'_>) -> Result<super::History, StoreError> {
     tx.batch_execute(BOOKKEEPING).await?;
     let state = tx
         .query_opt(
@@ -176,12 +175,7 @@ pub(crate) fn render(state: &SchemaState, step: &Step) -> Result<Vec<String>, St
                 .fields
                 .iter()
                 .filter(|f| f.many)
-                .map(|f| {
-                    format!(
-                        "DROP TABLE IF EXISTS {}",
-                        q(&format!("{resource}__{}", f.name))
-                    )
-                })
+                .map(|f| format!("DROP TABLE IF EXISTS {}", q(&join_table(resource, &f.name))))
                 .collect();
             stmts.push(format!("DROP TABLE {}", q(resource)));
             stmts
@@ -196,7 +190,7 @@ pub(crate) fn render(state: &SchemaState, step: &Step) -> Result<Vec<String>, St
                 ));
             }
             for f in &old.fields {
-                let (a, b) = (format!("{from}__{}", f.name), format!("{to}__{}", f.name));
+                let (a, b) = (join_table(from, &f.name), join_table(to, &f.name));
                 if f.many {
                     stmts.push(format!("ALTER TABLE {} RENAME TO {}", q(&a), q(&b)));
                     stmts.push(rename_index(
@@ -247,7 +241,7 @@ pub(crate) fn render(state: &SchemaState, step: &Step) -> Result<Vec<String>, St
         Step::AddField { resource, field } => {
             let new = resource_of(self::resource(&after, resource)?)?;
             if field.many {
-                let jt = q(&format!("{resource}__{}", field.name));
+                let jt = q(&join_table(resource, &field.name));
                 indexes(&new)
                     .into_iter()
                     .filter(|s| s.contains(&jt))
@@ -277,7 +271,7 @@ pub(crate) fn render(state: &SchemaState, step: &Step) -> Result<Vec<String>, St
             if spec.many {
                 vec![format!(
                     "DROP TABLE IF EXISTS {}",
-                    q(&format!("{resource}__{field}"))
+                    q(&join_table(resource, field))
                 )]
             } else {
                 vec![format!(
@@ -291,7 +285,7 @@ pub(crate) fn render(state: &SchemaState, step: &Step) -> Result<Vec<String>, St
             let spec = self::resource(state, resource)?
                 .field(from)
                 .ok_or_else(|| StoreError::Config(format!("'{resource}.{from}' does not exist")))?;
-            let (a, b) = (format!("{resource}__{from}"), format!("{resource}__{to}"));
+            let (a, b) = (join_table(resource, from), join_table(resource, to));
             if spec.many {
                 vec![
                     format!("ALTER TABLE {} RENAME TO {}", q(&a), q(&b)),
@@ -423,7 +417,7 @@ pub(crate) async fn check(tx: &Transaction<'_>, step: &Step) -> Result<(), Store
         Step::AlterField { resource, to, .. } => {
             let sql = format!(
                 "SELECT COUNT(*) FROM (SELECT \"source\", COUNT(*) AS n FROM {} GROUP BY \"source\" HAVING COUNT(*) < $1 OR COUNT(*) > $2) AS bad",
-                q(&format!("{resource}__{}", to.name))
+                q(&join_table(resource, &to.name))
             );
             let min = to.min_length.unwrap_or(0) as i64;
             let max = to.max_length.map_or(i64::MAX, |m| m as i64);

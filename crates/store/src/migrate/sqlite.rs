@@ -10,7 +10,8 @@ use serde_json::Value;
 
 use super::{AppliedMigration, resource_of, violations};
 use crate::StoreError;
-use crate::sqlite::ddl::{create_indexes, create_table, join_table, q};
+use crate::common::join_table;
+use crate::sqlite::ddl::{create_indexes, create_table, q};
 use crate::sqlite::records::decode;
 
 /// The bookkeeping tables.
@@ -28,9 +29,7 @@ CREATE TABLE IF NOT EXISTS "_ferrobase_schema" (
 
 /// Creates the bookkeeping tables; returns the recorded state (`None` before the first
 /// migration) and the applied migrations.
-pub(crate) fn load(
-    conn: &Connection,
-) -> Result<(Option<SchemaState>, Vec<AppliedMigration>), StoreError> {
+pub(crate) fn load(conn: &Connection) -> Result<super::History, StoreError> {
     conn.execute_batch(BOOKKEEPING)?;
     let state: Option<String> = conn
         .query_row(

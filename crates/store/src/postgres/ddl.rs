@@ -7,6 +7,7 @@ use ferrobase_schema::{FieldType, OnDelete, Resource, Schema};
 use tokio_postgres::Client;
 
 use crate::StoreError;
+use crate::common::join_table;
 use crate::sqlite::expected_columns;
 
 /// Quotes an identifier.
@@ -116,7 +117,7 @@ pub(crate) fn indexes(resource: &Resource) -> Vec<String> {
             continue;
         };
         if rel.many {
-            let jt = format!("{table}__{}", field.name);
+            let jt = join_table(table, &field.name);
             stmts.push(format!(
                 "CREATE TABLE IF NOT EXISTS {} (\n  \"source\" uuid NOT NULL REFERENCES {}(\"id\") ON DELETE CASCADE,\n  \"target\" uuid NOT NULL REFERENCES {}(\"id\") ON DELETE CASCADE,\n  \"position\" bigint NOT NULL,\n  PRIMARY KEY (\"source\", \"target\")\n)",
                 q(&jt),

@@ -123,15 +123,7 @@ impl PgStore {
     }
 
     /// See [`crate::Store::migrations`].
-    pub async fn migrations(
-        &self,
-    ) -> Result<
-        (
-            Option<ferrobase_schema::migration::SchemaState>,
-            Vec<crate::migrate::AppliedMigration>,
-        ),
-        StoreError,
-    > {
+    pub async fn migrations(&self) -> Result<crate::migrate::History, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let out = crate::migrate::postgres::load(&tx).await?;

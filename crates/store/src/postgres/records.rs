@@ -13,7 +13,7 @@ use tokio_postgres::Row;
 
 use super::conn::{Conn, cast};
 use super::ddl::q;
-use crate::common::apply_changes;
+use crate::common::{apply_changes, join_table};
 use crate::list::statement;
 use crate::sqlite::expected_columns;
 use crate::{
@@ -178,7 +178,7 @@ async fn load_links(
         .enumerate()
         .filter(|(_, f)| f.is_many())
     {
-        let jt = format!("{}__{}", resource.name, field.name);
+        let jt = join_table(&resource.name, &field.name);
         let list = Value::Array(ids.iter().cloned().map(Value::String).collect()).to_string();
         let sql = format!(
             "SELECT \"source\", \"target\" FROM {} WHERE \"source\" IN (SELECT (jsonb_array_elements_text(CAST($1 AS jsonb)))::uuid) ORDER BY \"source\", \"position\"",
@@ -283,10 +283,7 @@ async fn write_links(
     targets: &Value,
     replace: bool,
 ) -> Result<(), StoreError> {
-    let jt = q(&format!(
-        "{}__{}",
-        resource.name, resource.fields[field].name
-    ));
+    let jt = q(&join_table(&resource.name, &resource.fields[field].name));
     if replace {
         let sql = format!("DELETE FROM {jt} WHERE \"source\" = CAST($1 AS uuid)");
         conn.rows((sql, sea_query::Values(vec![source.to_owned().into()])))

@@ -8,17 +8,11 @@ use ferrobase_schema::{FieldType, OnDelete, Resource, Schema};
 use rusqlite::Connection;
 
 use crate::StoreError;
+use crate::common::join_table;
 
 /// Quotes an identifier for SQLite.
 pub(crate) fn q(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Name of the join table holding a many relation's links. Names cannot contain `__`,
-/// so `<resource>__<field>` (one `__`) never collides with another table, and index names
-/// (`ix__`/`fk__`/`jt__` prefixes, two `__`) never collide with a table or each other.
-pub(crate) fn join_table(resource: &str, field: &str) -> String {
-    format!("{resource}__{field}")
 }
 
 fn column_type(ty: &FieldType) -> &'static str {

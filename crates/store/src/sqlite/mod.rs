@@ -156,15 +156,7 @@ impl SqliteStore {
     }
 
     /// See [`crate::Store::migrations`].
-    pub async fn migrations(
-        &self,
-    ) -> Result<
-        (
-            Option<ferrobase_schema::migration::SchemaState>,
-            Vec<crate::migrate::AppliedMigration>,
-        ),
-        StoreError,
-    > {
+    pub async fn migrations(&self) -> Result<crate::migrate::History, StoreError> {
         Self::run(&self.writer, |conn, _| crate::migrate::sqlite::load(conn)).await
     }
 

@@ -11,8 +11,9 @@ use rusqlite::{Connection, params_from_iter};
 use sea_query::{Alias, Expr, ExprTrait, Query, SqliteQueryBuilder};
 use serde_json::Value;
 
-use super::ddl::{expected_columns, join_table, q};
+use super::ddl::{expected_columns, q};
 use crate::common::apply_changes;
+use crate::common::join_table;
 use crate::list::list_statement;
 use crate::{
     Access, BatchOp, BatchOutcome, ListQuery, NewRecord, Record, ResourceId, StoreError, Update,

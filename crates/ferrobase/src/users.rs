@@ -102,7 +102,16 @@ pub fn create(dir: &Path, email: &str, role: &str) -> ExitCode {
         let store = Store::open(&project.dir, &project.settings, schema.clone())?;
         store.wait_ready(std::time::Duration::from_secs(30)).await?;
         store
-            .insert(ResourceId(index), NewRecord { id, now, values }, None)
+            .insert(
+                ResourceId(index),
+                NewRecord {
+                    id,
+                    now,
+                    values,
+                    targets: Default::default(),
+                },
+                None,
+            )
             .await
     });
     match result {

@@ -151,6 +151,12 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = %detail, "database unavailable");
                 Self::unavailable("the database is unavailable; try again shortly")
             }
+            StoreError::FileGone(path) => {
+                tracing::error!(path = %path, "the database file is gone; refusing writes");
+                Self::unavailable(
+                    "the database file was removed while the server runs; nothing was written, and writes are refused until the server restarts",
+                )
+            }
             StoreError::Config(detail) | StoreError::Internal(detail) => Self::internal(detail),
         }
     }

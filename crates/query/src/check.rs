@@ -715,6 +715,19 @@ impl Cond {
         }
     }
 
+    /// Whether some `@now ± duration` of the condition lands, at `now`, outside the years
+    /// a store can hold (a filter asking for that is a client error, not an empty page).
+    pub fn reaches_beyond_dates(&self, now: time::OffsetDateTime) -> bool {
+        let mut terms = Vec::new();
+        self.terms(&mut terms);
+        terms.iter().any(|t| match t {
+            Term::Param(Param::Now { offset, .. }, _) => now
+                .checked_add(time::Duration::seconds(*offset))
+                .is_none_or(|at| !ferrobase_schema::validate::in_range(at)),
+            _ => false,
+        })
+    }
+
     /// Whether the condition looks at the caller (`@auth`), so an anonymous caller
     /// refused by it should be asked for credentials (401) rather than told no (403).
     pub fn uses_auth(&self) -> bool {

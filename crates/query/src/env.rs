@@ -34,6 +34,10 @@ impl<'a> Env<'a> {
             Param::Body(field) => scalar(self.body?.get(field)?, kind),
             Param::Now { offset, date } => {
                 let at = self.now.checked_add(time::Duration::seconds(*offset))?;
+                // Beyond what a store holds: no stored value can be compared with it.
+                if !ferrobase_schema::validate::in_range(at) {
+                    return None;
+                }
                 let text = ferrobase_schema::validate::format_datetime(at);
                 Some(Scalar::Text(if *date {
                     text[..10].to_owned()

@@ -41,12 +41,15 @@ pub fn validate_value(field: &Field, value: &Value) -> Result<Value, Vec<String>
             Some(Some(s)) => Some(Value::String(s)),
             _ => fail(
                 &mut problems,
-                "must be an RFC 3339 date-time such as 2025-01-31T12:00:00Z",
+                "must be an RFC 3339 date-time from year 0001 to 9999, such as 2025-01-31T12:00:00Z",
             ),
         },
         FieldType::Date => match value.as_str().filter(|s| is_date(s)) {
             Some(s) => Some(Value::String(s.to_owned())),
-            None => fail(&mut problems, "must be a date such as 2025-01-31"),
+            None => fail(
+                &mut problems,
+                "must be a date from 0001-01-01 to 9999-12-31, such as 2025-01-31",
+            ),
         },
         FieldType::Enum(values) => match value.as_str() {
             Some(s) if values.iter().any(|v| v == s) => Some(value.clone()),
@@ -218,14 +221,22 @@ pub fn normalize_datetime(s: &str) -> Option<String> {
     let at = OffsetDateTime::parse(s, &Rfc3339).ok()?;
     // Offsets can push the UTC year past what the type holds (9999-12-31T23:59:59-01:00).
     let utc = at.checked_to_offset(UtcOffset::UTC)?;
-    (0..=9999)
-        .contains(&utc.year())
-        .then(|| format_datetime(utc))
+    YEARS.contains(&utc.year()).then(|| format_datetime(utc))
+}
+
+/// The years a `date` or `datetime` may have, on every store: PostgreSQL has no year 0
+/// (and SQLite's text would sort a negative year wrongly), so both hold 0001-9999.
+pub const YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
+
+/// Whether an instant lies in the range every store can hold ([`YEARS`], in UTC).
+pub fn in_range(at: OffsetDateTime) -> bool {
+    at.checked_to_offset(UtcOffset::UTC)
+        .is_some_and(|utc| YEARS.contains(&utc.year()))
 }
 
 fn is_date(s: &str) -> bool {
     let format = format_description!("[year]-[month]-[day]");
-    s.len() == 10 && Date::parse(s, format).is_ok()
+    s.len() == 10 && Date::parse(s, format).is_ok_and(|d| YEARS.contains(&d.year()))
 }
 
 /// Lower-case hyphenated form of a UUID, or `None` when `s` is not one.

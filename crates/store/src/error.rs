@@ -46,6 +46,11 @@ pub enum StoreError {
     /// The database is unreachable, busy or out of space (503 `UNAVAILABLE`).
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The SQLite file was deleted or replaced under the running server: writes would
+    /// land in a file nobody opens again, so they are refused until a restart (503
+    /// `UNAVAILABLE`, and `/ready` says 503).
+    #[error("the database file {0} was deleted or replaced while the server runs")]
+    FileGone(String),
     /// The database does not match the schema, or cannot be opened as configured
     /// (start-up failure).
     #[error("{0}")]

@@ -53,6 +53,34 @@ pub struct NewRecord {
     pub now: String,
     /// Aligned to the resource's fields; `Null` leaves a field unset.
     pub values: Vec<Value>,
+    /// Which records the relations may point at.
+    pub targets: Targets,
+}
+
+/// Which records a writer may point relations at: besides existing, a target must meet
+/// its resource's view rule for the writer, so that a relation neither reveals which
+/// ids exist nor pins a record its writer cannot see. A record the writer may not see
+/// gets the same answer as a missing one.
+#[derive(Debug, Clone, Default)]
+pub struct Targets {
+    /// `(field index, condition over the target resource's table)`; relation fields not
+    /// listed accept any existing record (trusted writers: registration, the CLI).
+    pub scoped: Vec<(usize, Expr)>,
+    /// The writer's own user id: naming oneself in a relation to `users` reveals nothing,
+    /// so it is accepted whatever the view rule of `users` says.
+    pub own_user: Option<String>,
+}
+
+impl Targets {
+    /// The condition targets of field `i` must meet, beyond existing; `None` for none.
+    pub fn condition(&self, i: usize) -> Option<&Expr> {
+        self.scoped.iter().find(|(f, _)| *f == i).map(|(_, e)| e)
+    }
+
+    /// Whether `id` is the writer's own user record in a relation to `target`.
+    pub fn is_own(&self, target: &str, id: &str) -> bool {
+        target == ferrobase_schema::USERS && self.own_user.as_deref() == Some(id)
+    }
 }
 
 pub use ferrobase_schema::input::Change;
@@ -70,6 +98,8 @@ pub struct Update {
     /// Judges the record as it stands, inside the write transaction, before the changes
     /// apply (field write rules); its refusal aborts the write.
     pub guard: Option<WriteGuard>,
+    /// Which records changed relations may point at.
+    pub targets: Targets,
 }
 
 impl std::fmt::Debug for Update {

@@ -389,6 +389,7 @@ async fn insert(
                 id: id.clone(),
                 now: "2025-01-01T00:00:00.000000Z".into(),
                 values,
+                targets: Default::default(),
             },
             None,
         )

@@ -105,7 +105,16 @@ pub(crate) async fn register(
     let id = uuid::Uuid::now_v7().to_string();
     let record = state
         .store
-        .insert(res, NewRecord { id, now, values }, None)
+        .insert(
+            res,
+            NewRecord {
+                id,
+                now,
+                values,
+                targets: Default::default(),
+            },
+            None,
+        )
         .await?;
     let role = role_of(&state, &record);
     let tokens = issue_tokens(&state, &record.id, &role).await?;

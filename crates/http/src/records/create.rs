@@ -67,8 +67,14 @@ pub(crate) fn plan_create(
         Access::None => return Err(refusal(identity, uses_auth(policy, Op::Create))),
         other => other.into_condition(),
     };
+    let targets = super::relation_targets(state, resource, identity, 0..values.len(), clock);
     Ok(CreatePlan {
-        record: NewRecord { id, now, values },
+        record: NewRecord {
+            id,
+            now,
+            values,
+            targets,
+        },
         allowed,
     })
 }

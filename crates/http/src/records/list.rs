@@ -116,6 +116,17 @@ pub(crate) async fn list(
     let now = state.clock.now();
     let rule = decide(policy, resource, Op::List, &identity, None, now)?.into_condition();
     let params: ListParams = parse(&state.schema, resource, query.as_deref())?;
+    if params
+        .filter
+        .as_ref()
+        .is_some_and(|f| f.reaches_beyond_dates(now))
+    {
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "INVALID_FILTER",
+            "@now with this offset falls outside the dates a record can hold (years 0001 to 9999)",
+        ));
+    }
     let auth = identity.caller().map(auth_map);
     let env = Env {
         auth: auth.as_ref(),

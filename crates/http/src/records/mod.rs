@@ -14,13 +14,13 @@ pub(crate) mod update;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ferrobase_schema::{Resource, validate::normalize_uuid};
-use ferrobase_store::{Record, ResourceId};
+use ferrobase_store::{Record, ResourceId, Targets};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::identity::{Identity, load_user};
-use crate::policy::{Policy, readable};
+use crate::policy::{Access, Op, Policy, decide, readable};
 use crate::state::AppState;
 
 pub(crate) use json::RecordJson;
@@ -57,6 +57,40 @@ pub(crate) async fn with_user(
         }
         other => Ok(Identity(other)),
     }
+}
+
+/// Which records the relation fields `fields` may point at for this caller: records of
+/// the target resource that its view rule lets the caller see (see
+/// [`ferrobase_store::Targets`]), so a relation neither probes for ids nor pins a record
+/// the caller cannot see.
+pub(crate) fn relation_targets(
+    state: &AppState,
+    resource: &Resource,
+    identity: &Identity,
+    fields: impl Iterator<Item = usize>,
+    now: time::OffsetDateTime,
+) -> Targets {
+    let mut targets = Targets {
+        scoped: Vec::new(),
+        own_user: identity.caller().map(|c| c.id.clone()),
+    };
+    for i in fields {
+        let Some(rel) = resource.fields[i].relation() else {
+            continue;
+        };
+        let condition = match self::resource(state, &rel.resource) {
+            Ok((id, target)) => {
+                match decide(state.policy(id), target, Op::View, identity, None, now) {
+                    Ok(Access::All) => continue,
+                    Ok(Access::Where(e)) => e,
+                    Ok(Access::None) | Err(_) => sea_query::Expr::cust("FALSE"),
+                }
+            }
+            Err(_) => sea_query::Expr::cust("FALSE"),
+        };
+        targets.scoped.push((i, condition));
+    }
+    targets
 }
 
 /// A record id from the path; anything that is not a UUID cannot name a record (404).

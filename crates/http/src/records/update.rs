@@ -70,6 +70,8 @@ pub(crate) fn plan_update(
             .iter()
             .any(|(i, _)| resource.fields[*i].name == "role");
     let written: Vec<usize> = changes.iter().map(|(i, _)| *i).collect();
+    let targets =
+        super::relation_targets(state, resource, identity, written.iter().copied(), clock);
     let guard = {
         let (state, identity) = (state.clone(), identity.clone());
         move |current: &ferrobase_store::Record| {
@@ -96,6 +98,7 @@ pub(crate) fn plan_update(
             changes,
             if_match,
             guard: Some(Arc::new(guard)),
+            targets,
         },
         access: Access { visible, allowed },
         role_changed,

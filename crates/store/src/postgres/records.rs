@@ -237,10 +237,12 @@ async fn satisfies(
     Ok(!conn.rows(stmt).await?.is_empty())
 }
 
-/// Refuses relation values that point at no record, naming each field.
+/// Refuses relation values that point at no record the writer may see, naming each
+/// field.
 async fn check_relations<'v>(
     conn: &impl Conn,
     resource: &Resource,
+    targets: &crate::Targets,
     values: impl Iterator<Item = (usize, &'v Value)>,
 ) -> Result<(), StoreError> {
     let mut problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -255,12 +257,20 @@ async fn check_relations<'v>(
             _ => continue,
         };
         for id in ids {
-            let stmt = Query::select()
-                .expr(Expr::cust("1"))
+            let mut stmt = Query::select();
+            stmt.expr(Expr::cust("1"))
                 .from(alias(&rel.resource))
-                .and_where(id_is(&rel.resource, id))
-                .build(PostgresQueryBuilder);
-            if conn.rows(stmt).await?.is_empty() {
+                .and_where(id_is(&rel.resource, id));
+            if let Some(cond) = targets.condition(i)
+                && !targets.is_own(&rel.resource, id)
+            {
+                stmt.and_where(cond.clone());
+            }
+            if conn
+                .rows(stmt.build(PostgresQueryBuilder))
+                .await?
+                .is_empty()
+            {
                 problems
                     .entry(field.name.clone())
                     .or_default()
@@ -313,7 +323,13 @@ pub(crate) async fn insert(
     record: NewRecord,
     allowed: Option<&Expr>,
 ) -> Result<Record, StoreError> {
-    check_relations(conn, resource, record.values.iter().enumerate()).await?;
+    check_relations(
+        conn,
+        resource,
+        &record.targets,
+        record.values.iter().enumerate(),
+    )
+    .await?;
     let columns = expected_columns(resource);
     let mut values: Vec<Expr> = vec![cast(Some(record.id.clone()), "uuid"), Expr::val(1i64)];
     if resource.timestamps {
@@ -419,6 +435,7 @@ pub(crate) async fn update(
     check_relations(
         conn,
         resource,
+        &update.targets,
         changed.iter().map(|&i| (i, &record.values[i])),
     )
     .await?;

@@ -12,7 +12,7 @@ pub(crate) mod records;
 pub(crate) use ddl::expected_columns;
 pub(crate) use records::merge_patch;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -47,8 +47,49 @@ impl Drop for IdleAgain<'_> {
     }
 }
 
+/// The database file as it was opened, to notice when it is deleted or replaced under a
+/// running server: SQLite keeps writing into the unlinked file (and its WAL) and would
+/// acknowledge writes that vanish at the next start.
+struct DbFile {
+    path: PathBuf,
+    /// Kept open so that its link count shows whether the directory entry still exists.
+    file: std::fs::File,
+    /// Device and inode of the file opened, to notice a different file at the same path.
+    identity: (u64, u64),
+}
+
+impl DbFile {
+    fn open(path: &Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let file = std::fs::File::open(path)?;
+        let meta = file.metadata()?;
+        Ok(Self {
+            path: path.to_owned(),
+            file,
+            identity: (meta.dev(), meta.ino()),
+        })
+    }
+
+    /// `Unavailable` when the opened file is no longer the one at its path.
+    fn check(&self) -> Result<(), StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let linked = self.file.metadata().is_ok_and(|m| m.nlink() > 0);
+        let same = std::fs::metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.identity);
+        if linked && same {
+            return Ok(());
+        }
+        tracing::error!(
+            path = %self.path.display(),
+            "the database file was deleted or replaced while the server runs; writes are refused until it restarts"
+        );
+        Err(StoreError::FileGone(self.path.display().to_string()))
+    }
+}
+
 /// The embedded SQLite store.
 pub struct SqliteStore {
+    /// The file the writer opened; `None` for an in-memory database.
+    file: Option<Arc<DbFile>>,
     writer: Sender<Job>,
     readers: Sender<Job>,
     /// Connections (threads) in all.
@@ -73,6 +114,10 @@ fn configure(conn: &Connection, reader: bool) -> rusqlite::Result<()> {
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
     conn.set_prepared_statement_cache_capacity(256);
     Ok(())
+}
+
+fn check_file(file: Option<&DbFile>) -> Result<(), StoreError> {
+    file.map_or(Ok(()), DbFile::check)
 }
 
 fn worker(
@@ -147,7 +192,9 @@ impl SqliteStore {
                 busy.clone(),
             );
         }
+        let file = DbFile::open(path).ok().map(Arc::new);
         Ok(Self {
+            file,
             writer: wtx,
             readers: rtx,
             connections: readers.max(1) + 1,
@@ -219,9 +266,12 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&rusqlite::Transaction<'_>, &Plans) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        let file = self.file.clone();
         Self::run(&self.writer, move |conn, plans| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let out = f(&tx, plans)?;
+            // Never acknowledge a write into a file nobody will open again.
+            check_file(file.as_deref())?;
             tx.commit()?;
             Ok(out)
         })
@@ -234,6 +284,7 @@ impl SqliteStore {
             conn.query_row("SELECT 1", [], |_| Ok(()))?;
             Ok(())
         };
+        check_file(self.file.as_deref())?;
         self.read(move |conn, _| select(conn)).await?;
         Self::run(&self.writer, move |conn, _| select(conn)).await
     }
@@ -320,6 +371,7 @@ impl SqliteStore {
     /// See [`crate::Store::batch`].
     pub async fn batch(&self, ops: Vec<BatchOp>) -> Result<Vec<BatchOutcome>, BatchError> {
         let whole = |error| BatchError { index: None, error };
+        let file = self.file.clone();
         Self::run(&self.writer, move |conn, plans| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut outcomes = Vec::with_capacity(ops.len());
@@ -335,6 +387,7 @@ impl SqliteStore {
                     }
                 }
             }
+            check_file(file.as_deref())?;
             tx.commit()?;
             Ok(Ok(outcomes))
         })

@@ -449,11 +449,13 @@ impl Plans {
         Ok(true)
     }
 
-    /// Refuses relation values that point at no record, naming each field.
+    /// Refuses relation values that point at no record the writer may see, naming
+    /// each field.
     fn check_relations<'v>(
         &self,
         conn: &Connection,
         resource: &Resource,
+        targets: &crate::Targets,
         values: impl Iterator<Item = (usize, &'v Value)>,
     ) -> Result<(), StoreError> {
         let mut problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -467,10 +469,22 @@ impl Plans {
                 Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
                 _ => continue,
             };
-            let sql = format!("SELECT 1 FROM {} WHERE \"id\" = ?", q(&rel.resource));
-            let mut stmt = conn.prepare_cached(&sql)?;
+            let scope = targets.condition(i);
+            let target = self
+                .schema
+                .resource(&rel.resource)
+                .ok_or_else(|| StoreError::Internal(format!("no resource {}", rel.resource)))?;
             for id in ids {
-                if !stmt.exists([id])? {
+                let found = match scope {
+                    Some(cond) if !targets.is_own(&rel.resource, id) => {
+                        Self::satisfies(conn, target, id, cond)?
+                    }
+                    _ => {
+                        let sql = format!("SELECT 1 FROM {} WHERE \"id\" = ?", q(&rel.resource));
+                        conn.prepare_cached(&sql)?.exists([id])?
+                    }
+                };
+                if !found {
                     problems
                         .entry(field.name.clone())
                         .or_default()
@@ -514,7 +528,12 @@ impl Plans {
         allowed: Option<&Expr>,
     ) -> Result<Record, StoreError> {
         let (resource, plan) = self.parts(res)?;
-        self.check_relations(conn, resource, record.values.iter().enumerate())?;
+        self.check_relations(
+            conn,
+            resource,
+            &record.targets,
+            record.values.iter().enumerate(),
+        )?;
         let mut params: Vec<SqlValue> = Vec::with_capacity(plan.system + plan.column_fields.len());
         params.push(SqlValue::Text(record.id.clone()));
         params.push(SqlValue::Integer(1));
@@ -585,6 +604,7 @@ impl Plans {
         self.check_relations(
             conn,
             resource,
+            &update.targets,
             changed.iter().map(|&i| (i, &record.values[i])),
         )?;
         let mut stmt = Query::update();

@@ -107,6 +107,8 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>) -> ExitC
         }
     });
 
+    spawn_event_trimming(state.store.clone(), settings.events.retention);
+
     let metrics = &settings.metrics;
     if settings.env == ferrobase_schema::settings::Environment::Production
         && metrics.enabled
@@ -189,6 +191,35 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>) -> ExitC
 }
 
 /// Resolves with the signal's name on SIGTERM or SIGINT.
+/// Trims the event log to `[events] retention`, at start and then every twelfth of the
+/// retention (between a minute and an hour). Until the job queue exists this is a task
+/// of every node; trimming is idempotent, so nodes doing it together do no harm.
+fn spawn_event_trimming(store: Store, retention: std::time::Duration) {
+    let every = (retention / 12).clamp(
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(3600),
+    );
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(horizon) = time::OffsetDateTime::now_utc()
+                .checked_sub(time::Duration::try_from(retention).unwrap_or(time::Duration::MAX))
+            else {
+                continue;
+            };
+            let before = ferrobase_schema::validate::format_datetime(horizon);
+            match store.trim_events(before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(events = n, "trimmed the event log"),
+                // Not ready yet, or the database is away: the next tick tries again.
+                Err(e) => tracing::debug!(error = %e, "could not trim the event log"),
+            }
+        }
+    });
+}
+
 async fn shutdown_signal() -> &'static str {
     #[cfg(unix)]
     {

@@ -109,6 +109,7 @@ pub fn create(dir: &Path, email: &str, role: &str) -> ExitCode {
                     now,
                     values,
                     targets: Default::default(),
+                    actor: None,
                 },
                 None,
             )

@@ -60,7 +60,8 @@ pub struct ApiKeyRow {
     pub revoked_at: Option<String>,
 }
 
-/// DDL of the identity tables (SQLite).
+/// DDL of the identity tables and the event log (SQLite). `AUTOINCREMENT` keeps `seq`
+/// from ever being reused once old events are trimmed.
 pub(crate) const SQLITE_DDL: &str = r#"
 CREATE TABLE IF NOT EXISTS "_ferrobase_refresh_tokens" (
   "id" TEXT PRIMARY KEY NOT NULL,
@@ -104,4 +105,16 @@ CREATE TABLE IF NOT EXISTS "_ferrobase_idempotency" (
   "body" BLOB
 ) STRICT;
 CREATE INDEX IF NOT EXISTS "ix___ferrobase_idempotency__created_at" ON "_ferrobase_idempotency" ("created_at");
+CREATE TABLE IF NOT EXISTS "_ferrobase_events" (
+  "seq" INTEGER PRIMARY KEY AUTOINCREMENT,
+  "resource" TEXT NOT NULL,
+  "op" TEXT NOT NULL,
+  "record_id" TEXT NOT NULL,
+  "version" INTEGER NOT NULL,
+  "actor" TEXT,
+  "at" TEXT NOT NULL,
+  "record" TEXT NOT NULL,
+  "previous" TEXT
+) STRICT;
+CREATE INDEX IF NOT EXISTS "ix___ferrobase_events__at" ON "_ferrobase_events" ("at");
 "#;

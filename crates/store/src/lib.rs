@@ -6,6 +6,7 @@
 pub mod auth;
 mod common;
 mod error;
+pub mod events;
 mod list;
 pub mod migrate;
 mod postgres;
@@ -20,6 +21,7 @@ use serde_json::Value;
 
 pub use auth::{ApiKeyRow, RefreshGrant, Rotation};
 pub use error::StoreError;
+pub use events::{EventBatch, EventFollower, EventOp, RecordEvent};
 pub use list::{KeyType, ListQuery, SortKey};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -55,6 +57,8 @@ pub struct NewRecord {
     pub values: Vec<Value>,
     /// Which records the relations may point at.
     pub targets: Targets,
+    /// The user who writes (recorded in the event log), when a user does.
+    pub actor: Option<String>,
 }
 
 /// Which records a writer may point relations at: besides existing, a target must meet
@@ -100,6 +104,8 @@ pub struct Update {
     pub guard: Option<WriteGuard>,
     /// Which records changed relations may point at.
     pub targets: Targets,
+    /// The user who writes (recorded in the event log), when a user does.
+    pub actor: Option<String>,
 }
 
 impl std::fmt::Debug for Update {
@@ -145,11 +151,22 @@ pub enum BatchOp {
         res: ResourceId,
         /// The record's id.
         id: String,
-        /// `If-Match` versions.
-        if_match: Option<Vec<i64>>,
-        /// The view and delete rules.
-        access: Access,
+        /// Preconditions, rules and who deletes.
+        deletion: Deletion,
     },
+}
+
+/// A delete, as judged for its caller.
+#[derive(Debug, Clone)]
+pub struct Deletion {
+    /// Only delete when the stored version is one of these (`If-Match`).
+    pub if_match: Option<Vec<i64>>,
+    /// The view and delete rules.
+    pub access: Access,
+    /// The user who deletes (recorded in the event log), when a user does.
+    pub actor: Option<String>,
+    /// Time of the write (canonical datetime text).
+    pub now: String,
 }
 
 /// What one write of a successful batch did.
@@ -318,6 +335,49 @@ impl Store {
         }
     }
 
+    /// Wakes this node's event followers after a record write that may have committed.
+    fn written(&self, ok: bool) {
+        if ok {
+            self.wakeups_sender()
+                .send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    fn wakeups_sender(&self) -> &tokio::sync::watch::Sender<u64> {
+        match self {
+            Self::Sqlite(s) => &s.written,
+            Self::Postgres(s) => &s.written,
+        }
+    }
+
+    /// Changes after every record write this node commits: an in-process wake-up for
+    /// event followers (other nodes' writes are found by polling, or by the cross-node
+    /// notifications realtime adds).
+    pub fn event_wakeups(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.wakeups_sender().subscribe()
+    }
+
+    /// A follower of the event log starting after `position` (0: from the start of what
+    /// is kept).
+    pub fn follow_events(&self, position: i64) -> EventFollower {
+        EventFollower {
+            store: self.clone(),
+            position,
+            horizons: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Deletes the events written before `before` (canonical datetime text): the
+    /// retention of `[events] retention`. Returns how many.
+    pub async fn trim_events(&self, before: String) -> Result<u64, StoreError> {
+        dispatch!(self, s => s.trim_events(before).await)
+    }
+
+    /// The highest `seq` committed so far (0 before the first event).
+    pub async fn last_event(&self) -> Result<i64, StoreError> {
+        dispatch!(self, s => s.last_event().await)
+    }
+
     /// Which SQL dialect the store speaks.
     pub fn is_postgres(&self) -> bool {
         matches!(self, Self::Postgres(_))
@@ -382,7 +442,9 @@ impl Store {
         record: NewRecord,
         allowed: Option<Expr>,
     ) -> Result<Record, StoreError> {
-        dispatch!(self, s => s.insert(res, record, allowed).await)
+        let out = dispatch!(self, s => s.insert(res, record, allowed).await);
+        self.written(out.is_ok());
+        out
     }
 
     /// Applies an update; `Ok(None)` when no visible record has that id, `Forbidden`
@@ -394,7 +456,9 @@ impl Store {
         update: Update,
         access: Access,
     ) -> Result<Option<Record>, StoreError> {
-        dispatch!(self, s => s.update(res, id, update, access).await)
+        let out = dispatch!(self, s => s.update(res, id, update, access).await);
+        self.written(out.is_ok());
+        out
     }
 
     /// Deletes a record; `Ok(false)` when no visible record has that id. With `if_match`,
@@ -403,15 +467,18 @@ impl Store {
         &self,
         res: ResourceId,
         id: String,
-        if_match: Option<Vec<i64>>,
-        access: Access,
+        deletion: Deletion,
     ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.delete(res, id, if_match, access).await)
+        let out = dispatch!(self, s => s.delete(res, id, deletion).await);
+        self.written(out.is_ok());
+        out
     }
 
     /// Runs every write in one transaction, in order: all of them happen, or none.
     pub async fn batch(&self, ops: Vec<BatchOp>) -> Result<Vec<BatchOutcome>, BatchError> {
-        dispatch!(self, s => s.batch(ops).await)
+        let out = dispatch!(self, s => s.batch(ops).await);
+        self.written(out.is_ok());
+        out
     }
 
     /// Claims an idempotency key (see [`Claim`]); expired keys are purged on the way.

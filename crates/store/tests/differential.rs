@@ -390,6 +390,7 @@ async fn insert(
                 now: "2025-01-01T00:00:00.000000Z".into(),
                 values,
                 targets: Default::default(),
+                actor: None,
             },
             None,
         )

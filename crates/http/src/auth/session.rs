@@ -108,6 +108,8 @@ pub(crate) async fn register(
         .insert(
             res,
             NewRecord {
+                // Registering is the new user's own write.
+                actor: Some(id.clone()),
                 id,
                 now,
                 values,

@@ -222,12 +222,13 @@ pub(crate) async fn batch(
                     }
                 })
             }
-            _ => plan_delete(&state, o.res, resource, &identity).map(|access| BatchOp::Delete {
-                res: o.res,
-                id: o.id.clone().unwrap_or_default(),
-                if_match: o.if_match.clone(),
-                access,
-            }),
+            _ => plan_delete(&state, o.res, resource, &identity, o.if_match.clone()).map(
+                |deletion| BatchOp::Delete {
+                    res: o.res,
+                    id: o.id.clone().unwrap_or_default(),
+                    deletion,
+                },
+            ),
         };
         ops.push(planned.map_err(|e| at(i, e))?);
     }

@@ -74,6 +74,7 @@ pub(crate) fn plan_create(
             now,
             values,
             targets,
+            actor: identity.caller().map(|c| c.id.clone()),
         },
         allowed,
     })

@@ -4,7 +4,8 @@ use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use ferrobase_schema::Resource;
-use ferrobase_store::{Access, ResourceId};
+use ferrobase_schema::validate::format_datetime;
+use ferrobase_store::{Access, Deletion, ResourceId};
 
 use super::etag::if_match;
 use super::{not_found, record_id, resource, with_user, write_failure};
@@ -14,18 +15,24 @@ use crate::identity::Identity;
 use crate::policy::{Op, decide};
 use crate::state::AppState;
 
-/// The view and delete rules of a delete, compiled for the caller.
+/// A delete as judged for the caller: its view and delete rules and preconditions.
 pub(crate) fn plan_delete(
     state: &AppState,
     res: ResourceId,
     resource: &Resource,
     identity: &Identity,
-) -> Result<Access, ApiError> {
+    if_match: Option<Vec<i64>>,
+) -> Result<Deletion, ApiError> {
     let policy = state.policy(res);
     let now = state.clock.now();
     let visible = decide(policy, resource, Op::View, identity, None, now)?.into_condition();
     let allowed = decide(policy, resource, Op::Delete, identity, None, now)?.into_condition();
-    Ok(Access { visible, allowed })
+    Ok(Deletion {
+        if_match,
+        access: Access { visible, allowed },
+        actor: identity.caller().map(|c| c.id.clone()),
+        now: format_datetime(now),
+    })
 }
 
 /// Deletes one record: 204; 404 when the caller cannot see it; 403 when the delete rule
@@ -38,11 +45,11 @@ pub(crate) async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let (res, resource) = resource(&state, &path[0])?;
     let identity = with_user(&state, state.policy(res), identity).await?;
-    let access = plan_delete(&state, res, resource, &identity)?;
+    let deletion = plan_delete(&state, res, resource, &identity, if_match(&headers))?;
     let id = record_id(resource, &path[1])?;
     match state
         .store
-        .delete(res, id, if_match(&headers), access)
+        .delete(res, id, deletion)
         .await
         .map_err(|e| write_failure(&state, res, &identity, Op::Delete, e))?
     {

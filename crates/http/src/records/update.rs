@@ -99,6 +99,7 @@ pub(crate) fn plan_update(
             if_match,
             guard: Some(Arc::new(guard)),
             targets,
+            actor: identity.caller().map(|c| c.id.clone()),
         },
         access: Access { visible, allowed },
         role_changed,

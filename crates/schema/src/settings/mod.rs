@@ -100,10 +100,19 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// `[log]`.
     pub log: LogSettings,
+    /// `[events]`.
+    pub events: EventSettings,
     /// `FERROBASE_SECRET`, when given (development generates one when absent).
     pub secret: Option<Secret>,
     /// `FERROBASE_SECRET_PREVIOUS`, still accepted during a rotation.
     pub secret_previous: Option<Secret>,
+}
+
+/// `[events]` settings: the event log every write appends to.
+#[derive(Debug, Clone)]
+pub struct EventSettings {
+    /// How long events are kept (`retention`, default 24 h); older ones are trimmed.
+    pub retention: Duration,
 }
 
 /// `[server]` settings.
@@ -207,6 +216,7 @@ const KEYS: &[(&str, &[&str])] = &[
     ),
     ("metrics", &["enabled", "token", "addr"]),
     ("log", &["format", "level"]),
+    ("events", &["retention"]),
 ];
 
 /// Where one setting's raw value came from.
@@ -534,6 +544,11 @@ impl<'a> Loader<'a> {
                 }
             }),
         };
+        let events = EventSettings {
+            retention: self.get("events", "retention", Duration::from_secs(24 * 3600), |v| {
+                positive(parse_duration(&v.string()?)?)
+            }),
+        };
         let secret = env
             .get("FERROBASE_SECRET")
             .filter(|s| !s.is_empty())
@@ -565,6 +580,7 @@ impl<'a> Loader<'a> {
             cache,
             metrics,
             log,
+            events,
             secret,
             secret_previous,
         }

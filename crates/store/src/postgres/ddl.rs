@@ -141,7 +141,9 @@ pub(crate) fn indexes(resource: &Resource) -> Vec<String> {
     stmts
 }
 
-/// Identity tables on PostgreSQL.
+/// Identity tables and the event log on PostgreSQL. The event log's sequence is its own
+/// object so that followers can read how far it has been handed out (see
+/// [`crate::events::EventFollower`]).
 pub(crate) const AUTH_DDL: &str = r#"
 CREATE TABLE IF NOT EXISTS "_ferrobase_refresh_tokens" (
   "id" uuid PRIMARY KEY,
@@ -185,6 +187,19 @@ CREATE TABLE IF NOT EXISTS "_ferrobase_idempotency" (
   "body" bytea
 );
 CREATE INDEX IF NOT EXISTS "ix___ferrobase_idempotency__created_at" ON "_ferrobase_idempotency" ("created_at");
+CREATE SEQUENCE IF NOT EXISTS "_ferrobase_event_seq";
+CREATE TABLE IF NOT EXISTS "_ferrobase_events" (
+  "seq" bigint PRIMARY KEY DEFAULT nextval('"_ferrobase_event_seq"'),
+  "resource" text NOT NULL,
+  "op" text NOT NULL,
+  "record_id" uuid NOT NULL,
+  "version" bigint NOT NULL,
+  "actor" text,
+  "at" timestamptz NOT NULL,
+  "record" jsonb NOT NULL,
+  "previous" jsonb
+);
+CREATE INDEX IF NOT EXISTS "ix___ferrobase_events__at" ON "_ferrobase_events" ("at");
 "#;
 
 /// Creates what is missing (in one transaction, under an advisory lock so that nodes

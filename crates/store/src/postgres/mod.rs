@@ -9,6 +9,7 @@ pub(crate) mod ddl;
 mod idempotency;
 pub(crate) mod records;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -19,10 +20,14 @@ use sea_query::Expr;
 use tokio_postgres::{Client, NoTls};
 
 use crate::auth::{ApiKeyRow, RefreshGrant, Rotation};
+use crate::events::EventBatch;
 use crate::{
-    Access, BatchError, BatchOp, BatchOutcome, Claim, IdempotencyClaim, ListQuery, NewRecord,
-    Record, ResourceId, StoreError, StoredResponse, Update,
+    Access, BatchError, BatchOp, BatchOutcome, Claim, Deletion, IdempotencyClaim, ListQuery,
+    NewRecord, Record, ResourceId, StoreError, StoredResponse, Update,
 };
+
+/// Most horizons a follower keeps while a long transaction holds the log back.
+const MAX_HORIZONS: usize = 1024;
 
 /// Most prepared statements kept per connection.
 const MAX_CACHED_STATEMENTS: usize = 512;
@@ -34,6 +39,8 @@ pub struct PgStore {
     ready: Arc<AtomicBool>,
     /// Announces readiness (or a refusal to start) to waiters.
     ready_signal: tokio::sync::watch::Receiver<Readiness>,
+    /// Counts the record writes this node committed, to wake its event followers.
+    pub(crate) written: tokio::sync::watch::Sender<u64>,
 }
 
 /// Where preparing the database stands.
@@ -83,6 +90,7 @@ impl PgStore {
             schema,
             ready,
             ready_signal,
+            written: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -298,11 +306,96 @@ impl PgStore {
         &self,
         res: ResourceId,
         id: String,
-        if_match: Option<Vec<i64>>,
-        access: Access,
+        deletion: Deletion,
     ) -> Result<bool, StoreError> {
         let resource = self.resource(res)?;
-        write!(self, tx => records::delete(tx, resource, &id, if_match.as_deref(), &access).await)
+        write!(self, tx => records::delete(tx, resource, &id, &deletion).await)
+    }
+
+    /// Reads the event log for an [`crate::EventFollower`] at `position`: up to the
+    /// highest `seq` that no running transaction can still commit (see the follower's
+    /// docs), at most `limit` events.
+    pub(crate) async fn follow(
+        &self,
+        position: i64,
+        horizons: &mut VecDeque<(i64, u64)>,
+        limit: usize,
+    ) -> Result<EventBatch, StoreError> {
+        let client = self.client().await?;
+        // First how far the sequence has been handed out, then the snapshot: every
+        // transaction that took a `seq` up to there already had an id below its xmax.
+        let handed: i64 = client
+            .query_one(
+                "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM \"_ferrobase_event_seq\"",
+                &[],
+            )
+            .await?
+            .get(0);
+        let row = client
+            .query_one(
+                "SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text FROM pg_current_snapshot() AS s",
+                &[],
+            )
+            .await?;
+        let xid = |i: usize| -> Result<u64, StoreError> {
+            let text: String = row.get(i);
+            text.parse()
+                .map_err(|_| StoreError::Internal(format!("unexpected transaction id {text}")))
+        };
+        let (xmin, xmax) = (xid(0)?, xid(1)?);
+        if handed > position && horizons.back().is_none_or(|&(seq, _)| handed > seq) {
+            if horizons.len() >= MAX_HORIZONS {
+                // A later horizon covers an earlier one (higher seq, later xmax): dropping
+                // one only delays progress, never skips an event.
+                horizons.pop_back();
+            }
+            horizons.push_back((handed, xmax));
+        }
+        let mut safe = position;
+        while let Some(&(seq, horizon)) = horizons.front() {
+            if horizon > xmin {
+                break;
+            }
+            safe = safe.max(seq);
+            horizons.pop_front();
+        }
+        if safe <= position {
+            return Ok(EventBatch {
+                events: Vec::new(),
+                position,
+            });
+        }
+        let conn: &deadpool_postgres::ClientWrapper = &client;
+        let events = records::events_between(conn, position, safe, limit).await?;
+        let position = match events.last() {
+            Some(last) if events.len() >= limit => last.seq,
+            _ => safe,
+        };
+        Ok(EventBatch { events, position })
+    }
+
+    /// Deletes the events written before `before`; returns how many.
+    pub async fn trim_events(&self, before: String) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "DELETE FROM \"_ferrobase_events\" WHERE \"at\" < CAST($1::text AS timestamptz)",
+                &[&before],
+            )
+            .await?;
+        Ok(n)
+    }
+
+    /// The highest `seq` committed so far (0 before the first event).
+    pub async fn last_event(&self) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        Ok(client
+            .query_one(
+                "SELECT COALESCE(MAX(\"seq\"), 0) FROM \"_ferrobase_events\"",
+                &[],
+            )
+            .await?
+            .get(0))
     }
 
     /// See [`crate::Store::batch`].

@@ -14,10 +14,12 @@ use tokio_postgres::Row;
 use super::conn::{Conn, cast};
 use super::ddl::q;
 use crate::common::{apply_changes, join_table};
+use crate::events::{Draft, EventOp, RecordEvent};
 use crate::list::statement;
 use crate::sqlite::expected_columns;
 use crate::{
-    Access, BatchOp, BatchOutcome, ListQuery, NewRecord, Record, ResourceId, StoreError, Update,
+    Access, BatchOp, BatchOutcome, Deletion, ListQuery, NewRecord, Record, ResourceId, StoreError,
+    Update,
 };
 
 fn alias(name: &str) -> Alias {
@@ -361,13 +363,26 @@ pub(crate) async fn insert(
         return Err(StoreError::Forbidden);
     }
     let stamp = resource.timestamps.then(|| record.now.clone());
-    Ok(Record {
+    let stored = Record {
         id: record.id,
         version: 1,
         created_at: stamp.clone(),
         updated_at: stamp,
         values,
-    })
+    };
+    append_event(
+        conn,
+        Draft::new(
+            resource,
+            EventOp::Create,
+            &stored,
+            None,
+            record.actor.as_deref(),
+            &record.now,
+        ),
+    )
+    .await?;
+    Ok(stored)
 }
 
 async fn permits(
@@ -431,6 +446,7 @@ pub(crate) async fn update(
     if update.changes.is_empty() {
         return Ok(Some(record));
     }
+    let previous = record.clone();
     let changed = apply_changes(resource, &mut record, update.changes);
     check_relations(
         conn,
@@ -465,8 +481,20 @@ pub(crate) async fn update(
     }
     record.version += 1;
     if resource.timestamps {
-        record.updated_at = Some(update.now);
+        record.updated_at = Some(update.now.clone());
     }
+    append_event(
+        conn,
+        Draft::new(
+            resource,
+            EventOp::Update,
+            &record,
+            Some(&previous),
+            update.actor.as_deref(),
+            &update.now,
+        ),
+    )
+    .await?;
     Ok(Some(record))
 }
 
@@ -499,15 +527,12 @@ pub(crate) async fn batch_op(
             .await?
             .map(BatchOutcome::Updated)
             .ok_or(StoreError::NotFound),
-        BatchOp::Delete {
-            res,
-            id,
-            if_match,
-            access,
-        } => match delete(conn, resource(res)?, &id, if_match.as_deref(), &access).await? {
-            true => Ok(BatchOutcome::Deleted),
-            false => Err(StoreError::NotFound),
-        },
+        BatchOp::Delete { res, id, deletion } => {
+            match delete(conn, resource(res)?, &id, &deletion).await? {
+                true => Ok(BatchOutcome::Deleted),
+                false => Err(StoreError::NotFound),
+            }
+        }
     }
 }
 
@@ -515,16 +540,22 @@ pub(crate) async fn delete(
     conn: &impl Conn,
     resource: &Resource,
     id: &str,
-    if_match: Option<&[i64]>,
-    access: &Access,
+    deletion: &Deletion,
 ) -> Result<bool, StoreError> {
-    let Some(version) = lock(conn, resource, id).await? else {
-        return Ok(false);
-    };
-    if !permits(conn, resource, id, access).await? {
+    if lock(conn, resource, id).await?.is_none() {
         return Ok(false);
     }
-    if if_match.is_some_and(|v| !v.contains(&version)) {
+    let Some(previous) = get(conn, resource, id, None).await? else {
+        return Ok(false);
+    };
+    if !permits(conn, resource, id, &deletion.access).await? {
+        return Ok(false);
+    }
+    if deletion
+        .if_match
+        .as_ref()
+        .is_some_and(|v| !v.contains(&previous.version))
+    {
         return Err(StoreError::VersionMismatch);
     }
     let sql = format!(
@@ -537,7 +568,74 @@ pub(crate) async fn delete(
             StoreError::BrokenRelation { .. } => StoreError::Referenced,
             other => other,
         })?;
+    append_event(
+        conn,
+        Draft::new(
+            resource,
+            EventOp::Delete,
+            &previous,
+            Some(&previous),
+            deletion.actor.as_deref(),
+            &deletion.now,
+        ),
+    )
+    .await?;
     Ok(true)
+}
+
+/// Appends a write's event inside its transaction; returns its `seq`. The record was
+/// written first in the same transaction, so the transaction has its id before the
+/// sequence hands out the `seq` (which [`crate::EventFollower`] relies on).
+async fn append_event(conn: &impl Conn, draft: Draft) -> Result<i64, StoreError> {
+    let sql = "INSERT INTO \"_ferrobase_events\" (\"resource\", \"op\", \"record_id\", \"version\", \"actor\", \"at\", \"record\", \"previous\") VALUES ($1, $2, CAST($3 AS uuid), $4, $5, CAST($6 AS timestamptz), CAST($7 AS jsonb), CAST($8 AS jsonb)) RETURNING \"seq\"";
+    let values = sea_query::Values(vec![
+        draft.resource.into(),
+        draft.op.as_str().to_owned().into(),
+        draft.id.into(),
+        draft.version.into(),
+        draft.actor.into(),
+        draft.at.into(),
+        draft.record.into(),
+        draft.previous.into(),
+    ]);
+    let rows = conn.rows((sql.to_owned(), values)).await?;
+    Ok(rows.first().map_or(0, |r| r.get(0)))
+}
+
+/// Events with `seq` in `(position, upto]`, at most `limit`, in `seq` order.
+pub(crate) async fn events_between(
+    conn: &impl Conn,
+    position: i64,
+    upto: i64,
+    limit: usize,
+) -> Result<Vec<RecordEvent>, StoreError> {
+    let sql = "SELECT \"seq\", \"resource\", \"op\", \"record_id\", \"version\", \"actor\", \"at\", \"record\", \"previous\" FROM \"_ferrobase_events\" WHERE \"seq\" > $1 AND \"seq\" <= $2 ORDER BY \"seq\" LIMIT $3";
+    let values = sea_query::Values(vec![
+        position.into(),
+        upto.into(),
+        i64::try_from(limit).unwrap_or(i64::MAX).into(),
+    ]);
+    let rows = conn.rows((sql.to_owned(), values)).await?;
+    rows.iter()
+        .map(|row| {
+            let op: String = row.try_get(2).map_err(bad("text"))?;
+            Ok(RecordEvent {
+                seq: row.try_get(0).map_err(bad("bigint"))?,
+                resource: row.try_get(1).map_err(bad("text"))?,
+                op: EventOp::parse(&op)
+                    .ok_or_else(|| StoreError::Internal(format!("unknown event op {op}")))?,
+                id: uuid_text(row, 3)?.unwrap_or_default(),
+                version: row.try_get(4).map_err(bad("bigint"))?,
+                actor: row.try_get(5).map_err(bad("text"))?,
+                at: time_text(row, 6)?.unwrap_or_default(),
+                record: row
+                    .try_get::<_, Option<Value>>(7)
+                    .map_err(bad("jsonb"))?
+                    .unwrap_or(Value::Null),
+                previous: row.try_get(8).map_err(bad("jsonb"))?,
+            })
+        })
+        .collect()
 }
 
 pub(crate) async fn count(

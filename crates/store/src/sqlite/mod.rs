@@ -26,9 +26,10 @@ use tokio::sync::oneshot;
 use sea_query::Expr;
 
 use crate::auth::{ApiKeyRow, RefreshGrant, Rotation};
+use crate::events::EventBatch;
 use crate::{
-    Access, BatchError, BatchOp, BatchOutcome, Claim, IdempotencyClaim, ListQuery, NewRecord,
-    Record, ResourceId, StoreError, StoredResponse, Update,
+    Access, BatchError, BatchOp, BatchOutcome, Claim, Deletion, IdempotencyClaim, ListQuery,
+    NewRecord, Record, ResourceId, StoreError, StoredResponse, Update,
 };
 use records::Plans;
 
@@ -96,6 +97,8 @@ pub struct SqliteStore {
     connections: usize,
     /// Threads running a job right now.
     busy: Arc<AtomicUsize>,
+    /// Counts the record writes committed, to wake event followers.
+    pub(crate) written: tokio::sync::watch::Sender<u64>,
 }
 
 fn configure(conn: &Connection, reader: bool) -> rusqlite::Result<()> {
@@ -199,6 +202,7 @@ impl SqliteStore {
             readers: rtx,
             connections: readers.max(1) + 1,
             busy,
+            written: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -361,11 +365,43 @@ impl SqliteStore {
         &self,
         res: ResourceId,
         id: String,
-        if_match: Option<Vec<i64>>,
-        access: Access,
+        deletion: Deletion,
     ) -> Result<bool, StoreError> {
-        self.write(move |tx, plans| plans.delete(tx, res, &id, if_match.as_deref(), &access))
+        self.write(move |tx, plans| plans.delete(tx, res, &id, &deletion))
             .await
+    }
+
+    /// Events after `position` (up to `upto`), at most `limit`: on SQLite every committed
+    /// event is final, since the one writer commits in `seq` order.
+    pub async fn events_after(
+        &self,
+        position: i64,
+        upto: Option<i64>,
+        limit: usize,
+    ) -> Result<EventBatch, StoreError> {
+        self.read(move |conn, _| records::events_after(conn, position, upto, limit))
+            .await
+    }
+
+    /// Deletes the events written before `before`; returns how many.
+    pub async fn trim_events(&self, before: String) -> Result<u64, StoreError> {
+        self.write(move |tx, _| {
+            let n = tx
+                .prepare_cached("DELETE FROM \"_ferrobase_events\" WHERE \"at\" < ?")?
+                .execute([before])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    /// The highest `seq` written so far (0 before the first event).
+    pub async fn last_event(&self) -> Result<i64, StoreError> {
+        self.read(|conn, _| {
+            Ok(conn
+                .prepare_cached("SELECT COALESCE(MAX(\"seq\"), 0) FROM \"_ferrobase_events\"")?
+                .query_row([], |row| row.get(0))?)
+        })
+        .await
     }
 
     /// See [`crate::Store::batch`].

@@ -14,9 +14,11 @@ use serde_json::Value;
 use super::ddl::{expected_columns, q};
 use crate::common::apply_changes;
 use crate::common::join_table;
+use crate::events::{Draft, EventBatch, EventOp, RecordEvent};
 use crate::list::list_statement;
 use crate::{
-    Access, BatchOp, BatchOutcome, ListQuery, NewRecord, Record, ResourceId, StoreError, Update,
+    Access, BatchOp, BatchOutcome, Deletion, ListQuery, NewRecord, Record, ResourceId, StoreError,
+    Update,
 };
 
 /// Precomputed statements for every resource.
@@ -34,7 +36,6 @@ struct Plan {
     get_many: String,
     insert: String,
     delete: String,
-    version: String,
     many: Vec<ManyPlan>,
 }
 
@@ -140,10 +141,6 @@ impl Plan {
             .and_where(Expr::col(alias("id")).eq(""))
             .to_string(SqliteQueryBuilder)
             .replace("''", "?");
-        let version = format!(
-            "SELECT \"version\" FROM {} WHERE \"id\" = ?",
-            q(&resource.name)
-        );
         let many = resource
             .fields
             .iter()
@@ -173,7 +170,6 @@ impl Plan {
             get_many,
             insert,
             delete,
-            version,
             many,
         }
     }
@@ -562,13 +558,25 @@ impl Plans {
             return Err(StoreError::Forbidden);
         }
         let stamp = resource.timestamps.then(|| record.now.clone());
-        Ok(Record {
+        let stored = Record {
             id: record.id,
             version: 1,
             created_at: stamp.clone(),
             updated_at: stamp,
             values,
-        })
+        };
+        append_event(
+            conn,
+            &Draft::new(
+                resource,
+                EventOp::Create,
+                &stored,
+                None,
+                record.actor.as_deref(),
+                &record.now,
+            ),
+        )?;
+        Ok(stored)
     }
 
     pub(crate) fn update(
@@ -600,6 +608,7 @@ impl Plans {
         if update.changes.is_empty() {
             return Ok(Some(record));
         }
+        let previous = record.clone();
         let changed = apply_changes(resource, &mut record, update.changes);
         self.check_relations(
             conn,
@@ -642,8 +651,19 @@ impl Plans {
         }
         record.version += 1;
         if resource.timestamps {
-            record.updated_at = Some(update.now);
+            record.updated_at = Some(update.now.clone());
         }
+        append_event(
+            conn,
+            &Draft::new(
+                resource,
+                EventOp::Update,
+                &record,
+                Some(&previous),
+                update.actor.as_deref(),
+                &update.now,
+            ),
+        )?;
         Ok(Some(record))
     }
 
@@ -670,15 +690,12 @@ impl Plans {
                 .update(conn, res, &id, update, &access)?
                 .map(BatchOutcome::Updated)
                 .ok_or(StoreError::NotFound),
-            BatchOp::Delete {
-                res,
-                id,
-                if_match,
-                access,
-            } => match self.delete(conn, res, &id, if_match.as_deref(), &access)? {
-                true => Ok(BatchOutcome::Deleted),
-                false => Err(StoreError::NotFound),
-            },
+            BatchOp::Delete { res, id, deletion } => {
+                match self.delete(conn, res, &id, &deletion)? {
+                    true => Ok(BatchOutcome::Deleted),
+                    false => Err(StoreError::NotFound),
+                }
+            }
         }
     }
 
@@ -687,24 +704,21 @@ impl Plans {
         conn: &Connection,
         res: ResourceId,
         id: &str,
-        if_match: Option<&[i64]>,
-        access: &Access,
+        deletion: &Deletion,
     ) -> Result<bool, StoreError> {
         let (resource, plan) = self.parts(res)?;
-        let exists = conn.prepare_cached(&plan.version)?.exists([id])?;
-        if !exists || !Self::permits(conn, resource, id, access)? {
+        let Some(previous) = self.get(conn, res, id)? else {
+            return Ok(false);
+        };
+        if !Self::permits(conn, resource, id, &deletion.access)? {
             return Ok(false);
         }
-        if let Some(versions) = if_match {
-            let mut stmt = conn.prepare_cached(&plan.version)?;
-            let mut rows = stmt.query([id])?;
-            match rows.next()? {
-                None => return Ok(false),
-                Some(row) if !versions.contains(&row.get::<_, i64>(0)?) => {
-                    return Err(StoreError::VersionMismatch);
-                }
-                Some(_) => {}
-            }
+        if deletion
+            .if_match
+            .as_ref()
+            .is_some_and(|versions| !versions.contains(&previous.version))
+        {
+            return Err(StoreError::VersionMismatch);
         }
         let deleted = conn
             .prepare_cached(&plan.delete)?
@@ -716,8 +730,87 @@ impl Plans {
                     e.into()
                 }
             })?;
+        if deleted > 0 {
+            append_event(
+                conn,
+                &Draft::new(
+                    resource,
+                    EventOp::Delete,
+                    &previous,
+                    Some(&previous),
+                    deletion.actor.as_deref(),
+                    &deletion.now,
+                ),
+            )?;
+        }
         Ok(deleted > 0)
     }
+}
+
+/// Appends a write's event inside its transaction; returns its `seq`.
+fn append_event(conn: &Connection, draft: &Draft) -> Result<i64, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO \"_ferrobase_events\" (\"resource\", \"op\", \"record_id\", \"version\", \"actor\", \"at\", \"record\", \"previous\") VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(rusqlite::params![
+        draft.resource,
+        draft.op.as_str(),
+        draft.id,
+        draft.version,
+        draft.actor,
+        draft.at,
+        draft.record,
+        draft.previous,
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Events after `position` (up to `upto` when given), at most `limit`, in `seq` order.
+pub(crate) fn events_after(
+    conn: &Connection,
+    position: i64,
+    upto: Option<i64>,
+    limit: usize,
+) -> Result<EventBatch, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT \"seq\", \"resource\", \"op\", \"record_id\", \"version\", \"actor\", \"at\", \"record\", \"previous\" FROM \"_ferrobase_events\" WHERE \"seq\" > ?1 AND \"seq\" <= ?2 ORDER BY \"seq\" LIMIT ?3",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut rows = stmt.query(rusqlite::params![position, upto.unwrap_or(i64::MAX), limit])?;
+    let mut batch = EventBatch {
+        events: Vec::new(),
+        position,
+    };
+    while let Some(row) = rows.next()? {
+        let json = |text: Option<String>| -> Result<Option<Value>, StoreError> {
+            text.map(|t| {
+                serde_json::from_str(&t)
+                    .map_err(|e| StoreError::Internal(format!("an event does not decode: {e}")))
+            })
+            .transpose()
+        };
+        let op: String = row.get(2)?;
+        let event = RecordEvent {
+            seq: row.get(0)?,
+            resource: row.get(1)?,
+            op: EventOp::parse(&op)
+                .ok_or_else(|| StoreError::Internal(format!("unknown event op {op}")))?,
+            id: row.get(3)?,
+            version: row.get(4)?,
+            actor: row.get(5)?,
+            at: row.get(6)?,
+            record: json(row.get(7)?)?.unwrap_or(Value::Null),
+            previous: json(row.get(8)?)?,
+        };
+        batch.position = event.seq;
+        batch.events.push(event);
+    }
+    if batch.events.len() < usize::try_from(limit).unwrap_or(usize::MAX)
+        && let Some(upto) = upto
+    {
+        batch.position = Ord::max(batch.position, upto);
+    }
+    Ok(batch)
 }
 
 /// Foreign-key failures: SQLITE_CONSTRAINT_FOREIGNKEY, or SQLITE_CONSTRAINT_TRIGGER with

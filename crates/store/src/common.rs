@@ -3,7 +3,6 @@
 use ferrobase_schema::{Index, Resource};
 use serde_json::Value;
 
-use crate::sqlite::merge_patch;
 use crate::{Change, Record};
 
 /// Name of the join table holding a many relation's links. Names cannot contain `__`,
@@ -77,5 +76,62 @@ pub(crate) fn judge_claim(
         }),
         None if abandoned => Claim::Fresh,
         None => Claim::InFlight,
+    }
+}
+
+/// The column names a resource's table has, in order.
+pub(crate) fn expected_columns(resource: &Resource) -> Vec<String> {
+    let mut cols = vec!["id".to_owned(), "version".to_owned()];
+    if resource.timestamps {
+        cols.push("created_at".into());
+        cols.push("updated_at".into());
+    }
+    cols.extend(
+        resource
+            .fields
+            .iter()
+            .filter(|f| !f.is_many())
+            .map(|f| f.name.clone()),
+    );
+    cols
+}
+
+/// RFC 7386 JSON merge patch.
+pub(crate) fn merge_patch(target: Value, patch: Value) -> Value {
+    match patch {
+        Value::Object(patch) => {
+            let mut target = match target {
+                Value::Object(map) => map,
+                _ => serde_json::Map::new(),
+            };
+            for (key, value) in patch {
+                if value.is_null() {
+                    target.remove(&key);
+                } else {
+                    let current = target.remove(&key).unwrap_or(Value::Null);
+                    target.insert(key, merge_patch(current, value));
+                }
+            }
+            Value::Object(target)
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc_7386() {
+        let target = json!({"a": "b", "c": {"d": "e", "f": "g"}});
+        let patch = json!({"a": "z", "c": {"f": null}});
+        assert_eq!(
+            merge_patch(target, patch),
+            json!({"a": "z", "c": {"d": "e"}})
+        );
+        assert_eq!(merge_patch(json!([1]), json!({"a": 1})), json!({"a": 1}));
+        assert_eq!(merge_patch(json!({"a": 1}), json!([2])), json!([2]));
     }
 }

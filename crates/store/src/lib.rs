@@ -11,6 +11,7 @@ mod list;
 pub mod migrate;
 mod postgres;
 mod sqlite;
+mod write;
 
 use std::path::Path;
 use std::sync::Arc;

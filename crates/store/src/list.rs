@@ -5,7 +5,7 @@ use sea_query::{Alias, Expr, ExprTrait, NullOrdering, Order, Query, SelectStatem
 use serde_json::Value;
 
 use crate::StoreError;
-use crate::sqlite::expected_columns;
+use crate::common::expected_columns;
 
 /// How a sort key's values are stored, to bind cursor values with the right type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -142,7 +142,7 @@ fn rebuild(new: &ResourceSpec, fill: impl Fn(&str) -> String) -> Result<Vec<Stri
     let temp = format!("_new_{table}");
     let mut staged = resource_of(new)?;
     staged.name.clone_from(&temp);
-    let columns = crate::sqlite::expected_columns(&staged);
+    let columns = crate::common::expected_columns(&staged);
     let mut stmts = vec![create_table(&staged)];
     stmts.push(format!(
         "INSERT INTO {} ({}) SELECT {} FROM {}",

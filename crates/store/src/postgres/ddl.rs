@@ -7,8 +7,8 @@ use ferrobase_schema::{FieldType, OnDelete, Resource, Schema};
 use tokio_postgres::Client;
 
 use crate::StoreError;
+use crate::common::expected_columns;
 use crate::common::join_table;
-use crate::sqlite::expected_columns;
 
 /// Quotes an identifier.
 pub(crate) fn q(name: &str) -> String {

@@ -21,6 +21,7 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::auth::{ApiKeyRow, RefreshGrant, Rotation};
 use crate::events::EventBatch;
+use crate::write;
 use crate::{
     Access, BatchError, BatchOp, BatchOutcome, Claim, Deletion, IdempotencyClaim, ListQuery,
     NewRecord, Record, ResourceId, StoreError, StoredResponse, Update,
@@ -234,6 +235,14 @@ macro_rules! write {
 }
 
 impl PgStore {
+    /// The statements of a write on `tx`, for the shared write routine.
+    fn tx<'a, C: conn::Conn>(&'a self, tx: &'a C) -> records::PgTx<'a, C> {
+        records::PgTx {
+            conn: tx,
+            schema: &self.schema,
+        }
+    }
+
     /// See [`crate::Store::get`].
     pub async fn get(
         &self,
@@ -285,8 +294,7 @@ impl PgStore {
         record: NewRecord,
         allowed: Option<Expr>,
     ) -> Result<Record, StoreError> {
-        let resource = self.resource(res)?;
-        write!(self, tx => records::insert(tx, resource, record, allowed.as_ref()).await)
+        write!(self, tx => write::insert(&self.tx(tx), res, record, allowed.as_ref()).await)
     }
 
     /// See [`crate::Store::update`].
@@ -297,8 +305,7 @@ impl PgStore {
         update: Update,
         access: Access,
     ) -> Result<Option<Record>, StoreError> {
-        let resource = self.resource(res)?;
-        write!(self, tx => records::update(tx, resource, &id, update, &access).await)
+        write!(self, tx => write::update(&self.tx(tx), res, &id, update, &access).await)
     }
 
     /// See [`crate::Store::delete`].
@@ -308,8 +315,7 @@ impl PgStore {
         id: String,
         deletion: Deletion,
     ) -> Result<bool, StoreError> {
-        let resource = self.resource(res)?;
-        write!(self, tx => records::delete(tx, resource, &id, &deletion).await)
+        write!(self, tx => write::delete(&self.tx(tx), res, &id, &deletion).await)
     }
 
     /// Reads the event log for an [`crate::EventFollower`] at `position`: up to the
@@ -405,7 +411,7 @@ impl PgStore {
         let transaction = client.transaction().await.map_err(|e| whole(e.into()))?;
         let mut outcomes = Vec::with_capacity(ops.len());
         for (index, op) in ops.into_iter().enumerate() {
-            match records::batch_op(&transaction, &self.schema, op).await {
+            match write::batch_op(&self.tx(&transaction), op).await {
                 Ok(outcome) => outcomes.push(outcome),
                 // Dropping the transaction rolls every earlier write back.
                 Err(error) => {

@@ -13,14 +13,12 @@ use tokio_postgres::Row;
 
 use super::conn::{Conn, cast};
 use super::ddl::q;
-use crate::common::{apply_changes, join_table};
+use crate::common::expected_columns;
+use crate::common::join_table;
 use crate::events::{Draft, EventOp, RecordEvent};
 use crate::list::statement;
-use crate::sqlite::expected_columns;
-use crate::{
-    Access, BatchOp, BatchOutcome, Deletion, ListQuery, NewRecord, Record, ResourceId, StoreError,
-    Update,
-};
+use crate::write::WriteTx;
+use crate::{ListQuery, Record, ResourceId, StoreError};
 
 fn alias(name: &str) -> Alias {
     Alias::new(name)
@@ -239,54 +237,6 @@ async fn satisfies(
     Ok(!conn.rows(stmt).await?.is_empty())
 }
 
-/// Refuses relation values that point at no record the writer may see, naming each
-/// field.
-async fn check_relations<'v>(
-    conn: &impl Conn,
-    resource: &Resource,
-    targets: &crate::Targets,
-    values: impl Iterator<Item = (usize, &'v Value)>,
-) -> Result<(), StoreError> {
-    let mut problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (i, value) in values {
-        let field = &resource.fields[i];
-        let Some(rel) = field.relation() else {
-            continue;
-        };
-        let ids: Vec<&str> = match value {
-            Value::String(s) => vec![s.as_str()],
-            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
-            _ => continue,
-        };
-        for id in ids {
-            let mut stmt = Query::select();
-            stmt.expr(Expr::cust("1"))
-                .from(alias(&rel.resource))
-                .and_where(id_is(&rel.resource, id));
-            if let Some(cond) = targets.condition(i)
-                && !targets.is_own(&rel.resource, id)
-            {
-                stmt.and_where(cond.clone());
-            }
-            if conn
-                .rows(stmt.build(PostgresQueryBuilder))
-                .await?
-                .is_empty()
-            {
-                problems
-                    .entry(field.name.clone())
-                    .or_default()
-                    .push(format!("no {} record has id {id}", rel.resource));
-            }
-        }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(StoreError::BrokenRelation { fields: problems })
-    }
-}
-
 async fn write_links(
     conn: &impl Conn,
     resource: &Resource,
@@ -319,91 +269,6 @@ async fn write_links(
     Ok(())
 }
 
-pub(crate) async fn insert(
-    conn: &impl Conn,
-    resource: &Resource,
-    record: NewRecord,
-    allowed: Option<&Expr>,
-) -> Result<Record, StoreError> {
-    check_relations(
-        conn,
-        resource,
-        &record.targets,
-        record.values.iter().enumerate(),
-    )
-    .await?;
-    let columns = expected_columns(resource);
-    let mut values: Vec<Expr> = vec![cast(Some(record.id.clone()), "uuid"), Expr::val(1i64)];
-    if resource.timestamps {
-        values.push(cast(Some(record.now.clone()), "timestamptz"));
-        values.push(cast(Some(record.now.clone()), "timestamptz"));
-    }
-    for i in column_fields(resource) {
-        values.push(encode(&resource.fields[i].ty, &record.values[i]));
-    }
-    let stmt = Query::insert()
-        .into_table(alias(&resource.name))
-        .columns(columns.iter().map(|c| alias(c)))
-        .values(values)
-        .map_err(|e| StoreError::Internal(e.to_string()))?
-        .build(PostgresQueryBuilder);
-    conn.rows(stmt).await?;
-    let mut values = record.values;
-    for (i, field) in resource.fields.iter().enumerate() {
-        if field.is_many() {
-            if values[i].is_null() {
-                values[i] = Value::Array(Vec::new());
-            }
-            write_links(conn, resource, i, &record.id, &values[i], false).await?;
-        }
-    }
-    if let Some(cond) = allowed
-        && !satisfies(conn, resource, &record.id, cond).await?
-    {
-        return Err(StoreError::Forbidden);
-    }
-    let stamp = resource.timestamps.then(|| record.now.clone());
-    let stored = Record {
-        id: record.id,
-        version: 1,
-        created_at: stamp.clone(),
-        updated_at: stamp,
-        values,
-    };
-    append_event(
-        conn,
-        Draft::new(
-            resource,
-            EventOp::Create,
-            &stored,
-            None,
-            record.actor.as_deref(),
-            &record.now,
-        ),
-    )
-    .await?;
-    Ok(stored)
-}
-
-async fn permits(
-    conn: &impl Conn,
-    resource: &Resource,
-    id: &str,
-    access: &Access,
-) -> Result<bool, StoreError> {
-    if let Some(visible) = &access.visible
-        && !satisfies(conn, resource, id, visible).await?
-    {
-        return Ok(false);
-    }
-    if let Some(allowed) = &access.allowed
-        && !satisfies(conn, resource, id, allowed).await?
-    {
-        return Err(StoreError::Forbidden);
-    }
-    Ok(true)
-}
-
 /// Locks the row for the rest of the transaction; whether it exists, and its version.
 async fn lock(conn: &impl Conn, resource: &Resource, id: &str) -> Result<Option<i64>, StoreError> {
     let sql = format!(
@@ -416,190 +281,169 @@ async fn lock(conn: &impl Conn, resource: &Resource, id: &str) -> Result<Option<
     Ok(rows.first().map(|r| r.get(0)))
 }
 
-pub(crate) async fn update(
-    conn: &impl Conn,
-    resource: &Resource,
-    id: &str,
-    update: Update,
-    access: &Access,
-) -> Result<Option<Record>, StoreError> {
-    if lock(conn, resource, id).await?.is_none() {
-        return Ok(None);
-    }
-    let Some(mut record) = get(conn, resource, id, None).await? else {
-        return Ok(None);
-    };
-    if !permits(conn, resource, id, access).await? {
-        return Ok(None);
-    }
-    // Authorisation before preconditions: a request refused anyway says so, not 412.
-    if let Some(guard) = &update.guard {
-        guard(&record)?;
-    }
-    if update
-        .if_match
-        .as_ref()
-        .is_some_and(|v| !v.contains(&record.version))
-    {
-        return Err(StoreError::VersionMismatch);
-    }
-    if update.changes.is_empty() {
-        return Ok(Some(record));
-    }
-    let previous = record.clone();
-    let changed = apply_changes(resource, &mut record, update.changes);
-    check_relations(
-        conn,
-        resource,
-        &update.targets,
-        changed.iter().map(|&i| (i, &record.values[i])),
-    )
-    .await?;
-    let table = resource.name.as_str();
-    let mut stmt = Query::update();
-    stmt.table(alias(table))
-        .value(alias("version"), col(table, "version").add(1i64));
-    if resource.timestamps {
-        stmt.value(
-            alias("updated_at"),
-            cast(Some(update.now.clone()), "timestamptz"),
-        );
-    }
-    for &i in changed.iter().filter(|&&i| !resource.fields[i].is_many()) {
-        let field = &resource.fields[i];
-        stmt.value(alias(&field.name), encode(&field.ty, &record.values[i]));
-    }
-    stmt.and_where(id_is(table, id));
-    conn.rows(stmt.build(PostgresQueryBuilder)).await?;
-    for &i in changed.iter().filter(|&&i| resource.fields[i].is_many()) {
-        write_links(conn, resource, i, id, &record.values[i], true).await?;
-    }
-    if let Some(allowed) = &access.allowed
-        && !satisfies(conn, resource, id, allowed).await?
-    {
-        return Err(StoreError::Forbidden);
-    }
-    record.version += 1;
-    if resource.timestamps {
-        record.updated_at = Some(update.now.clone());
-    }
-    append_event(
-        conn,
-        Draft::new(
-            resource,
-            EventOp::Update,
-            &record,
-            Some(&previous),
-            update.actor.as_deref(),
-            &update.now,
-        ),
-    )
-    .await?;
-    Ok(Some(record))
+/// A write transaction on PostgreSQL: [`WriteTx`] as round trips on `conn`.
+pub(crate) struct PgTx<'a, C: Conn> {
+    /// The transaction.
+    pub conn: &'a C,
+    /// The schema the records follow.
+    pub schema: &'a ferrobase_schema::Schema,
 }
 
-/// One write of a batch, inside the batch's transaction.
-pub(crate) async fn batch_op(
-    conn: &impl Conn,
-    schema: &ferrobase_schema::Schema,
-    op: BatchOp,
-) -> Result<BatchOutcome, StoreError> {
-    let resource = |res: ResourceId| {
-        schema
+impl<C: Conn> PgTx<'_, C> {
+    fn resource(&self, res: ResourceId) -> Result<&Resource, StoreError> {
+        self.schema
             .resources
             .get(res.0)
             .ok_or_else(|| StoreError::Internal(format!("unknown resource {}", res.0)))
-    };
-    match op {
-        BatchOp::Insert {
-            res,
-            record,
-            allowed,
-        } => insert(conn, resource(res)?, record, allowed.as_ref())
-            .await
-            .map(BatchOutcome::Inserted),
-        BatchOp::Update {
-            res,
-            id,
-            update: changes,
-            access,
-        } => update(conn, resource(res)?, &id, changes, &access)
-            .await?
-            .map(BatchOutcome::Updated)
-            .ok_or(StoreError::NotFound),
-        BatchOp::Delete { res, id, deletion } => {
-            match delete(conn, resource(res)?, &id, &deletion).await? {
-                true => Ok(BatchOutcome::Deleted),
-                false => Err(StoreError::NotFound),
-            }
+    }
+}
+
+impl<C: Conn> WriteTx for PgTx<'_, C> {
+    fn schema(&self) -> &ferrobase_schema::Schema {
+        self.schema
+    }
+
+    async fn current(&self, res: ResourceId, id: &str) -> Result<Option<Record>, StoreError> {
+        let resource = self.resource(res)?;
+        // Lock first: the record read next is the one this transaction will change.
+        if lock(self.conn, resource, id).await?.is_none() {
+            return Ok(None);
         }
+        get(self.conn, resource, id, None).await
     }
-}
 
-pub(crate) async fn delete(
-    conn: &impl Conn,
-    resource: &Resource,
-    id: &str,
-    deletion: &Deletion,
-) -> Result<bool, StoreError> {
-    if lock(conn, resource, id).await?.is_none() {
-        return Ok(false);
+    async fn satisfies(&self, res: ResourceId, id: &str, cond: &Expr) -> Result<bool, StoreError> {
+        satisfies(self.conn, self.resource(res)?, id, cond).await
     }
-    let Some(previous) = get(conn, resource, id, None).await? else {
-        return Ok(false);
-    };
-    if !permits(conn, resource, id, &deletion.access).await? {
-        return Ok(false);
+
+    async fn exists(
+        &self,
+        res: ResourceId,
+        id: &str,
+        cond: Option<&Expr>,
+    ) -> Result<bool, StoreError> {
+        let table = self.resource(res)?.name.as_str();
+        let mut stmt = Query::select();
+        stmt.expr(Expr::cust("1"))
+            .from(alias(table))
+            .and_where(id_is(table, id));
+        if let Some(cond) = cond {
+            stmt.and_where(cond.clone());
+        }
+        Ok(!self
+            .conn
+            .rows(stmt.build(PostgresQueryBuilder))
+            .await?
+            .is_empty())
     }
-    if deletion
-        .if_match
-        .as_ref()
-        .is_some_and(|v| !v.contains(&previous.version))
-    {
-        return Err(StoreError::VersionMismatch);
+
+    async fn insert_row(
+        &self,
+        res: ResourceId,
+        id: &str,
+        now: &str,
+        values: &[Value],
+    ) -> Result<(), StoreError> {
+        let resource = self.resource(res)?;
+        let columns = expected_columns(resource);
+        let mut row: Vec<Expr> = vec![cast(Some(id.to_owned()), "uuid"), Expr::val(1i64)];
+        if resource.timestamps {
+            row.push(cast(Some(now.to_owned()), "timestamptz"));
+            row.push(cast(Some(now.to_owned()), "timestamptz"));
+        }
+        for i in column_fields(resource) {
+            row.push(encode(&resource.fields[i].ty, &values[i]));
+        }
+        let stmt = Query::insert()
+            .into_table(alias(&resource.name))
+            .columns(columns.iter().map(|c| alias(c)))
+            .values(row)
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .build(PostgresQueryBuilder);
+        self.conn.rows(stmt).await?;
+        Ok(())
     }
-    let sql = format!(
-        "DELETE FROM {} WHERE \"id\" = CAST($1 AS uuid)",
-        q(&resource.name)
-    );
-    conn.rows((sql, sea_query::Values(vec![id.to_owned().into()])))
+
+    async fn update_row(
+        &self,
+        res: ResourceId,
+        id: &str,
+        now: &str,
+        values: &[Value],
+        changed: &[usize],
+    ) -> Result<(), StoreError> {
+        let resource = self.resource(res)?;
+        let table = resource.name.as_str();
+        let mut stmt = Query::update();
+        stmt.table(alias(table))
+            .value(alias("version"), col(table, "version").add(1i64));
+        if resource.timestamps {
+            stmt.value(
+                alias("updated_at"),
+                cast(Some(now.to_owned()), "timestamptz"),
+            );
+        }
+        for &i in changed.iter().filter(|&&i| !resource.fields[i].is_many()) {
+            let field = &resource.fields[i];
+            stmt.value(alias(&field.name), encode(&field.ty, &values[i]));
+        }
+        stmt.and_where(id_is(table, id));
+        self.conn.rows(stmt.build(PostgresQueryBuilder)).await?;
+        Ok(())
+    }
+
+    async fn delete_row(&self, res: ResourceId, id: &str) -> Result<(), StoreError> {
+        let sql = format!(
+            "DELETE FROM {} WHERE \"id\" = CAST($1 AS uuid)",
+            q(&self.resource(res)?.name)
+        );
+        self.conn
+            .rows((sql, sea_query::Values(vec![id.to_owned().into()])))
+            .await
+            .map_err(|e| match e {
+                StoreError::BrokenRelation { .. } => StoreError::Referenced,
+                other => other,
+            })?;
+        Ok(())
+    }
+
+    async fn write_links(
+        &self,
+        res: ResourceId,
+        field: usize,
+        source: &str,
+        targets: &Value,
+        replace: bool,
+    ) -> Result<(), StoreError> {
+        write_links(
+            self.conn,
+            self.resource(res)?,
+            field,
+            source,
+            targets,
+            replace,
+        )
         .await
-        .map_err(|e| match e {
-            StoreError::BrokenRelation { .. } => StoreError::Referenced,
-            other => other,
-        })?;
-    append_event(
-        conn,
-        Draft::new(
-            resource,
-            EventOp::Delete,
-            &previous,
-            Some(&previous),
-            deletion.actor.as_deref(),
-            &deletion.now,
-        ),
-    )
-    .await?;
-    Ok(true)
-}
+    }
 
-/// Appends a write's event inside its transaction; returns its `seq`. The record was
-/// written first in the same transaction, so the transaction has its id before the
-/// sequence hands out the `seq` (which [`crate::EventFollower`] relies on).
-async fn append_event(conn: &impl Conn, draft: Draft) -> Result<i64, StoreError> {
-    let sql = "INSERT INTO \"_ferrobase_events\" (\"resource\", \"op\", \"record_id\", \"version\", \"actor\", \"at\", \"record\", \"previous\") VALUES ($1, $2, CAST($3 AS uuid), $4, $5, CAST($6 AS timestamptz), CAST($7 AS jsonb), CAST($8 AS jsonb)) RETURNING \"seq\"";
-    let values = sea_query::Values(vec![
-        draft.resource.into(),
-        draft.op.as_str().to_owned().into(),
-        draft.id.into(),
-        draft.version.into(),
-        draft.actor.into(),
-        draft.at.into(),
-        draft.record.into(),
-        draft.previous.into(),
-    ]);
-    let rows = conn.rows((sql.to_owned(), values)).await?;
-    Ok(rows.first().map_or(0, |r| r.get(0)))
+    /// The record was written first in the same transaction, so the transaction has its
+    /// id before the sequence hands out the `seq` (which [`crate::EventFollower`] relies
+    /// on).
+    async fn append_event(&self, draft: &Draft) -> Result<i64, StoreError> {
+        let sql = "INSERT INTO \"_ferrobase_events\" (\"resource\", \"op\", \"record_id\", \"version\", \"actor\", \"at\", \"record\", \"previous\") VALUES ($1, $2, CAST($3 AS uuid), $4, $5, CAST($6 AS timestamptz), CAST($7 AS jsonb), CAST($8 AS jsonb)) RETURNING \"seq\"";
+        let values = sea_query::Values(vec![
+            draft.resource.clone().into(),
+            draft.op.as_str().to_owned().into(),
+            draft.id.clone().into(),
+            draft.version.into(),
+            draft.actor.clone().into(),
+            draft.at.clone().into(),
+            draft.record.clone().into(),
+            draft.previous.clone().into(),
+        ]);
+        let rows = self.conn.rows((sql.to_owned(), values)).await?;
+        Ok(rows.first().map_or(0, |r| r.get(0)))
+    }
 }
 
 /// Events with `seq` in `(position, upto]`, at most `limit`, in `seq` order.

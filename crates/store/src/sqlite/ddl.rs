@@ -8,7 +8,7 @@ use ferrobase_schema::{FieldType, OnDelete, Resource, Schema};
 use rusqlite::Connection;
 
 use crate::StoreError;
-use crate::common::join_table;
+use crate::common::{expected_columns, join_table};
 
 /// Quotes an identifier for SQLite.
 pub(crate) fn q(name: &str) -> String {
@@ -29,23 +29,6 @@ fn on_delete(action: OnDelete) -> &'static str {
         OnDelete::Cascade => "CASCADE",
         OnDelete::SetNull => "SET NULL",
     }
-}
-
-/// The column names a resource's table has, in order.
-pub(crate) fn expected_columns(resource: &Resource) -> Vec<String> {
-    let mut cols = vec!["id".to_owned(), "version".to_owned()];
-    if resource.timestamps {
-        cols.push("created_at".into());
-        cols.push("updated_at".into());
-    }
-    cols.extend(
-        resource
-            .fields
-            .iter()
-            .filter(|f| !f.is_many())
-            .map(|f| f.name.clone()),
-    );
-    cols
 }
 
 pub(crate) fn create_table(resource: &Resource) -> String {

@@ -9,9 +9,6 @@ pub(crate) mod ddl;
 mod idempotency;
 pub(crate) mod records;
 
-pub(crate) use ddl::expected_columns;
-pub(crate) use records::merge_patch;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,6 +24,7 @@ use sea_query::Expr;
 
 use crate::auth::{ApiKeyRow, RefreshGrant, Rotation};
 use crate::events::EventBatch;
+use crate::write::{self, run_ready};
 use crate::{
     Access, BatchError, BatchOp, BatchOutcome, Claim, Deletion, IdempotencyClaim, ListQuery,
     NewRecord, Record, ResourceId, StoreError, StoredResponse, Update,
@@ -344,8 +342,10 @@ impl SqliteStore {
         record: NewRecord,
         allowed: Option<Expr>,
     ) -> Result<Record, StoreError> {
-        self.write(move |tx, plans| plans.insert(tx, res, record, allowed.as_ref()))
-            .await
+        self.write(move |tx, plans| {
+            run_ready(write::insert(&plans.tx(tx), res, record, allowed.as_ref()))
+        })
+        .await
     }
 
     /// See [`crate::Store::update`].
@@ -356,8 +356,10 @@ impl SqliteStore {
         update: Update,
         access: Access,
     ) -> Result<Option<Record>, StoreError> {
-        self.write(move |tx, plans| plans.update(tx, res, &id, update, &access))
-            .await
+        self.write(move |tx, plans| {
+            run_ready(write::update(&plans.tx(tx), res, &id, update, &access))
+        })
+        .await
     }
 
     /// See [`crate::Store::delete`].
@@ -367,7 +369,7 @@ impl SqliteStore {
         id: String,
         deletion: Deletion,
     ) -> Result<bool, StoreError> {
-        self.write(move |tx, plans| plans.delete(tx, res, &id, &deletion))
+        self.write(move |tx, plans| run_ready(write::delete(&plans.tx(tx), res, &id, &deletion)))
             .await
     }
 
@@ -412,7 +414,7 @@ impl SqliteStore {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let mut outcomes = Vec::with_capacity(ops.len());
             for (index, op) in ops.into_iter().enumerate() {
-                match plans.batch_op(&tx, op) {
+                match run_ready(write::batch_op(&plans.tx(&tx), op)) {
                     Ok(outcome) => outcomes.push(outcome),
                     // Dropping the transaction rolls every earlier write back.
                     Err(error) => {

@@ -11,15 +11,13 @@ use rusqlite::{Connection, params_from_iter};
 use sea_query::{Alias, Expr, ExprTrait, Query, SqliteQueryBuilder};
 use serde_json::Value;
 
-use super::ddl::{expected_columns, q};
-use crate::common::apply_changes;
+use super::ddl::q;
+use crate::common::expected_columns;
 use crate::common::join_table;
 use crate::events::{Draft, EventBatch, EventOp, RecordEvent};
 use crate::list::list_statement;
-use crate::{
-    Access, BatchOp, BatchOutcome, Deletion, ListQuery, NewRecord, Record, ResourceId, StoreError,
-    Update,
-};
+use crate::write::WriteTx;
+use crate::{ListQuery, Record, ResourceId, StoreError};
 
 /// Precomputed statements for every resource.
 pub(crate) struct Plans {
@@ -424,75 +422,9 @@ impl Plans {
         Ok(records)
     }
 
-    /// Checks an existing record against the access of a write: `Ok(false)` when it is
-    /// not visible (404), `Forbidden` when visible but not allowed (403).
-    fn permits(
-        conn: &Connection,
-        resource: &Resource,
-        id: &str,
-        access: &Access,
-    ) -> Result<bool, StoreError> {
-        if let Some(visible) = &access.visible
-            && !Self::satisfies(conn, resource, id, visible)?
-        {
-            return Ok(false);
-        }
-        if let Some(allowed) = &access.allowed
-            && !Self::satisfies(conn, resource, id, allowed)?
-        {
-            return Err(StoreError::Forbidden);
-        }
-        Ok(true)
-    }
-
-    /// Refuses relation values that point at no record the writer may see, naming
-    /// each field.
-    fn check_relations<'v>(
-        &self,
-        conn: &Connection,
-        resource: &Resource,
-        targets: &crate::Targets,
-        values: impl Iterator<Item = (usize, &'v Value)>,
-    ) -> Result<(), StoreError> {
-        let mut problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (i, value) in values {
-            let field = &resource.fields[i];
-            let Some(rel) = field.relation() else {
-                continue;
-            };
-            let ids: Vec<&str> = match value {
-                Value::String(s) => vec![s.as_str()],
-                Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
-                _ => continue,
-            };
-            let scope = targets.condition(i);
-            let target = self
-                .schema
-                .resource(&rel.resource)
-                .ok_or_else(|| StoreError::Internal(format!("no resource {}", rel.resource)))?;
-            for id in ids {
-                let found = match scope {
-                    Some(cond) if !targets.is_own(&rel.resource, id) => {
-                        Self::satisfies(conn, target, id, cond)?
-                    }
-                    _ => {
-                        let sql = format!("SELECT 1 FROM {} WHERE \"id\" = ?", q(&rel.resource));
-                        conn.prepare_cached(&sql)?.exists([id])?
-                    }
-                };
-                if !found {
-                    problems
-                        .entry(field.name.clone())
-                        .or_default()
-                        .push(format!("no {} record has id {id}", rel.resource));
-                }
-            }
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(StoreError::BrokenRelation { fields: problems })
-        }
+    /// The statements of a write on `conn`, for the shared write routine.
+    pub(crate) fn tx<'a>(&'a self, conn: &'a Connection) -> SqliteTx<'a> {
+        SqliteTx { conn, plans: self }
     }
 
     fn write_links(
@@ -515,116 +447,88 @@ impl Plans {
         }
         Ok(())
     }
+}
 
-    pub(crate) fn insert(
-        &self,
-        conn: &Connection,
-        res: ResourceId,
-        record: NewRecord,
-        allowed: Option<&Expr>,
-    ) -> Result<Record, StoreError> {
-        let (resource, plan) = self.parts(res)?;
-        self.check_relations(
-            conn,
-            resource,
-            &record.targets,
-            record.values.iter().enumerate(),
-        )?;
-        let mut params: Vec<SqlValue> = Vec::with_capacity(plan.system + plan.column_fields.len());
-        params.push(SqlValue::Text(record.id.clone()));
-        params.push(SqlValue::Integer(1));
-        if resource.timestamps {
-            params.push(SqlValue::Text(record.now.clone()));
-            params.push(SqlValue::Text(record.now.clone()));
-        }
-        for &i in &plan.column_fields {
-            params.push(encode(&resource.fields[i].ty, &record.values[i]));
-        }
-        conn.prepare_cached(&plan.insert)?
-            .execute(params_from_iter(params))
-            .map_err(relation_error)?;
-        let mut values = record.values;
-        for m in &plan.many {
-            if values[m.field].is_null() {
-                values[m.field] = Value::Array(Vec::new());
-            }
-            Self::write_links(conn, m, &record.id, &values[m.field], false)?;
-        }
-        // The create rule judges the record as it would be stored; a refusal rolls the
-        // whole transaction back.
-        if let Some(cond) = allowed
-            && !Self::satisfies(conn, resource, &record.id, cond)?
-        {
-            return Err(StoreError::Forbidden);
-        }
-        let stamp = resource.timestamps.then(|| record.now.clone());
-        let stored = Record {
-            id: record.id,
-            version: 1,
-            created_at: stamp.clone(),
-            updated_at: stamp,
-            values,
-        };
-        append_event(
-            conn,
-            &Draft::new(
-                resource,
-                EventOp::Create,
-                &stored,
-                None,
-                record.actor.as_deref(),
-                &record.now,
-            ),
-        )?;
-        Ok(stored)
+/// A write transaction on SQLite's writer connection: [`WriteTx`] run synchronously.
+pub(crate) struct SqliteTx<'a> {
+    conn: &'a Connection,
+    plans: &'a Plans,
+}
+
+impl WriteTx for SqliteTx<'_> {
+    fn schema(&self) -> &Schema {
+        &self.plans.schema
     }
 
-    pub(crate) fn update(
+    async fn current(&self, res: ResourceId, id: &str) -> Result<Option<Record>, StoreError> {
+        // The writer holds the database for the whole transaction: no lock to take.
+        self.plans.get(self.conn, res, id)
+    }
+
+    async fn satisfies(&self, res: ResourceId, id: &str, cond: &Expr) -> Result<bool, StoreError> {
+        let (resource, _) = self.plans.parts(res)?;
+        Plans::satisfies(self.conn, resource, id, cond)
+    }
+
+    async fn exists(
         &self,
-        conn: &Connection,
         res: ResourceId,
         id: &str,
-        update: Update,
-        access: &Access,
-    ) -> Result<Option<Record>, StoreError> {
-        let (resource, plan) = self.parts(res)?;
-        let Some(mut record) = self.get(conn, res, id)? else {
-            return Ok(None);
-        };
-        if !Self::permits(conn, resource, id, access)? {
-            return Ok(None);
+        cond: Option<&Expr>,
+    ) -> Result<bool, StoreError> {
+        let (resource, _) = self.plans.parts(res)?;
+        match cond {
+            Some(cond) => Plans::satisfies(self.conn, resource, id, cond),
+            None => {
+                let sql = format!("SELECT 1 FROM {} WHERE \"id\" = ?", q(&resource.name));
+                Ok(self.conn.prepare_cached(&sql)?.exists([id])?)
+            }
         }
-        // Authorisation before preconditions: a request refused anyway says so, not 412.
-        if let Some(guard) = &update.guard {
-            guard(&record)?;
+    }
+
+    async fn insert_row(
+        &self,
+        res: ResourceId,
+        id: &str,
+        now: &str,
+        values: &[Value],
+    ) -> Result<(), StoreError> {
+        let (resource, plan) = self.plans.parts(res)?;
+        let mut params: Vec<SqlValue> = Vec::with_capacity(plan.system + plan.column_fields.len());
+        params.push(SqlValue::Text(id.to_owned()));
+        params.push(SqlValue::Integer(1));
+        if resource.timestamps {
+            params.push(SqlValue::Text(now.to_owned()));
+            params.push(SqlValue::Text(now.to_owned()));
         }
-        if update
-            .if_match
-            .as_ref()
-            .is_some_and(|versions| !versions.contains(&record.version))
-        {
-            return Err(StoreError::VersionMismatch);
+        for &i in &plan.column_fields {
+            params.push(encode(&resource.fields[i].ty, &values[i]));
         }
-        if update.changes.is_empty() {
-            return Ok(Some(record));
-        }
-        let previous = record.clone();
-        let changed = apply_changes(resource, &mut record, update.changes);
-        self.check_relations(
-            conn,
-            resource,
-            &update.targets,
-            changed.iter().map(|&i| (i, &record.values[i])),
-        )?;
+        self.conn
+            .prepare_cached(&plan.insert)?
+            .execute(params_from_iter(params))
+            .map_err(relation_error)?;
+        Ok(())
+    }
+
+    async fn update_row(
+        &self,
+        res: ResourceId,
+        id: &str,
+        now: &str,
+        values: &[Value],
+        changed: &[usize],
+    ) -> Result<(), StoreError> {
+        let (resource, _) = self.plans.parts(res)?;
         let mut stmt = Query::update();
         stmt.table(alias(&resource.name))
             .value(alias("version"), Expr::col(alias("version")).add(1));
         if resource.timestamps {
-            stmt.value(alias("updated_at"), update.now.clone());
+            stmt.value(alias("updated_at"), now.to_owned());
         }
         for &i in changed.iter().filter(|&&i| !resource.fields[i].is_many()) {
             let field = &resource.fields[i];
-            let v = match encode(&field.ty, &record.values[i]) {
+            let v = match encode(&field.ty, &values[i]) {
                 SqlValue::Null => sea_query::Value::String(None),
                 SqlValue::Integer(n) => n.into(),
                 SqlValue::Real(f) => f.into(),
@@ -635,92 +539,16 @@ impl Plans {
         }
         stmt.and_where(Expr::col(alias("id")).eq(id));
         let (sql, values) = stmt.build(SqliteQueryBuilder);
-        conn.prepare_cached(&sql)?
+        self.conn
+            .prepare_cached(&sql)?
             .execute(params_from_iter(values.into_iter().map(sql_value)))
             .map_err(relation_error)?;
-        for m in plan.many.iter().filter(|m| changed.contains(&m.field)) {
-            Self::write_links(conn, m, id, &record.values[m.field], true)?;
-        }
-        // The record must still satisfy the update rule once changed: nobody may update a
-        // record into a state they could not have updated (handing a post to someone
-        // else, say). A refusal rolls the transaction back.
-        if let Some(allowed) = &access.allowed
-            && !Self::satisfies(conn, resource, id, allowed)?
-        {
-            return Err(StoreError::Forbidden);
-        }
-        record.version += 1;
-        if resource.timestamps {
-            record.updated_at = Some(update.now.clone());
-        }
-        append_event(
-            conn,
-            &Draft::new(
-                resource,
-                EventOp::Update,
-                &record,
-                Some(&previous),
-                update.actor.as_deref(),
-                &update.now,
-            ),
-        )?;
-        Ok(Some(record))
+        Ok(())
     }
 
-    /// One write of a batch, inside the batch's transaction.
-    pub(crate) fn batch_op(
-        &self,
-        conn: &Connection,
-        op: BatchOp,
-    ) -> Result<BatchOutcome, StoreError> {
-        match op {
-            BatchOp::Insert {
-                res,
-                record,
-                allowed,
-            } => self
-                .insert(conn, res, record, allowed.as_ref())
-                .map(BatchOutcome::Inserted),
-            BatchOp::Update {
-                res,
-                id,
-                update,
-                access,
-            } => self
-                .update(conn, res, &id, update, &access)?
-                .map(BatchOutcome::Updated)
-                .ok_or(StoreError::NotFound),
-            BatchOp::Delete { res, id, deletion } => {
-                match self.delete(conn, res, &id, &deletion)? {
-                    true => Ok(BatchOutcome::Deleted),
-                    false => Err(StoreError::NotFound),
-                }
-            }
-        }
-    }
-
-    pub(crate) fn delete(
-        &self,
-        conn: &Connection,
-        res: ResourceId,
-        id: &str,
-        deletion: &Deletion,
-    ) -> Result<bool, StoreError> {
-        let (resource, plan) = self.parts(res)?;
-        let Some(previous) = self.get(conn, res, id)? else {
-            return Ok(false);
-        };
-        if !Self::permits(conn, resource, id, &deletion.access)? {
-            return Ok(false);
-        }
-        if deletion
-            .if_match
-            .as_ref()
-            .is_some_and(|versions| !versions.contains(&previous.version))
-        {
-            return Err(StoreError::VersionMismatch);
-        }
-        let deleted = conn
+    async fn delete_row(&self, res: ResourceId, id: &str) -> Result<(), StoreError> {
+        let (_, plan) = self.plans.parts(res)?;
+        self.conn
             .prepare_cached(&plan.delete)?
             .execute([id])
             .map_err(|e| {
@@ -730,39 +558,41 @@ impl Plans {
                     e.into()
                 }
             })?;
-        if deleted > 0 {
-            append_event(
-                conn,
-                &Draft::new(
-                    resource,
-                    EventOp::Delete,
-                    &previous,
-                    Some(&previous),
-                    deletion.actor.as_deref(),
-                    &deletion.now,
-                ),
-            )?;
-        }
-        Ok(deleted > 0)
+        Ok(())
     }
-}
 
-/// Appends a write's event inside its transaction; returns its `seq`.
-fn append_event(conn: &Connection, draft: &Draft) -> Result<i64, StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO \"_ferrobase_events\" (\"resource\", \"op\", \"record_id\", \"version\", \"actor\", \"at\", \"record\", \"previous\") VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-    )?
-    .execute(rusqlite::params![
-        draft.resource,
-        draft.op.as_str(),
-        draft.id,
-        draft.version,
-        draft.actor,
-        draft.at,
-        draft.record,
-        draft.previous,
-    ])?;
-    Ok(conn.last_insert_rowid())
+    async fn write_links(
+        &self,
+        res: ResourceId,
+        field: usize,
+        source: &str,
+        targets: &Value,
+        replace: bool,
+    ) -> Result<(), StoreError> {
+        let (_, plan) = self.plans.parts(res)?;
+        match plan.many.iter().find(|m| m.field == field) {
+            Some(m) => Plans::write_links(self.conn, m, source, targets, replace),
+            None => Err(StoreError::Internal(format!("field {field} has no links"))),
+        }
+    }
+
+    async fn append_event(&self, draft: &Draft) -> Result<i64, StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO \"_ferrobase_events\" (\"resource\", \"op\", \"record_id\", \"version\", \"actor\", \"at\", \"record\", \"previous\") VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )?
+            .execute(rusqlite::params![
+                draft.resource,
+                draft.op.as_str(),
+                draft.id,
+                draft.version,
+                draft.actor,
+                draft.at,
+                draft.record,
+                draft.previous,
+            ])?;
+        Ok(self.conn.last_insert_rowid())
+    }
 }
 
 /// Events after `position` (up to `upto` when given), at most `limit`, in `seq` order.
@@ -835,45 +665,5 @@ fn relation_error(e: rusqlite::Error) -> StoreError {
         }
     } else {
         e.into()
-    }
-}
-
-/// RFC 7386 JSON merge patch.
-pub(crate) fn merge_patch(target: Value, patch: Value) -> Value {
-    match patch {
-        Value::Object(patch) => {
-            let mut target = match target {
-                Value::Object(map) => map,
-                _ => serde_json::Map::new(),
-            };
-            for (key, value) in patch {
-                if value.is_null() {
-                    target.remove(&key);
-                } else {
-                    let current = target.remove(&key).unwrap_or(Value::Null);
-                    target.insert(key, merge_patch(current, value));
-                }
-            }
-            Value::Object(target)
-        }
-        other => other,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn merge_patch_follows_rfc_7386() {
-        let target = json!({"a": "b", "c": {"d": "e", "f": "g"}});
-        let patch = json!({"a": "z", "c": {"f": null}});
-        assert_eq!(
-            merge_patch(target, patch),
-            json!({"a": "z", "c": {"d": "e"}})
-        );
-        assert_eq!(merge_patch(json!([1]), json!({"a": 1})), json!({"a": 1}));
-        assert_eq!(merge_patch(json!({"a": 1}), json!([2])), json!([2]));
     }
 }

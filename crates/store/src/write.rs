@@ -1,0 +1,357 @@
+//! The one write routine of records, shared by SQLite and PostgreSQL: visibility, the
+//! guard, `If-Match`, the changes, relations and their links, the rule re-check, the
+//! version, and the event, in that order, inside the caller's transaction. Each database
+//! supplies only the statements ([`WriteTx`]), so the two cannot drift apart in what a
+//! write checks or in which order.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use ferrobase_schema::{Resource, Schema};
+use sea_query::Expr;
+use serde_json::Value;
+
+use crate::common::apply_changes;
+use crate::events::{Draft, EventOp};
+use crate::{
+    Access, BatchOp, BatchOutcome, Deletion, NewRecord, Record, ResourceId, StoreError, Targets,
+    Update,
+};
+
+/// The statements one database runs for a write, inside one transaction.
+///
+/// SQLite implements it with ready futures on its writer thread; PostgreSQL with real
+/// round trips on a transaction. The futures carry no `Send` bound: PostgreSQL's are
+/// `Send` where the concrete type is known, SQLite's never leave their thread.
+pub(crate) trait WriteTx {
+    /// The schema the records follow.
+    fn schema(&self) -> &Schema;
+
+    /// The record as it stands, held for the rest of the transaction (a row lock on
+    /// PostgreSQL; SQLite's one writer holds the whole database).
+    fn current(
+        &self,
+        res: ResourceId,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Record>, StoreError>>;
+
+    /// Whether record `id` satisfies `cond` (a rule compiled to SQL).
+    fn satisfies(
+        &self,
+        res: ResourceId,
+        id: &str,
+        cond: &Expr,
+    ) -> impl Future<Output = Result<bool, StoreError>>;
+
+    /// Whether a record of `res` has `id` and, when given, satisfies `cond`.
+    fn exists(
+        &self,
+        res: ResourceId,
+        id: &str,
+        cond: Option<&Expr>,
+    ) -> impl Future<Output = Result<bool, StoreError>>;
+
+    /// Inserts the row of a new record (version 1; many relations are links, not columns).
+    fn insert_row(
+        &self,
+        res: ResourceId,
+        id: &str,
+        now: &str,
+        values: &[Value],
+    ) -> impl Future<Output = Result<(), StoreError>>;
+
+    /// Writes the `changed` columns of a record, bumps its version and `updated_at`.
+    fn update_row(
+        &self,
+        res: ResourceId,
+        id: &str,
+        now: &str,
+        values: &[Value],
+        changed: &[usize],
+    ) -> impl Future<Output = Result<(), StoreError>>;
+
+    /// Deletes a record's row; a restricting reference is [`StoreError::Referenced`].
+    fn delete_row(&self, res: ResourceId, id: &str)
+    -> impl Future<Output = Result<(), StoreError>>;
+
+    /// Writes the links of many-relation `field` (replacing the old ones when `replace`).
+    fn write_links(
+        &self,
+        res: ResourceId,
+        field: usize,
+        source: &str,
+        targets: &Value,
+        replace: bool,
+    ) -> impl Future<Output = Result<(), StoreError>>;
+
+    /// Appends the write's event; returns its `seq`.
+    fn append_event(&self, draft: &Draft) -> impl Future<Output = Result<i64, StoreError>>;
+}
+
+fn resource(schema: &Schema, res: ResourceId) -> Result<&Resource, StoreError> {
+    schema
+        .resources
+        .get(res.0)
+        .ok_or_else(|| StoreError::Internal(format!("unknown resource {}", res.0)))
+}
+
+/// Inserts a record; the create rule (`allowed`) judges it as stored, and a refusal
+/// rolls the transaction back.
+pub(crate) async fn insert<T: WriteTx>(
+    tx: &T,
+    res: ResourceId,
+    record: NewRecord,
+    allowed: Option<&Expr>,
+) -> Result<Record, StoreError> {
+    let resource = resource(tx.schema(), res)?;
+    check_relations(
+        tx,
+        resource,
+        &record.targets,
+        record.values.iter().enumerate(),
+    )
+    .await?;
+    tx.insert_row(res, &record.id, &record.now, &record.values)
+        .await?;
+    let mut values = record.values;
+    for (i, field) in resource.fields.iter().enumerate() {
+        if field.is_many() {
+            if values[i].is_null() {
+                values[i] = Value::Array(Vec::new());
+            }
+            tx.write_links(res, i, &record.id, &values[i], false)
+                .await?;
+        }
+    }
+    if let Some(cond) = allowed
+        && !tx.satisfies(res, &record.id, cond).await?
+    {
+        return Err(StoreError::Forbidden);
+    }
+    let stamp = resource.timestamps.then(|| record.now.clone());
+    let stored = Record {
+        id: record.id,
+        version: 1,
+        created_at: stamp.clone(),
+        updated_at: stamp,
+        values,
+    };
+    let draft = Draft::new(
+        resource,
+        EventOp::Create,
+        &stored,
+        None,
+        record.actor.as_deref(),
+        &record.now,
+    );
+    tx.append_event(&draft).await?;
+    Ok(stored)
+}
+
+/// Applies an update; `Ok(None)` when no record the caller may see has that id.
+pub(crate) async fn update<T: WriteTx>(
+    tx: &T,
+    res: ResourceId,
+    id: &str,
+    update: Update,
+    access: &Access,
+) -> Result<Option<Record>, StoreError> {
+    let resource = resource(tx.schema(), res)?;
+    let Some(mut record) = tx.current(res, id).await? else {
+        return Ok(None);
+    };
+    if !permits(tx, res, id, access).await? {
+        return Ok(None);
+    }
+    // Authorisation before preconditions: a request refused anyway says so, not 412.
+    if let Some(guard) = &update.guard {
+        guard(&record)?;
+    }
+    if update
+        .if_match
+        .as_ref()
+        .is_some_and(|versions| !versions.contains(&record.version))
+    {
+        return Err(StoreError::VersionMismatch);
+    }
+    if update.changes.is_empty() {
+        return Ok(Some(record));
+    }
+    let previous = record.clone();
+    let changed = apply_changes(resource, &mut record, update.changes);
+    check_relations(
+        tx,
+        resource,
+        &update.targets,
+        changed.iter().map(|&i| (i, &record.values[i])),
+    )
+    .await?;
+    tx.update_row(res, id, &update.now, &record.values, &changed)
+        .await?;
+    for &i in changed.iter().filter(|&&i| resource.fields[i].is_many()) {
+        tx.write_links(res, i, id, &record.values[i], true).await?;
+    }
+    // The record must still satisfy the update rule once changed: nobody may update a
+    // record into a state they could not have updated (handing a post to someone else,
+    // say). A refusal rolls the transaction back.
+    if let Some(allowed) = &access.allowed
+        && !tx.satisfies(res, id, allowed).await?
+    {
+        return Err(StoreError::Forbidden);
+    }
+    record.version += 1;
+    if resource.timestamps {
+        record.updated_at = Some(update.now.clone());
+    }
+    let draft = Draft::new(
+        resource,
+        EventOp::Update,
+        &record,
+        Some(&previous),
+        update.actor.as_deref(),
+        &update.now,
+    );
+    tx.append_event(&draft).await?;
+    Ok(Some(record))
+}
+
+/// Deletes a record; `Ok(false)` when no record the caller may see has that id.
+pub(crate) async fn delete<T: WriteTx>(
+    tx: &T,
+    res: ResourceId,
+    id: &str,
+    deletion: &Deletion,
+) -> Result<bool, StoreError> {
+    let resource = resource(tx.schema(), res)?;
+    let Some(previous) = tx.current(res, id).await? else {
+        return Ok(false);
+    };
+    if !permits(tx, res, id, &deletion.access).await? {
+        return Ok(false);
+    }
+    if deletion
+        .if_match
+        .as_ref()
+        .is_some_and(|versions| !versions.contains(&previous.version))
+    {
+        return Err(StoreError::VersionMismatch);
+    }
+    tx.delete_row(res, id).await?;
+    let draft = Draft::new(
+        resource,
+        EventOp::Delete,
+        &previous,
+        Some(&previous),
+        deletion.actor.as_deref(),
+        &deletion.now,
+    );
+    tx.append_event(&draft).await?;
+    Ok(true)
+}
+
+/// One write of a batch, inside the batch's transaction.
+pub(crate) async fn batch_op<T: WriteTx>(tx: &T, op: BatchOp) -> Result<BatchOutcome, StoreError> {
+    match op {
+        BatchOp::Insert {
+            res,
+            record,
+            allowed,
+        } => insert(tx, res, record, allowed.as_ref())
+            .await
+            .map(BatchOutcome::Inserted),
+        BatchOp::Update {
+            res,
+            id,
+            update: changes,
+            access,
+        } => update(tx, res, &id, changes, &access)
+            .await?
+            .map(BatchOutcome::Updated)
+            .ok_or(StoreError::NotFound),
+        BatchOp::Delete { res, id, deletion } => match delete(tx, res, &id, &deletion).await? {
+            true => Ok(BatchOutcome::Deleted),
+            false => Err(StoreError::NotFound),
+        },
+    }
+}
+
+/// Checks an existing record against the access of a write: `Ok(false)` when it is not
+/// visible (404), `Forbidden` when visible but not allowed (403).
+async fn permits<T: WriteTx>(
+    tx: &T,
+    res: ResourceId,
+    id: &str,
+    access: &Access,
+) -> Result<bool, StoreError> {
+    if let Some(visible) = &access.visible
+        && !tx.satisfies(res, id, visible).await?
+    {
+        return Ok(false);
+    }
+    if let Some(allowed) = &access.allowed
+        && !tx.satisfies(res, id, allowed).await?
+    {
+        return Err(StoreError::Forbidden);
+    }
+    Ok(true)
+}
+
+/// Refuses relation values that point at no record the writer may see, naming each
+/// field.
+async fn check_relations<'v, T: WriteTx>(
+    tx: &T,
+    resource: &Resource,
+    targets: &Targets,
+    values: impl Iterator<Item = (usize, &'v Value)>,
+) -> Result<(), StoreError> {
+    let mut problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (i, value) in values {
+        let field = &resource.fields[i];
+        let Some(rel) = field.relation() else {
+            continue;
+        };
+        let ids: Vec<&str> = match value {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+            _ => continue,
+        };
+        let target = tx
+            .schema()
+            .resources
+            .iter()
+            .position(|r| r.name == rel.resource)
+            .map(ResourceId)
+            .ok_or_else(|| StoreError::Internal(format!("no resource {}", rel.resource)))?;
+        for id in ids {
+            let cond = targets
+                .condition(i)
+                .filter(|_| !targets.is_own(&rel.resource, id));
+            if !tx.exists(target, id, cond).await? {
+                problems
+                    .entry(field.name.clone())
+                    .or_default()
+                    .push(format!("no {} record has id {id}", rel.resource));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::BrokenRelation { fields: problems })
+    }
+}
+
+/// Runs a future that can never wait (SQLite's writes run synchronously on the writer
+/// thread) to its end, without an executor.
+pub(crate) fn run_ready<T>(
+    future: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => Err(StoreError::Internal(
+            "a SQLite write waited, which it never does".into(),
+        )),
+    }
+}

@@ -86,6 +86,13 @@ pub(crate) trait WriteTx {
 
     /// Appends the write's event; returns its `seq`.
     fn append_event(&self, draft: &Draft) -> impl Future<Output = Result<i64, StoreError>>;
+
+    /// Ends every session and refresh token of a user (their role changed).
+    fn revoke_sessions(
+        &self,
+        user_id: &str,
+        now: &str,
+    ) -> impl Future<Output = Result<(), StoreError>>;
 }
 
 fn resource(schema: &Schema, res: ResourceId) -> Result<&Resource, StoreError> {
@@ -190,6 +197,16 @@ pub(crate) async fn update<T: WriteTx>(
         .await?;
     for &i in changed.iter().filter(|&&i| resource.fields[i].is_many()) {
         tx.write_links(res, i, id, &record.values[i], true).await?;
+    }
+    // A new role must not wait for old sessions: they end in the same transaction, so
+    // the role never changes while sessions carrying the old one live on (the next
+    // refresh, or request by cookie, reads the user again).
+    if resource.is_users()
+        && changed
+            .iter()
+            .any(|&i| resource.fields[i].builtin && resource.fields[i].name == "role")
+    {
+        tx.revoke_sessions(id, &update.now).await?;
     }
     // The record must still satisfy the update rule once changed: nobody may update a
     // record into a state they could not have updated (handing a post to someone else,

@@ -16,7 +16,6 @@ use axum::Extension;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use ferrobase_schema::validate::format_datetime;
 use ferrobase_store::{BatchOp, BatchOutcome, Record, ResourceId};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -184,7 +183,6 @@ pub(crate) async fn batch(
     let identity = with_user(&state, state.policy(first), identity).await?;
 
     let mut ops = Vec::with_capacity(operations.len());
-    let mut role_changes = Vec::new();
     for (i, o) in operations.iter().enumerate() {
         let resource = &state.schema.resources[o.res.0];
         let planned = match o.op {
@@ -210,16 +208,11 @@ pub(crate) async fn batch(
                     patch,
                     o.if_match.clone(),
                 )
-                .map(|plan| {
-                    if plan.role_changed {
-                        role_changes.extend(o.id.clone());
-                    }
-                    BatchOp::Update {
-                        res: o.res,
-                        id: o.id.clone().unwrap_or_default(),
-                        update: plan.update,
-                        access: plan.access,
-                    }
+                .map(|plan| BatchOp::Update {
+                    res: o.res,
+                    id: o.id.clone().unwrap_or_default(),
+                    update: plan.update,
+                    access: plan.access,
                 })
             }
             _ => plan_delete(&state, o.res, resource, &identity, o.if_match.clone()).map(
@@ -240,12 +233,6 @@ pub(crate) async fn batch(
         }
         None => e.error.into(),
     })?;
-    for user in role_changes {
-        state
-            .store
-            .revoke_user(user, format_datetime(state.clock.now()))
-            .await?;
-    }
     respond(&state, &identity, &operations, &outcomes)
 }
 

@@ -28,8 +28,6 @@ pub(crate) struct UpdatePlan {
     pub update: Update,
     /// The view and update rules.
     pub access: Access,
-    /// Whether a user's role changes (their sessions end after the write).
-    pub role_changed: bool,
 }
 
 /// Everything an update decides before the store runs it: the caller may see records
@@ -65,10 +63,6 @@ pub(crate) fn plan_update(
             Ok(access) => (access.into_condition(), None),
             Err(e) => (None, Some(e)),
         };
-    let role_changed = resource.is_users()
-        && changes
-            .iter()
-            .any(|(i, _)| resource.fields[*i].name == "role");
     let written: Vec<usize> = changes.iter().map(|(i, _)| *i).collect();
     let targets =
         super::relation_targets(state, resource, identity, written.iter().copied(), clock);
@@ -102,7 +96,6 @@ pub(crate) fn plan_update(
             actor: identity.caller().map(|c| c.id.clone()),
         },
         access: Access { visible, allowed },
-        role_changed,
     })
 }
 
@@ -129,14 +122,6 @@ pub(crate) async fn update(
         .await
         .map_err(|e| write_failure(&state, res, &identity, Op::Update, e))?
         .ok_or_else(|| not_found(resource))?;
-    if plan.role_changed {
-        // A new role must not wait for old sessions: they are ended, so the next
-        // refresh or request by cookie re-reads the user.
-        state
-            .store
-            .revoke_user(id, format_datetime(state.clock.now()))
-            .await?;
-    }
     Ok(record_response(
         &state,
         res,

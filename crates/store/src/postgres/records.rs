@@ -444,6 +444,10 @@ impl<C: Conn> WriteTx for PgTx<'_, C> {
         let rows = self.conn.rows((sql.to_owned(), values)).await?;
         Ok(rows.first().map_or(0, |r| r.get(0)))
     }
+
+    async fn revoke_sessions(&self, user_id: &str, now: &str) -> Result<(), StoreError> {
+        super::auth::revoke_user(self.conn, user_id, now).await
+    }
 }
 
 /// Events with `seq` in `(position, upto]`, at most `limit`, in `seq` order.

@@ -593,6 +593,10 @@ impl WriteTx for SqliteTx<'_> {
             ])?;
         Ok(self.conn.last_insert_rowid())
     }
+
+    async fn revoke_sessions(&self, user_id: &str, now: &str) -> Result<(), StoreError> {
+        super::auth::revoke_user(self.conn, user_id, now)
+    }
 }
 
 /// Events after `position` (up to `upto` when given), at most `limit`, in `seq` order.

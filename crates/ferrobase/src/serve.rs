@@ -190,7 +190,6 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>) -> ExitC
     }
 }
 
-/// Resolves with the signal's name on SIGTERM or SIGINT.
 /// Trims the event log to `[events] retention`, at start and then every twelfth of the
 /// retention (between a minute and an hour). Until the job queue exists this is a task
 /// of every node; trimming is idempotent, so nodes doing it together do no harm.
@@ -220,6 +219,7 @@ fn spawn_event_trimming(store: Store, retention: std::time::Duration) {
     });
 }
 
+/// Resolves with the signal's name on SIGTERM or SIGINT.
 async fn shutdown_signal() -> &'static str {
     #[cfg(unix)]
     {

@@ -93,6 +93,17 @@ impl ApiError {
     }
 }
 
+/// Refusals of the rules: 401 without a caller, 403 with one.
+impl From<ferrobase_access::Refusal> for ApiError {
+    fn from(refusal: ferrobase_access::Refusal) -> Self {
+        match refusal {
+            ferrobase_access::Refusal::Unauthorized => Self::unauthorized(),
+            ferrobase_access::Refusal::Forbidden(None) => Self::forbidden(),
+            ferrobase_access::Refusal::Forbidden(Some(why)) => Self::forbidden_with(why),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     /// Explicit mapping of every store failure; new variants must be added here.
     fn from(e: StoreError) -> Self {
@@ -125,10 +136,15 @@ impl From<StoreError> for ApiError {
             ),
             StoreError::Forbidden => Self::forbidden(),
             StoreError::NotFound => Self::not_found("no such record"),
-            StoreError::Rejected(refusal) => match refusal.downcast_ref::<ApiError>() {
-                Some(e) => e.clone(),
-                None => Self::internal("a write guard refused with an unknown error"),
-            },
+            StoreError::Rejected(refusal) => {
+                if let Some(refusal) = refusal.downcast_ref::<ferrobase_access::Refusal>() {
+                    refusal.clone().into()
+                } else if let Some(e) = refusal.downcast_ref::<ApiError>() {
+                    e.clone()
+                } else {
+                    Self::internal("a write guard refused with an unknown error")
+                }
+            }
             StoreError::CascadeTooDeep => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "UNPROCESSABLE",

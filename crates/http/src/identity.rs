@@ -17,60 +17,7 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// How the caller proved who they are.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Via {
-    /// `Authorization: Bearer <access token>`.
-    Bearer,
-    /// A session cookie; its id keys the CSRF token.
-    Cookie {
-        /// The session's id.
-        session_id: String,
-    },
-    /// `Authorization: Bearer fbk_...`, limited to its scopes.
-    ApiKey {
-        /// Key id.
-        id: String,
-        /// `posts:read`, `posts:write`, `*`.
-        scopes: Vec<String>,
-    },
-}
-
-/// An authenticated caller.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// User id.
-    pub id: String,
-    /// Role (from the token, or the database for keys and sessions).
-    pub role: String,
-    /// The user's record, when loaded (API keys and sessions load it; tokens do not).
-    pub user: Option<Map<String, Value>>,
-    /// The credential used.
-    pub via: Via,
-}
-
-impl Caller {
-    /// Whether the credential may perform a read or a write on `resource`.
-    pub fn scope_allows(&self, resource: &str, write: bool) -> bool {
-        match &self.via {
-            Via::ApiKey { scopes, .. } => scopes.iter().any(|s| {
-                s == "*" || *s == format!("{resource}:{}", if write { "write" } else { "read" })
-            }),
-            _ => true,
-        }
-    }
-}
-
-/// The request's identity, set by [`authenticate`] for every API request.
-#[derive(Debug, Clone, Default)]
-pub struct Identity(pub Option<Caller>);
-
-impl Identity {
-    /// The caller, unless anonymous.
-    pub fn caller(&self) -> Option<&Caller> {
-        self.0.as_ref()
-    }
-}
+pub use ferrobase_access::{Caller, Identity, Via};
 
 /// The user id a response was served for, for the request log.
 #[derive(Debug, Clone)]

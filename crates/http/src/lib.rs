@@ -12,7 +12,7 @@ mod idempotency;
 pub mod identity;
 pub mod metrics;
 mod ops;
-pub mod policy;
+
 pub mod ratelimit;
 mod records;
 pub mod redact;

@@ -13,7 +13,7 @@ use ferrobase_shared::{Counter, Redis};
 use ferrobase_store::{ResourceId, Store};
 use time::OffsetDateTime;
 
-use crate::policy::Policy;
+use ferrobase_access::Policy;
 
 /// Where the current time comes from, so tests can control it.
 pub trait Clock: Send + Sync {

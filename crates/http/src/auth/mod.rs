@@ -14,9 +14,9 @@ use serde_json::{Map, Value, json};
 
 use crate::error::ApiError;
 use crate::identity::{Caller, Identity, Via};
-use crate::policy::readable;
 use crate::records::{RecordJson, json_response};
 use crate::state::AppState;
+use ferrobase_access::readable;
 
 /// A string member of a JSON body, or a validation error naming it.
 pub(crate) fn required_string(

@@ -88,7 +88,7 @@ pub(crate) async fn register(
             .map_or(Value::Null, |e| Value::String(e.to_lowercase()));
     }
     // A registering visitor is anonymous: profile fields with write rules apply to them.
-    crate::policy::check_field_writes(
+    ferrobase_access::check_field_writes(
         state.policy(res),
         users,
         written.into_iter(),

@@ -29,15 +29,15 @@ use super::{
 use crate::error::ApiError;
 use crate::extract::JsonObject;
 use crate::identity::Identity;
-use crate::policy::{Op, readable};
 use crate::state::AppState;
+use ferrobase_access::{Action, readable};
 
 /// Most operations one batch may carry.
 pub(crate) const MAX_OPERATIONS: usize = 100;
 
 /// One parsed operation.
 struct Operation {
-    op: Op,
+    op: Action,
     res: ResourceId,
     id: Option<String>,
     body: Option<Map<String, Value>>,
@@ -75,9 +75,9 @@ fn parse(state: &AppState, index: usize, raw: Value) -> Result<Operation, ApiErr
         .and_then(Value::as_str)
         .unwrap_or_default();
     let op = match method {
-        "POST" => Op::Create,
-        "PATCH" => Op::Update,
-        "DELETE" => Op::Delete,
+        "POST" => Action::Create,
+        "PATCH" => Action::Update,
+        "DELETE" => Action::Delete,
         _ => return Err(bad("method must be POST, PATCH or DELETE")),
     };
     let path = raw
@@ -96,20 +96,20 @@ fn parse(state: &AppState, index: usize, raw: Value) -> Result<Operation, ApiErr
     }
     let (res, resource) = resource(state, name).map_err(|e| at(index, e))?;
     let id = match (op, raw_id) {
-        (Op::Create, None) => None,
-        (Op::Create, Some(_)) => return Err(bad("POST takes a resource path without an id")),
+        (Action::Create, None) => None,
+        (Action::Create, Some(_)) => return Err(bad("POST takes a resource path without an id")),
         (_, Some(id)) => Some(record_id(resource, id).map_err(|e| at(index, e))?),
         (_, None) => return Err(bad("PATCH and DELETE need RESOURCE/ID")),
     };
     let body = match (op, raw.remove("body")) {
-        (Op::Delete, Some(_)) => return Err(bad("DELETE takes no body")),
-        (Op::Delete, None) => None,
+        (Action::Delete, Some(_)) => return Err(bad("DELETE takes no body")),
+        (Action::Delete, None) => None,
         (_, Some(Value::Object(map))) => Some(map),
         (_, _) => return Err(bad("body must be a JSON object")),
     };
     let if_match = match raw.get("ifMatch") {
         None => None,
-        Some(_) if op == Op::Create => return Err(bad("ifMatch applies to PATCH and DELETE")),
+        Some(_) if op == Action::Create => return Err(bad("ifMatch applies to PATCH and DELETE")),
         Some(Value::String(tag)) => {
             let mut headers = HeaderMap::new();
             let value = HeaderValue::from_str(tag).map_err(|_| bad("ifMatch is not an ETag"))?;
@@ -169,8 +169,8 @@ pub(crate) async fn batch(
         .iter()
         .map(|o| {
             let method = match o.op {
-                Op::Create => "POST",
-                Op::Update => "PATCH",
+                Action::Create => "POST",
+                Action::Update => "PATCH",
                 _ => "DELETE",
             };
             (state.schema.resources[o.res.0].name.as_str(), method)
@@ -186,11 +186,11 @@ pub(crate) async fn batch(
     for (i, o) in operations.iter().enumerate() {
         let resource = &state.schema.resources[o.res.0];
         let planned = match o.op {
-            Op::Create => {
+            Action::Create => {
                 let body = o.body.clone().unwrap_or_default();
                 // As for a single create: callers no body could admit are refused before
                 // the body is judged (401 rather than a validation error).
-                refuse_early(&state, o.res, resource, &identity, Op::Create)
+                refuse_early(&state, o.res, resource, &identity, Action::Create)
                     .and_then(|()| plan_create(&state, o.res, resource, &identity, body))
                     .map(|plan| BatchOp::Insert {
                         res: o.res,
@@ -198,7 +198,7 @@ pub(crate) async fn batch(
                         allowed: plan.allowed,
                     })
             }
-            Op::Update => {
+            Action::Update => {
                 let patch = o.body.clone().unwrap_or_default();
                 plan_update(
                     &state,

@@ -15,8 +15,8 @@ use super::{record_response, refuse_early, resource, values_map, with_user, writ
 use crate::error::ApiError;
 use crate::extract::{JsonObject, Segments};
 use crate::identity::Identity;
-use crate::policy::{Access, Op, check_field_writes, decide, refusal, uses_auth};
 use crate::state::AppState;
+use ferrobase_access::{Action, Decision, check_field_writes, decide, refusal, uses_auth};
 
 /// A validated new record and the create rule it must satisfy once stored.
 pub(crate) struct CreatePlan {
@@ -59,12 +59,12 @@ pub(crate) fn plan_create(
     let allowed = match decide(
         policy,
         resource,
-        Op::Create,
+        Action::Create,
         identity,
         Some(&record_body),
         clock,
     )? {
-        Access::None => return Err(refusal(identity, uses_auth(policy, Op::Create))),
+        Decision::None => return Err(refusal(identity, uses_auth(policy, Action::Create)).into()),
         other => other.into_condition(),
     };
     let targets = super::relation_targets(state, resource, identity, 0..values.len(), clock);
@@ -90,14 +90,14 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     let (res, resource) = resource(&state, &path[0])?;
     let identity = with_user(&state, state.policy(res), identity).await?;
-    refuse_early(&state, res, resource, &identity, Op::Create)?;
+    refuse_early(&state, res, resource, &identity, Action::Create)?;
     let JsonObject(body) = JsonObject::from_request(req, &state).await?;
     let plan = plan_create(&state, res, resource, &identity, body)?;
     let record = state
         .store
         .insert(res, plan.record, plan.allowed)
         .await
-        .map_err(|e| write_failure(&state, res, &identity, Op::Create, e))?;
+        .map_err(|e| write_failure(&state, res, &identity, Action::Create, e))?;
     let mut response = record_response(
         &state,
         res,

@@ -12,8 +12,8 @@ use super::{not_found, record_id, resource, with_user, write_failure};
 use crate::error::ApiError;
 use crate::extract::Segments;
 use crate::identity::Identity;
-use crate::policy::{Op, decide};
 use crate::state::AppState;
+use ferrobase_access::{Action, decide};
 
 /// A delete as judged for the caller: its view and delete rules and preconditions.
 pub(crate) fn plan_delete(
@@ -25,8 +25,8 @@ pub(crate) fn plan_delete(
 ) -> Result<Deletion, ApiError> {
     let policy = state.policy(res);
     let now = state.clock.now();
-    let visible = decide(policy, resource, Op::View, identity, None, now)?.into_condition();
-    let allowed = decide(policy, resource, Op::Delete, identity, None, now)?.into_condition();
+    let visible = decide(policy, resource, Action::View, identity, None, now)?.into_condition();
+    let allowed = decide(policy, resource, Action::Delete, identity, None, now)?.into_condition();
     Ok(Deletion {
         if_match,
         access: Access { visible, allowed },
@@ -51,7 +51,7 @@ pub(crate) async fn delete(
         .store
         .delete(res, id, deletion)
         .await
-        .map_err(|e| write_failure(&state, res, &identity, Op::Delete, e))?
+        .map_err(|e| write_failure(&state, res, &identity, Action::Delete, e))?
     {
         true => Ok(StatusCode::NO_CONTENT),
         false => Err(not_found(resource)),

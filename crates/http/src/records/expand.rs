@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 use super::{RecordJson, resource};
 use crate::error::ApiError;
 use crate::identity::Identity;
-use crate::policy::{Access, Op, decide, readable};
 use crate::state::AppState;
+use ferrobase_access::{Action, Decision, decide, readable};
 
 /// Expansion paths as a tree: field name → what to expand below it.
 #[derive(Debug, Default)]
@@ -65,9 +65,15 @@ pub(crate) fn expand<'a>(
             let (target_id, target) = resource(state, &relation.resource)?;
             let policy = state.policy(target_id);
             // Records the caller may not see are left out, never hinted at.
-            let visible = match decide(policy, target, Op::View, identity, None, state.clock.now())
-            {
-                Ok(Access::None) | Err(_) => continue,
+            let visible = match decide(
+                policy,
+                target,
+                Action::View,
+                identity,
+                None,
+                state.clock.now(),
+            ) {
+                Ok(Decision::None) | Err(_) => continue,
                 Ok(access) => access.into_condition(),
             };
             let mut ids: Vec<String> = Vec::new();

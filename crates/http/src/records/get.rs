@@ -10,8 +10,8 @@ use super::{not_found, record_id, record_response, resource, with_user};
 use crate::error::ApiError;
 use crate::extract::Segments;
 use crate::identity::Identity;
-use crate::policy::{Op, decide};
 use crate::state::AppState;
+use ferrobase_access::{Action, decide};
 
 /// Reads one record the caller may see; `304` when `If-None-Match` names its version.
 pub(crate) async fn get(
@@ -25,7 +25,7 @@ pub(crate) async fn get(
     let access = decide(
         state.policy(res),
         resource,
-        Op::View,
+        Action::View,
         &identity,
         None,
         state.clock.now(),

@@ -20,8 +20,8 @@ use super::{RecordJson, json_bytes, resource, with_user};
 use crate::error::ApiError;
 use crate::extract::Segments;
 use crate::identity::Identity;
-use crate::policy::{Access, Op, auth_map, decide, decide_as, readable};
 use crate::state::AppState;
+use ferrobase_access::{Action, Decision, auth_map, decide, decide_as, readable};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -114,7 +114,7 @@ pub(crate) async fn list(
     let policy = state.policy(res);
     let identity = with_user(&state, policy, identity).await?;
     let now = state.clock.now();
-    let rule = decide(policy, resource, Op::List, &identity, None, now)?.into_condition();
+    let rule = decide(policy, resource, Action::List, &identity, None, now)?.into_condition();
     let params: ListParams = parse(&state.schema, resource, query.as_deref())?;
     if params
         .filter
@@ -142,15 +142,15 @@ pub(crate) async fn list(
         match decide_as(
             state.policy(id),
             target,
-            Op::View,
+            Action::View,
             &identity,
             None,
             now,
             alias,
         ) {
-            Ok(Access::All) => None,
-            Ok(Access::Where(e)) => Some(e),
-            Ok(Access::None) | Err(_) => denied,
+            Ok(Decision::All) => None,
+            Ok(Decision::Where(e)) => Some(e),
+            Ok(Decision::None) | Err(_) => denied,
         }
     };
     let filter = params.filter.as_ref().map(|cond| {

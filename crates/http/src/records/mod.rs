@@ -20,8 +20,8 @@ use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::identity::{Identity, load_user};
-use crate::policy::{Access, Op, Policy, decide, readable};
 use crate::state::AppState;
+use ferrobase_access::{Action, Decision, Policy, decide, readable};
 
 pub(crate) use json::RecordJson;
 
@@ -80,10 +80,10 @@ pub(crate) fn relation_targets(
         };
         let condition = match self::resource(state, &rel.resource) {
             Ok((id, target)) => {
-                match decide(state.policy(id), target, Op::View, identity, None, now) {
-                    Ok(Access::All) => continue,
-                    Ok(Access::Where(e)) => e,
-                    Ok(Access::None) | Err(_) => sea_query::Expr::cust("FALSE"),
+                match decide(state.policy(id), target, Action::View, identity, None, now) {
+                    Ok(Decision::All) => continue,
+                    Ok(Decision::Where(e)) => e,
+                    Ok(Decision::None) | Err(_) => sea_query::Expr::cust("FALSE"),
                 }
             }
             Err(_) => sea_query::Expr::cust("FALSE"),
@@ -111,9 +111,9 @@ pub(crate) fn refuse_early(
     res: ResourceId,
     resource: &Resource,
     identity: &Identity,
-    op: crate::policy::Op,
+    op: ferrobase_access::Action,
 ) -> Result<(), ApiError> {
-    crate::policy::decide(
+    ferrobase_access::decide(
         state.policy(res),
         resource,
         op,
@@ -122,6 +122,7 @@ pub(crate) fn refuse_early(
         state.clock.now(),
     )
     .map(drop)
+    .map_err(ApiError::from)
 }
 
 /// A write's failure as the caller sees it: a rule's refusal is 401 or 403 depending on
@@ -130,13 +131,14 @@ pub(crate) fn write_failure(
     state: &AppState,
     res: ResourceId,
     identity: &Identity,
-    op: crate::policy::Op,
+    op: ferrobase_access::Action,
     error: ferrobase_store::StoreError,
 ) -> ApiError {
     use ferrobase_store::StoreError;
     match error {
         StoreError::Forbidden => {
-            crate::policy::refusal(identity, crate::policy::uses_auth(state.policy(res), op))
+            ferrobase_access::refusal(identity, ferrobase_access::uses_auth(state.policy(res), op))
+                .into()
         }
         StoreError::NotFound => not_found(&state.schema.resources[res.0]),
         other => other.into(),

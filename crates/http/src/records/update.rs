@@ -19,8 +19,8 @@ use super::{
 use crate::error::ApiError;
 use crate::extract::{JsonObject, Segments};
 use crate::identity::Identity;
-use crate::policy::{Op, check_field_writes, decide};
 use crate::state::AppState;
+use ferrobase_access::{Action, check_field_writes, decide};
 
 /// A validated update, ready for the store.
 pub(crate) struct UpdatePlan {
@@ -43,7 +43,7 @@ pub(crate) fn plan_update(
 ) -> Result<UpdatePlan, ApiError> {
     let policy = state.policy(res);
     let clock = state.clock.now();
-    let visible = decide(policy, resource, Op::View, identity, None, clock)?.into_condition();
+    let visible = decide(policy, resource, Action::View, identity, None, clock)?.into_condition();
     let admin = identity.caller().is_some_and(|c| c.role == "admin");
     let changes = for_patch(resource, patch, admin).map_err(ApiError::validation)?;
     let body: Map<String, Value> = changes
@@ -58,11 +58,17 @@ pub(crate) fn plan_update(
         .collect();
     // A caller the update rule refuses outright (scope, admins only) learns it only about
     // records they can see: the refusal waits in the guard, after the visibility check.
-    let (allowed, refusal) =
-        match decide(policy, resource, Op::Update, identity, Some(&body), clock) {
-            Ok(access) => (access.into_condition(), None),
-            Err(e) => (None, Some(e)),
-        };
+    let (allowed, refusal) = match decide(
+        policy,
+        resource,
+        Action::Update,
+        identity,
+        Some(&body),
+        clock,
+    ) {
+        Ok(access) => (access.into_condition(), None),
+        Err(e) => (None, Some(e)),
+    };
     let written: Vec<usize> = changes.iter().map(|(i, _)| *i).collect();
     let targets =
         super::relation_targets(state, resource, identity, written.iter().copied(), clock);
@@ -111,7 +117,7 @@ pub(crate) async fn update(
     let (res, resource) = resource(&state, &path[0])?;
     let identity = with_user(&state, state.policy(res), identity).await?;
     // Callers who may see nothing are refused before the body is read.
-    refuse_early(&state, res, resource, &identity, Op::View)?;
+    refuse_early(&state, res, resource, &identity, Action::View)?;
     let id = record_id(resource, &path[1])?;
     let if_match = if_match(req.headers());
     let JsonObject(patch) = JsonObject::from_request(req, &state).await?;
@@ -120,7 +126,7 @@ pub(crate) async fn update(
         .store
         .update(res, id.clone(), plan.update, plan.access)
         .await
-        .map_err(|e| write_failure(&state, res, &identity, Op::Update, e))?
+        .map_err(|e| write_failure(&state, res, &identity, Action::Update, e))?
         .ok_or_else(|| not_found(resource))?;
     Ok(record_response(
         &state,

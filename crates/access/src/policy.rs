@@ -10,12 +10,22 @@ use ferrobase_schema::{Resource, Rule, Schema};
 use ferrobase_store::Record;
 use serde_json::{Map, Value};
 
-use crate::error::ApiError;
-use crate::identity::{Caller, Identity};
+use crate::caller::{Caller, Identity};
 
-/// An operation on records.
+/// Why the rules refuse a caller outright. Transports answer `Unauthorized` with 401 and
+/// `Forbidden` with 403.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// There is no caller and the rule needs one (401 `UNAUTHORIZED`).
+    Unauthorized,
+    /// The caller may not do this (403 `FORBIDDEN`); the message says why, when it may
+    /// be told (a field, an API key's scopes).
+    Forbidden(Option<String>),
+}
+
+/// An operation on records, as rules name them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
+pub enum Action {
     /// `GET /{resource}`
     List,
     /// `GET /{resource}/{id}`
@@ -28,9 +38,9 @@ pub enum Op {
     Delete,
 }
 
-impl Op {
+impl Action {
     fn writes(self) -> bool {
-        matches!(self, Op::Create | Op::Update | Op::Delete)
+        matches!(self, Action::Create | Action::Update | Action::Delete)
     }
 }
 
@@ -91,13 +101,13 @@ impl Policy {
             .collect()
     }
 
-    fn cond(&self, op: Op) -> Option<&Cond> {
+    fn cond(&self, op: Action) -> Option<&Cond> {
         match op {
-            Op::List => self.list.as_ref(),
-            Op::View => self.view.as_ref(),
-            Op::Create => self.create.as_ref(),
-            Op::Update => self.update.as_ref(),
-            Op::Delete => self.delete.as_ref(),
+            Action::List => self.list.as_ref(),
+            Action::View => self.view.as_ref(),
+            Action::Create => self.create.as_ref(),
+            Action::Update => self.update.as_ref(),
+            Action::Delete => self.delete.as_ref(),
         }
     }
 
@@ -120,7 +130,7 @@ impl Policy {
 
 /// What the rules say about one operation for one caller.
 #[derive(Debug, Clone)]
-pub enum Access {
+pub enum Decision {
     /// Every record qualifies.
     All,
     /// Records satisfying this SQL qualify.
@@ -129,13 +139,13 @@ pub enum Access {
     None,
 }
 
-impl Access {
+impl Decision {
     /// The condition to add to a query (`None` when unrestricted).
     pub fn into_condition(self) -> Option<sea_query::Expr> {
         match self {
-            Access::All => None,
-            Access::Where(e) => Some(e),
-            Access::None => Some(sea_query::Expr::cust("FALSE")),
+            Decision::All => None,
+            Decision::Where(e) => Some(e),
+            Decision::None => Some(sea_query::Expr::cust("FALSE")),
         }
     }
 }
@@ -148,12 +158,12 @@ pub fn auth_map(caller: &Caller) -> Map<String, Value> {
     map
 }
 
-/// The 401/403 for a caller the rules refuse outright.
-pub fn refusal(identity: &Identity, uses_auth: bool) -> ApiError {
+/// The refusal for a caller the rules refuse outright: 401 when there is no caller and
+/// the rule looks at one, else 403.
+pub fn refusal(identity: &Identity, uses_auth: bool) -> Refusal {
     match identity.caller() {
-        None if uses_auth => ApiError::unauthorized(),
-        None => ApiError::forbidden(),
-        Some(_) => ApiError::forbidden(),
+        None if uses_auth => Refusal::Unauthorized,
+        None | Some(_) => Refusal::Forbidden(None),
     }
 }
 
@@ -162,11 +172,11 @@ pub fn refusal(identity: &Identity, uses_auth: bool) -> ApiError {
 pub fn decide(
     policy: &Policy,
     resource: &Resource,
-    op: Op,
+    op: Action,
     identity: &Identity,
     body: Option<&Map<String, Value>>,
     env_now: time::OffsetDateTime,
-) -> Result<Access, ApiError> {
+) -> Result<Decision, Refusal> {
     decide_as(
         policy,
         resource,
@@ -182,27 +192,27 @@ pub fn decide(
 pub fn decide_as(
     policy: &Policy,
     resource: &Resource,
-    op: Op,
+    op: Action,
     identity: &Identity,
     body: Option<&Map<String, Value>>,
     env_now: time::OffsetDateTime,
     table: &str,
-) -> Result<Access, ApiError> {
+) -> Result<Decision, Refusal> {
     if let Some(caller) = identity.caller()
         && !caller.scope_allows(&resource.name, op.writes())
     {
-        return Err(ApiError::forbidden_with(format!(
+        return Err(Refusal::Forbidden(Some(format!(
             "this API key's scopes do not include {}:{}",
             resource.name,
             if op.writes() { "write" } else { "read" }
-        )));
+        ))));
     }
     let Some(cond) = policy.cond(op) else {
         // No rule: admins only.
         return match identity.caller() {
-            Some(c) if c.role == "admin" => Ok(Access::All),
-            Some(_) => Err(ApiError::forbidden()),
-            None => Err(ApiError::unauthorized()),
+            Some(c) if c.role == "admin" => Ok(Decision::All),
+            Some(_) => Err(Refusal::Forbidden(None)),
+            None => Err(Refusal::Unauthorized),
         };
     };
     let auth = identity.caller().map(auth_map);
@@ -212,17 +222,17 @@ pub fn decide_as(
         now: env_now,
     };
     Ok(match compile(cond, &env, policy.dialect, table) {
-        Compiled::Always(true) => Access::All,
+        Compiled::Always(true) => Decision::All,
         Compiled::Always(false) if identity.caller().is_none() && cond.uses_auth() => {
-            return Err(ApiError::unauthorized());
+            return Err(Refusal::Unauthorized);
         }
-        Compiled::Always(false) => Access::None,
-        Compiled::Sql(e) => Access::Where(e),
+        Compiled::Always(false) => Decision::None,
+        Compiled::Sql(e) => Decision::Where(e),
     })
 }
 
 /// Whether the rule of `op` looks at the caller (for choosing 401 over 403).
-pub fn uses_auth(policy: &Policy, op: Op) -> bool {
+pub fn uses_auth(policy: &Policy, op: Action) -> bool {
     policy.cond(op).is_some_and(Cond::uses_auth)
 }
 
@@ -300,7 +310,7 @@ pub fn check_field_writes(
     identity: &Identity,
     body: &Map<String, Value>,
     now: time::OffsetDateTime,
-) -> Result<(), ApiError> {
+) -> Result<(), Refusal> {
     let auth = identity.caller().map(auth_map);
     let env = Env {
         auth: auth.as_ref(),
@@ -317,12 +327,12 @@ pub fn check_field_writes(
             && !eval(rule, &env, &own, &resource.name, id)
         {
             if identity.caller().is_none() && rule.uses_auth() {
-                return Err(ApiError::unauthorized());
+                return Err(Refusal::Unauthorized);
             }
-            return Err(ApiError::forbidden_with(format!(
+            return Err(Refusal::Forbidden(Some(format!(
                 "you may not write the field '{}'",
                 resource.fields[i].name
-            )));
+            ))));
         }
     }
     Ok(())

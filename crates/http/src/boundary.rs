@@ -132,15 +132,6 @@ pub async fn boundary(State(state): State<AppState>, mut req: Request, next: Nex
     security_headers(&mut res, state.settings.server.hsts);
 
     let status = res.status();
-    // A write anywhere forgets every cached public read, on every node sharing the cache,
-    // before the writer hears back (so it reads its own write).
-    // Anything but a refusal may have written (a 5xx can follow a commit).
-    if let Some(cache) = &state.read_cache
-        && !method.is_safe()
-        && !status.is_client_error()
-    {
-        cache.invalidate().await;
-    }
     if state.settings.metrics.enabled {
         state.metrics.request(
             &method,

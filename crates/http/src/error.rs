@@ -93,6 +93,25 @@ impl ApiError {
     }
 }
 
+/// The record service's answers: 404 for an unknown resource or a record the caller may
+/// not see, 401/403 for refusals, 400 for invalid bodies, and the store's own mapping.
+impl From<ferrobase_records::RecordError> for ApiError {
+    fn from(error: ferrobase_records::RecordError) -> Self {
+        use ferrobase_records::RecordError;
+        match error {
+            RecordError::UnknownResource(name) => {
+                Self::not_found(format!("unknown resource '{name}'"))
+            }
+            RecordError::NotFound { resource } => {
+                Self::not_found(format!("no such record in {resource}"))
+            }
+            RecordError::Refused(refusal) => refusal.into(),
+            RecordError::Invalid(fields) => Self::validation(fields),
+            RecordError::Store(e) => e.into(),
+        }
+    }
+}
+
 /// Refusals of the rules: 401 without a caller, 403 with one.
 impl From<ferrobase_access::Refusal> for ApiError {
     fn from(refusal: ferrobase_access::Refusal) -> Self {

@@ -109,18 +109,7 @@ fn role_in(user: &Map<String, Value>) -> String {
 
 /// The user record of `id` as a JSON map (without hidden fields), if it exists.
 pub async fn load_user(state: &AppState, id: &str) -> Result<Option<Map<String, Value>>, ApiError> {
-    let users = state.users();
-    let Some(record) = state.store.get(users.0, id.to_owned(), None).await? else {
-        return Ok(None);
-    };
-    let mut map = Map::new();
-    map.insert("id".into(), Value::String(record.id.clone()));
-    for (field, value) in users.1.fields.iter().zip(record.values) {
-        if !field.hidden {
-            map.insert(field.name.clone(), value);
-        }
-    }
-    Ok(Some(map))
+    Ok(state.records.user_map(id).await?)
 }
 
 async fn from_api_key(state: &AppState, key: &str) -> Result<Caller, ApiError> {

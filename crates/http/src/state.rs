@@ -11,25 +11,10 @@ use ferrobase_schema::{Resource, Schema, Settings, USERS};
 use ferrobase_shared::cache::ReadCache;
 use ferrobase_shared::{Counter, Redis};
 use ferrobase_store::{ResourceId, Store};
-use time::OffsetDateTime;
 
 use ferrobase_access::Policy;
 
-/// Where the current time comes from, so tests can control it.
-pub trait Clock: Send + Sync {
-    /// The current instant.
-    fn now(&self) -> OffsetDateTime;
-}
-
-/// The operating system's clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
-    }
-}
+pub use ferrobase_records::{Clock, SystemClock};
 
 /// Everything a request handler may need; cheap to clone.
 #[derive(Clone)]
@@ -63,8 +48,8 @@ pub struct App {
     pub passwords: Passwords,
     /// Key of session CSRF tokens.
     pub csrf_key: [u8; 32],
-    /// Compiled rules, per resource in schema order.
-    pub policies: Vec<Policy>,
+    /// The record service: every read and write of records goes through it.
+    pub records: ferrobase_records::Records,
     /// Failed logins per account and client address.
     pub pair_throttle: Counter,
     /// Failed logins per account.
@@ -77,12 +62,10 @@ pub struct App {
     pub redis: Option<Redis>,
     /// Bounds concurrent password hashing (19 MiB each).
     pub hashing: tokio::sync::Semaphore,
-    /// Whether any rule needs user fields beyond id and role (then they are loaded).
-    pub rules_need_user: bool,
     /// The rate limiter, unless rate limiting is off.
     pub limits: Option<crate::ratelimit::Limits>,
     /// The server-side cache of public reads, when configured.
-    pub read_cache: Option<ferrobase_shared::cache::ReadCache>,
+    pub read_cache: Option<Arc<ReadCache>>,
     /// `Cache-Control` of public reads, per resource in schema order.
     pub public_cache_control: Vec<axum::http::HeaderValue>,
     /// Prometheus metrics of this node.
@@ -91,13 +74,79 @@ pub struct App {
     pub openapi: axum::body::Bytes,
 }
 
-impl AppState {
+/// Builds an [`AppState`]: Redis and the clock are injected (tests control time without
+/// sleeping).
+pub struct AppStateBuilder {
+    schema: Arc<Schema>,
+    settings: Arc<Settings>,
+    store: Store,
+    redis: Option<Redis>,
+    clock: Arc<dyn Clock>,
+}
+
+impl AppStateBuilder {
+    /// Uses the shared Redis (rate limits, throttles, read cache across nodes).
+    pub fn redis(mut self, redis: Option<Redis>) -> Self {
+        self.redis = redis;
+        self
+    }
+
+    /// Uses `clock` instead of the system's.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
     /// Builds the state; keys are derived from the settings' secret.
+    pub fn build(self) -> AppState {
+        AppState::build(self)
+    }
+}
+
+/// Forgets every cached public read after a committed write, on every node sharing the
+/// cache, before the writer hears back (so it reads its own write).
+struct ForgetCachedReads(Arc<ReadCache>);
+
+impl ferrobase_records::WriteEffect for ForgetCachedReads {
+    fn after_commit(
+        &self,
+        _writes: Arc<[ferrobase_records::Written]>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let cache = self.0.clone();
+        Box::pin(async move { cache.invalidate().await })
+    }
+}
+
+impl AppState {
+    /// A builder with the system clock and no Redis.
+    pub fn builder(schema: Arc<Schema>, settings: Arc<Settings>, store: Store) -> AppStateBuilder {
+        AppStateBuilder {
+            schema,
+            settings,
+            store,
+            redis: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Builds the state with the system clock.
     pub fn new(
         schema: Arc<Schema>,
         settings: Arc<Settings>,
         store: Store,
         redis: Option<Redis>,
+    ) -> Self {
+        Self::builder(schema, settings, store).redis(redis).build()
+    }
+
+    fn build(
+        AppStateBuilder {
+            schema,
+            settings,
+            store,
+            redis,
+            clock,
+        }: AppStateBuilder,
     ) -> Self {
         let secret = settings.secret.clone().unwrap_or_else(|| Secret::new(""));
         let previous = settings.secret_previous.as_ref();
@@ -105,24 +154,23 @@ impl AppState {
             secret.derive("cursor"),
             previous.map(|s| s.derive("cursor")),
         );
-        let dialect = if store.is_postgres() {
-            ferrobase_query::sql::Dialect::Postgres
-        } else {
-            ferrobase_query::sql::Dialect::Sqlite
-        };
-        let policies = Policy::compile_all(&schema, dialect);
         let limits = crate::ratelimit::Limits::new(&settings.rate_limit, redis.as_ref());
         let cache = &settings.cache;
         let read_cache = match (cache.server, redis.as_ref()) {
             (ServerCache::Off, _) => None,
-            (ServerCache::Redis, Some(redis)) => Some(ReadCache::redis(redis, cache.server_ttl)),
+            (ServerCache::Redis, Some(redis)) => {
+                Some(Arc::new(ReadCache::redis(redis, cache.server_ttl)))
+            }
             (ServerCache::Memory | ServerCache::Redis, _) => {
                 if redis.is_some() {
                     tracing::warn!(
                         "[cache] server = \"memory\" with Redis configured: other nodes' writes will not invalidate this node's cache; use \"redis\""
                     );
                 }
-                Some(ReadCache::memory(cache.server_capacity, cache.server_ttl))
+                Some(Arc::new(ReadCache::memory(
+                    cache.server_capacity,
+                    cache.server_ttl,
+                )))
             }
         };
         let openapi = axum::body::Bytes::from(
@@ -140,13 +188,18 @@ impl AppState {
                 crate::cache::public_cache_control(age)
             })
             .collect();
-        let rules_need_user = policies.iter().any(Policy::needs_user_record);
+        let mut records =
+            ferrobase_records::Records::builder(schema.clone(), store.clone()).clock(clock.clone());
+        if let Some(cache) = &read_cache {
+            records = records.effect(Arc::new(ForgetCachedReads(cache.clone())));
+        }
+        let records = records.build();
         Self(Arc::new(App {
             jwt: JwtKeys::derive(&secret, previous),
             csrf_key: secret.derive("csrf"),
             passwords: Passwords::default(),
             cursors,
-            policies,
+            records,
             pair_throttle: Counter::new(
                 redis.as_ref(),
                 "login-pair",
@@ -162,7 +215,6 @@ impl AppState {
             hashing: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
             ),
-            rules_need_user,
             limits,
             read_cache,
             public_cache_control,
@@ -184,7 +236,7 @@ impl AppState {
             schema,
             settings,
             store,
-            clock: Arc::new(SystemClock),
+            clock,
             shutting_down: AtomicBool::new(false),
         }))
     }
@@ -212,7 +264,12 @@ impl AppState {
 
     /// The compiled rules of a resource.
     pub fn policy(&self, res: ResourceId) -> &Policy {
-        &self.policies[res.0]
+        self.records.policy(res)
+    }
+
+    /// Whether any rule needs user fields beyond id and role (then they are loaded).
+    pub fn rules_need_user(&self) -> bool {
+        self.records.rules_need_user()
     }
 }
 

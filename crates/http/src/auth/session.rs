@@ -104,8 +104,8 @@ pub(crate) async fn register(
     }
     let id = uuid::Uuid::now_v7().to_string();
     let record = state
-        .store
-        .insert(
+        .records
+        .insert_trusted(
             res,
             NewRecord {
                 // Registering is the new user's own write.
@@ -115,7 +115,6 @@ pub(crate) async fn register(
                 values,
                 targets: Default::default(),
             },
-            None,
         )
         .await?;
     let role = role_of(&state, &record);

@@ -16,16 +16,12 @@ use axum::Extension;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use ferrobase_store::{BatchOp, BatchOutcome, Record, ResourceId};
+use ferrobase_records::BatchWrite;
+use ferrobase_store::{BatchOutcome, Record};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::create::plan_create;
-use super::delete::plan_delete;
-use super::update::plan_update;
-use super::{
-    RecordJson, json_response, record_id, refuse_early, resource, with_user, write_failure,
-};
+use super::{RecordJson, json_response};
 use crate::error::ApiError;
 use crate::extract::JsonObject;
 use crate::identity::Identity;
@@ -34,15 +30,6 @@ use ferrobase_access::{Action, readable};
 
 /// Most operations one batch may carry.
 pub(crate) const MAX_OPERATIONS: usize = 100;
-
-/// One parsed operation.
-struct Operation {
-    op: Action,
-    res: ResourceId,
-    id: Option<String>,
-    body: Option<Map<String, Value>>,
-    if_match: Option<Vec<i64>>,
-}
 
 /// Puts the operation's position into an error, so the client knows which one failed.
 fn at(index: usize, mut error: ApiError) -> ApiError {
@@ -57,7 +44,7 @@ fn at(index: usize, mut error: ApiError) -> ApiError {
     error
 }
 
-fn parse(state: &AppState, index: usize, raw: Value) -> Result<Operation, ApiError> {
+fn parse(state: &AppState, index: usize, raw: Value) -> Result<BatchWrite, ApiError> {
     let bad = |m: &str| at(index, ApiError::bad_request(m.to_owned()));
     let Value::Object(mut raw) = raw else {
         return Err(bad("each operation must be an object"));
@@ -94,11 +81,19 @@ fn parse(state: &AppState, index: usize, raw: Value) -> Result<Operation, ApiErr
     if segments.next().is_some() {
         return Err(bad("path must be RESOURCE or RESOURCE/ID"));
     }
-    let (res, resource) = resource(state, name).map_err(|e| at(index, e))?;
+    let (res, _) = state
+        .records
+        .resource(name)
+        .map_err(|e| at(index, e.into()))?;
     let id = match (op, raw_id) {
         (Action::Create, None) => None,
         (Action::Create, Some(_)) => return Err(bad("POST takes a resource path without an id")),
-        (_, Some(id)) => Some(record_id(resource, id).map_err(|e| at(index, e))?),
+        (_, Some(id)) => Some(
+            state
+                .records
+                .record_id(res, id)
+                .map_err(|e| at(index, e.into()))?,
+        ),
         (_, None) => return Err(bad("PATCH and DELETE need RESOURCE/ID")),
     };
     let body = match (op, raw.remove("body")) {
@@ -118,8 +113,8 @@ fn parse(state: &AppState, index: usize, raw: Value) -> Result<Operation, ApiErr
         }
         Some(_) => return Err(bad("ifMatch must be a string such as \"\\\"3\\\"\"")),
     };
-    Ok(Operation {
-        op,
+    Ok(BatchWrite {
+        action: op,
         res,
         id,
         body,
@@ -168,7 +163,7 @@ pub(crate) async fn batch(
     let charges: Vec<(&str, &str)> = operations
         .iter()
         .map(|o| {
-            let method = match o.op {
+            let method = match o.action {
                 Action::Create => "POST",
                 Action::Update => "PATCH",
                 _ => "DELETE",
@@ -179,67 +174,22 @@ pub(crate) async fn batch(
     if let Err(refused) = crate::ratelimit::charge_operations(&state, client, &charges).await {
         return Ok(refused);
     }
-    let first = operations.first().map_or(ResourceId(0), |o| o.res);
-    let identity = with_user(&state, state.policy(first), identity).await?;
-
-    let mut ops = Vec::with_capacity(operations.len());
-    for (i, o) in operations.iter().enumerate() {
-        let resource = &state.schema.resources[o.res.0];
-        let planned = match o.op {
-            Action::Create => {
-                let body = o.body.clone().unwrap_or_default();
-                // As for a single create: callers no body could admit are refused before
-                // the body is judged (401 rather than a validation error).
-                refuse_early(&state, o.res, resource, &identity, Action::Create)
-                    .and_then(|()| plan_create(&state, o.res, resource, &identity, body))
-                    .map(|plan| BatchOp::Insert {
-                        res: o.res,
-                        record: plan.record,
-                        allowed: plan.allowed,
-                    })
-            }
-            Action::Update => {
-                let patch = o.body.clone().unwrap_or_default();
-                plan_update(
-                    &state,
-                    o.res,
-                    resource,
-                    &identity,
-                    patch,
-                    o.if_match.clone(),
-                )
-                .map(|plan| BatchOp::Update {
-                    res: o.res,
-                    id: o.id.clone().unwrap_or_default(),
-                    update: plan.update,
-                    access: plan.access,
-                })
-            }
-            _ => plan_delete(&state, o.res, resource, &identity, o.if_match.clone()).map(
-                |deletion| BatchOp::Delete {
-                    res: o.res,
-                    id: o.id.clone().unwrap_or_default(),
-                    deletion,
-                },
-            ),
-        };
-        ops.push(planned.map_err(|e| at(i, e))?);
-    }
-
-    let outcomes = state.store.batch(ops).await.map_err(|e| match e.index {
-        Some(i) => {
-            let o = &operations[i];
-            at(i, write_failure(&state, o.res, &identity, o.op, e.error))
-        }
-        None => e.error.into(),
-    })?;
+    let identity = state.records.with_user(identity).await?;
+    let outcomes = state
+        .records
+        .batch(&identity, &operations)
+        .await
+        .map_err(|failure| match failure.index {
+            Some(i) => at(i, failure.error.into()),
+            None => failure.error.into(),
+        })?;
     respond(&state, &identity, &operations, &outcomes)
 }
 
 fn respond(
     state: &AppState,
     identity: &Identity,
-    operations: &[Operation],
+    operations: &[BatchWrite],
     outcomes: &[BatchOutcome],
 ) -> Result<Response, ApiError> {
     let now = state.clock.now();

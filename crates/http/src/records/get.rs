@@ -6,12 +6,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 
 use super::etag::{etag, not_modified};
-use super::{not_found, record_id, record_response, resource, with_user};
+use super::record_response;
 use crate::error::ApiError;
 use crate::extract::Segments;
 use crate::identity::Identity;
 use crate::state::AppState;
-use ferrobase_access::{Action, decide};
 
 /// Reads one record the caller may see; `304` when `If-None-Match` names its version.
 pub(crate) async fn get(
@@ -20,22 +19,10 @@ pub(crate) async fn get(
     Segments(path): Segments,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (res, resource) = resource(&state, &path[0])?;
-    let identity = with_user(&state, state.policy(res), identity).await?;
-    let access = decide(
-        state.policy(res),
-        resource,
-        Action::View,
-        &identity,
-        None,
-        state.clock.now(),
-    )?;
-    let id = record_id(resource, &path[1])?;
-    let record = state
-        .store
-        .get(res, id, access.into_condition())
-        .await?
-        .ok_or_else(|| not_found(resource))?;
+    let records = &state.records;
+    let (res, resource) = records.resource(&path[0])?;
+    let identity = records.with_user(identity).await?;
+    let record = records.get(&identity, res, &path[1]).await?;
     let mut extra = HeaderMap::new();
     crate::cache::mark(&state, res, &identity, &mut extra);
     if not_modified(&headers, record.version) {

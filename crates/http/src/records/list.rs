@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use super::expand::{Tree, expand};
 use super::params::{ListParams, parse};
-use super::{RecordJson, json_bytes, resource, with_user};
+use super::{RecordJson, json_bytes, resource};
 use crate::error::ApiError;
 use crate::extract::Segments;
 use crate::identity::Identity;
@@ -112,7 +112,7 @@ pub(crate) async fn list(
 ) -> Result<Response, ApiError> {
     let (res, resource) = resource(&state, &path[0])?;
     let policy = state.policy(res);
-    let identity = with_user(&state, policy, identity).await?;
+    let identity = state.records.with_user(identity).await?;
     let now = state.clock.now();
     let rule = decide(policy, resource, Action::List, &identity, None, now)?.into_condition();
     let params: ListParams = parse(&state.schema, resource, query.as_deref())?;

@@ -107,6 +107,22 @@ impl From<ferrobase_records::RecordError> for ApiError {
             }
             RecordError::Refused(refusal) => refusal.into(),
             RecordError::Invalid(fields) => Self::validation(fields),
+            RecordError::InvalidFilter {
+                message,
+                position,
+                hint,
+                allowed,
+            } => {
+                let mut e = Self::new(StatusCode::BAD_REQUEST, "INVALID_FILTER", message);
+                if position.is_some() || !allowed.is_empty() {
+                    e.details = Some(serde_json::json!({
+                        "position": position,
+                        "hint": hint,
+                        "allowed": allowed,
+                    }));
+                }
+                e
+            }
             RecordError::Store(e) => e.into(),
         }
     }

@@ -189,7 +189,8 @@ impl AppState {
             })
             .collect();
         let mut records =
-            ferrobase_records::Records::builder(schema.clone(), store.clone()).clock(clock.clone());
+            ferrobase_records::Records::builder(schema.clone(), store.clone(), cursors.clone())
+                .clock(clock.clone());
         if let Some(cache) = &read_cache {
             records = records.effect(Arc::new(ForgetCachedReads(cache.clone())));
         }

@@ -19,8 +19,20 @@ pub enum RecordError {
     },
     /// The rules refuse the caller (401 `UNAUTHORIZED` or 403 `FORBIDDEN`).
     Refused(Refusal),
-    /// The body does not validate (400 `VALIDATION_FAILED`), per field.
+    /// The body or the parameters do not validate (400 `VALIDATION_FAILED`), per field.
     Invalid(BTreeMap<String, Vec<String>>),
+    /// A filter expression is malformed or names what the caller may not use (400
+    /// `INVALID_FILTER`).
+    InvalidFilter {
+        /// What is wrong, with the position.
+        message: String,
+        /// Where in the expression (characters), when known.
+        position: Option<usize>,
+        /// A suggestion.
+        hint: Option<String>,
+        /// The names a filter may use.
+        allowed: Vec<String>,
+    },
     /// The store refused or failed: conflicts, stale preconditions, broken relations,
     /// unavailability (mapped by the store's own mapping).
     Store(StoreError),
@@ -49,6 +61,7 @@ impl std::fmt::Display for RecordError {
                     .unwrap_or("the access rules do not allow this"),
             ),
             Self::Invalid(fields) => write!(f, "{} fields are invalid", fields.len()),
+            Self::InvalidFilter { message, .. } => f.write_str(message),
             Self::Store(e) => write!(f, "{e}"),
         }
     }

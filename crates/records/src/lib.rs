@@ -7,6 +7,10 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod expand;
+mod json;
+mod list;
+pub mod params;
 mod read;
 mod write;
 
@@ -22,6 +26,9 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 pub use error::RecordError;
+pub use json::RecordJson;
+pub use list::ListPage;
+pub use params::ListParams;
 pub use write::{BatchFailure, BatchWrite};
 
 /// Where the current time comes from, so tests can control it without sleeping.
@@ -71,6 +78,8 @@ struct Inner {
     /// Whether any rule needs user fields beyond id and role (then they are loaded).
     rules_need_user: bool,
     effects: Arc<[Arc<dyn WriteEffect>]>,
+    /// Signs and verifies list cursors.
+    cursors: ferrobase_query::cursor::CursorCodec,
 }
 
 /// Builds a [`Records`]: the clock and the effects are injected.
@@ -79,6 +88,7 @@ pub struct RecordsBuilder {
     store: Store,
     clock: Arc<dyn Clock>,
     effects: Vec<Arc<dyn WriteEffect>>,
+    cursors: ferrobase_query::cursor::CursorCodec,
 }
 
 impl RecordsBuilder {
@@ -110,18 +120,25 @@ impl RecordsBuilder {
             clock: self.clock,
             rules_need_user,
             effects: self.effects.into(),
+            cursors: self.cursors,
         }))
     }
 }
 
 impl Records {
-    /// A builder with the system clock and no effects.
-    pub fn builder(schema: Arc<Schema>, store: Store) -> RecordsBuilder {
+    /// A builder with the system clock and no effects; `cursors` signs list cursors
+    /// (keys derived from the deployment's secret, so every node accepts every node's).
+    pub fn builder(
+        schema: Arc<Schema>,
+        store: Store,
+        cursors: ferrobase_query::cursor::CursorCodec,
+    ) -> RecordsBuilder {
         RecordsBuilder {
             schema,
             store,
             clock: Arc::new(SystemClock),
             effects: Vec::new(),
+            cursors,
         }
     }
 

@@ -16,7 +16,6 @@ use crate::error::ApiError;
 use crate::identity::{Caller, Identity, Via};
 use crate::records::{RecordJson, json_response};
 use crate::state::AppState;
-use ferrobase_access::readable;
 
 /// A string member of a JSON body, or a validation error naming it.
 pub(crate) fn required_string(
@@ -57,7 +56,7 @@ pub(crate) fn user_json(state: &AppState, record: &Record, role: &str) -> Result
         user: None,
         via: Via::Bearer,
     }));
-    let mask = readable(state.policy(res), users, record, &me, state.clock.now());
+    let mask = state.records.readable(res, record, &me);
     let json = RecordJson {
         readable: Some(&mask),
         ..RecordJson::new(users, record)

@@ -26,7 +26,7 @@ use crate::error::ApiError;
 use crate::extract::JsonObject;
 use crate::identity::Identity;
 use crate::state::AppState;
-use ferrobase_access::{Action, readable};
+use ferrobase_access::Action;
 
 /// Most operations one batch may carry.
 pub(crate) const MAX_OPERATIONS: usize = 100;
@@ -192,14 +192,12 @@ fn respond(
     operations: &[BatchWrite],
     outcomes: &[BatchOutcome],
 ) -> Result<Response, ApiError> {
-    let now = state.clock.now();
     let records: Vec<Option<(&Record, Vec<bool>)>> = operations
         .iter()
         .zip(outcomes)
         .map(|(o, outcome)| match outcome {
             BatchOutcome::Inserted(r) | BatchOutcome::Updated(r) => {
-                let resource = &state.schema.resources[o.res.0];
-                Some((r, readable(state.policy(o.res), resource, r, identity, now)))
+                Some((r, state.records.readable(o.res, r, identity)))
             }
             BatchOutcome::Deleted => None,
         })

@@ -4,11 +4,8 @@ pub(crate) mod batch;
 pub(crate) mod create;
 pub(crate) mod delete;
 mod etag;
-mod expand;
 pub(crate) mod get;
-mod json;
 pub(crate) mod list;
-mod params;
 pub(crate) mod update;
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -21,24 +18,8 @@ use serde_json::{Map, Value};
 use crate::error::ApiError;
 use crate::identity::Identity;
 use crate::state::AppState;
-use ferrobase_access::readable;
 
-pub(crate) use json::RecordJson;
-
-/// Looks a resource up by its URL name: unknown names are 404.
-pub(crate) fn resource<'s>(
-    state: &'s AppState,
-    name: &str,
-) -> Result<(ResourceId, &'s Resource), ApiError> {
-    state
-        .schema
-        .resources
-        .iter()
-        .enumerate()
-        .find(|(_, r)| r.name == name)
-        .map(|(i, r)| (ResourceId(i), r))
-        .ok_or_else(|| ApiError::not_found(format!("unknown resource '{name}'")))
-}
+pub(crate) use ferrobase_records::RecordJson;
 
 /// Indexes of the fields a body names (the fields a write touches).
 pub(crate) fn fields_in(resource: &Resource, body: &Map<String, Value>) -> Vec<usize> {
@@ -78,13 +59,7 @@ pub(crate) fn record_response(
     record: &Record,
     identity: &Identity,
 ) -> Response {
-    let mask = readable(
-        state.policy(res),
-        resource,
-        record,
-        identity,
-        state.clock.now(),
-    );
+    let mask = state.records.readable(res, record, identity);
     let json = RecordJson {
         readable: Some(&mask),
         ..RecordJson::new(resource, record)

@@ -9,15 +9,13 @@ use ferrobase_schema::Resource;
 use ferrobase_store::Record;
 use serde_json::{Map, Value};
 
-use super::{RecordJson, resource};
-use crate::error::ApiError;
-use crate::identity::Identity;
-use crate::state::AppState;
-use ferrobase_access::{Action, Decision, decide, readable};
+use ferrobase_access::{Action, Decision, Identity, decide};
+
+use crate::{RecordError, RecordJson, Records};
 
 /// Expansion paths as a tree: field name → what to expand below it.
 #[derive(Debug, Default)]
-pub(crate) struct Tree(BTreeMap<String, Tree>);
+pub struct Tree(BTreeMap<String, Tree>);
 
 impl Tree {
     /// The tree of a list of paths.
@@ -42,12 +40,12 @@ type Maps = Vec<Map<String, Value>>;
 
 /// The `expand` object of each record, in the order of `records`.
 pub(crate) fn expand<'a>(
-    state: &'a AppState,
+    state: &'a Records,
     parent: &'a Resource,
     records: &'a [Record],
     tree: &'a Tree,
     identity: &'a Identity,
-) -> Pin<Box<dyn Future<Output = Result<Maps, ApiError>> + Send + 'a>> {
+) -> Pin<Box<dyn Future<Output = Result<Maps, RecordError>> + Send + 'a>> {
     Box::pin(async move {
         let mut maps: Maps = vec![Map::new(); records.len()];
         for (name, below) in &tree.0 {
@@ -62,7 +60,7 @@ pub(crate) fn expand<'a>(
             let Some(relation) = field.relation() else {
                 continue;
             };
-            let (target_id, target) = resource(state, &relation.resource)?;
+            let (target_id, target) = state.resource(&relation.resource)?;
             let policy = state.policy(target_id);
             // Records the caller may not see are left out, never hinted at.
             let visible = match decide(
@@ -71,7 +69,7 @@ pub(crate) fn expand<'a>(
                 Action::View,
                 identity,
                 None,
-                state.clock.now(),
+                state.clock().now(),
             ) {
                 Ok(Decision::None) | Err(_) => continue,
                 Ok(access) => access.into_condition(),
@@ -88,7 +86,7 @@ pub(crate) fn expand<'a>(
             }
             ids.sort();
             ids.dedup();
-            let fetched = state.store.get_many(target_id, ids, visible).await?;
+            let fetched = state.store().get_many(target_id, ids, visible).await?;
             let nested = if below.is_empty() {
                 vec![Map::new(); fetched.len()]
             } else {
@@ -96,13 +94,15 @@ pub(crate) fn expand<'a>(
             };
             let mut by_id: HashMap<&str, Value> = HashMap::with_capacity(fetched.len());
             for (record, nested) in fetched.iter().zip(&nested) {
-                let mask = readable(policy, target, record, identity, state.clock.now());
+                let mask = state.readable(target_id, record, identity);
                 let json = RecordJson {
                     expand: (!nested.is_empty()).then_some(nested),
                     readable: Some(&mask),
                     ..RecordJson::new(target, record)
                 };
-                let value = serde_json::to_value(&json).map_err(ApiError::internal)?;
+                let value = serde_json::to_value(&json).map_err(|e| {
+                    RecordError::Store(ferrobase_store::StoreError::Internal(e.to_string()))
+                })?;
                 by_id.insert(record.id.as_str(), value);
             }
             for (record, map) in records.iter().zip(maps.iter_mut()) {

@@ -8,8 +8,10 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value};
 
 /// Serializes one record of `resource` without building an intermediate map.
-pub(crate) struct RecordJson<'a> {
+pub struct RecordJson<'a> {
+    /// The record's resource.
     pub resource: &'a Resource,
+    /// The record.
     pub record: &'a Record,
     /// Only these keys (`fields=`), when given.
     pub only: Option<&'a [String]>,

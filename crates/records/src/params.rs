@@ -6,7 +6,7 @@ use ferrobase_query::check::{Cond, Mode, check, visible_columns};
 use ferrobase_schema::{FieldType, Resource, Schema};
 use ferrobase_store::{KeyType, SortKey};
 
-use crate::error::ApiError;
+use crate::RecordError;
 
 /// Page size when the client names none.
 pub const DEFAULT_LIMIT: u32 = 20;
@@ -22,17 +22,24 @@ const MAX_EXPAND_DEPTH: usize = 3;
 
 /// Parsed list parameters.
 #[derive(Debug)]
-pub(crate) struct ListParams {
+pub struct ListParams {
+    /// `filter`, checked against the schema.
     pub filter: Option<Cond>,
+    /// `sort`, as keys (always ending in `id`).
     pub order: Vec<SortKey>,
     /// Canonical text of `order`, which cursors are bound to.
     pub sort: String,
+    /// `fields`: only these keys in each record.
     pub fields: Option<Vec<String>>,
     /// Relation paths to expand, each a list of field names.
     pub expand: Vec<Vec<String>>,
+    /// Page size.
     pub limit: u32,
+    /// `cursor`: where a keyset page starts.
     pub cursor: Option<String>,
+    /// `page`: an offset page, from 1.
     pub page: Option<u64>,
+    /// `count`: whether the total is wanted.
     pub count: bool,
 }
 
@@ -46,11 +53,11 @@ fn push(errors: &mut Errors, key: &str, message: impl Into<String>) {
 }
 
 /// Parses the query string of a list request.
-pub(crate) fn parse(
+pub fn parse(
     schema: &Schema,
     resource: &Resource,
     query: Option<&str>,
-) -> Result<ListParams, ApiError> {
+) -> Result<ListParams, RecordError> {
     let mut errors = Errors::new();
     let mut raw: BTreeMap<String, String> = BTreeMap::new();
     for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
@@ -111,24 +118,20 @@ pub(crate) fn parse(
     if errors.is_empty() {
         Ok(params)
     } else {
-        Err(ApiError::validation(errors))
+        Err(RecordError::Invalid(errors))
     }
 }
 
-fn filter(schema: &Schema, resource: &Resource, text: &str) -> Result<Cond, ApiError> {
+/// Parses and checks a filter expression; errors point at the offending position.
+pub fn filter(schema: &Schema, resource: &Resource, text: &str) -> Result<Cond, RecordError> {
     let invalid = |offset: usize, message: String, hint: Option<String>| {
         let position = text.get(..offset).map_or(offset, |p| p.chars().count());
-        let mut e = ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "INVALID_FILTER",
-            format!("{message} (at position {position})"),
-        );
-        e.details = Some(serde_json::json!({
-            "position": position,
-            "hint": hint,
-            "allowed": visible_columns(resource),
-        }));
-        e
+        RecordError::InvalidFilter {
+            message: format!("{message} (at position {position})"),
+            position: Some(position),
+            hint,
+            allowed: visible_columns(resource),
+        }
     };
     let expr = ferrobase_query::parse(text).map_err(|e| invalid(e.offset, e.message, None))?;
     check(&expr, schema, resource, Mode::Filter).map_err(|e| invalid(e.offset, e.message, e.hint))

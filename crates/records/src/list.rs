@@ -1,0 +1,169 @@
+//! Lists of records: the list rule and the filter in one query (rows the caller may not
+//! see are never read), keyset cursors or offset pages, optional total, expansion.
+
+use ferrobase_access::{Action, Decision, Identity, auth_map, decide, decide_as};
+use ferrobase_query::cursor::{Cursor, CursorError};
+use ferrobase_query::env::Env;
+use ferrobase_query::sql::compile_guarded;
+use ferrobase_schema::Resource;
+use ferrobase_store::{ListQuery, Record, ResourceId};
+use sea_query::ExprTrait;
+use serde_json::{Map, Value};
+
+use crate::expand::{Tree, expand};
+use crate::params::ListParams;
+use crate::{RecordError, Records};
+
+/// One page of a list.
+#[derive(Debug)]
+pub struct ListPage {
+    /// The records, in order.
+    pub records: Vec<Record>,
+    /// Per record, which fields the caller may read.
+    pub readable: Vec<Vec<bool>>,
+    /// Per record, its expanded relations (when `expand` asked for any).
+    pub expanded: Option<Vec<Map<String, Value>>>,
+    /// Whether more records follow this page.
+    pub has_more: bool,
+    /// The cursor of the next page, for keyset pages that have one.
+    pub next_cursor: Option<String>,
+    /// The total matching the filter, when asked for.
+    pub total: Option<u64>,
+}
+
+/// The value a record has for a sort key, as stored (for cursors).
+fn key_value(resource: &Resource, record: &Record, column: &str) -> Value {
+    match column {
+        "id" => Value::String(record.id.clone()),
+        "version" => Value::from(record.version),
+        "created_at" => record.created_at.clone().map_or(Value::Null, Value::String),
+        "updated_at" => record.updated_at.clone().map_or(Value::Null, Value::String),
+        _ => resource
+            .fields
+            .iter()
+            .position(|f| f.name == column)
+            .map_or(Value::Null, |i| record.values[i].clone()),
+    }
+}
+
+fn cursor_error(message: &str) -> RecordError {
+    RecordError::Invalid([("cursor".to_owned(), vec![message.to_owned()])].into())
+}
+
+impl Records {
+    /// One page of the records the caller may list.
+    pub async fn list(
+        &self,
+        identity: &Identity,
+        res: ResourceId,
+        params: &ListParams,
+    ) -> Result<ListPage, RecordError> {
+        let resource = self.resource_at(res);
+        let policy = self.policy(res);
+        let now = self.clock().now();
+        let rule = decide(policy, resource, Action::List, identity, None, now)?.into_condition();
+        if params
+            .filter
+            .as_ref()
+            .is_some_and(|f| f.reaches_beyond_dates(now))
+        {
+            return Err(RecordError::InvalidFilter {
+                message: "@now with this offset falls outside the dates a record can hold (years 0001 to 9999)".into(),
+                position: None,
+                hint: None,
+                allowed: Vec::new(),
+            });
+        }
+        let auth = identity.caller().map(auth_map);
+        let env = Env {
+            auth: auth.as_ref(),
+            body: None,
+            now,
+        };
+        // Related records a filter looks at must be visible to the caller themselves.
+        let guard = |name: &str, alias: &str| -> Option<sea_query::Expr> {
+            let denied = Some(sea_query::Expr::cust("FALSE"));
+            let Ok((id, target)) = self.resource(name) else {
+                return denied;
+            };
+            match decide_as(
+                self.policy(id),
+                target,
+                Action::View,
+                identity,
+                None,
+                now,
+                alias,
+            ) {
+                Ok(Decision::All) => None,
+                Ok(Decision::Where(e)) => Some(e),
+                Ok(Decision::None) | Err(_) => denied,
+            }
+        };
+        let filter = params.filter.as_ref().map(|cond| {
+            compile_guarded(cond, &env, policy.dialect, &resource.name, Some(&guard)).into_expr()
+        });
+        // The rule is part of the query: rows the caller may not see are never read.
+        let filter = match (rule, filter) {
+            (Some(r), Some(f)) => Some(r.and(f)),
+            (r, f) => r.or(f),
+        };
+        let after = match &params.cursor {
+            None => None,
+            Some(token) => match self.0.cursors.decode(token, &resource.name, &params.sort) {
+                Ok(cursor) => Some(cursor.values),
+                Err(CursorError::Invalid) => return Err(cursor_error("is not a valid cursor")),
+                Err(CursorError::Mismatch) => {
+                    return Err(cursor_error("was made for a different resource or sort"));
+                }
+            },
+        };
+        let total = if params.count {
+            Some(self.store().count(res, filter.clone()).await?)
+        } else {
+            None
+        };
+        let query = ListQuery {
+            filter,
+            order: params.order.clone(),
+            after,
+            limit: params.limit + 1,
+            offset: params.page.map_or(0, |p| (p - 1) * u64::from(params.limit)),
+        };
+        let mut records = self.store().list(res, query).await?;
+        let has_more = records.len() > params.limit as usize;
+        records.truncate(params.limit as usize);
+        let tree = Tree::new(&params.expand);
+        let expanded = if tree.is_empty() {
+            None
+        } else {
+            Some(expand(self, resource, &records, &tree, identity).await?)
+        };
+        let next_cursor = match (has_more, params.page, records.last()) {
+            (true, None, Some(last)) => Some(
+                self.0.cursors.encode(&Cursor {
+                    resource: resource.name.clone(),
+                    sort: params.sort.clone(),
+                    values: params
+                        .order
+                        .iter()
+                        .map(|k| key_value(resource, last, &k.column))
+                        .collect(),
+                }),
+            ),
+            _ => None,
+        };
+        let readable = records
+            .iter()
+            .map(|r| self.readable(res, r, identity))
+            .collect();
+        Ok(ListPage {
+            records,
+            readable,
+            expanded,
+            has_more,
+            next_cursor,
+            total,
+        })
+    }
+}

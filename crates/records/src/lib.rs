@@ -257,6 +257,19 @@ impl Records {
         )
     }
 
+    /// A follower of the event log after `position` (0: from the start of what is kept):
+    /// webhooks and realtime read every committed write through it, in `seq` order and
+    /// without gaps (see [`ferrobase_store::EventFollower`]).
+    pub fn follow_events(&self, position: i64) -> ferrobase_store::EventFollower {
+        self.0.store.follow_events(position)
+    }
+
+    /// Changes after every record write this node commits: wait on it instead of polling
+    /// the log (writes of other nodes still need a poll, or realtime's notifications).
+    pub fn event_wakeups(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.store.event_wakeups()
+    }
+
     /// Runs the effects of committed writes, in a task the caller cannot cancel.
     async fn after_commit(&self, writes: Vec<Written>) {
         if self.0.effects.is_empty() || writes.is_empty() {

@@ -140,7 +140,10 @@ fn open(dir: &Path) -> Result<(project::Project, Store, tokio::runtime::Runtime)
                 schema,
                 StartupPolicy::Manual,
             )?;
-            store.wait_ready(std::time::Duration::from_secs(30)).await?;
+            store
+                .maintenance()
+                .wait_ready(std::time::Duration::from_secs(30))
+                .await?;
             Ok::<_, StoreError>(store)
         })
         .map_err(|e| fail(code_of(&e), e))?;
@@ -161,7 +164,7 @@ fn load(dir: &Path) -> Result<Loaded, ExitCode> {
     let (project, store, rt) = open(dir)?;
     let files = files(dir)?;
     let (recorded, applied) = rt
-        .block_on(store.migrations())
+        .block_on(store.maintenance().migrations())
         .map_err(|e| fail(code_of(&e), e))?;
     Ok(Loaded {
         project,
@@ -285,7 +288,11 @@ pub fn apply(dir: &Path, allow_destructive: bool) -> ExitCode {
         Err(code) => return code,
     };
     let now = format_datetime(time::OffsetDateTime::now_utc());
-    match rt.block_on(store.apply_migrations(files, allow_destructive, now)) {
+    match rt.block_on(
+        store
+            .maintenance()
+            .apply_migrations(files, allow_destructive, now),
+    ) {
         Ok(done) if done.is_empty() => {
             println!("nothing to apply");
             ExitCode::SUCCESS

@@ -98,7 +98,11 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>) -> ExitC
     tokio::spawn(async move {
         // One line when the store can serve (at once on SQLite; on PostgreSQL once its
         // tables are up to date), for operators and for tests that must not race it.
-        match store.wait_ready(std::time::Duration::from_secs(3600)).await {
+        match store
+            .maintenance()
+            .wait_ready(std::time::Duration::from_secs(3600))
+            .await
+        {
             Ok(()) => tracing::info!("ready to serve"),
             Err(StoreError::Config(why)) => {
                 let _ = refused_tx.send(why);
@@ -209,7 +213,7 @@ fn spawn_event_trimming(store: Store, retention: std::time::Duration) {
                 continue;
             };
             let before = ferrobase_schema::validate::format_datetime(horizon);
-            match store.trim_events(before).await {
+            match store.events().trim_events(before).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(events = n, "trimmed the event log"),
                 // Not ready yet, or the database is away: the next tick tries again.

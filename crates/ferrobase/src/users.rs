@@ -100,8 +100,12 @@ pub fn create(dir: &Path, email: &str, role: &str) -> ExitCode {
     let id = uuid::Uuid::now_v7().to_string();
     let result = runtime.block_on(async {
         let store = Store::open(&project.dir, &project.settings, schema.clone())?;
-        store.wait_ready(std::time::Duration::from_secs(30)).await?;
         store
+            .maintenance()
+            .wait_ready(std::time::Duration::from_secs(30))
+            .await?;
+        store
+            .records()
             .insert(
                 ResourceId(index),
                 NewRecord {

@@ -51,10 +51,11 @@ fn read_log(project: &Project) -> Vec<RecordEvent> {
     rt.block_on(async {
         let store = Store::open(project.path(), &settings, schema).expect("store");
         store
+            .maintenance()
             .wait_ready(Duration::from_secs(30))
             .await
             .expect("ready");
-        let last = store.last_event().await.expect("last");
+        let last = store.events().last_event().await.expect("last");
         let mut follower = store.follow_events(0);
         let mut events = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -100,7 +100,7 @@ pub(crate) async fn idempotency(
         expired_before: format_datetime(now - KEEP),
         abandoned_before: format_datetime(now - abandon_after),
     };
-    match state.store.claim_idempotency(claim).await {
+    match state.store.idempotency().claim_idempotency(claim).await {
         Err(e) => ApiError::from(e).into_response(),
         Ok(Claim::InFlight) => ApiError::new(
             StatusCode::CONFLICT,
@@ -121,7 +121,7 @@ pub(crate) async fn idempotency(
 /// Keeps a successful response for replay and passes it on; releases the key otherwise.
 async fn remember(state: &AppState, key: String, res: Response) -> Response {
     if !res.status().is_success() {
-        if let Err(e) = state.store.release_idempotency(key).await {
+        if let Err(e) = state.store.idempotency().release_idempotency(key).await {
             tracing::warn!(error = %e, "could not release an idempotency key");
         }
         return res;
@@ -145,7 +145,12 @@ async fn remember(state: &AppState, key: String, res: Response) -> Response {
             headers: "[]".into(),
             body: Vec::new(),
         };
-        if let Err(e) = state.store.complete_idempotency(key, marker).await {
+        if let Err(e) = state
+            .store
+            .idempotency()
+            .complete_idempotency(key, marker)
+            .await
+        {
             tracing::warn!(error = %e, "could not store an idempotent response");
         }
         return Response::from_parts(parts, Body::from(bytes));
@@ -159,7 +164,12 @@ async fn remember(state: &AppState, key: String, res: Response) -> Response {
         headers: serde_json::to_string(&headers).unwrap_or_else(|_| "[]".into()),
         body: bytes.to_vec(),
     };
-    if let Err(e) = state.store.complete_idempotency(key, stored).await {
+    if let Err(e) = state
+        .store
+        .idempotency()
+        .complete_idempotency(key, stored)
+        .await
+    {
         // The write happened; the client has its answer. A retry would now run again,
         // which is what happens without a key: log it rather than fail the request.
         tracing::warn!(error = %e, "could not store an idempotent response");

@@ -115,7 +115,12 @@ pub async fn load_user(state: &AppState, id: &str) -> Result<Option<Map<String, 
 async fn from_api_key(state: &AppState, key: &str) -> Result<Caller, ApiError> {
     let refused = || invalid("the API key is not valid");
     let id = api_key_id(key).ok_or_else(refused)?;
-    let row = state.store.api_key(id).await?.ok_or_else(refused)?;
+    let row = state
+        .store
+        .sessions()
+        .api_key(id)
+        .await?
+        .ok_or_else(refused)?;
     if !constant_time_eq(row.key_hash.as_bytes(), token_hash(key).as_bytes())
         || row.revoked_at.is_some()
     {
@@ -139,6 +144,7 @@ async fn from_api_key(state: &AppState, key: &str) -> Result<Caller, ApiError> {
     {
         state
             .store
+            .sessions()
             .touch_api_key(row.id.clone(), now, stale)
             .await?;
     }
@@ -155,7 +161,12 @@ async fn from_api_key(state: &AppState, key: &str) -> Result<Caller, ApiError> {
 
 async fn from_session(state: &AppState, token: &str) -> Result<Option<Caller>, ApiError> {
     let now = format_datetime(state.clock.now());
-    let Some((session_id, user_id)) = state.store.session(token_hash(token), now).await? else {
+    let Some((session_id, user_id)) = state
+        .store
+        .sessions()
+        .session(token_hash(token), now)
+        .await?
+    else {
         return Ok(None);
     };
     let Some(user) = load_user(state, &user_id).await? else {

@@ -208,7 +208,7 @@ impl Metrics {
     }
 
     fn render(&self, state: &AppState) -> Result<String, std::fmt::Error> {
-        let pool = state.store.pool_stats();
+        let pool = state.store.maintenance().pool_stats();
         self.pool_connections.set(pool.connections as i64);
         self.pool_idle.set(pool.idle as i64);
         self.pool_waiting.set(pool.waiting as i64);

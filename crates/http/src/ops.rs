@@ -19,7 +19,7 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Result<Response, Api
     if state.is_shutting_down() {
         return Err(ApiError::unavailable("shutting down"));
     }
-    if let Err(e) = state.store.ping().await {
+    if let Err(e) = state.store.maintenance().ping().await {
         tracing::warn!(error = %e, "readiness check failed");
         return Err(ApiError::unavailable("the database is unavailable"));
     }

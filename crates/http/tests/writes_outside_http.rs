@@ -61,6 +61,7 @@ async fn scenario(db: Option<&TestDatabase>) {
     let schema = Arc::new(schema_from_str("schema.toml", SCHEMA).expect("schema"));
     let store = Store::open(dir.path(), &settings, schema.clone()).expect("store");
     store
+        .maintenance()
         .wait_ready(std::time::Duration::from_secs(30))
         .await
         .expect("ready");
@@ -72,6 +73,7 @@ async fn scenario(db: Option<&TestDatabase>) {
     // answer above is cached (this is what the service's effects are for).
     state
         .store
+        .records()
         .insert(
             items,
             NewRecord {

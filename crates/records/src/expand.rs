@@ -86,7 +86,11 @@ pub(crate) fn expand<'a>(
             }
             ids.sort();
             ids.dedup();
-            let fetched = state.store().get_many(target_id, ids, visible).await?;
+            let fetched = state
+                .store()
+                .records()
+                .get_many(target_id, ids, visible)
+                .await?;
             let nested = if below.is_empty() {
                 vec![Map::new(); fetched.len()]
             } else {

@@ -200,7 +200,13 @@ impl Records {
     /// not hidden, and the id. `None` when the user no longer exists.
     pub async fn user_map(&self, id: &str) -> Result<Option<Map<String, Value>>, RecordError> {
         let (users, resource) = self.resource(USERS)?;
-        let Some(record) = self.0.store.get(users, id.to_owned(), None).await? else {
+        let Some(record) = self
+            .0
+            .store
+            .records()
+            .get(users, id.to_owned(), None)
+            .await?
+        else {
             return Ok(None);
         };
         let mut map = Map::new();

@@ -119,7 +119,7 @@ impl Records {
             },
         };
         let total = if params.count {
-            Some(self.store().count(res, filter.clone()).await?)
+            Some(self.store().records().count(res, filter.clone()).await?)
         } else {
             None
         };
@@ -130,7 +130,7 @@ impl Records {
             limit: params.limit + 1,
             offset: params.page.map_or(0, |p| (p - 1) * u64::from(params.limit)),
         };
-        let mut records = self.store().list(res, query).await?;
+        let mut records = self.store().records().list(res, query).await?;
         let has_more = records.len() > params.limit as usize;
         records.truncate(params.limit as usize);
         let tree = Tree::new(&params.expand);

@@ -24,6 +24,7 @@ impl Records {
         )?;
         let id = self.record_id(res, id)?;
         self.store()
+            .records()
             .get(res, id, decision.into_condition())
             .await?
             .ok_or_else(|| self.not_found(res))

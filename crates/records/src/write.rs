@@ -285,6 +285,7 @@ impl Records {
         let stored = self
             .0
             .store
+            .records()
             .insert(res, record, allowed)
             .await
             .map_err(|e| self.write_failure(res, identity, Action::Create, e));
@@ -303,6 +304,7 @@ impl Records {
         let stored = self
             .0
             .store
+            .records()
             .insert(res, record, None)
             .await
             .map_err(RecordError::Store);
@@ -325,7 +327,13 @@ impl Records {
     ) -> Result<Record, RecordError> {
         let (update, access) = self.plan_update(res, identity, patch, if_match)?;
         let id = self.record_id(res, id)?;
-        let updated = match self.0.store.update(res, id.clone(), update, access).await {
+        let updated = match self
+            .0
+            .store
+            .records()
+            .update(res, id.clone(), update, access)
+            .await
+        {
             Ok(Some(record)) => Ok(record),
             Ok(None) => Err(self.not_found(res)),
             Err(e) => Err(self.write_failure(res, identity, Action::Update, e)),
@@ -347,7 +355,13 @@ impl Records {
     ) -> Result<(), RecordError> {
         let deletion = self.plan_delete(res, identity, if_match)?;
         let id = self.record_id(res, id)?;
-        let deleted = match self.0.store.delete(res, id.clone(), deletion).await {
+        let deleted = match self
+            .0
+            .store
+            .records()
+            .delete(res, id.clone(), deletion)
+            .await
+        {
             Ok(true) => Ok(()),
             Ok(false) => Err(self.not_found(res)),
             Err(e) => Err(self.write_failure(res, identity, Action::Delete, e)),
@@ -409,7 +423,7 @@ impl Records {
             };
             ops.push(op.map_err(at(i))?);
         }
-        match self.0.store.batch(ops).await {
+        match self.0.store.records().batch(ops).await {
             Ok(outcomes) => {
                 let written = writes
                     .iter()

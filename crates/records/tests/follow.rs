@@ -32,6 +32,7 @@ async fn scenario(db: Option<&TestDatabase>) {
     let schema = Arc::new(schema_from_str("schema.toml", SCHEMA).expect("schema"));
     let store = Store::open(dir.path(), &settings, schema.clone()).expect("store");
     store
+        .maintenance()
         .wait_ready(Duration::from_secs(30))
         .await
         .expect("ready");

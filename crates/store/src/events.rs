@@ -189,10 +189,10 @@ impl EventFollower {
     /// [`crate::Store::event_wakeups`] or poll).
     pub async fn next_batch(&mut self, limit: usize) -> Result<EventBatch, crate::StoreError> {
         let store = self.store.clone();
-        let batch = match &store {
-            crate::Store::Sqlite(s) => s.events_after(self.position, None, limit).await?,
-            crate::Store::Postgres(s) => s.follow(self.position, &mut self.horizons, limit).await?,
-        };
+        let batch = store
+            .backend()
+            .follow(self.position, &mut self.horizons, limit)
+            .await?;
         self.position = batch.position;
         Ok(batch)
     }

@@ -1,10 +1,14 @@
-//! Record storage. [`Store`] hides which database holds the data: SQLite today (WAL, one
-//! writer thread and a pool of reader threads), PostgreSQL with the same interface later.
-//! Rows are decoded by each field's declared type, never by driver type information.
+//! Persistence. [`Store`] hides which database holds the data, SQLite (WAL, one writer
+//! thread and a pool of reader threads) or PostgreSQL, behind one trait per concern
+//! ([`RecordStore`], [`SessionStore`], [`IdempotencyStore`], [`EventLog`],
+//! [`Maintenance`]) that both implement. Record writes of both run the one write routine
+//! (`write.rs`). Rows are decoded by each field's declared type, never by driver type
+//! information.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 mod common;
+mod concerns;
 mod error;
 pub mod events;
 mod list;
@@ -13,7 +17,9 @@ mod postgres;
 mod sqlite;
 mod write;
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use ferrobase_schema::{Schema, Settings};
@@ -21,11 +27,15 @@ use sea_query::Expr;
 use serde_json::Value;
 
 pub use auth::{ApiKeyRow, RefreshGrant, Rotation};
+pub use concerns::{EventLog, IdempotencyStore, Maintenance, RecordStore, SessionStore};
 pub use error::StoreError;
 pub use events::{EventBatch, EventFollower, EventOp, RecordEvent};
 pub use list::{KeyType, ListQuery, SortKey};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+
+/// A boxed future of the store's traits (they are used as trait objects).
+pub type Fut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Index of a resource in [`Schema::resources`]; the store's handle for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -241,16 +251,6 @@ pub struct PoolStats {
     pub waiting: usize,
 }
 
-/// Calls the same method on whichever database backs the store.
-macro_rules! dispatch {
-    ($self:ident, $s:ident => $call:expr) => {
-        match $self {
-            Store::Sqlite($s) => $call,
-            Store::Postgres($s) => $call,
-        }
-    };
-}
-
 /// Row-level access of one write, compiled from the resource's rules.
 #[derive(Debug, Clone, Default)]
 pub struct Access {
@@ -260,16 +260,60 @@ pub struct Access {
     pub allowed: Option<Expr>,
 }
 
-/// The data store, whichever database backs it.
+/// The data store, whichever database backs it: a handle on one concern at a time
+/// ([`Store::records`], [`Store::sessions`], ...), each a trait both databases implement.
 #[derive(Clone)]
-pub enum Store {
-    /// Embedded SQLite.
-    Sqlite(Arc<SqliteStore>),
-    /// PostgreSQL, shared by any number of nodes.
-    Postgres(Arc<PgStore>),
+pub struct Store {
+    inner: Arc<dyn Backend>,
+    postgres: bool,
+}
+
+/// Everything a database provides, and what the store itself needs of it.
+pub(crate) trait Backend:
+    RecordStore + SessionStore + IdempotencyStore + EventLog + Maintenance
+{
+    /// Counts this node's committed record writes, to wake event followers.
+    fn written(&self) -> &tokio::sync::watch::Sender<u64>;
+
+    /// Reads the event log for a follower (see [`EventFollower`]).
+    fn follow<'a>(
+        &'a self,
+        position: i64,
+        horizons: &'a mut std::collections::VecDeque<(i64, u64)>,
+        limit: usize,
+    ) -> Fut<'a, Result<EventBatch, StoreError>>;
 }
 
 impl Store {
+    pub(crate) fn backend(&self) -> &dyn Backend {
+        &*self.inner
+    }
+
+    /// Records: reads, and the one write routine.
+    pub fn records(&self) -> &dyn RecordStore {
+        &*self.inner
+    }
+
+    /// Identity state: refresh tokens, sessions, API keys, password hashes.
+    pub fn sessions(&self) -> &dyn SessionStore {
+        &*self.inner
+    }
+
+    /// Idempotency keys.
+    pub fn idempotency(&self) -> &dyn IdempotencyStore {
+        &*self.inner
+    }
+
+    /// Trimming the event log and finding its end (followers: [`Store::follow_events`]).
+    pub fn events(&self) -> &dyn EventLog {
+        &*self.inner
+    }
+
+    /// Migrations, readiness, pool statistics.
+    pub fn maintenance(&self) -> &dyn Maintenance {
+        &*self.inner
+    }
+
     /// Opens the database named by the settings (relative paths resolve against `dir`)
     /// and brings its tables up to date as the environment allows: development applies
     /// pending migrations and additive changes itself, production refuses to start with
@@ -299,11 +343,17 @@ impl Store {
             let path = dir.join(path);
             let store =
                 SqliteStore::open(&path, settings.database.pool_size, schema, policy, &files)?;
-            Ok(Self::Sqlite(Arc::new(store)))
+            Ok(Self {
+                inner: Arc::new(store),
+                postgres: false,
+            })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             // Must run inside the async runtime: the tables are prepared by a task.
             let store = PgStore::connect(url, settings.database.pool_size, schema, policy, files)?;
-            Ok(Self::Postgres(Arc::new(store)))
+            Ok(Self {
+                inner: Arc::new(store),
+                postgres: true,
+            })
         } else {
             Err(StoreError::Config(format!(
                 "unsupported database URL: {url}"
@@ -311,51 +361,11 @@ impl Store {
         }
     }
 
-    /// The recorded schema state (`None` before the first migration) and the applied
-    /// migrations.
-    pub async fn migrations(&self) -> Result<migrate::History, StoreError> {
-        dispatch!(self, s => s.migrations().await)
-    }
-
-    /// Applies the pending migrations of `files`, each in its own transaction; refuses
-    /// destructive steps unless allowed. Returns the names applied.
-    pub async fn apply_migrations(
-        &self,
-        files: Vec<migrate::MigrationSource>,
-        allow_destructive: bool,
-        now: String,
-    ) -> Result<Vec<String>, StoreError> {
-        dispatch!(self, s => s.apply_migrations(files, allow_destructive, now).await)
-    }
-
-    /// Waits until the store can serve (PostgreSQL: its tables exist), at most `deadline`.
-    pub async fn wait_ready(&self, deadline: std::time::Duration) -> Result<(), StoreError> {
-        match self {
-            Self::Sqlite(_) => Ok(()),
-            Self::Postgres(s) => s.wait_ready(deadline).await,
-        }
-    }
-
-    /// Wakes this node's event followers after a record write that may have committed.
-    fn written(&self, ok: bool) {
-        if ok {
-            self.wakeups_sender()
-                .send_modify(|n| *n = n.wrapping_add(1));
-        }
-    }
-
-    fn wakeups_sender(&self) -> &tokio::sync::watch::Sender<u64> {
-        match self {
-            Self::Sqlite(s) => &s.written,
-            Self::Postgres(s) => &s.written,
-        }
-    }
-
     /// Changes after every record write this node commits: an in-process wake-up for
     /// event followers (other nodes' writes are found by polling, or by the cross-node
     /// notifications realtime adds).
     pub fn event_wakeups(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.wakeups_sender().subscribe()
+        self.inner.written().subscribe()
     }
 
     /// A follower of the event log starting after `position` (0: from the start of what
@@ -368,237 +378,8 @@ impl Store {
         }
     }
 
-    /// Deletes the events written before `before` (canonical datetime text): the
-    /// retention of `[events] retention`. Returns how many.
-    pub async fn trim_events(&self, before: String) -> Result<u64, StoreError> {
-        dispatch!(self, s => s.trim_events(before).await)
-    }
-
-    /// The highest `seq` committed so far (0 before the first event).
-    pub async fn last_event(&self) -> Result<i64, StoreError> {
-        dispatch!(self, s => s.last_event().await)
-    }
-
     /// Which SQL dialect the store speaks.
     pub fn is_postgres(&self) -> bool {
-        matches!(self, Self::Postgres(_))
-    }
-
-    /// How busy the connections are.
-    pub fn pool_stats(&self) -> PoolStats {
-        dispatch!(self, s => s.pool_stats())
-    }
-
-    /// Checks that the database answers.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        dispatch!(self, s => s.ping().await)
-    }
-
-    /// One record by id, if it exists and satisfies `visible` (the view rule).
-    pub async fn get(
-        &self,
-        res: ResourceId,
-        id: String,
-        visible: Option<Expr>,
-    ) -> Result<Option<Record>, StoreError> {
-        dispatch!(self, s => s.get(res, id, visible).await)
-    }
-
-    /// Records matching a list query, in its order.
-    pub async fn list(&self, res: ResourceId, query: ListQuery) -> Result<Vec<Record>, StoreError> {
-        dispatch!(self, s => s.list(res, query).await)
-    }
-
-    /// The database's plan for a list query, one line per step (for diagnosing slow
-    /// lists and for tests that prove an index is used).
-    pub async fn explain(
-        &self,
-        res: ResourceId,
-        query: ListQuery,
-    ) -> Result<Vec<String>, StoreError> {
-        dispatch!(self, s => s.explain(res, query).await)
-    }
-
-    /// How many records match `filter`.
-    pub async fn count(&self, res: ResourceId, filter: Option<Expr>) -> Result<u64, StoreError> {
-        dispatch!(self, s => s.count(res, filter).await)
-    }
-
-    /// The records with these ids that satisfy `visible` (in no particular order;
-    /// missing ids are skipped).
-    pub async fn get_many(
-        &self,
-        res: ResourceId,
-        ids: Vec<String>,
-        visible: Option<Expr>,
-    ) -> Result<Vec<Record>, StoreError> {
-        dispatch!(self, s => s.get_many(res, ids, visible).await)
-    }
-
-    /// Inserts a record and returns it as stored; when the new record does not satisfy
-    /// `allowed` (the create rule) nothing is stored and the result is `Forbidden`.
-    pub async fn insert(
-        &self,
-        res: ResourceId,
-        record: NewRecord,
-        allowed: Option<Expr>,
-    ) -> Result<Record, StoreError> {
-        let out = dispatch!(self, s => s.insert(res, record, allowed).await);
-        self.written(out.is_ok());
-        out
-    }
-
-    /// Applies an update; `Ok(None)` when no visible record has that id, `Forbidden`
-    /// when the record is visible but `access.allowed` refuses.
-    pub async fn update(
-        &self,
-        res: ResourceId,
-        id: String,
-        update: Update,
-        access: Access,
-    ) -> Result<Option<Record>, StoreError> {
-        let out = dispatch!(self, s => s.update(res, id, update, access).await);
-        self.written(out.is_ok());
-        out
-    }
-
-    /// Deletes a record; `Ok(false)` when no visible record has that id. With `if_match`,
-    /// only when the stored version is one of those (else [`StoreError::VersionMismatch`]).
-    pub async fn delete(
-        &self,
-        res: ResourceId,
-        id: String,
-        deletion: Deletion,
-    ) -> Result<bool, StoreError> {
-        let out = dispatch!(self, s => s.delete(res, id, deletion).await);
-        self.written(out.is_ok());
-        out
-    }
-
-    /// Runs every write in one transaction, in order: all of them happen, or none.
-    pub async fn batch(&self, ops: Vec<BatchOp>) -> Result<Vec<BatchOutcome>, BatchError> {
-        let out = dispatch!(self, s => s.batch(ops).await);
-        self.written(out.is_ok());
-        out
-    }
-
-    /// Claims an idempotency key (see [`Claim`]); expired keys are purged on the way.
-    pub async fn claim_idempotency(&self, claim: IdempotencyClaim) -> Result<Claim, StoreError> {
-        dispatch!(self, s => s.claim_idempotency(claim).await)
-    }
-
-    /// Stores the response of a claimed key's request.
-    pub async fn complete_idempotency(
-        &self,
-        key: String,
-        response: StoredResponse,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.complete_idempotency(key, response).await)
-    }
-
-    /// Gives a claimed key up (its request failed in a way worth retrying).
-    pub async fn release_idempotency(&self, key: String) -> Result<(), StoreError> {
-        dispatch!(self, s => s.release_idempotency(key).await)
-    }
-
-    /// Stores a new refresh token (the first of a family at login).
-    pub async fn insert_refresh(&self, grant: RefreshGrant) -> Result<(), StoreError> {
-        dispatch!(self, s => s.insert_refresh(grant).await)
-    }
-
-    /// Presents a refresh token: rotation, or family revocation on reuse.
-    pub async fn rotate_refresh(
-        &self,
-        presented_hash: String,
-        next: RefreshGrant,
-    ) -> Result<Rotation, StoreError> {
-        dispatch!(self, s => s.rotate_refresh(presented_hash, next).await)
-    }
-
-    /// Revokes the family of a refresh token (logout).
-    pub async fn revoke_refresh(
-        &self,
-        token_hash: String,
-        now: String,
-    ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.revoke_refresh(token_hash, now).await)
-    }
-
-    /// Revokes all refresh tokens and sessions of a user.
-    pub async fn revoke_user(&self, user_id: String, now: String) -> Result<(), StoreError> {
-        dispatch!(self, s => s.revoke_user(user_id, now).await)
-    }
-
-    /// Stores a cookie session: `[id, user id, token hash, created at, expires at]`.
-    pub async fn insert_session(&self, session: [String; 5]) -> Result<(), StoreError> {
-        dispatch!(self, s => s.insert_session(session).await)
-    }
-
-    /// The live session with this token hash: `(session id, user id)`.
-    pub async fn session(
-        &self,
-        token_hash: String,
-        now: String,
-    ) -> Result<Option<(String, String)>, StoreError> {
-        dispatch!(self, s => s.session(token_hash, now).await)
-    }
-
-    /// Ends a cookie session.
-    pub async fn revoke_session(
-        &self,
-        token_hash: String,
-        now: String,
-    ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.revoke_session(token_hash, now).await)
-    }
-
-    /// Stores an API key.
-    pub async fn insert_api_key(&self, key: ApiKeyRow) -> Result<(), StoreError> {
-        dispatch!(self, s => s.insert_api_key(key).await)
-    }
-
-    /// One API key by id.
-    pub async fn api_key(&self, id: String) -> Result<Option<ApiKeyRow>, StoreError> {
-        dispatch!(self, s => s.api_key(id).await)
-    }
-
-    /// A user's API keys.
-    pub async fn api_keys_of(&self, user_id: String) -> Result<Vec<ApiKeyRow>, StoreError> {
-        dispatch!(self, s => s.api_keys_of(user_id).await)
-    }
-
-    /// Revokes a user's API key; whether it exists.
-    pub async fn revoke_api_key(
-        &self,
-        user_id: String,
-        id: String,
-        now: String,
-    ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.revoke_api_key(user_id, id, now).await)
-    }
-
-    /// Records an API key's use (at most once per `stale_before` window).
-    pub async fn touch_api_key(
-        &self,
-        id: String,
-        now: String,
-        stale_before: String,
-    ) -> Result<(), StoreError> {
-        dispatch!(self, s => s.touch_api_key(id, now, stale_before).await)
-    }
-
-    /// The id of the user with this email (case-insensitive).
-    pub async fn user_id_by_email(&self, email: String) -> Result<Option<String>, StoreError> {
-        dispatch!(self, s => s.user_id_by_email(email).await)
-    }
-
-    /// Replaces a user's password hash.
-    pub async fn set_password_hash(
-        &self,
-        user_id: String,
-        hash: String,
-        now: String,
-    ) -> Result<bool, StoreError> {
-        dispatch!(self, s => s.set_password_hash(user_id, hash, now).await)
+        self.postgres
     }
 }

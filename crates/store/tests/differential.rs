@@ -383,6 +383,7 @@ async fn insert(
     }
     let id = uuid_like(world.values.len());
     let record = store
+        .records()
         .insert(
             res(schema, name),
             NewRecord {
@@ -451,6 +452,7 @@ fn agree(backend: Backend, data: &Data, exprs: &[Expr]) -> Result<(), TestCaseEr
         let schema = Arc::new(schema_from_str("schema.toml", SCHEMA).expect("schema"));
         let store = Store::open(dir.path(), &settings, schema.clone()).expect("store");
         store
+            .maintenance()
             .wait_ready(std::time::Duration::from_secs(30))
             .await
             .expect("store ready");
@@ -554,6 +556,7 @@ fn agree(backend: Backend, data: &Data, exprs: &[Expr]) -> Result<(), TestCaseEr
                 offset: 0,
             };
             let from_sql: BTreeSet<String> = store
+                .records()
                 .list(res(&schema, "things"), query)
                 .await
                 .map_err(|err| TestCaseError::fail(format!("{e}: {err}")))?

@@ -44,6 +44,7 @@ fn open(rt: &tokio::runtime::Runtime, dir: &std::path::Path, db: Option<&TestDat
     rt.block_on(async {
         let store = Store::open(dir, &settings, schema).expect("store");
         store
+            .maintenance()
             .wait_ready(Duration::from_secs(30))
             .await
             .expect("ready");
@@ -101,7 +102,7 @@ const D: &str = "01900000-0000-7000-8000-000000000004";
 async fn all_events(store: &Store) -> Vec<RecordEvent> {
     let mut follower = store.follow_events(0);
     let deadline = Instant::now() + Duration::from_secs(30);
-    let last = store.last_event().await.expect("last");
+    let last = store.events().last_event().await.expect("last");
     let mut events = Vec::new();
     while follower.position() < last {
         let batch = follower.next_batch(2).await.expect("follow");
@@ -120,10 +121,12 @@ fn each_write_has_one_event(db: Option<&TestDatabase>) {
     let res = items(&schema);
     rt.block_on(async {
         let created = store
+            .records()
             .insert(res, new_item(A, "first", T0), None)
             .await
             .expect("insert");
         store
+            .records()
             .update(res, A.into(), set_title("second", T1), Access::default())
             .await
             .expect("update")
@@ -134,17 +137,20 @@ fn each_write_has_one_event(db: Option<&TestDatabase>) {
             ..set_title("x", T1)
         };
         store
+            .records()
             .update(res, A.into(), unchanged, Access::default())
             .await
             .expect("update");
         assert!(
             store
+                .records()
                 .delete(res, A.into(), deletion(T2))
                 .await
                 .expect("delete")
         );
         // A write refused inside its transaction leaves no event.
         let refused = store
+            .records()
             .insert(
                 res,
                 new_item(B, "refused", T0),
@@ -154,6 +160,7 @@ fn each_write_has_one_event(db: Option<&TestDatabase>) {
         assert!(matches!(refused, Err(StoreError::Forbidden)), "{refused:?}");
         // A batch that fails at its second write leaves nothing, the first included.
         let failed = store
+            .records()
             .batch(vec![
                 BatchOp::Insert {
                     res,
@@ -171,6 +178,7 @@ fn each_write_has_one_event(db: Option<&TestDatabase>) {
         assert_eq!(failed.err().map(|e| e.index), Some(Some(1)));
         // A batch that succeeds has one event per write.
         store
+            .records()
             .batch(vec![
                 BatchOp::Insert {
                     res,
@@ -232,11 +240,15 @@ fn each_write_has_one_event(db: Option<&TestDatabase>) {
         assert_eq!(delete.to_json()["op"], "delete");
 
         // Retention: events before a time are trimmed; seq is never reused.
-        let last = store.last_event().await.expect("last");
-        assert_eq!(store.trim_events(T1.into()).await.expect("trim"), 3);
+        let last = store.events().last_event().await.expect("last");
+        assert_eq!(
+            store.events().trim_events(T1.into()).await.expect("trim"),
+            3
+        );
         let kept = all_events(&store).await;
         assert_eq!(kept.len(), 2);
         store
+            .records()
             .insert(
                 res,
                 new_item("01900000-0000-7000-8000-000000000005", "after", T2),
@@ -244,7 +256,7 @@ fn each_write_has_one_event(db: Option<&TestDatabase>) {
             )
             .await
             .expect("insert");
-        assert!(store.last_event().await.expect("last") > last);
+        assert!(store.events().last_event().await.expect("last") > last);
     });
 }
 
@@ -311,7 +323,7 @@ fn a_follower_reads_events_committed_out_of_seq_order_on_postgres() {
     let res = items(&schema);
     let mut follower = store.follow_events(0);
     let first = rt
-        .block_on(store.insert(res, new_item(A, "first", T0), None))
+        .block_on(store.records().insert(res, new_item(A, "first", T0), None))
         .expect("insert");
     assert_eq!(follow_until(&rt, &mut follower, 1).len(), 1, "{first:?}");
 
@@ -344,9 +356,13 @@ fn a_follower_reads_events_committed_out_of_seq_order_on_postgres() {
     let hole = raw_event(&mut hole_tx, D);
     hole_tx.rollback().expect("rollback");
     let after = rt
-        .block_on(store.insert(res, new_item(D, "after the hole", T1), None))
+        .block_on(
+            store
+                .records()
+                .insert(res, new_item(D, "after the hole", T1), None),
+        )
         .expect("insert");
-    let last = rt.block_on(store.last_event()).expect("last");
+    let last = rt.block_on(store.events().last_event()).expect("last");
     assert!(last > hole, "{after:?}");
     assert_eq!(follow_until(&rt, &mut follower, last), vec![last]);
     let batch = rt.block_on(follower.next_batch(100)).expect("follow");

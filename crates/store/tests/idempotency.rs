@@ -20,6 +20,7 @@ fn claim(key: &str, hash: &str, now: &str) -> IdempotencyClaim {
 
 async fn take(store: &Store, key: &str, hash: &str, now: &str) -> Claim {
     store
+        .idempotency()
         .claim_idempotency(claim(key, hash, now))
         .await
         .expect("claim")
@@ -40,6 +41,7 @@ async fn lifecycle(store: &Store) {
         body: b"{\"data\":{}}".to_vec(),
     };
     store
+        .idempotency()
         .complete_idempotency("k".into(), response.clone())
         .await
         .expect("complete");
@@ -53,6 +55,7 @@ async fn lifecycle(store: &Store) {
     // Released keys (the request failed) can be claimed again.
     assert_eq!(take(store, "r", "h", t).await, Claim::Fresh);
     store
+        .idempotency()
         .release_idempotency("r".into())
         .await
         .expect("release");
@@ -72,6 +75,7 @@ async fn lifecycle(store: &Store) {
     let ancient = "2025-12-31T00:00:00.000000Z";
     assert_eq!(take(store, "e", "h1", ancient).await, Claim::Fresh);
     store
+        .idempotency()
         .complete_idempotency(
             "e".into(),
             StoredResponse {
@@ -106,6 +110,7 @@ fn run(database: Option<&TestDatabase>) {
             Arc::new(schema_from_str("schema.toml", templates::BLOG_SCHEMA).expect("schema"));
         let store = Store::open(dir.path(), &settings, schema).expect("store");
         store
+            .maintenance()
             .wait_ready(std::time::Duration::from_secs(30))
             .await
             .expect("ready");

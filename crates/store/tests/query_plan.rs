@@ -47,6 +47,7 @@ async fn published_newest_first_uses_the_index() {
         offset: 0,
     };
     let plan = store
+        .records()
         .explain(res, first_page.clone())
         .await
         .expect("plan")
@@ -66,6 +67,7 @@ async fn published_newest_first_uses_the_index() {
         ..first_page
     };
     let plan = store
+        .records()
         .explain(res, next_page)
         .await
         .expect("plan")

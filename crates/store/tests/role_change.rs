@@ -67,10 +67,12 @@ fn role_change_is_one_transaction(
     let store = rt.block_on(async {
         let store = Store::open(dir.path(), &settings, schema.clone()).expect("store");
         store
+            .maintenance()
             .wait_ready(Duration::from_secs(30))
             .await
             .expect("ready");
         store
+            .records()
             .insert(
                 res,
                 NewRecord {
@@ -85,6 +87,7 @@ fn role_change_is_one_transaction(
             .await
             .expect("user");
         store
+            .sessions()
             .insert_session([
                 "01900000-0000-7000-8000-0000000000bb".into(),
                 USER.into(),
@@ -96,35 +99,44 @@ fn role_change_is_one_transaction(
             .expect("session");
         store
     });
-    let events_before = rt.block_on(store.last_event()).expect("last");
+    let events_before = rt.block_on(store.events().last_event()).expect("last");
 
     break_revocation(dir.path());
-    let refused = rt.block_on(store.update(res, USER.into(), promote(role), Access::default()));
+    let refused = rt.block_on(store.records().update(
+        res,
+        USER.into(),
+        promote(role),
+        Access::default(),
+    ));
     assert!(refused.is_err(), "{refused:?}");
     let user = rt
-        .block_on(store.get(res, USER.into(), None))
+        .block_on(store.records().get(res, USER.into(), None))
         .expect("get")
         .expect("user");
     assert_eq!(user.values[role], "viewer", "the role stayed");
     assert_eq!(user.version, 1);
     assert_eq!(
-        rt.block_on(store.last_event()).expect("last"),
+        rt.block_on(store.events().last_event()).expect("last"),
         events_before
     );
     assert!(
-        rt.block_on(store.session("session-hash".into(), NOW.into()))
+        rt.block_on(store.sessions().session("session-hash".into(), NOW.into()))
             .expect("session")
             .is_some()
     );
 
     repair(dir.path());
     let promoted = rt
-        .block_on(store.update(res, USER.into(), promote(role), Access::default()))
+        .block_on(
+            store
+                .records()
+                .update(res, USER.into(), promote(role), Access::default()),
+        )
         .expect("update")
         .expect("user");
     assert_eq!(promoted.values[role], "editor");
     assert!(
-        rt.block_on(store.session("session-hash".into(), NOW.into()))
+        rt.block_on(store.sessions().session("session-hash".into(), NOW.into()))
             .expect("session")
             .is_none(),
         "the old session ended with the role change"

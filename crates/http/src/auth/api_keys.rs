@@ -115,7 +115,7 @@ pub(crate) async fn create(
         last_used_at: None,
         revoked_at: None,
     };
-    state.store.insert_api_key(row.clone()).await?;
+    state.store.sessions().insert_api_key(row.clone()).await?;
     let mut data = key_json(&row);
     data["key"] = Value::String(key);
     Ok(json_response(StatusCode::CREATED, &json!({ "data": data })))
@@ -127,7 +127,11 @@ pub(crate) async fn list(
     Extension(identity): Extension<Identity>,
 ) -> Result<Response, ApiError> {
     let caller = owner(&identity)?;
-    let rows = state.store.api_keys_of(caller.id.clone()).await?;
+    let rows = state
+        .store
+        .sessions()
+        .api_keys_of(caller.id.clone())
+        .await?;
     let data: Vec<Value> = rows.iter().map(key_json).collect();
     Ok(json_response(StatusCode::OK, &json!({ "data": data })))
 }
@@ -143,6 +147,7 @@ pub(crate) async fn revoke(
     let now = format_datetime(state.clock.now());
     if state
         .store
+        .sessions()
         .revoke_api_key(caller.id.clone(), id, now)
         .await?
     {

@@ -90,6 +90,7 @@ pub(crate) async fn issue_tokens(
     let refresh = random_token();
     state
         .store
+        .sessions()
         .insert_refresh(refresh_grant(state, user, &refresh))
         .await?;
     Ok((access, refresh, ttl))

@@ -174,8 +174,13 @@ pub(crate) async fn login(
         }
     }
     let (res, users) = state.users();
-    let user = match state.store.user_id_by_email(email.clone()).await? {
-        Some(id) => state.store.get(res, id, None).await?,
+    let user = match state
+        .store
+        .sessions()
+        .user_id_by_email(email.clone())
+        .await?
+    {
+        Some(id) => state.store.records().get(res, id, None).await?,
         None => None,
     };
     let hash_index = users.fields.iter().position(|f| f.name == "password_hash");
@@ -196,6 +201,7 @@ pub(crate) async fn login(
         let hash = hash_password(&state, password).await?;
         state
             .store
+            .sessions()
             .set_password_hash(user.id.clone(), hash, now.clone())
             .await?;
     }
@@ -213,6 +219,7 @@ pub(crate) async fn login(
     );
     state
         .store
+        .sessions()
         .insert_session([
             session_id.clone(),
             user.id.clone(),
@@ -252,6 +259,7 @@ pub(crate) async fn refresh(
     let refused = |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message);
     let user_id = match state
         .store
+        .sessions()
         .rotate_refresh(token_hash(&presented), grant)
         .await?
     {
@@ -273,7 +281,12 @@ pub(crate) async fn refresh(
     };
     // The user is read again: a deleted user gets nothing, a changed role applies now.
     let (res, _) = state.users();
-    let Some(user) = state.store.get(res, user_id.clone(), None).await? else {
+    let Some(user) = state
+        .store
+        .records()
+        .get(res, user_id.clone(), None)
+        .await?
+    else {
         return Err(refused("the refresh token is not valid"));
     };
     let role = role_of(&state, &user);
@@ -305,6 +318,7 @@ pub(crate) async fn logout(
             let token = required_string(&mut body, "refreshToken")?;
             state
                 .store
+                .sessions()
                 .revoke_refresh(token_hash(&token), now.clone())
                 .await?;
         }
@@ -316,7 +330,11 @@ pub(crate) async fn logout(
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Some(token) = session {
-        state.store.revoke_session(token_hash(&token), now).await?;
+        state
+            .store
+            .sessions()
+            .revoke_session(token_hash(&token), now)
+            .await?;
         let clear = format!(
             "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
             cookie_name(secure),
@@ -338,6 +356,7 @@ pub(crate) async fn me(
     let (res, _) = state.users();
     let user = state
         .store
+        .records()
         .get(res, caller.id.clone(), None)
         .await?
         .ok_or_else(ApiError::unauthorized)?;
@@ -367,6 +386,7 @@ pub(crate) async fn change_password(
     let (res, users) = state.users();
     let user = state
         .store
+        .records()
         .get(res, caller.id.clone(), None)
         .await?
         .ok_or_else(ApiError::unauthorized)?;
@@ -389,8 +409,13 @@ pub(crate) async fn change_password(
     let now = format_datetime(state.clock.now());
     state
         .store
+        .sessions()
         .set_password_hash(caller.id.clone(), hash, now.clone())
         .await?;
-    state.store.revoke_user(caller.id.clone(), now).await?;
+    state
+        .store
+        .sessions()
+        .revoke_user(caller.id.clone(), now)
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

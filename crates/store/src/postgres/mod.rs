@@ -95,21 +95,6 @@ impl PgStore {
         })
     }
 
-    /// Waits until the tables exist (or the deadline passes); for commands and tests
-    /// that must not start before the database does.
-    pub async fn wait_ready(&self, deadline: Duration) -> Result<(), StoreError> {
-        let mut signal = self.ready_signal.clone();
-        let state = tokio::time::timeout(deadline, signal.wait_for(|r| *r != Readiness::Preparing))
-            .await
-            .map_err(|_| StoreError::Unavailable("PostgreSQL did not become ready in time".into()))?
-            .map_err(|_| StoreError::Unavailable("PostgreSQL could not be prepared".into()))?
-            .clone();
-        match state {
-            Readiness::Refused(why) => Err(StoreError::Config(why)),
-            _ => Ok(()),
-        }
-    }
-
     fn resource(&self, res: ResourceId) -> Result<&Resource, StoreError> {
         self.schema
             .resources
@@ -129,44 +114,6 @@ impl PgStore {
             client.statement_cache.clear();
         }
         Ok(client)
-    }
-
-    /// See [`crate::Store::migrations`].
-    pub async fn migrations(&self) -> Result<crate::migrate::History, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let out = crate::migrate::postgres::load(&tx).await?;
-        tx.commit().await?;
-        Ok(out)
-    }
-
-    /// See [`crate::Store::apply_migrations`].
-    pub async fn apply_migrations(
-        &self,
-        files: Vec<crate::migrate::MigrationSource>,
-        allow_destructive: bool,
-        now: String,
-    ) -> Result<Vec<String>, StoreError> {
-        let mut client = self.client().await?;
-        crate::migrate::postgres::apply_pending(&mut client, &files, allow_destructive, &now).await
-    }
-
-    /// See [`crate::Store::pool_stats`].
-    pub fn pool_stats(&self) -> crate::PoolStats {
-        let status = self.pool.status();
-        crate::PoolStats {
-            connections: status.size,
-            idle: status.available,
-            waiting: status.waiting,
-        }
-    }
-
-    /// Checks that the database answers.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        let c: &Client = &client;
-        c.simple_query("SELECT 1").await?;
-        Ok(())
     }
 }
 
@@ -243,85 +190,10 @@ impl PgStore {
         }
     }
 
-    /// See [`crate::Store::get`].
-    pub async fn get(
-        &self,
-        res: ResourceId,
-        id: String,
-        visible: Option<Expr>,
-    ) -> Result<Option<Record>, StoreError> {
-        let resource = self.resource(res)?;
-        read!(self, c => records::get(c, resource, &id, visible.as_ref()).await)
-    }
-
-    /// See [`crate::Store::list`].
-    pub async fn list(&self, res: ResourceId, query: ListQuery) -> Result<Vec<Record>, StoreError> {
-        let resource = self.resource(res)?;
-        read!(self, c => records::select(c, resource, &query).await)
-    }
-
-    /// See [`crate::Store::explain`].
-    pub async fn explain(
-        &self,
-        res: ResourceId,
-        query: ListQuery,
-    ) -> Result<Vec<String>, StoreError> {
-        let resource = self.resource(res)?;
-        read!(self, c => records::explain(c, resource, &query).await)
-    }
-
-    /// See [`crate::Store::count`].
-    pub async fn count(&self, res: ResourceId, filter: Option<Expr>) -> Result<u64, StoreError> {
-        let resource = self.resource(res)?;
-        read!(self, c => records::count(c, resource, filter).await)
-    }
-
-    /// See [`crate::Store::get_many`].
-    pub async fn get_many(
-        &self,
-        res: ResourceId,
-        ids: Vec<String>,
-        visible: Option<Expr>,
-    ) -> Result<Vec<Record>, StoreError> {
-        let resource = self.resource(res)?;
-        read!(self, c => records::get_many(c, resource, ids, visible).await)
-    }
-
-    /// See [`crate::Store::insert`].
-    pub async fn insert(
-        &self,
-        res: ResourceId,
-        record: NewRecord,
-        allowed: Option<Expr>,
-    ) -> Result<Record, StoreError> {
-        write!(self, tx => write::insert(&self.tx(tx), res, record, allowed.as_ref()).await)
-    }
-
-    /// See [`crate::Store::update`].
-    pub async fn update(
-        &self,
-        res: ResourceId,
-        id: String,
-        update: Update,
-        access: Access,
-    ) -> Result<Option<Record>, StoreError> {
-        write!(self, tx => write::update(&self.tx(tx), res, &id, update, &access).await)
-    }
-
-    /// See [`crate::Store::delete`].
-    pub async fn delete(
-        &self,
-        res: ResourceId,
-        id: String,
-        deletion: Deletion,
-    ) -> Result<bool, StoreError> {
-        write!(self, tx => write::delete(&self.tx(tx), res, &id, &deletion).await)
-    }
-
     /// Reads the event log for an [`crate::EventFollower`] at `position`: up to the
     /// highest `seq` that no running transaction can still commit (see the follower's
     /// docs), at most `limit` events.
-    pub(crate) async fn follow(
+    pub(crate) async fn follow_log(
         &self,
         position: i64,
         horizons: &mut VecDeque<(i64, u64)>,
@@ -379,170 +251,357 @@ impl PgStore {
         };
         Ok(EventBatch { events, position })
     }
+}
 
-    /// Deletes the events written before `before`; returns how many.
-    pub async fn trim_events(&self, before: String) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        let n = client
+use crate::Fut;
+
+impl crate::RecordStore for PgStore {
+    fn get(
+        &self,
+        res: ResourceId,
+        id: String,
+        visible: Option<Expr>,
+    ) -> Fut<'_, Result<Option<Record>, StoreError>> {
+        Box::pin(async move {
+            let resource = self.resource(res)?;
+            read!(self, c => records::get(c, resource, &id, visible.as_ref()).await)
+        })
+    }
+
+    fn list(&self, res: ResourceId, query: ListQuery) -> Fut<'_, Result<Vec<Record>, StoreError>> {
+        Box::pin(async move {
+            let resource = self.resource(res)?;
+            read!(self, c => records::select(c, resource, &query).await)
+        })
+    }
+
+    fn explain(
+        &self,
+        res: ResourceId,
+        query: ListQuery,
+    ) -> Fut<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            let resource = self.resource(res)?;
+            read!(self, c => records::explain(c, resource, &query).await)
+        })
+    }
+
+    fn count(&self, res: ResourceId, filter: Option<Expr>) -> Fut<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let resource = self.resource(res)?;
+            read!(self, c => records::count(c, resource, filter).await)
+        })
+    }
+
+    fn get_many(
+        &self,
+        res: ResourceId,
+        ids: Vec<String>,
+        visible: Option<Expr>,
+    ) -> Fut<'_, Result<Vec<Record>, StoreError>> {
+        Box::pin(async move {
+            let resource = self.resource(res)?;
+            read!(self, c => records::get_many(c, resource, ids, visible).await)
+        })
+    }
+
+    fn insert(
+        &self,
+        res: ResourceId,
+        record: NewRecord,
+        allowed: Option<Expr>,
+    ) -> Fut<'_, Result<Record, StoreError>> {
+        Box::pin(async move {
+            let out = async move {
+                write!(self, tx => write::insert(&self.tx(tx), res, record, allowed.as_ref()).await)
+            }
+            .await;
+            self.woke(out)
+        })
+    }
+
+    fn update(
+        &self,
+        res: ResourceId,
+        id: String,
+        update: Update,
+        access: Access,
+    ) -> Fut<'_, Result<Option<Record>, StoreError>> {
+        Box::pin(async move {
+            let out = async move {
+                write!(self, tx => write::update(&self.tx(tx), res, &id, update, &access).await)
+            }
+            .await;
+            self.woke(out)
+        })
+    }
+
+    fn delete(
+        &self,
+        res: ResourceId,
+        id: String,
+        deletion: Deletion,
+    ) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let out = async move {
+                write!(self, tx => write::delete(&self.tx(tx), res, &id, &deletion).await)
+            }
+            .await;
+            self.woke(out)
+        })
+    }
+
+    fn batch(&self, ops: Vec<BatchOp>) -> Fut<'_, Result<Vec<BatchOutcome>, BatchError>> {
+        Box::pin(async move {
+            let out = async move {
+                let whole = |error| BatchError { index: None, error };
+                let mut client = self.client().await.map_err(whole)?;
+                let transaction = client.transaction().await.map_err(|e| whole(e.into()))?;
+                let mut outcomes = Vec::with_capacity(ops.len());
+                for (index, op) in ops.into_iter().enumerate() {
+                    match write::batch_op(&self.tx(&transaction), op).await {
+                        Ok(outcome) => outcomes.push(outcome),
+                        // Dropping the transaction rolls every earlier write back.
+                        Err(error) => {
+                            return Err(BatchError {
+                                index: Some(index),
+                                error,
+                            });
+                        }
+                    }
+                }
+                transaction.commit().await.map_err(|e| whole(e.into()))?;
+                Ok(outcomes)
+            }
+            .await;
+            self.woke(out)
+        })
+    }
+}
+
+impl crate::SessionStore for PgStore {
+    fn insert_refresh(&self, grant: RefreshGrant) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move { write!(self, tx => auth::insert_refresh(tx, &grant).await) })
+    }
+
+    fn rotate_refresh(
+        &self,
+        presented_hash: String,
+        next: RefreshGrant,
+    ) -> Fut<'_, Result<Rotation, StoreError>> {
+        Box::pin(async move {
+            write!(self, tx => auth::rotate_refresh(tx, &presented_hash, next).await)
+        })
+    }
+
+    fn revoke_refresh(&self, token_hash: String, now: String) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(
+            async move { write!(self, tx => auth::revoke_refresh(tx, &token_hash, &now).await) },
+        )
+    }
+
+    fn revoke_user(&self, user_id: String, now: String) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move { write!(self, tx => auth::revoke_user(tx, &user_id, &now).await) })
+    }
+
+    fn insert_session(&self, s: [String; 5]) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move { write!(self, tx => auth::insert_session(tx, &s).await) })
+    }
+
+    fn session(
+        &self,
+        token_hash: String,
+        now: String,
+    ) -> Fut<'_, Result<Option<(String, String)>, StoreError>> {
+        Box::pin(async move { read!(self, c => auth::session(c, &token_hash, &now).await) })
+    }
+
+    fn revoke_session(&self, token_hash: String, now: String) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(
+            async move { write!(self, tx => auth::revoke_session(tx, &token_hash, &now).await) },
+        )
+    }
+
+    fn insert_api_key(&self, key: ApiKeyRow) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move { write!(self, tx => auth::insert_api_key(tx, &key).await) })
+    }
+
+    fn api_key(&self, id: String) -> Fut<'_, Result<Option<ApiKeyRow>, StoreError>> {
+        Box::pin(async move { read!(self, c => auth::api_key(c, &id).await) })
+    }
+
+    fn api_keys_of(&self, user_id: String) -> Fut<'_, Result<Vec<ApiKeyRow>, StoreError>> {
+        Box::pin(async move { read!(self, c => auth::api_keys_of(c, &user_id).await) })
+    }
+
+    fn revoke_api_key(
+        &self,
+        user_id: String,
+        id: String,
+        now: String,
+    ) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(
+            async move { write!(self, tx => auth::revoke_api_key(tx, &user_id, &id, &now).await) },
+        )
+    }
+
+    fn touch_api_key(
+        &self,
+        id: String,
+        now: String,
+        stale_before: String,
+    ) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            write!(self, tx => auth::touch_api_key(tx, &id, &now, &stale_before).await)
+        })
+    }
+
+    fn user_id_by_email(&self, email: String) -> Fut<'_, Result<Option<String>, StoreError>> {
+        Box::pin(async move { read!(self, c => auth::user_id_by_email(c, &email).await) })
+    }
+
+    fn set_password_hash(
+        &self,
+        user_id: String,
+        hash: String,
+        now: String,
+    ) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            write!(self, tx => auth::set_password_hash(tx, &user_id, &hash, &now).await)
+        })
+    }
+}
+
+impl crate::IdempotencyStore for PgStore {
+    fn claim_idempotency(&self, claim: IdempotencyClaim) -> Fut<'_, Result<Claim, StoreError>> {
+        Box::pin(async move { write!(self, tx => idempotency::claim(tx, &claim).await) })
+    }
+
+    fn complete_idempotency(
+        &self,
+        key: String,
+        response: StoredResponse,
+    ) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move { write!(self, tx => idempotency::complete(tx, &key, response).await) })
+    }
+
+    fn release_idempotency(&self, key: String) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move { write!(self, tx => idempotency::release(tx, &key).await) })
+    }
+}
+
+impl crate::EventLog for PgStore {
+    fn trim_events(&self, before: String) -> Fut<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let n = client
             .execute(
                 "DELETE FROM \"_ferrobase_events\" WHERE \"at\" < CAST($1::text AS timestamptz)",
                 &[&before],
             )
             .await?;
-        Ok(n)
+            Ok(n)
+        })
     }
 
-    /// The highest `seq` committed so far (0 before the first event).
-    pub async fn last_event(&self) -> Result<i64, StoreError> {
-        let client = self.client().await?;
-        Ok(client
-            .query_one(
-                "SELECT COALESCE(MAX(\"seq\"), 0) FROM \"_ferrobase_events\"",
-                &[],
-            )
-            .await?
-            .get(0))
+    fn last_event(&self) -> Fut<'_, Result<i64, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            Ok(client
+                .query_one(
+                    "SELECT COALESCE(MAX(\"seq\"), 0) FROM \"_ferrobase_events\"",
+                    &[],
+                )
+                .await?
+                .get(0))
+        })
+    }
+}
+
+impl crate::Maintenance for PgStore {
+    fn migrations(&self) -> Fut<'_, Result<crate::migrate::History, StoreError>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let out = crate::migrate::postgres::load(&tx).await?;
+            tx.commit().await?;
+            Ok(out)
+        })
     }
 
-    /// See [`crate::Store::batch`].
-    pub async fn batch(&self, ops: Vec<BatchOp>) -> Result<Vec<BatchOutcome>, BatchError> {
-        let whole = |error| BatchError { index: None, error };
-        let mut client = self.client().await.map_err(whole)?;
-        let transaction = client.transaction().await.map_err(|e| whole(e.into()))?;
-        let mut outcomes = Vec::with_capacity(ops.len());
-        for (index, op) in ops.into_iter().enumerate() {
-            match write::batch_op(&self.tx(&transaction), op).await {
-                Ok(outcome) => outcomes.push(outcome),
-                // Dropping the transaction rolls every earlier write back.
-                Err(error) => {
-                    return Err(BatchError {
-                        index: Some(index),
-                        error,
-                    });
-                }
+    fn apply_migrations(
+        &self,
+        files: Vec<crate::migrate::MigrationSource>,
+        allow_destructive: bool,
+        now: String,
+    ) -> Fut<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            let mut client = self.client().await?;
+            crate::migrate::postgres::apply_pending(&mut client, &files, allow_destructive, &now)
+                .await
+        })
+    }
+
+    fn ping(&self) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let c: &Client = &client;
+            c.simple_query("SELECT 1").await?;
+            Ok(())
+        })
+    }
+
+    fn wait_ready(&self, deadline: Duration) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut signal = self.ready_signal.clone();
+            let state =
+                tokio::time::timeout(deadline, signal.wait_for(|r| *r != Readiness::Preparing))
+                    .await
+                    .map_err(|_| {
+                        StoreError::Unavailable("PostgreSQL did not become ready in time".into())
+                    })?
+                    .map_err(|_| {
+                        StoreError::Unavailable("PostgreSQL could not be prepared".into())
+                    })?
+                    .clone();
+            match state {
+                Readiness::Refused(why) => Err(StoreError::Config(why)),
+                _ => Ok(()),
             }
+        })
+    }
+
+    fn pool_stats(&self) -> crate::PoolStats {
+        let status = self.pool.status();
+        crate::PoolStats {
+            connections: status.size,
+            idle: status.available,
+            waiting: status.waiting,
         }
-        transaction.commit().await.map_err(|e| whole(e.into()))?;
-        Ok(outcomes)
+    }
+}
+
+impl crate::Backend for PgStore {
+    fn written(&self) -> &tokio::sync::watch::Sender<u64> {
+        &self.written
     }
 
-    /// See [`crate::Store::claim_idempotency`].
-    pub async fn claim_idempotency(&self, claim: IdempotencyClaim) -> Result<Claim, StoreError> {
-        write!(self, tx => idempotency::claim(tx, &claim).await)
+    fn follow<'a>(
+        &'a self,
+        position: i64,
+        horizons: &'a mut VecDeque<(i64, u64)>,
+        limit: usize,
+    ) -> Fut<'a, Result<EventBatch, StoreError>> {
+        Box::pin(self.follow_log(position, horizons, limit))
     }
+}
 
-    /// See [`crate::Store::complete_idempotency`].
-    pub async fn complete_idempotency(
-        &self,
-        key: String,
-        response: StoredResponse,
-    ) -> Result<(), StoreError> {
-        write!(self, tx => idempotency::complete(tx, &key, response).await)
-    }
-
-    /// See [`crate::Store::release_idempotency`].
-    pub async fn release_idempotency(&self, key: String) -> Result<(), StoreError> {
-        write!(self, tx => idempotency::release(tx, &key).await)
-    }
-
-    /// See [`crate::Store::insert_refresh`].
-    pub async fn insert_refresh(&self, grant: RefreshGrant) -> Result<(), StoreError> {
-        write!(self, tx => auth::insert_refresh(tx, &grant).await)
-    }
-
-    /// See [`crate::Store::rotate_refresh`].
-    pub async fn rotate_refresh(
-        &self,
-        presented_hash: String,
-        next: RefreshGrant,
-    ) -> Result<Rotation, StoreError> {
-        write!(self, tx => auth::rotate_refresh(tx, &presented_hash, next).await)
-    }
-
-    /// See [`crate::Store::revoke_refresh`].
-    pub async fn revoke_refresh(
-        &self,
-        token_hash: String,
-        now: String,
-    ) -> Result<bool, StoreError> {
-        write!(self, tx => auth::revoke_refresh(tx, &token_hash, &now).await)
-    }
-
-    /// See [`crate::Store::revoke_user`].
-    pub async fn revoke_user(&self, user_id: String, now: String) -> Result<(), StoreError> {
-        write!(self, tx => auth::revoke_user(tx, &user_id, &now).await)
-    }
-
-    /// See [`crate::Store::insert_session`].
-    pub async fn insert_session(&self, s: [String; 5]) -> Result<(), StoreError> {
-        write!(self, tx => auth::insert_session(tx, &s).await)
-    }
-
-    /// See [`crate::Store::session`].
-    pub async fn session(
-        &self,
-        token_hash: String,
-        now: String,
-    ) -> Result<Option<(String, String)>, StoreError> {
-        read!(self, c => auth::session(c, &token_hash, &now).await)
-    }
-
-    /// See [`crate::Store::revoke_session`].
-    pub async fn revoke_session(
-        &self,
-        token_hash: String,
-        now: String,
-    ) -> Result<bool, StoreError> {
-        write!(self, tx => auth::revoke_session(tx, &token_hash, &now).await)
-    }
-
-    /// See [`crate::Store::insert_api_key`].
-    pub async fn insert_api_key(&self, key: ApiKeyRow) -> Result<(), StoreError> {
-        write!(self, tx => auth::insert_api_key(tx, &key).await)
-    }
-
-    /// See [`crate::Store::api_key`].
-    pub async fn api_key(&self, id: String) -> Result<Option<ApiKeyRow>, StoreError> {
-        read!(self, c => auth::api_key(c, &id).await)
-    }
-
-    /// See [`crate::Store::api_keys_of`].
-    pub async fn api_keys_of(&self, user_id: String) -> Result<Vec<ApiKeyRow>, StoreError> {
-        read!(self, c => auth::api_keys_of(c, &user_id).await)
-    }
-
-    /// See [`crate::Store::revoke_api_key`].
-    pub async fn revoke_api_key(
-        &self,
-        user_id: String,
-        id: String,
-        now: String,
-    ) -> Result<bool, StoreError> {
-        write!(self, tx => auth::revoke_api_key(tx, &user_id, &id, &now).await)
-    }
-
-    /// See [`crate::Store::touch_api_key`].
-    pub async fn touch_api_key(
-        &self,
-        id: String,
-        now: String,
-        stale_before: String,
-    ) -> Result<(), StoreError> {
-        write!(self, tx => auth::touch_api_key(tx, &id, &now, &stale_before).await)
-    }
-
-    /// See [`crate::Store::user_id_by_email`].
-    pub async fn user_id_by_email(&self, email: String) -> Result<Option<String>, StoreError> {
-        read!(self, c => auth::user_id_by_email(c, &email).await)
-    }
-
-    /// See [`crate::Store::set_password_hash`].
-    pub async fn set_password_hash(
-        &self,
-        user_id: String,
-        hash: String,
-        now: String,
-    ) -> Result<bool, StoreError> {
-        write!(self, tx => auth::set_password_hash(tx, &user_id, &hash, &now).await)
+impl PgStore {
+    /// Wakes this node's event followers after a record write that committed.
+    fn woke<T, E>(&self, out: Result<T, E>) -> Result<T, E> {
+        if out.is_ok() {
+            self.written.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        out
     }
 }

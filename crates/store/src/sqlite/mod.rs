@@ -204,34 +204,6 @@ impl SqliteStore {
         })
     }
 
-    /// See [`crate::Store::migrations`].
-    pub async fn migrations(&self) -> Result<crate::migrate::History, StoreError> {
-        Self::run(&self.writer, |conn, _| crate::migrate::sqlite::load(conn)).await
-    }
-
-    /// See [`crate::Store::apply_migrations`].
-    pub async fn apply_migrations(
-        &self,
-        files: Vec<crate::migrate::MigrationSource>,
-        allow_destructive: bool,
-        now: String,
-    ) -> Result<Vec<String>, StoreError> {
-        Self::run(&self.writer, move |conn, _| {
-            crate::migrate::sqlite::apply_pending(conn, &files, allow_destructive, &now)
-        })
-        .await
-    }
-
-    /// See [`crate::Store::pool_stats`].
-    pub fn pool_stats(&self) -> crate::PoolStats {
-        let busy = self.busy.load(Ordering::Relaxed).min(self.connections);
-        crate::PoolStats {
-            connections: self.connections,
-            idle: self.connections - busy,
-            waiting: self.writer.len() + self.readers.len(),
-        }
-    }
-
     async fn run<T: Send + 'static>(
         queue: &Sender<Job>,
         f: impl FnOnce(&mut Connection, &Plans) -> Result<T, StoreError> + Send + 'static,
@@ -280,99 +252,6 @@ impl SqliteStore {
         .await
     }
 
-    /// Runs `SELECT 1` on a reader and on the writer.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        let select = |conn: &Connection| -> Result<(), StoreError> {
-            conn.query_row("SELECT 1", [], |_| Ok(()))?;
-            Ok(())
-        };
-        check_file(self.file.as_deref())?;
-        self.read(move |conn, _| select(conn)).await?;
-        Self::run(&self.writer, move |conn, _| select(conn)).await
-    }
-
-    /// See [`crate::Store::get`].
-    pub async fn get(
-        &self,
-        res: ResourceId,
-        id: String,
-        visible: Option<Expr>,
-    ) -> Result<Option<Record>, StoreError> {
-        self.read(move |conn, plans| plans.get_visible(conn, res, &id, visible.as_ref()))
-            .await
-    }
-
-    /// See [`crate::Store::list`].
-    pub async fn list(&self, res: ResourceId, query: ListQuery) -> Result<Vec<Record>, StoreError> {
-        self.read(move |conn, plans| plans.list(conn, res, query))
-            .await
-    }
-
-    /// See [`crate::Store::explain`].
-    pub async fn explain(
-        &self,
-        res: ResourceId,
-        query: ListQuery,
-    ) -> Result<Vec<String>, StoreError> {
-        self.read(move |conn, plans| plans.explain(conn, res, query))
-            .await
-    }
-
-    /// See [`crate::Store::count`].
-    pub async fn count(&self, res: ResourceId, filter: Option<Expr>) -> Result<u64, StoreError> {
-        self.read(move |conn, plans| plans.count(conn, res, filter))
-            .await
-    }
-
-    /// See [`crate::Store::get_many`].
-    pub async fn get_many(
-        &self,
-        res: ResourceId,
-        ids: Vec<String>,
-        visible: Option<Expr>,
-    ) -> Result<Vec<Record>, StoreError> {
-        self.read(move |conn, plans| plans.get_many(conn, res, ids, visible))
-            .await
-    }
-
-    /// See [`crate::Store::insert`].
-    pub async fn insert(
-        &self,
-        res: ResourceId,
-        record: NewRecord,
-        allowed: Option<Expr>,
-    ) -> Result<Record, StoreError> {
-        self.write(move |tx, plans| {
-            run_ready(write::insert(&plans.tx(tx), res, record, allowed.as_ref()))
-        })
-        .await
-    }
-
-    /// See [`crate::Store::update`].
-    pub async fn update(
-        &self,
-        res: ResourceId,
-        id: String,
-        update: Update,
-        access: Access,
-    ) -> Result<Option<Record>, StoreError> {
-        self.write(move |tx, plans| {
-            run_ready(write::update(&plans.tx(tx), res, &id, update, &access))
-        })
-        .await
-    }
-
-    /// See [`crate::Store::delete`].
-    pub async fn delete(
-        &self,
-        res: ResourceId,
-        id: String,
-        deletion: Deletion,
-    ) -> Result<bool, StoreError> {
-        self.write(move |tx, plans| run_ready(write::delete(&plans.tx(tx), res, &id, &deletion)))
-            .await
-    }
-
     /// Events after `position` (up to `upto`), at most `limit`: on SQLite every committed
     /// event is final, since the one writer commits in `seq` order.
     pub async fn events_after(
@@ -384,191 +263,394 @@ impl SqliteStore {
         self.read(move |conn, _| records::events_after(conn, position, upto, limit))
             .await
     }
+}
 
-    /// Deletes the events written before `before`; returns how many.
-    pub async fn trim_events(&self, before: String) -> Result<u64, StoreError> {
-        self.write(move |tx, _| {
-            let n = tx
-                .prepare_cached("DELETE FROM \"_ferrobase_events\" WHERE \"at\" < ?")?
-                .execute([before])?;
-            Ok(n as u64)
-        })
-        .await
-    }
+use crate::Fut;
 
-    /// The highest `seq` written so far (0 before the first event).
-    pub async fn last_event(&self) -> Result<i64, StoreError> {
-        self.read(|conn, _| {
-            Ok(conn
-                .prepare_cached("SELECT COALESCE(MAX(\"seq\"), 0) FROM \"_ferrobase_events\"")?
-                .query_row([], |row| row.get(0))?)
-        })
-        .await
-    }
-
-    /// See [`crate::Store::batch`].
-    pub async fn batch(&self, ops: Vec<BatchOp>) -> Result<Vec<BatchOutcome>, BatchError> {
-        let whole = |error| BatchError { index: None, error };
-        let file = self.file.clone();
-        Self::run(&self.writer, move |conn, plans| {
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let mut outcomes = Vec::with_capacity(ops.len());
-            for (index, op) in ops.into_iter().enumerate() {
-                match run_ready(write::batch_op(&plans.tx(&tx), op)) {
-                    Ok(outcome) => outcomes.push(outcome),
-                    // Dropping the transaction rolls every earlier write back.
-                    Err(error) => {
-                        return Ok(Err(BatchError {
-                            index: Some(index),
-                            error,
-                        }));
-                    }
-                }
-            }
-            check_file(file.as_deref())?;
-            tx.commit()?;
-            Ok(Ok(outcomes))
-        })
-        .await
-        .map_err(whole)?
-    }
-
-    /// See [`crate::Store::claim_idempotency`].
-    pub async fn claim_idempotency(&self, claim: IdempotencyClaim) -> Result<Claim, StoreError> {
-        self.write(move |tx, _| idempotency::claim(tx, &claim))
-            .await
-    }
-
-    /// See [`crate::Store::complete_idempotency`].
-    pub async fn complete_idempotency(
+impl crate::RecordStore for SqliteStore {
+    fn get(
         &self,
-        key: String,
-        response: StoredResponse,
-    ) -> Result<(), StoreError> {
-        self.write(move |tx, _| idempotency::complete(tx, &key, &response))
-            .await
+        res: ResourceId,
+        id: String,
+        visible: Option<Expr>,
+    ) -> Fut<'_, Result<Option<Record>, StoreError>> {
+        Box::pin(async move {
+            self.read(move |conn, plans| plans.get_visible(conn, res, &id, visible.as_ref()))
+                .await
+        })
     }
 
-    /// See [`crate::Store::release_idempotency`].
-    pub async fn release_idempotency(&self, key: String) -> Result<(), StoreError> {
-        self.write(move |tx, _| idempotency::release(tx, &key))
-            .await
+    fn list(&self, res: ResourceId, query: ListQuery) -> Fut<'_, Result<Vec<Record>, StoreError>> {
+        Box::pin(async move {
+            self.read(move |conn, plans| plans.list(conn, res, query))
+                .await
+        })
     }
 
-    /// See [`crate::Store::insert_refresh`].
-    pub async fn insert_refresh(&self, grant: RefreshGrant) -> Result<(), StoreError> {
-        self.write(move |tx, _| auth::insert_refresh(tx, &grant))
-            .await
+    fn explain(
+        &self,
+        res: ResourceId,
+        query: ListQuery,
+    ) -> Fut<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            self.read(move |conn, plans| plans.explain(conn, res, query))
+                .await
+        })
     }
 
-    /// See [`crate::Store::rotate_refresh`].
-    pub async fn rotate_refresh(
+    fn count(&self, res: ResourceId, filter: Option<Expr>) -> Fut<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            self.read(move |conn, plans| plans.count(conn, res, filter))
+                .await
+        })
+    }
+
+    fn get_many(
+        &self,
+        res: ResourceId,
+        ids: Vec<String>,
+        visible: Option<Expr>,
+    ) -> Fut<'_, Result<Vec<Record>, StoreError>> {
+        Box::pin(async move {
+            self.read(move |conn, plans| plans.get_many(conn, res, ids, visible))
+                .await
+        })
+    }
+
+    fn insert(
+        &self,
+        res: ResourceId,
+        record: NewRecord,
+        allowed: Option<Expr>,
+    ) -> Fut<'_, Result<Record, StoreError>> {
+        Box::pin(async move {
+            let out = async move {
+                self.write(move |tx, plans| {
+                    run_ready(write::insert(&plans.tx(tx), res, record, allowed.as_ref()))
+                })
+                .await
+            }
+            .await;
+            self.woke(out)
+        })
+    }
+
+    fn update(
+        &self,
+        res: ResourceId,
+        id: String,
+        update: Update,
+        access: Access,
+    ) -> Fut<'_, Result<Option<Record>, StoreError>> {
+        Box::pin(async move {
+            let out = async move {
+                self.write(move |tx, plans| {
+                    run_ready(write::update(&plans.tx(tx), res, &id, update, &access))
+                })
+                .await
+            }
+            .await;
+            self.woke(out)
+        })
+    }
+
+    fn delete(
+        &self,
+        res: ResourceId,
+        id: String,
+        deletion: Deletion,
+    ) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let out = async move {
+                self.write(move |tx, plans| {
+                    run_ready(write::delete(&plans.tx(tx), res, &id, &deletion))
+                })
+                .await
+            }
+            .await;
+            self.woke(out)
+        })
+    }
+
+    fn batch(&self, ops: Vec<BatchOp>) -> Fut<'_, Result<Vec<BatchOutcome>, BatchError>> {
+        Box::pin(async move {
+            let out = async move {
+                let whole = |error| BatchError { index: None, error };
+                let file = self.file.clone();
+                Self::run(&self.writer, move |conn, plans| {
+                    let tx =
+                        conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    let mut outcomes = Vec::with_capacity(ops.len());
+                    for (index, op) in ops.into_iter().enumerate() {
+                        match run_ready(write::batch_op(&plans.tx(&tx), op)) {
+                            Ok(outcome) => outcomes.push(outcome),
+                            // Dropping the transaction rolls every earlier write back.
+                            Err(error) => {
+                                return Ok(Err(BatchError {
+                                    index: Some(index),
+                                    error,
+                                }));
+                            }
+                        }
+                    }
+                    check_file(file.as_deref())?;
+                    tx.commit()?;
+                    Ok(Ok(outcomes))
+                })
+                .await
+                .map_err(whole)?
+            }
+            .await;
+            self.woke(out)
+        })
+    }
+}
+
+impl crate::SessionStore for SqliteStore {
+    fn insert_refresh(&self, grant: RefreshGrant) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.write(move |tx, _| auth::insert_refresh(tx, &grant))
+                .await
+        })
+    }
+
+    fn rotate_refresh(
         &self,
         presented_hash: String,
         next: RefreshGrant,
-    ) -> Result<Rotation, StoreError> {
-        self.write(move |tx, _| {
-            let now = next.created_at.clone();
-            auth::rotate_refresh(tx, &presented_hash, next, &now)
+    ) -> Fut<'_, Result<Rotation, StoreError>> {
+        Box::pin(async move {
+            self.write(move |tx, _| {
+                let now = next.created_at.clone();
+                auth::rotate_refresh(tx, &presented_hash, next, &now)
+            })
+            .await
         })
-        .await
     }
 
-    /// See [`crate::Store::revoke_refresh`].
-    pub async fn revoke_refresh(
+    fn revoke_refresh(&self, token_hash: String, now: String) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            self.write(move |tx, _| auth::revoke_refresh(tx, &token_hash, &now))
+                .await
+        })
+    }
+
+    fn revoke_user(&self, user_id: String, now: String) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.write(move |tx, _| auth::revoke_user(tx, &user_id, &now))
+                .await
+        })
+    }
+
+    fn insert_session(&self, s: [String; 5]) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.write(move |tx, _| auth::insert_session(tx, (&s[0], &s[1], &s[2], &s[3], &s[4])))
+                .await
+        })
+    }
+
+    fn session(
         &self,
         token_hash: String,
         now: String,
-    ) -> Result<bool, StoreError> {
-        self.write(move |tx, _| auth::revoke_refresh(tx, &token_hash, &now))
-            .await
+    ) -> Fut<'_, Result<Option<(String, String)>, StoreError>> {
+        Box::pin(async move {
+            self.read(move |conn, _| auth::session(conn, &token_hash, &now))
+                .await
+        })
     }
 
-    /// See [`crate::Store::revoke_user`].
-    pub async fn revoke_user(&self, user_id: String, now: String) -> Result<(), StoreError> {
-        self.write(move |tx, _| auth::revoke_user(tx, &user_id, &now))
-            .await
+    fn revoke_session(&self, token_hash: String, now: String) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            self.write(move |tx, _| auth::revoke_session(tx, &token_hash, &now))
+                .await
+        })
     }
 
-    /// See [`crate::Store::insert_session`].
-    pub async fn insert_session(&self, s: [String; 5]) -> Result<(), StoreError> {
-        self.write(move |tx, _| auth::insert_session(tx, (&s[0], &s[1], &s[2], &s[3], &s[4])))
-            .await
+    fn insert_api_key(&self, key: ApiKeyRow) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.write(move |tx, _| auth::insert_api_key(tx, &key))
+                .await
+        })
     }
 
-    /// See [`crate::Store::session`].
-    pub async fn session(
-        &self,
-        token_hash: String,
-        now: String,
-    ) -> Result<Option<(String, String)>, StoreError> {
-        self.read(move |conn, _| auth::session(conn, &token_hash, &now))
-            .await
+    fn api_key(&self, id: String) -> Fut<'_, Result<Option<ApiKeyRow>, StoreError>> {
+        Box::pin(async move { self.read(move |conn, _| auth::api_key(conn, &id)).await })
     }
 
-    /// See [`crate::Store::revoke_session`].
-    pub async fn revoke_session(
-        &self,
-        token_hash: String,
-        now: String,
-    ) -> Result<bool, StoreError> {
-        self.write(move |tx, _| auth::revoke_session(tx, &token_hash, &now))
-            .await
+    fn api_keys_of(&self, user_id: String) -> Fut<'_, Result<Vec<ApiKeyRow>, StoreError>> {
+        Box::pin(async move {
+            self.read(move |conn, _| auth::api_keys_of(conn, &user_id))
+                .await
+        })
     }
 
-    /// See [`crate::Store::insert_api_key`].
-    pub async fn insert_api_key(&self, key: ApiKeyRow) -> Result<(), StoreError> {
-        self.write(move |tx, _| auth::insert_api_key(tx, &key))
-            .await
-    }
-
-    /// See [`crate::Store::api_key`].
-    pub async fn api_key(&self, id: String) -> Result<Option<ApiKeyRow>, StoreError> {
-        self.read(move |conn, _| auth::api_key(conn, &id)).await
-    }
-
-    /// See [`crate::Store::api_keys_of`].
-    pub async fn api_keys_of(&self, user_id: String) -> Result<Vec<ApiKeyRow>, StoreError> {
-        self.read(move |conn, _| auth::api_keys_of(conn, &user_id))
-            .await
-    }
-
-    /// See [`crate::Store::revoke_api_key`].
-    pub async fn revoke_api_key(
+    fn revoke_api_key(
         &self,
         user_id: String,
         id: String,
         now: String,
-    ) -> Result<bool, StoreError> {
-        self.write(move |tx, _| auth::revoke_api_key(tx, &user_id, &id, &now))
-            .await
+    ) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            self.write(move |tx, _| auth::revoke_api_key(tx, &user_id, &id, &now))
+                .await
+        })
     }
 
-    /// See [`crate::Store::touch_api_key`].
-    pub async fn touch_api_key(
+    fn touch_api_key(
         &self,
         id: String,
         now: String,
         stale_before: String,
-    ) -> Result<(), StoreError> {
-        self.write(move |tx, _| auth::touch_api_key(tx, &id, &now, &stale_before))
-            .await
+    ) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.write(move |tx, _| auth::touch_api_key(tx, &id, &now, &stale_before))
+                .await
+        })
     }
 
-    /// See [`crate::Store::user_id_by_email`].
-    pub async fn user_id_by_email(&self, email: String) -> Result<Option<String>, StoreError> {
-        self.read(move |conn, _| auth::user_id_by_email(conn, &email))
-            .await
+    fn user_id_by_email(&self, email: String) -> Fut<'_, Result<Option<String>, StoreError>> {
+        Box::pin(async move {
+            self.read(move |conn, _| auth::user_id_by_email(conn, &email))
+                .await
+        })
     }
 
-    /// See [`crate::Store::set_password_hash`].
-    pub async fn set_password_hash(
+    fn set_password_hash(
         &self,
         user_id: String,
         hash: String,
         now: String,
-    ) -> Result<bool, StoreError> {
-        self.write(move |tx, _| auth::set_password_hash(tx, &user_id, &hash, &now))
+    ) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            self.write(move |tx, _| auth::set_password_hash(tx, &user_id, &hash, &now))
+                .await
+        })
+    }
+}
+
+impl crate::IdempotencyStore for SqliteStore {
+    fn claim_idempotency(&self, claim: IdempotencyClaim) -> Fut<'_, Result<Claim, StoreError>> {
+        Box::pin(async move {
+            self.write(move |tx, _| idempotency::claim(tx, &claim))
+                .await
+        })
+    }
+
+    fn complete_idempotency(
+        &self,
+        key: String,
+        response: StoredResponse,
+    ) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.write(move |tx, _| idempotency::complete(tx, &key, &response))
+                .await
+        })
+    }
+
+    fn release_idempotency(&self, key: String) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.write(move |tx, _| idempotency::release(tx, &key))
+                .await
+        })
+    }
+}
+
+impl crate::EventLog for SqliteStore {
+    fn trim_events(&self, before: String) -> Fut<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            self.write(move |tx, _| {
+                let n = tx
+                    .prepare_cached("DELETE FROM \"_ferrobase_events\" WHERE \"at\" < ?")?
+                    .execute([before])?;
+                Ok(n as u64)
+            })
             .await
+        })
+    }
+
+    fn last_event(&self) -> Fut<'_, Result<i64, StoreError>> {
+        Box::pin(async move {
+            self.read(|conn, _| {
+                Ok(conn
+                    .prepare_cached("SELECT COALESCE(MAX(\"seq\"), 0) FROM \"_ferrobase_events\"")?
+                    .query_row([], |row| row.get(0))?)
+            })
+            .await
+        })
+    }
+}
+
+impl crate::Maintenance for SqliteStore {
+    fn wait_ready(&self, _deadline: std::time::Duration) -> Fut<'_, Result<(), StoreError>> {
+        // The file is open and its tables made before the store exists.
+        Box::pin(async { Ok(()) })
+    }
+
+    fn migrations(&self) -> Fut<'_, Result<crate::migrate::History, StoreError>> {
+        Box::pin(async move {
+            Self::run(&self.writer, |conn, _| crate::migrate::sqlite::load(conn)).await
+        })
+    }
+
+    fn apply_migrations(
+        &self,
+        files: Vec<crate::migrate::MigrationSource>,
+        allow_destructive: bool,
+        now: String,
+    ) -> Fut<'_, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            Self::run(&self.writer, move |conn, _| {
+                crate::migrate::sqlite::apply_pending(conn, &files, allow_destructive, &now)
+            })
+            .await
+        })
+    }
+
+    fn ping(&self) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let select = |conn: &Connection| -> Result<(), StoreError> {
+                conn.query_row("SELECT 1", [], |_| Ok(()))?;
+                Ok(())
+            };
+            check_file(self.file.as_deref())?;
+            self.read(move |conn, _| select(conn)).await?;
+            Self::run(&self.writer, move |conn, _| select(conn)).await
+        })
+    }
+
+    fn pool_stats(&self) -> crate::PoolStats {
+        let busy = self.busy.load(Ordering::Relaxed).min(self.connections);
+        crate::PoolStats {
+            connections: self.connections,
+            idle: self.connections - busy,
+            waiting: self.writer.len() + self.readers.len(),
+        }
+    }
+}
+
+impl crate::Backend for SqliteStore {
+    fn written(&self) -> &tokio::sync::watch::Sender<u64> {
+        &self.written
+    }
+
+    fn follow<'a>(
+        &'a self,
+        position: i64,
+        _horizons: &'a mut std::collections::VecDeque<(i64, u64)>,
+        limit: usize,
+    ) -> Fut<'a, Result<EventBatch, StoreError>> {
+        // One writer commits in `seq` order: everything visible is final.
+        Box::pin(self.events_after(position, None, limit))
+    }
+}
+
+impl SqliteStore {
+    /// Wakes this node's event followers after a record write that committed.
+    fn woke<T, E>(&self, out: Result<T, E>) -> Result<T, E> {
+        if out.is_ok() {
+            self.written.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        out
     }
 }

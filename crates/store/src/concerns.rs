@@ -1,0 +1,187 @@
+//! One trait per concern of the store, each implemented by SQLite and PostgreSQL.
+
+use crate::*;
+
+/// Records: reads, and writes through the one write routine (each write appends its event).
+pub trait RecordStore: Send + Sync {
+    /// One record by id, if it exists and satisfies `visible` (the view rule).
+    fn get(
+        &self,
+        res: ResourceId,
+        id: String,
+        visible: Option<Expr>,
+    ) -> Fut<'_, Result<Option<Record>, StoreError>>;
+
+    /// Records matching a list query, in its order.
+    fn list(&self, res: ResourceId, query: ListQuery) -> Fut<'_, Result<Vec<Record>, StoreError>>;
+
+    /// The database's plan for a list query, one line per step (for diagnosing slow
+    /// lists and for tests that prove an index is used).
+    fn explain(
+        &self,
+        res: ResourceId,
+        query: ListQuery,
+    ) -> Fut<'_, Result<Vec<String>, StoreError>>;
+
+    /// How many records match `filter`.
+    fn count(&self, res: ResourceId, filter: Option<Expr>) -> Fut<'_, Result<u64, StoreError>>;
+
+    /// The records with these ids that satisfy `visible` (in no particular order;
+    /// missing ids are skipped).
+    fn get_many(
+        &self,
+        res: ResourceId,
+        ids: Vec<String>,
+        visible: Option<Expr>,
+    ) -> Fut<'_, Result<Vec<Record>, StoreError>>;
+
+    /// Inserts a record and returns it as stored; when the new record does not satisfy
+    /// `allowed` (the create rule) nothing is stored and the result is `Forbidden`.
+    fn insert(
+        &self,
+        res: ResourceId,
+        record: NewRecord,
+        allowed: Option<Expr>,
+    ) -> Fut<'_, Result<Record, StoreError>>;
+
+    /// Applies an update; `Ok(None)` when no visible record has that id, `Forbidden`
+    /// when the record is visible but `access.allowed` refuses.
+    fn update(
+        &self,
+        res: ResourceId,
+        id: String,
+        update: Update,
+        access: Access,
+    ) -> Fut<'_, Result<Option<Record>, StoreError>>;
+
+    /// Deletes a record; `Ok(false)` when no visible record has that id. With `if_match`,
+    /// only when the stored version is one of those (else [`StoreError::VersionMismatch`]).
+    fn delete(
+        &self,
+        res: ResourceId,
+        id: String,
+        deletion: Deletion,
+    ) -> Fut<'_, Result<bool, StoreError>>;
+
+    /// Runs every write in one transaction, in order: all of them happen, or none.
+    fn batch(&self, ops: Vec<BatchOp>) -> Fut<'_, Result<Vec<BatchOutcome>, BatchError>>;
+}
+
+/// Identity state: refresh-token families, cookie sessions, API keys, password hashes.
+pub trait SessionStore: Send + Sync {
+    /// Stores a new refresh token (the first of a family at login).
+    fn insert_refresh(&self, grant: RefreshGrant) -> Fut<'_, Result<(), StoreError>>;
+
+    /// Presents a refresh token: rotation, or family revocation on reuse.
+    fn rotate_refresh(
+        &self,
+        presented_hash: String,
+        next: RefreshGrant,
+    ) -> Fut<'_, Result<Rotation, StoreError>>;
+
+    /// Revokes the family of a refresh token (logout).
+    fn revoke_refresh(&self, token_hash: String, now: String) -> Fut<'_, Result<bool, StoreError>>;
+
+    /// Revokes all refresh tokens and sessions of a user.
+    fn revoke_user(&self, user_id: String, now: String) -> Fut<'_, Result<(), StoreError>>;
+
+    /// Stores a cookie session: `[id, user id, token hash, created at, expires at]`.
+    fn insert_session(&self, session: [String; 5]) -> Fut<'_, Result<(), StoreError>>;
+
+    /// The live session with this token hash: `(session id, user id)`.
+    fn session(
+        &self,
+        token_hash: String,
+        now: String,
+    ) -> Fut<'_, Result<Option<(String, String)>, StoreError>>;
+
+    /// Ends a cookie session.
+    fn revoke_session(&self, token_hash: String, now: String) -> Fut<'_, Result<bool, StoreError>>;
+
+    /// Stores an API key.
+    fn insert_api_key(&self, key: ApiKeyRow) -> Fut<'_, Result<(), StoreError>>;
+
+    /// One API key by id.
+    fn api_key(&self, id: String) -> Fut<'_, Result<Option<ApiKeyRow>, StoreError>>;
+
+    /// A user's API keys.
+    fn api_keys_of(&self, user_id: String) -> Fut<'_, Result<Vec<ApiKeyRow>, StoreError>>;
+
+    /// Revokes a user's API key; whether it exists.
+    fn revoke_api_key(
+        &self,
+        user_id: String,
+        id: String,
+        now: String,
+    ) -> Fut<'_, Result<bool, StoreError>>;
+
+    /// Records an API key's use (at most once per `stale_before` window).
+    fn touch_api_key(
+        &self,
+        id: String,
+        now: String,
+        stale_before: String,
+    ) -> Fut<'_, Result<(), StoreError>>;
+
+    /// The id of the user with this email (case-insensitive).
+    fn user_id_by_email(&self, email: String) -> Fut<'_, Result<Option<String>, StoreError>>;
+
+    /// Replaces a user's password hash.
+    fn set_password_hash(
+        &self,
+        user_id: String,
+        hash: String,
+        now: String,
+    ) -> Fut<'_, Result<bool, StoreError>>;
+}
+
+/// Idempotency keys of POST requests.
+pub trait IdempotencyStore: Send + Sync {
+    /// Claims an idempotency key (see [`Claim`]); expired keys are purged on the way.
+    fn claim_idempotency(&self, claim: IdempotencyClaim) -> Fut<'_, Result<Claim, StoreError>>;
+
+    /// Stores the response of a claimed key's request.
+    fn complete_idempotency(
+        &self,
+        key: String,
+        response: StoredResponse,
+    ) -> Fut<'_, Result<(), StoreError>>;
+
+    /// Gives a claimed key up (its request failed in a way worth retrying).
+    fn release_idempotency(&self, key: String) -> Fut<'_, Result<(), StoreError>>;
+}
+
+/// The event log beyond what followers read: trimming and its end.
+pub trait EventLog: Send + Sync {
+    /// Deletes the events written before `before` (canonical datetime text): the
+    /// retention of `[events] retention`. Returns how many.
+    fn trim_events(&self, before: String) -> Fut<'_, Result<u64, StoreError>>;
+
+    /// The highest `seq` committed so far (0 before the first event).
+    fn last_event(&self) -> Fut<'_, Result<i64, StoreError>>;
+}
+
+/// The database itself: migrations, readiness, pool statistics.
+pub trait Maintenance: Send + Sync {
+    /// The recorded schema state (`None` before the first migration) and the applied
+    /// migrations.
+    fn migrations(&self) -> Fut<'_, Result<migrate::History, StoreError>>;
+
+    /// Applies the pending migrations of `files`, each in its own transaction; refuses
+    /// destructive steps unless allowed. Returns the names applied.
+    fn apply_migrations(
+        &self,
+        files: Vec<migrate::MigrationSource>,
+        allow_destructive: bool,
+        now: String,
+    ) -> Fut<'_, Result<Vec<String>, StoreError>>;
+
+    /// Checks that the database answers.
+    fn ping(&self) -> Fut<'_, Result<(), StoreError>>;
+
+    /// Waits until the store can serve (PostgreSQL: its tables exist), at most `deadline`.
+    fn wait_ready(&self, deadline: std::time::Duration) -> Fut<'_, Result<(), StoreError>>;
+
+    /// How busy the connections are.
+    fn pool_stats(&self) -> PoolStats;
+}

@@ -160,11 +160,13 @@ async fn from_api_key(state: &AppState, key: &str) -> Result<Caller, ApiError> {
 }
 
 async fn from_session(state: &AppState, token: &str) -> Result<Option<Caller>, ApiError> {
-    let now = format_datetime(state.clock.now());
-    let Some((session_id, user_id)) = state
+    let Some(ferrobase_store::LiveSession {
+        id: session_id,
+        user_id,
+    }) = state
         .store
         .sessions()
-        .session(token_hash(token), now)
+        .session(token_hash(token), state.clock.now())
         .await?
     else {
         return Ok(None);

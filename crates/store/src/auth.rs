@@ -60,6 +60,30 @@ pub struct ApiKeyRow {
     pub revoked_at: Option<String>,
 }
 
+/// A browser session, as stored (its token only as a hash).
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    /// Session id (keys the CSRF token).
+    pub id: String,
+    /// The signed-in user.
+    pub user_id: String,
+    /// SHA-256 of the session cookie's token.
+    pub token_hash: String,
+    /// When it began.
+    pub created_at: time::OffsetDateTime,
+    /// When it ends unless revoked before.
+    pub expires_at: time::OffsetDateTime,
+}
+
+/// A live session found by its token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSession {
+    /// Session id.
+    pub id: String,
+    /// The signed-in user.
+    pub user_id: String,
+}
+
 /// DDL of the identity tables and the event log (SQLite). `AUTOINCREMENT` keeps `seq`
 /// from ever being reused once old events are trimmed.
 pub(crate) const SQLITE_DDL: &str = r#"

@@ -86,14 +86,14 @@ pub trait SessionStore: Send + Sync {
     fn revoke_user(&self, user_id: String, now: String) -> Fut<'_, Result<(), StoreError>>;
 
     /// Stores a cookie session: `[id, user id, token hash, created at, expires at]`.
-    fn insert_session(&self, session: [String; 5]) -> Fut<'_, Result<(), StoreError>>;
+    fn insert_session(&self, session: SessionRow) -> Fut<'_, Result<(), StoreError>>;
 
     /// The live session with this token hash: `(session id, user id)`.
     fn session(
         &self,
         token_hash: String,
-        now: String,
-    ) -> Fut<'_, Result<Option<(String, String)>, StoreError>>;
+        now: time::OffsetDateTime,
+    ) -> Fut<'_, Result<Option<LiveSession>, StoreError>>;
 
     /// Ends a cookie session.
     fn revoke_session(&self, token_hash: String, now: String) -> Fut<'_, Result<bool, StoreError>>;

@@ -7,13 +7,17 @@ use std::time::Duration;
 
 use ferrobase_schema::input::Change;
 use ferrobase_schema::{Settings, SourceFile, USERS, schema_from_str, templates};
-use ferrobase_store::{Access, NewRecord, ResourceId, Store, Update};
+use ferrobase_store::{Access, NewRecord, ResourceId, SessionRow, Store, Update};
 use ferrobase_testkit::services::TestDatabase;
 use serde_json::json;
 
 const USER: &str = "01900000-0000-7000-8000-0000000000aa";
 const NOW: &str = "2026-01-02T12:00:00.000000Z";
 const LATER: &str = "2030-01-01T00:00:00.000000Z";
+
+fn at(text: &str) -> time::OffsetDateTime {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).expect("time")
+}
 
 fn promote(role_field: usize) -> Update {
     Update {
@@ -88,13 +92,13 @@ fn role_change_is_one_transaction(
             .expect("user");
         store
             .sessions()
-            .insert_session([
-                "01900000-0000-7000-8000-0000000000bb".into(),
-                USER.into(),
-                "session-hash".into(),
-                NOW.into(),
-                LATER.into(),
-            ])
+            .insert_session(SessionRow {
+                id: "01900000-0000-7000-8000-0000000000bb".into(),
+                user_id: USER.into(),
+                token_hash: "session-hash".into(),
+                created_at: at(NOW),
+                expires_at: at(LATER),
+            })
             .await
             .expect("session");
         store
@@ -120,7 +124,7 @@ fn role_change_is_one_transaction(
         events_before
     );
     assert!(
-        rt.block_on(store.sessions().session("session-hash".into(), NOW.into()))
+        rt.block_on(store.sessions().session("session-hash".into(), at(NOW)))
             .expect("session")
             .is_some()
     );
@@ -136,7 +140,7 @@ fn role_change_is_one_transaction(
         .expect("user");
     assert_eq!(promoted.values[role], "editor");
     assert!(
-        rt.block_on(store.sessions().session("session-hash".into(), NOW.into()))
+        rt.block_on(store.sessions().session("session-hash".into(), at(NOW)))
             .expect("session")
             .is_none(),
         "the old session ended with the role change"

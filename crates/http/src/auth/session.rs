@@ -214,19 +214,18 @@ pub(crate) async fn login(
     let token = random_token();
     let session_id = uuid::Uuid::now_v7().to_string();
     let ttl = state.settings.auth.refresh_token_ttl;
-    let expires = format_datetime(
-        state.clock.now() + time::Duration::try_from(ttl).unwrap_or(time::Duration::days(30)),
-    );
+    let created_at = state.clock.now();
+    let expires_at = created_at + time::Duration::try_from(ttl).unwrap_or(time::Duration::days(30));
     state
         .store
         .sessions()
-        .insert_session([
-            session_id.clone(),
-            user.id.clone(),
-            token_hash(&token),
-            now,
-            expires,
-        ])
+        .insert_session(ferrobase_store::SessionRow {
+            id: session_id.clone(),
+            user_id: user.id.clone(),
+            token_hash: token_hash(&token),
+            created_at,
+            expires_at,
+        })
         .await?;
     let csrf = csrf_token(&state.csrf_key, &session_id);
     let mut response = json_response(

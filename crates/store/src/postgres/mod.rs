@@ -254,6 +254,8 @@ impl PgStore {
 }
 
 use crate::Fut;
+use crate::auth::{LiveSession, SessionRow};
+use ferrobase_schema::validate::format_datetime;
 
 impl crate::RecordStore for PgStore {
     fn get(
@@ -404,16 +406,30 @@ impl crate::SessionStore for PgStore {
         Box::pin(async move { write!(self, tx => auth::revoke_user(tx, &user_id, &now).await) })
     }
 
-    fn insert_session(&self, s: [String; 5]) -> Fut<'_, Result<(), StoreError>> {
-        Box::pin(async move { write!(self, tx => auth::insert_session(tx, &s).await) })
+    fn insert_session(&self, s: SessionRow) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let row = [
+                s.id,
+                s.user_id,
+                s.token_hash,
+                format_datetime(s.created_at),
+                format_datetime(s.expires_at),
+            ];
+            write!(self, tx => auth::insert_session(tx, &row).await)
+        })
     }
 
     fn session(
         &self,
         token_hash: String,
-        now: String,
-    ) -> Fut<'_, Result<Option<(String, String)>, StoreError>> {
-        Box::pin(async move { read!(self, c => auth::session(c, &token_hash, &now).await) })
+        now: time::OffsetDateTime,
+    ) -> Fut<'_, Result<Option<LiveSession>, StoreError>> {
+        Box::pin(async move {
+            let now = format_datetime(now);
+            let found: Option<(String, String)> =
+                read!(self, c => auth::session(c, &token_hash, &now).await)?;
+            Ok(found.map(|(id, user_id)| LiveSession { id, user_id }))
+        })
     }
 
     fn revoke_session(&self, token_hash: String, now: String) -> Fut<'_, Result<bool, StoreError>> {

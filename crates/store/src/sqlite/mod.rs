@@ -266,6 +266,8 @@ impl SqliteStore {
 }
 
 use crate::Fut;
+use crate::auth::{LiveSession, SessionRow};
+use ferrobase_schema::validate::format_datetime;
 
 impl crate::RecordStore for SqliteStore {
     fn get(
@@ -442,21 +444,27 @@ impl crate::SessionStore for SqliteStore {
         })
     }
 
-    fn insert_session(&self, s: [String; 5]) -> Fut<'_, Result<(), StoreError>> {
+    fn insert_session(&self, s: SessionRow) -> Fut<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            self.write(move |tx, _| auth::insert_session(tx, (&s[0], &s[1], &s[2], &s[3], &s[4])))
-                .await
+            let (created, expires) = (format_datetime(s.created_at), format_datetime(s.expires_at));
+            self.write(move |tx, _| {
+                auth::insert_session(tx, (&s.id, &s.user_id, &s.token_hash, &created, &expires))
+            })
+            .await
         })
     }
 
     fn session(
         &self,
         token_hash: String,
-        now: String,
-    ) -> Fut<'_, Result<Option<(String, String)>, StoreError>> {
+        now: time::OffsetDateTime,
+    ) -> Fut<'_, Result<Option<LiveSession>, StoreError>> {
         Box::pin(async move {
-            self.read(move |conn, _| auth::session(conn, &token_hash, &now))
-                .await
+            let now = format_datetime(now);
+            let found = self
+                .read(move |conn, _| auth::session(conn, &token_hash, &now))
+                .await?;
+            Ok(found.map(|(id, user_id)| LiveSession { id, user_id }))
         })
     }
 

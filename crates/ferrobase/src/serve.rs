@@ -70,7 +70,7 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>) -> ExitC
     };
     let redis = match settings.redis.url.as_deref() {
         None => None,
-        Some(url) => match ferrobase_shared::Redis::connect(url, &settings.redis.prefix) {
+        Some(url) => match ferrobase_cluster::Redis::connect(url, &settings.redis.prefix) {
             Ok(redis) => Some(redis),
             Err(e) => {
                 tracing::error!(error = %e, "cannot use Redis");

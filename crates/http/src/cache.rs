@@ -11,7 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use ferrobase_shared::cache::CachedResponse;
+use ferrobase_cluster::cache::CachedResponse;
 
 use crate::error::ApiError;
 use crate::identity::Identity;

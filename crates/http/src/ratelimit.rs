@@ -13,11 +13,9 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use ferrobase_cluster::Redis;
+use ferrobase_ratelimit::{Algorithm, Decision, MemoryLimiter, Quota, RateLimiter, RedisLimiter};
 use ferrobase_schema::settings::{Limit, LimitStore, RateAlgorithm, RateLimitSettings};
-use ferrobase_shared::Redis;
-use ferrobase_shared::ratelimit::{
-    Algorithm, Decision, MemoryLimiter, Quota, RateLimiter, RedisLimiter,
-};
 
 use crate::error::ApiError;
 use crate::identity::{Identity, Via, client_key};

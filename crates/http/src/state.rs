@@ -4,12 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ferrobase_auth::{JwtKeys, Passwords};
+use ferrobase_cluster::cache::ReadCache;
+use ferrobase_cluster::{Counter, Redis};
 use ferrobase_query::cursor::CursorCodec;
 use ferrobase_schema::settings::Secret;
 use ferrobase_schema::settings::ServerCache;
 use ferrobase_schema::{Resource, Schema, Settings, USERS};
-use ferrobase_shared::cache::ReadCache;
-use ferrobase_shared::{Counter, Redis};
 use ferrobase_store::{ResourceId, Store};
 
 use ferrobase_access::Policy;

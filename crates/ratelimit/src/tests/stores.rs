@@ -2,7 +2,7 @@
 //! agreeing with memory, key expiry, falling back when Redis fails, and bounded memory.
 
 use super::*;
-use crate::ratelimit::redis::{LUA_LE, PROBE_EVERY_MS, REDIS_TIMEOUT};
+use crate::redis::{LUA_LE, PROBE_EVERY_MS, REDIS_TIMEOUT};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -50,7 +50,7 @@ async fn two_nodes_share_one_limit() {
         };
         // A second connection with the same prefix: another node of the deployment.
         let url = ferrobase_testkit::services::redis().expect("redis");
-        let two = Redis::connect(&url, &one.prefix).expect("redis");
+        let two = Redis::connect(&url, one.prefix()).expect("redis");
         let nodes = [
             Arc::new(RedisLimiter::new(&one, algorithm)),
             Arc::new(RedisLimiter::new(&two, algorithm)),
@@ -176,7 +176,7 @@ async fn the_scripts_compare_large_products_exactly() {
         }
     }
     assert!(cases.len() > 550, "off_by_one found too few cases");
-    let mut conn = redis.conn.clone();
+    let mut conn = redis.connection();
     for (a, b, c, d) in cases {
         let got: i64 = script
             .arg(a)
@@ -205,8 +205,8 @@ async fn redis_keys_are_prefixed_and_expire() {
         let limiter = RedisLimiter::new(&redis, algorithm);
         assert!(limiter.check("ip:1", per_minute(10), now).await.allowed);
         let ttl: i64 = ::redis::cmd("PTTL")
-            .arg(format!("{}rl:{tag}:ip:1", redis.prefix))
-            .query_async(&mut redis.conn.clone())
+            .arg(format!("{}rl:{tag}:ip:1", redis.prefix()))
+            .query_async(&mut redis.connection())
             .await
             .expect("pttl");
         assert!((1..=longest).contains(&ttl), "{algorithm:?}: {ttl} ms");
@@ -247,11 +247,11 @@ async fn after_a_failure_redis_is_tried_again_a_second_later() {
     limiter
         .probe_at
         .store(T0 + PROBE_EVERY_MS, Ordering::Relaxed);
-    let key = format!("{}rl:fw:k", redis.prefix);
+    let key = format!("{}rl:fw:k", redis.prefix());
     let exists = async || -> bool {
         ::redis::cmd("EXISTS")
             .arg(&key)
-            .query_async(&mut redis.conn.clone())
+            .query_async(&mut redis.connection())
             .await
             .expect("exists")
     };

@@ -102,7 +102,7 @@ const HEALTHY: i64 = i64::MIN;
 /// everyone. Until Redis answers again, one request a second tries it and the rest do not
 /// wait for it. Needs a Tokio runtime with timers enabled (as `#[tokio::main]` builds).
 pub struct RedisLimiter {
-    redis: crate::Redis,
+    redis: ferrobase_cluster::Redis,
     algorithm: Algorithm,
     script: redis::Script,
     fallback: MemoryLimiter,
@@ -122,7 +122,7 @@ impl std::fmt::Debug for RedisLimiter {
 
 impl RedisLimiter {
     /// A limiter keeping its state in `redis`, under that connection's key prefix.
-    pub fn new(redis: &crate::Redis, algorithm: Algorithm) -> Self {
+    pub fn new(redis: &ferrobase_cluster::Redis, algorithm: Algorithm) -> Self {
         let code = match algorithm {
             Algorithm::FixedWindow => format!("{LUA_ARGS}{LUA_FIXED_WINDOW}"),
             Algorithm::SlidingWindow => format!("{LUA_LE}{LUA_ARGS}{LUA_SLIDING_WINDOW}"),
@@ -191,12 +191,12 @@ impl RedisLimiter {
     async fn step(&self, key: &str, limits: Limits, now: i64) -> Result<(State, bool), String> {
         let mut invocation = self.script.key(format!(
             "{}rl:{}:{key}",
-            self.redis.prefix,
+            self.redis.prefix(),
             self.algorithm.tag()
         ));
         invocation.arg(now).arg(limits.window).arg(limits.requests);
         let reply: Vec<i64> = invocation
-            .invoke_async(&mut self.redis.conn.clone())
+            .invoke_async(&mut self.redis.connection())
             .await
             .map_err(|e| e.to_string())?;
         parse_reply(self.algorithm, &reply)

@@ -5,7 +5,6 @@
 #![forbid(unsafe_code)]
 
 pub mod cache;
-pub mod ratelimit;
 
 use ferrobase_auth::throttle::Throttle;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -47,6 +46,16 @@ impl Redis {
             .await
             .map(drop)
             .map_err(|e| e.to_string())
+    }
+
+    /// The connection (cheap to clone; reconnects by itself).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The prefix of every key of this deployment.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     fn key(&self, name: &str, window: i64) -> String {

@@ -2,7 +2,7 @@
 //! in `tests/stores.rs`.
 
 use super::*;
-use crate::Redis;
+use ferrobase_cluster::Redis;
 
 mod stores;
 

@@ -61,6 +61,10 @@ impl MemoryState {
 pub struct RedisCache {
     redis: Redis,
     ttl: Duration,
+    /// The connection's recovery count when this cache last reconciled: after an outage,
+    /// writes may have happened that could not invalidate, so the generation is bumped
+    /// before the cache is used again.
+    reconciled: std::sync::atomic::AtomicU64,
 }
 
 /// Looks the generation up and the entry filed under it, in one round trip.
@@ -89,6 +93,7 @@ impl ReadCache {
         Self::Redis(RedisCache {
             redis: redis.clone(),
             ttl,
+            reconciled: std::sync::atomic::AtomicU64::new(redis.recoveries()),
         })
     }
 
@@ -106,26 +111,35 @@ impl ReadCache {
                 Some((state.generation, entry))
             }
             Self::Redis(r) => {
-                let mut conn = r.redis.conn.clone();
-                let result: redis::RedisResult<(String, Option<String>)> =
-                    redis::Script::new(LOOKUP)
-                        .key(r.generation_key())
-                        .arg(r.entry_prefix())
-                        .arg(key)
-                        .invoke_async(&mut conn)
-                        .await;
-                match result {
-                    Ok((generation, entry)) => Some((
-                        generation.parse().unwrap_or(0),
-                        entry
-                            .and_then(|e| serde_json::from_str::<CachedResponse>(&e).ok())
-                            .map(Arc::new),
-                    )),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Redis unavailable; the read cache is bypassed");
-                        None
-                    }
+                if !r.reconcile().await {
+                    return None;
                 }
+                let (generation_key, prefix) = (r.generation_key(), r.entry_prefix());
+                let result = r
+                    .redis
+                    .call("cache lookup", |mut conn| async move {
+                        redis::Script::new(LOOKUP)
+                            .key(generation_key)
+                            .arg(prefix)
+                            .arg(key)
+                            .invoke_async::<(String, Option<String>)>(&mut conn)
+                            .await
+                    })
+                    .await;
+                // Unreachable: the read is neither served from nor filed into the cache.
+                let (generation, entry) = result.ok()?;
+                if r.redis.recoveries() != r.reconciled.load(std::sync::atomic::Ordering::Acquire) {
+                    // This very call found Redis back after an outage: what it read may
+                    // predate writes that could not invalidate. Forget first.
+                    r.reconcile().await;
+                    return None;
+                }
+                Some((
+                    generation.parse().unwrap_or(0),
+                    entry
+                        .and_then(|e| serde_json::from_str::<CachedResponse>(&e).ok())
+                        .map(Arc::new),
+                ))
             }
         }
     }
@@ -165,18 +179,20 @@ impl ReadCache {
                 let Ok(value) = serde_json::to_string(&entry) else {
                     return;
                 };
-                let mut conn = r.redis.conn.clone();
+                let key = format!("{}{generation}:{key}", r.entry_prefix());
                 let ttl_ms = u64::try_from(r.ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-                let result: redis::RedisResult<()> = redis::cmd("SET")
-                    .arg(format!("{}{generation}:{key}", r.entry_prefix()))
-                    .arg(value)
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .query_async(&mut conn)
+                let _ = r
+                    .redis
+                    .call("cache fill", |mut conn| async move {
+                        redis::cmd("SET")
+                            .arg(key)
+                            .arg(value)
+                            .arg("PX")
+                            .arg(ttl_ms)
+                            .query_async::<()>(&mut conn)
+                            .await
+                    })
                     .await;
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "Redis unavailable; a read was not cached");
-                }
             }
         }
     }
@@ -191,15 +207,9 @@ impl ReadCache {
                 }
             }
             Self::Redis(r) => {
-                let mut conn = r.redis.conn.clone();
-                let result: redis::RedisResult<i64> = redis::cmd("INCR")
-                    .arg(r.generation_key())
-                    .query_async(&mut conn)
-                    .await;
-                if let Err(e) = result {
+                if r.bump().await.is_err() {
                     tracing::error!(
-                        error = %e,
-                        "Redis unavailable; cached reads may be stale until they expire"
+                        "Redis unavailable; the read cache is not used until it answers again, then it forgets everything"
                     );
                 }
             }
@@ -208,12 +218,41 @@ impl ReadCache {
 }
 
 impl RedisCache {
+    /// Starts a new generation: every entry filed before is forgotten, on every node.
+    async fn bump(&self) -> Result<(), crate::RedisDown> {
+        let key = self.generation_key();
+        self.redis
+            .call("cache invalidation", |mut conn| async move {
+                redis::cmd("INCR")
+                    .arg(key)
+                    .query_async::<i64>(&mut conn)
+                    .await
+            })
+            .await
+            .map(drop)
+    }
+
+    /// After an outage, forgets everything before the cache is used again (writes made
+    /// meanwhile could not invalidate it); `false` while that cannot be done.
+    async fn reconcile(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let recoveries = self.redis.recoveries();
+        if self.reconciled.load(Ordering::Acquire) == recoveries {
+            return true;
+        }
+        if self.bump().await.is_err() {
+            return false;
+        }
+        self.reconciled.store(recoveries, Ordering::Release);
+        true
+    }
+
     fn generation_key(&self) -> String {
-        format!("{}cache:generation", self.redis.prefix)
+        format!("{}cache:generation", self.redis.prefix())
     }
 
     fn entry_prefix(&self) -> String {
-        format!("{}cache:entry:", self.redis.prefix)
+        format!("{}cache:entry:", self.redis.prefix())
     }
 }
 

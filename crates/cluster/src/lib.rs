@@ -6,14 +6,92 @@
 
 pub mod cache;
 
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use ferrobase_auth::throttle::Throttle;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-/// A connection to the shared Redis, with the key prefix of this deployment.
+/// Longest one Redis call may take before it counts as failed: a Redis outage costs a
+/// request at most this much, never the client's reconnect back-off (seconds).
+pub const CALL_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// How long calls fail at once after a failure before one call probes Redis again.
+pub const OPEN_FOR: Duration = Duration::from_millis(1_000);
+
+/// A circuit breaker shared by every user of one connection: after a failure, calls fail
+/// at once for [`OPEN_FOR`], then one call at a time probes; a success closes it.
+#[derive(Debug)]
+struct Breaker {
+    /// 0 while closed; else milliseconds since `epoch` until which calls fail at once.
+    open_until: AtomicU64,
+    /// Times Redis came back after an outage (users that missed writes react to it).
+    recoveries: AtomicU64,
+    epoch: Instant,
+}
+
+impl Breaker {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn open_for_ms() -> u64 {
+        u64::try_from(OPEN_FOR.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a call may go to Redis now (closed, or this caller won the probe).
+    fn allow(&self) -> bool {
+        let until = self.open_until.load(Ordering::Acquire);
+        if until == 0 {
+            return true;
+        }
+        let now = self.now_ms();
+        now >= until
+            && self
+                .open_until
+                .compare_exchange(
+                    until,
+                    now + Self::open_for_ms(),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
+    }
+
+    fn succeeded(&self) {
+        if self.open_until.swap(0, Ordering::AcqRel) != 0 {
+            self.recoveries.fetch_add(1, Ordering::AcqRel);
+            tracing::info!("Redis answers again");
+        }
+    }
+
+    fn failed(&self, what: &str, error: &str) {
+        let until = (self.now_ms() + Self::open_for_ms()).max(1);
+        if self.open_until.swap(until, Ordering::AcqRel) == 0 {
+            tracing::warn!(%error, call = what, "Redis unavailable; falling back until it answers again");
+        }
+    }
+}
+
+/// Why a Redis call did not happen or did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisDown(pub String);
+
+impl std::fmt::Display for RedisDown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A connection to the shared Redis, with the key prefix of this deployment. Every call
+/// goes through [`Redis::call`]: bounded in time and behind a shared circuit breaker.
 #[derive(Clone)]
 pub struct Redis {
     conn: ConnectionManager,
     prefix: String,
+    breaker: Arc<Breaker>,
 }
 
 impl std::fmt::Debug for Redis {
@@ -27,25 +105,65 @@ impl Redis {
     pub fn connect(url: &str, prefix: &str) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
-            .set_response_timeout(Some(std::time::Duration::from_secs(2)));
+            .set_connection_timeout(Some(CALL_TIMEOUT))
+            .set_response_timeout(Some(CALL_TIMEOUT));
         let conn = client
             .get_connection_manager_lazy(config)
             .map_err(|e| format!("cannot set up Redis: {e}"))?;
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),
+            breaker: Arc::new(Breaker {
+                open_until: AtomicU64::new(0),
+                recoveries: AtomicU64::new(0),
+                epoch: Instant::now(),
+            }),
         })
     }
 
-    /// Checks that Redis answers.
+    /// Runs one call (`what` names it in logs) within [`CALL_TIMEOUT`], unless the
+    /// breaker is open: then it fails at once, without touching the network.
+    pub async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, RedisDown>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.breaker.allow() {
+            return Err(RedisDown(
+                "Redis is unavailable (waiting to try again)".into(),
+            ));
+        }
+        match tokio::time::timeout(CALL_TIMEOUT, f(self.conn.clone())).await {
+            Ok(Ok(value)) => {
+                self.breaker.succeeded();
+                Ok(value)
+            }
+            Ok(Err(e)) => {
+                self.breaker.failed(what, &e.to_string());
+                Err(RedisDown(e.to_string()))
+            }
+            Err(_) => {
+                let why = format!("no answer within {CALL_TIMEOUT:?}");
+                self.breaker.failed(what, &why);
+                Err(RedisDown(why))
+            }
+        }
+    }
+
+    /// How many times Redis came back after an outage (users that may have missed writes
+    /// meanwhile, such as the read cache, compare it with what they saw last).
+    pub fn recoveries(&self) -> u64 {
+        self.breaker.recoveries.load(Ordering::Acquire)
+    }
+
+    /// Checks that Redis answers, within [`CALL_TIMEOUT`].
     pub async fn ping(&self) -> Result<(), String> {
-        let mut conn = self.conn.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string())
+        self.call("PING", |mut conn| async move {
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        })
+        .await
+        .map(drop)
+        .map_err(|e| e.0)
     }
 
     /// The connection (cheap to clone; reconnects by itself).
@@ -77,6 +195,9 @@ pub enum Counter {
         window: i64,
         /// Counter name (part of every key).
         name: &'static str,
+        /// Counts on this node while Redis is unavailable: throttling per node rather
+        /// than none, and never everyone refused.
+        fallback: Throttle,
     },
 }
 
@@ -110,14 +231,15 @@ impl Counter {
                 limit,
                 window,
                 name,
+                fallback: Throttle::new(limit, window),
             },
             None => Self::Memory(Throttle::new(limit, window)),
         }
     }
 
     /// Counts an attempt for `key` at `now` (unix seconds); `Err(seconds to wait)` when
-    /// over the limit. If Redis cannot be reached the attempt is let through and logged:
-    /// a broken cache must not lock everyone out.
+    /// over the limit. While Redis cannot be reached (within [`CALL_TIMEOUT`], or its
+    /// breaker is open) this node counts alone: per node rather than not at all.
     pub async fn hit(&self, key: &str, now: i64) -> Result<(), i64> {
         match self {
             Self::Memory(t) => t.hit(key, now),
@@ -126,21 +248,24 @@ impl Counter {
                 limit,
                 window,
                 name,
+                fallback,
             } => {
-                let mut conn = redis.conn.clone();
-                let result: redis::RedisResult<i64> = redis::Script::new(HIT)
-                    .key(redis.key(&format!("{name}:{key}"), now.div_euclid((*window).max(1))))
-                    .arg(*window)
-                    .arg(*limit)
-                    .invoke_async(&mut conn)
+                let redis_key =
+                    redis.key(&format!("{name}:{key}"), now.div_euclid((*window).max(1)));
+                let result = redis
+                    .call("throttle", |mut conn| async move {
+                        redis::Script::new(HIT)
+                            .key(redis_key)
+                            .arg(*window)
+                            .arg(*limit)
+                            .invoke_async::<i64>(&mut conn)
+                            .await
+                    })
                     .await;
                 match result {
                     Ok(n) if n < 0 => Err(-n),
                     Ok(_) => Ok(()),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "Redis unavailable; the throttle lets this attempt through");
-                        Ok(())
-                    }
+                    Err(_) => fallback.hit(key, now),
                 }
             }
         }
@@ -154,16 +279,20 @@ impl Counter {
                 redis,
                 window,
                 name,
+                fallback,
                 ..
             } => {
-                let mut conn = redis.conn.clone();
-                let result: redis::RedisResult<i64> = redis::Script::new(FORGIVE)
-                    .key(redis.key(&format!("{name}:{key}"), now.div_euclid((*window).max(1))))
-                    .invoke_async(&mut conn)
+                fallback.forgive(key);
+                let redis_key =
+                    redis.key(&format!("{name}:{key}"), now.div_euclid((*window).max(1)));
+                let _ = redis
+                    .call("throttle", |mut conn| async move {
+                        redis::Script::new(FORGIVE)
+                            .key(redis_key)
+                            .invoke_async::<i64>(&mut conn)
+                            .await
+                    })
                     .await;
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "Redis unavailable; could not forgive an attempt");
-                }
             }
         }
     }

@@ -1,0 +1,10 @@
+//! `redis_outage.rs` on PostgreSQL: the same test bodies, another store.
+
+use ferrobase_testkit::Backend;
+
+fn backend() -> Backend {
+    Backend::Postgres
+}
+
+#[path = "redis_outage.rs"]
+mod cases;

@@ -4,15 +4,22 @@
 //! `create` writes the steps from what the files lead to up to `schema.toml`; `plan`
 //! prints the SQL the configured database would run; `apply` runs pending files, each in
 //! a transaction, recording name and checksum; `status` lists applied and pending ones.
+//!
+//! A development `serve` applies schema changes without writing files, so a database may
+//! hold more than its files say (every project that starts with `serve` has tables and no
+//! files). That difference is *drift*: `status` and `plan` name it, and `create` writes it
+//! first as a baseline migration, which such a database already satisfies (applying it
+//! runs nothing) and which builds the same tables on a fresh one. The new migration then
+//! starts from what the database holds, so renames declared in `schema.toml` stay renames.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use ferrobase_schema::migration::{MigrationFile, Risk, SchemaState, Step, diff};
+use ferrobase_schema::migration::{MigrationFile, Risk, SchemaState, Step, diff, diff_states};
 use ferrobase_schema::validate::format_datetime;
 use ferrobase_store::migrate::{
-    AppliedMigration, MigrationSource, StartupPolicy, pending, read_migrations, replay,
+    AppliedMigration, MigrationSource, StartupPolicy, advance, pending, read_migrations, replay,
 };
 use ferrobase_store::{Store, StoreError};
 
@@ -28,13 +35,6 @@ fn code_of(e: &StoreError) -> u8 {
         StoreError::Config(_) => EXIT_CONFIG,
         _ => EXIT_RUNTIME,
     }
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail(EXIT_RUNTIME, e))
 }
 
 fn files(dir: &Path) -> Result<Vec<MigrationSource>, ExitCode> {
@@ -65,30 +65,34 @@ pub fn create(dir: &Path, name: &str) -> ExitCode {
         Ok(f) => f,
         Err(code) => return code,
     };
-    let state = match replay(&files) {
-        Ok(s) => s,
+    // Where the database is, when it can be reached; the files alone otherwise.
+    let position = match open_store(&project) {
+        Ok((store, rt)) => match rt.block_on(store.maintenance().migrations()) {
+            Ok((recorded, applied)) => Position::of(&files, recorded, &applied, &project.schema),
+            Err(e) => return fail(code_of(&e), e),
+        },
+        Err(e) => {
+            eprintln!(
+                "warning: cannot reach the database ({e}); writing the migration from migrations/ alone"
+            );
+            replay(&files).map(Position::files_only)
+        }
+    };
+    let position = match position {
+        Ok(p) => p,
         Err(e) => return fail(EXIT_CONFIG, e),
     };
-    let steps = diff(&state, &project.schema);
-    if steps.is_empty() {
+    if !position.drift.is_empty() && position.pending > 0 {
+        return fail(
+            EXIT_CONFIG,
+            "the database holds changes no migration file records and has migrations it has not applied; apply them first (`ferrobase migrate apply`), then write the new one",
+        );
+    }
+    let steps = diff(&position.after, &project.schema);
+    if steps.is_empty() && position.drift.is_empty() {
         println!("schema.toml matches the migrations; nothing to write");
         return ExitCode::SUCCESS;
     }
-    let file = MigrationFile { steps };
-    let text = match file.render() {
-        Ok(t) => t,
-        Err(e) => return fail(EXIT_RUNTIME, e),
-    };
-    let stamp = time::OffsetDateTime::now_utc();
-    let stamp = format!(
-        "{:04}{:02}{:02}{:02}{:02}{:02}",
-        stamp.year(),
-        u8::from(stamp.month()),
-        stamp.day(),
-        stamp.hour(),
-        stamp.minute(),
-        stamp.second()
-    );
     let folder = dir.join("migrations");
     if let Err(e) = std::fs::create_dir_all(&folder) {
         return fail(
@@ -96,6 +100,46 @@ pub fn create(dir: &Path, name: &str) -> ExitCode {
             format!("cannot create {}: {e}", folder.display()),
         );
     }
+    let now = time::OffsetDateTime::now_utc();
+    if !position.drift.is_empty() {
+        // Written a second earlier than the change, so that it sorts first.
+        let baseline = MigrationFile {
+            steps: position.drift,
+        };
+        let at = now - time::Duration::seconds(1);
+        if let Err(code) = write_migration(&folder, at, &format!("{name}_baseline"), &baseline) {
+            return code;
+        }
+        println!("  (what the database already holds, made without a migration file)");
+    }
+    if steps.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    let file = MigrationFile { steps };
+    match write_migration(&folder, now, name, &file) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => code,
+    }
+}
+
+/// Writes `migrations/<stamp>_<name>.toml` (never over another file) and says what it
+/// holds.
+fn write_migration(
+    folder: &Path,
+    at: time::OffsetDateTime,
+    name: &str,
+    file: &MigrationFile,
+) -> Result<(), ExitCode> {
+    let text = file.render().map_err(|e| fail(EXIT_RUNTIME, e))?;
+    let stamp = format!(
+        "{:04}{:02}{:02}{:02}{:02}{:02}",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    );
     // Never overwrite: a second migration in the same second gets a suffix.
     let mut path = folder.join(format!("{stamp}_{name}.toml"));
     let mut n = 2;
@@ -103,17 +147,79 @@ pub fn create(dir: &Path, name: &str) -> ExitCode {
         path = folder.join(format!("{stamp}_{name}_{n}.toml"));
         n += 1;
     }
-    if let Err(e) = std::fs::write(&path, text) {
-        return fail(
+    std::fs::write(&path, text).map_err(|e| {
+        fail(
             EXIT_RUNTIME,
             format!("cannot write {}: {e}", path.display()),
-        );
-    }
+        )
+    })?;
     println!("wrote {}", path.display());
     for step in &file.steps {
         println!("  {}{}", step.describe(), risk_note(step));
     }
-    ExitCode::SUCCESS
+    Ok(())
+}
+
+/// Where a database stands against the migration files and `schema.toml`.
+struct Position {
+    /// The state the database will be in once its pending files are applied (the files'
+    /// state when the database could not be asked).
+    after: SchemaState,
+    /// What the database holds beyond its applied files: the steps from the files' state
+    /// to the recorded one (declared renames kept as renames).
+    drift: Vec<Step>,
+    /// How many files it has not applied.
+    pending: usize,
+}
+
+impl Position {
+    fn of(
+        files: &[MigrationSource],
+        recorded: Option<SchemaState>,
+        applied: &[AppliedMigration],
+        schema: &ferrobase_schema::Schema,
+    ) -> Result<Self, String> {
+        let todo = pending(files, applied)?;
+        let done: Vec<MigrationSource> = files
+            .iter()
+            .filter(|f| applied.iter().any(|a| a.name == f.name))
+            .cloned()
+            .collect();
+        let drift = match &recorded {
+            Some(state) => diff_states(&replay(&done)?, state, schema),
+            None => Vec::new(),
+        };
+        let mut after = recorded.unwrap_or_default();
+        for m in &todo {
+            advance(&mut after, m, |_| {})?;
+        }
+        Ok(Self {
+            after,
+            drift,
+            pending: todo.len(),
+        })
+    }
+
+    fn files_only(after: SchemaState) -> Self {
+        Self {
+            after,
+            drift: Vec::new(),
+            pending: 0,
+        }
+    }
+
+    /// Says what the drift is and what `create` will do about it, each line prefixed.
+    fn explain_drift(&self, prefix: &str) {
+        if self.drift.is_empty() {
+            return;
+        }
+        println!(
+            "{prefix}the database holds changes no migration file records (made by `serve`); `ferrobase migrate create NAME` writes them first, as a baseline this database already satisfies:"
+        );
+        for step in &self.drift {
+            println!("{prefix}  {}", step.describe());
+        }
+    }
 }
 
 fn risk_note(step: &Step) -> &'static str {
@@ -125,28 +231,35 @@ fn risk_note(step: &Step) -> &'static str {
 }
 
 /// Opens the project's store without changing anything at start-up.
+fn open_store(project: &project::Project) -> Result<(Store, tokio::runtime::Runtime), StoreError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StoreError::Internal(e.to_string()))?;
+    let schema = Arc::new(project.schema.clone());
+    let store = rt.block_on(async {
+        let store = Store::open_with(
+            &project.dir,
+            &project.settings,
+            schema,
+            StartupPolicy::Manual,
+        )?;
+        store
+            .maintenance()
+            .wait_ready(std::time::Duration::from_secs(30))
+            .await?;
+        Ok::<_, StoreError>(store)
+    })?;
+    Ok((store, rt))
+}
+
+/// The project and its store, or the exit code after saying why not.
 fn open(dir: &Path) -> Result<(project::Project, Store, tokio::runtime::Runtime), ExitCode> {
     let project = project::load(dir).map_err(|problems| {
         project::report(&problems);
         ExitCode::from(EXIT_CONFIG)
     })?;
-    let rt = runtime()?;
-    let schema = Arc::new(project.schema.clone());
-    let store = rt
-        .block_on(async {
-            let store = Store::open_with(
-                &project.dir,
-                &project.settings,
-                schema,
-                StartupPolicy::Manual,
-            )?;
-            store
-                .maintenance()
-                .wait_ready(std::time::Duration::from_secs(30))
-                .await?;
-            Ok::<_, StoreError>(store)
-        })
-        .map_err(|e| fail(code_of(&e), e))?;
+    let (store, rt) = open_store(&project).map_err(|e| fail(code_of(&e), e))?;
     Ok((project, store, rt))
 }
 
@@ -180,6 +293,7 @@ pub fn status(dir: &Path) -> ExitCode {
     let Loaded {
         project,
         files,
+        recorded,
         applied,
         ..
     } = match load(dir) {
@@ -196,19 +310,17 @@ pub fn status(dir: &Path) -> ExitCode {
     for p in &todo {
         println!("pending  {}", p.name);
     }
-    match replay(&files) {
-        Ok(state) => {
-            let unwritten = diff(&state, &project.schema);
-            if !unwritten.is_empty() {
-                println!(
-                    "schema.toml has changes no migration makes yet (ferrobase migrate create NAME):"
-                );
-                for step in &unwritten {
-                    println!("  {}", step.describe());
-                }
-            }
-        }
+    let position = match Position::of(&files, recorded, &applied, &project.schema) {
+        Ok(p) => p,
         Err(e) => return fail(EXIT_CONFIG, e),
+    };
+    position.explain_drift("");
+    let unwritten = diff(&position.after, &project.schema);
+    if !unwritten.is_empty() {
+        println!("schema.toml has changes no migration makes yet (ferrobase migrate create NAME):");
+        for step in &unwritten {
+            println!("  {}", step.describe());
+        }
     }
     if todo.is_empty() && applied.is_empty() {
         println!("no migrations yet");
@@ -233,6 +345,11 @@ pub fn plan(dir: &Path) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(EXIT_CONFIG, e),
     };
+    let position = match Position::of(&files, recorded.clone(), &applied, &project.schema) {
+        Ok(p) => p,
+        Err(e) => return fail(EXIT_CONFIG, e),
+    };
+    position.explain_drift("-- ");
     let postgres = store.is_postgres();
     let mut state = recorded.unwrap_or_default();
     let print = |title: &str, steps: &[Step], state: &mut SchemaState| -> Result<(), String> {
@@ -257,11 +374,9 @@ pub fn plan(dir: &Path) -> ExitCode {
             return fail(EXIT_CONFIG, e);
         }
     }
-    let after_files = match replay(&files) {
-        Ok(s) => s,
-        Err(e) => return fail(EXIT_CONFIG, e),
-    };
-    let unwritten = diff(&after_files, &project.schema);
+    // From where the database will be, not from where the files lead: they differ by
+    // the drift, and a rename must stay a rename of the columns this database has.
+    let unwritten = diff(&position.after, &project.schema);
     if !unwritten.is_empty()
         && let Err(e) = print(
             "schema.toml changes no migration makes yet (write them with `ferrobase migrate create NAME`)",

@@ -180,6 +180,98 @@ fn renames_new_fields_indexes_and_many_relations_keep_the_data() {
     assert_eq!(r.status, 400, "the old name is gone: {}", r.text);
 }
 
+/// The path every project takes: `serve` creates the tables (no migration file yet), the
+/// schema changes, `migrate` takes it from there; the files then build the same tables
+/// on a fresh database.
+#[test]
+fn a_database_that_serve_created_evolves_with_migrate() {
+    let project = Project::on(crate::backend()).schema(V1);
+    let s = project.serve(BIN);
+    let ids = [
+        note(&s, json!({"title": "first", "body": "kept"})),
+        note(&s, json!({"title": "second"})),
+    ];
+    let project = s.into_project().schema(V2);
+
+    let status = ok(&project, &["migrate", "status"]);
+    assert!(
+        status.contains("the database holds changes no migration file records"),
+        "{status}"
+    );
+    let unwritten = &status[status.find("schema.toml has changes").expect(&status)..];
+    assert!(
+        unwritten.contains("rename field notes.title to headline"),
+        "{status}"
+    );
+    assert!(!unwritten.contains("create resource"), "{status}");
+
+    let plan = ok(&project, &["migrate", "plan"]);
+    assert!(
+        plan.contains("RENAME COLUMN \"title\" TO \"headline\""),
+        "{plan}"
+    );
+    assert!(!plan.contains("CREATE TABLE \"notes\""), "{plan}");
+
+    let created = ok(&project, &["migrate", "create", "evolve"]);
+    assert!(created.contains("_evolve_baseline.toml"), "{created}");
+    assert!(
+        created.contains("rename field notes.title to headline"),
+        "{created}"
+    );
+    let applied = ok(&project, &["migrate", "apply"]);
+    assert_eq!(applied.matches("applied ").count(), 2, "{applied}");
+    let status = ok(&project, &["migrate", "status"]);
+    assert_eq!(status.matches("applied ").count(), 2, "{status}");
+    assert!(!status.contains("pending"), "{status}");
+    assert!(!status.contains("no migration"), "{status}");
+    assert!(
+        ok(&project, &["migrate", "plan"]).contains("-- nothing pending"),
+        "nothing left to do"
+    );
+    assert!(
+        indexes(&project, "notes")
+            .iter()
+            .any(|i| i == "ix__notes__by_priority")
+    );
+
+    let s = project.serve(BIN);
+    let first = s.get(&format!("/api/v1/notes/{}", ids[0])).json()["data"].clone();
+    assert_eq!(first["headline"], "first", "renamed, data kept");
+    assert_eq!(first["body"], "kept");
+    let r = s.patch(
+        &format!("/api/v1/notes/{}", ids[1]),
+        &json!({"priority": 2, "related": [ids[0]]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let migrations = s.path("migrations");
+    let shown = shape(&s.get("/api/v1/notes?sort=created_at&expand=related").json());
+
+    // The same files build the same API on a fresh database.
+    let fresh = Project::on(crate::backend()).schema(V2);
+    std::fs::create_dir_all(fresh.path().join("migrations")).expect("mkdir");
+    for entry in std::fs::read_dir(&migrations).expect("migrations") {
+        let entry = entry.expect("entry");
+        std::fs::copy(
+            entry.path(),
+            fresh.path().join("migrations").join(entry.file_name()),
+        )
+        .expect("copy");
+    }
+    drop(s);
+    let applied = ok(&fresh, &["migrate", "apply"]);
+    assert_eq!(applied.matches("applied ").count(), 2, "{applied}");
+    let f = fresh.serve(BIN);
+    let a = note(&f, json!({"headline": "first", "body": "kept"}));
+    let b = note(&f, json!({"headline": "second"}));
+    let r = f.patch(
+        &format!("/api/v1/notes/{b}"),
+        &json!({"priority": 2, "related": [a]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let again = shape(&f.get("/api/v1/notes?sort=created_at&expand=related").json());
+    assert_eq!(shown, again, "the same records through the same API");
+}
+
 #[test]
 fn tightening_a_constraint_is_refused_while_rows_violate_it() {
     let (project, ids) = seeded();

@@ -5,10 +5,52 @@
 use super::{FieldSpec, ResourceSpec, SchemaState, Step};
 use crate::model::Schema;
 
+/// Renames declared with `renamed_from`: the differ's only input beyond the two states.
+#[derive(Debug, Default)]
+struct Renames<'a> {
+    /// (new name, previous name) of resources.
+    resources: Vec<(&'a str, &'a str)>,
+    /// (resource's new name, field's previous name, field's new name).
+    fields: Vec<(&'a str, &'a str, &'a str)>,
+}
+
+impl<'a> Renames<'a> {
+    fn of(schema: &'a Schema) -> Self {
+        let mut renames = Renames::default();
+        for r in &schema.resources {
+            if let Some(prev) = &r.renamed_from {
+                renames.resources.push((&r.name, prev));
+            }
+            for f in &r.fields {
+                if let Some(prev) = &f.renamed_from {
+                    renames.fields.push((&r.name, prev, &f.name));
+                }
+            }
+        }
+        renames
+    }
+
+    fn resource(&self, name: &str) -> Option<&'a str> {
+        self.resources
+            .iter()
+            .find(|(new, _)| *new == name)
+            .map(|(_, prev)| *prev)
+    }
+}
+
 /// Steps taking `from` to the state of `schema`, in an order that applies: renames,
 /// new tables, field and index changes, then drops.
 pub fn diff(from: &SchemaState, schema: &Schema) -> Vec<Step> {
-    let to = SchemaState::of(schema);
+    diff_with(from, &SchemaState::of(schema), &Renames::of(schema))
+}
+
+/// Steps taking `from` to `to`, with the renames `schema` declares where they fit: what a
+/// database holds beyond its migration files, written down as a baseline.
+pub fn diff_states(from: &SchemaState, to: &SchemaState, schema: &Schema) -> Vec<Step> {
+    diff_with(from, to, &Renames::of(schema))
+}
+
+fn diff_with(from: &SchemaState, to: &SchemaState, declared: &Renames<'_>) -> Vec<Step> {
     let mut renames = Vec::new();
     let mut creates = Vec::new();
     let mut changes = Vec::new();
@@ -17,11 +59,11 @@ pub fn diff(from: &SchemaState, schema: &Schema) -> Vec<Step> {
     let mut drops = Vec::new();
     let mut matched_old: Vec<&str> = Vec::new();
     // Resource renames first: relations of every resource follow them.
-    let moved: Vec<(&str, &str)> = schema
+    let moved: Vec<(&str, &str)> = to
         .resources
         .iter()
         .filter(|r| from.resource(&r.name).is_none())
-        .filter_map(|r| Some((r.renamed_from.as_deref()?, r.name.as_str())))
+        .filter_map(|r| Some((declared.resource(&r.name)?, r.name.as_str())))
         .filter(|(prev, _)| to.resource(prev).is_none() && from.resource(prev).is_some())
         .collect();
     let renamed_state;
@@ -43,12 +85,11 @@ pub fn diff(from: &SchemaState, schema: &Schema) -> Vec<Step> {
         &renamed_state
     };
 
-    for (declared, new) in schema.resources.iter().zip(&to.resources) {
+    for new in &to.resources {
         let old = match from.resource(&new.name) {
             Some(old) => Some(old),
             None => declared
-                .renamed_from
-                .as_deref()
+                .resource(&new.name)
                 .filter(|prev| to.resource(prev).is_none())
                 .and_then(|prev| from.resource(prev))
                 .inspect(|old| {
@@ -68,7 +109,8 @@ pub fn diff(from: &SchemaState, schema: &Schema) -> Vec<Step> {
         let renamed_fields: Vec<(&str, &str)> = declared
             .fields
             .iter()
-            .filter_map(|f| Some((f.renamed_from.as_deref()?, f.name.as_str())))
+            .filter(|(resource, _, _)| *resource == new.name)
+            .map(|(_, prev, name)| (*prev, *name))
             .filter(|(prev, name)| old.field(name).is_none() && new.field(prev).is_none())
             .filter(|(prev, _)| old.field(prev).is_some())
             .collect();

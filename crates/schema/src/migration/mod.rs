@@ -12,7 +12,7 @@ mod diff;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use diff::diff;
+pub use diff::{diff, diff_states};
 
 use crate::model::{DefaultValue, Field, FieldType, Index, Resource, Schema};
 

@@ -146,6 +146,8 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>) -> ExitC
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let app = ferrobase_http::router(state.clone());
+    let listener =
+        axum::serve::ListenerExt::tap_io(ferrobase_http::wire::Connections::new(listener), |_| {});
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),

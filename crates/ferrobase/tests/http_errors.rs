@@ -137,7 +137,7 @@ fn bodies_media_types_size_and_depth() {
     stream
         .set_read_timeout(Some(ferrobase_testkit::DEADLINE))
         .expect("timeout");
-    let head = "POST /api/v1/tags HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let head = "POST /api/v1/tags HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
     let _ = stream.write_all(head.as_bytes());
     for chunk in big.as_bytes().chunks(512) {
         let _ = write!(stream, "{:x}\r\n", chunk.len());

@@ -18,6 +18,7 @@ mod records;
 pub mod redact;
 mod router;
 mod state;
+pub mod wire;
 
 pub use boundary::RequestId;
 pub use error::ApiError;

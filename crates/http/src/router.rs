@@ -88,7 +88,11 @@ pub fn router(state: AppState) -> Router {
     } else {
         app
     };
-    app.with_state(state)
+    // Outermost: a body left unread by any refusal is drained, so the client reads it.
+    app.layer(axum::middleware::map_request(
+        |req: axum::extract::Request| async move { crate::wire::drain_unread(req) },
+    ))
+    .with_state(state)
 }
 
 /// The router of a separate metrics listener (`[metrics] addr`).

@@ -746,8 +746,9 @@ fn cookie_sessions_need_csrf_for_writes() {
     let r = s.send(|c| {
         c.post(s.url("/api/v1/auth/logout"))
             .header("cookie", &cookie)
+            .header("sec-fetch-site", "cross-site")
     });
-    assert_eq!(r.status, 403, "even logout needs the CSRF token");
+    assert_eq!(r.status, 403, "no logout from another site");
     let r = s.send(|c| {
         c.post(s.url("/api/v1/auth/logout"))
             .header("cookie", &cookie)
@@ -756,6 +757,110 @@ fn cookie_sessions_need_csrf_for_writes() {
     assert_eq!(r.status, 204);
     let me = s.send(|c| c.get(s.url("/api/v1/auth/me")).header("cookie", &cookie));
     assert_eq!(me.status, 401, "the session is over");
+}
+
+/// Logs in with a cookie session; returns the `name=value` cookie and the CSRF token.
+fn cookie_login(s: &Server, email: &str, password: &str, cookie: Option<&str>) -> (String, String) {
+    let r = s.send(|c| {
+        let rb = c
+            .post(s.url("/api/v1/auth/login"))
+            .json(&json!({"email": email, "password": password, "session": "cookie"}));
+        match cookie {
+            Some(cookie) => rb
+                .header("cookie", cookie)
+                .header("sec-fetch-site", "same-origin"),
+            None => rb,
+        }
+    });
+    assert_eq!(r.status, 200, "{}", r.text);
+    let cookie = r
+        .header("set-cookie")
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    let csrf = r.json()["data"]["csrfToken"]
+        .as_str()
+        .expect("csrf")
+        .to_owned();
+    (cookie, csrf)
+}
+
+/// A cookie write with the CSRF token: its status.
+fn cookie_post(s: &Server, cookie: &str, csrf: &str, slug: &str) -> u16 {
+    s.send(|c| {
+        c.post(s.url("/api/v1/posts"))
+            .header("cookie", cookie)
+            .header("x-csrf-token", csrf)
+            .json(&json!({"title": "Cookie post", "slug": slug}))
+    })
+    .status
+}
+
+#[test]
+fn a_page_that_lost_its_csrf_token_gets_it_again_and_can_sign_in_and_out() {
+    let s = Project::on(crate::backend()).serve(BIN);
+    register(&s, "alice@example.com", "alice-password");
+    let (cookie, csrf) = cookie_login(&s, "alice@example.com", "alice-password", None);
+    // The page reloads: it has the cookie, not the token. /auth/me hands it out again.
+    let me = s.send(|c| c.get(s.url("/api/v1/auth/me")).header("cookie", &cookie));
+    assert_eq!(me.status, 200, "{}", me.text);
+    assert_eq!(me.header("x-csrf-token"), Some(csrf.as_str()));
+    assert_eq!(me.header("cache-control"), Some("no-store"));
+    assert_eq!(cookie_post(&s, &cookie, &csrf, "after-reload"), 201);
+    // Bearer callers get no such header.
+    let bob = register(&s, "bob@example.com", "bob-password");
+    let r = as_user(&s, &bob.access, "GET", "/api/v1/auth/me", None);
+    assert_eq!(r.header("x-csrf-token"), None);
+
+    // Signing in again while the cookie lives, without the token, replaces the session.
+    let (second, csrf2) = cookie_login(&s, "alice@example.com", "alice-password", Some(&cookie));
+    assert_ne!(second, cookie);
+    let me = s.send(|c| c.get(s.url("/api/v1/auth/me")).header("cookie", &cookie));
+    assert_eq!(me.status, 401, "the replaced session is over");
+    assert_eq!(cookie_post(&s, &second, &csrf2, "second-session"), 201);
+    // Signing out without the token works from this site.
+    let r = s.send(|c| {
+        c.post(s.url("/api/v1/auth/logout"))
+            .header("cookie", &second)
+            .header("sec-fetch-site", "same-origin")
+    });
+    assert_eq!(r.status, 204, "{}", r.text);
+    let me = s.send(|c| c.get(s.url("/api/v1/auth/me")).header("cookie", &second));
+    assert_eq!(me.status, 401);
+}
+
+#[test]
+fn rotating_the_secret_keeps_cookie_sessions_working() {
+    let project =
+        Project::on(crate::backend()).env("FERROBASE_SECRET", "the-old-secret-0123456789abcdef");
+    let s = project.serve(BIN);
+    register(&s, "alice@example.com", "alice-password");
+    let (cookie, csrf) = cookie_login(&s, "alice@example.com", "alice-password", None);
+    assert_eq!(cookie_post(&s, &cookie, &csrf, "before"), 201);
+    let project = s
+        .into_project()
+        .env("FERROBASE_SECRET", "the-new-secret-0123456789abcdef")
+        .env(
+            "FERROBASE_SECRET_PREVIOUS",
+            "the-old-secret-0123456789abcdef",
+        );
+    let s = project.serve(BIN);
+    assert_eq!(
+        cookie_post(&s, &cookie, &csrf, "after"),
+        201,
+        "a token made with the previous secret still works"
+    );
+    // /auth/me hands out the token of the current secret, which works too.
+    let me = s.send(|c| c.get(s.url("/api/v1/auth/me")).header("cookie", &cookie));
+    let fresh = me.header("x-csrf-token").expect("token").to_owned();
+    assert_ne!(fresh, csrf);
+    assert_eq!(cookie_post(&s, &cookie, &fresh, "fresh"), 201);
+    // Without the previous secret, the old token is refused.
+    let project = s.into_project().env("FERROBASE_SECRET_PREVIOUS", "");
+    let s = project.serve(BIN);
+    assert_eq!(cookie_post(&s, &cookie, &csrf, "gone"), 403);
 }
 
 #[test]

@@ -183,8 +183,15 @@ async fn from_session(state: &AppState, token: &str) -> Result<Option<Caller>, A
 }
 
 /// Cookie-authenticated unsafe requests must carry the session's CSRF token and must not
-/// come from another site.
-fn check_csrf(state: &AppState, headers: &HeaderMap, session_id: &str) -> Result<(), ApiError> {
+/// come from another site. `token_required` is false for signing in and out, which must
+/// work for a page that lost its token (a reload) while the cookie lives: those still
+/// have to be same-site.
+fn check_csrf(
+    state: &AppState,
+    headers: &HeaderMap,
+    session_id: &str,
+    token_required: bool,
+) -> Result<(), ApiError> {
     let refuse = |why: &str| ApiError::forbidden_with(format!("cross-site request refused: {why}"));
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
         && !matches!(site, "same-origin" | "none")
@@ -209,21 +216,34 @@ fn check_csrf(state: &AppState, headers: &HeaderMap, session_id: &str) -> Result
             return Err(refuse("Origin is not this site"));
         }
     }
-    let expected = csrf_token(&state.csrf_key, session_id);
     let sent = headers
         .get("x-csrf-token")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    if !constant_time_eq(sent.as_bytes(), expected.as_bytes()) {
+    if !token_required && sent.is_empty() {
+        return Ok(());
+    }
+    // Tokens made with the previous secret stay good until their sessions end.
+    let valid = state
+        .csrf_keys
+        .iter()
+        .any(|key| constant_time_eq(sent.as_bytes(), csrf_token(key, session_id).as_bytes()));
+    if !valid {
         return Err(refuse("missing or wrong X-CSRF-Token"));
     }
     Ok(())
+}
+
+/// The CSRF token of a cookie session (always made with the current secret).
+pub(crate) fn session_csrf_token(state: &AppState, session_id: &str) -> String {
+    csrf_token(&state.csrf_keys[0], session_id)
 }
 
 async fn identify(
     state: &AppState,
     headers: &HeaderMap,
     method: &Method,
+    path: &str,
 ) -> Result<Option<Caller>, ApiError> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let value = value
@@ -280,7 +300,11 @@ async fn identify(
     if let Via::Cookie { session_id } = &caller.via
         && unsafe_method
     {
-        check_csrf(state, headers, session_id)?;
+        let signing_in_or_out = matches!(
+            path,
+            "/api/v1/auth/login" | "/api/v1/auth/logout" | "/api/v1/auth/register"
+        );
+        check_csrf(state, headers, session_id, !signing_in_or_out)?;
     }
     Ok(Some(caller))
 }
@@ -288,7 +312,7 @@ async fn identify(
 /// Middleware: resolves the identity of every API request (401 for bad credentials).
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let (headers, method) = (req.headers().clone(), req.method().clone());
-    match identify(&state, &headers, &method).await {
+    match identify(&state, &headers, &method, req.uri().path()).await {
         Ok(caller) => {
             let user = caller.as_ref().map(|c| c.id.clone());
             req.extensions_mut().insert(Identity(caller));

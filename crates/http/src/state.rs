@@ -47,7 +47,9 @@ pub struct App {
     /// Password hashing.
     pub passwords: Passwords,
     /// Key of session CSRF tokens.
-    pub csrf_key: [u8; 32],
+    /// Keys of the sessions' CSRF tokens: the current secret's, then the previous one's
+    /// (`FERROBASE_SECRET_PREVIOUS`), so a rotation does not break live browser tabs.
+    pub csrf_keys: Vec<[u8; 32]>,
     /// The record service: every read and write of records goes through it.
     pub records: ferrobase_records::Records,
     /// Failed logins per account and client address.
@@ -197,7 +199,9 @@ impl AppState {
         let records = records.build();
         Self(Arc::new(App {
             jwt: JwtKeys::derive(&secret, previous),
-            csrf_key: secret.derive("csrf"),
+            csrf_keys: std::iter::once(secret.derive("csrf"))
+                .chain(previous.map(|s| s.derive("csrf")))
+                .collect(),
             passwords: Passwords::default(),
             cursors,
             records,

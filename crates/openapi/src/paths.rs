@@ -283,11 +283,16 @@ fn auth_paths(paths: &mut Map<String, Value>) {
         "content": json_body(object(json!({ "refreshToken": { "type": "string" } }), &[]))
     });
     paths.insert("/api/v1/auth/logout".into(), json!({ "post": logout }));
+    let mut me = ok("The caller's user record.", data(reference(users)));
+    me["headers"] = json!({ "X-CSRF-Token": {
+        "description": "For a cookie session: its CSRF token again (for a page that lost it)",
+        "schema": { "type": "string" }
+    } });
     paths.insert(
         "/api/v1/auth/me".into(),
         json!({ "get": {
             "operationId": "me", "tags": ["auth"], "summary": "The caller",
-            "responses": with_errors(Map::from_iter([("200".to_owned(), ok("The caller's user record.", data(reference(users))))]), &["401", "403"])
+            "responses": with_errors(Map::from_iter([("200".to_owned(), me)]), &["401", "403"])
         } }),
     );
     paths.insert(

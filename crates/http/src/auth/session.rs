@@ -6,7 +6,7 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ferrobase_auth::password::check_length;
-use ferrobase_auth::secrets::{csrf_token, random_token, token_hash};
+use ferrobase_auth::secrets::{random_token, token_hash};
 use ferrobase_schema::input::{WriteContext, for_create};
 use ferrobase_schema::validate::format_datetime;
 use ferrobase_store::{NewRecord, Rotation};
@@ -17,7 +17,7 @@ use super::{
 };
 use crate::error::ApiError;
 use crate::extract::JsonObject;
-use crate::identity::{Identity, Via, client_key, cookie, cookie_name};
+use crate::identity::{Identity, Via, client_key, cookie, cookie_name, session_csrf_token};
 use crate::records::json_response;
 use crate::state::AppState;
 
@@ -134,6 +134,10 @@ pub(crate) async fn login(
 ) -> Result<Response, ApiError> {
     let now_unix = state.clock.now().unix_timestamp();
     let ip = client_key(&state, &req);
+    let replaced = cookie(
+        req.headers(),
+        cookie_name(state.settings.auth.cookie_secure),
+    );
     let JsonObject(mut body) = JsonObject::from_request(req, &state).await?;
     let email = required_string(&mut body, "email")?.to_lowercase();
     let password = required_string(&mut body, "password")?;
@@ -211,6 +215,14 @@ pub(crate) async fn login(
         let tokens = issue_tokens(&state, &user.id, &role).await?;
         return Ok(token_response(StatusCode::OK, user_value, tokens));
     }
+    // Signing in again in the same browser replaces the session the cookie holds.
+    if let Some(old) = replaced {
+        state
+            .store
+            .sessions()
+            .revoke_session(token_hash(&old), now.clone())
+            .await?;
+    }
     let token = random_token();
     let session_id = uuid::Uuid::now_v7().to_string();
     let ttl = state.settings.auth.refresh_token_ttl;
@@ -227,7 +239,7 @@ pub(crate) async fn login(
             expires_at,
         })
         .await?;
-    let csrf = csrf_token(&state.csrf_key, &session_id);
+    let csrf = session_csrf_token(&state, &session_id);
     let mut response = json_response(
         StatusCode::OK,
         &json!({ "data": { "user": user_value, "csrfToken": csrf } }),
@@ -360,10 +372,21 @@ pub(crate) async fn me(
         .await?
         .ok_or_else(ApiError::unauthorized)?;
     let role = role_of(&state, &user);
-    Ok(json_response(
+    let mut response = json_response(
         StatusCode::OK,
         &json!({ "data": user_json(&state, &user, &role)? }),
-    ))
+    );
+    // A page that lost its CSRF token (a reload) gets it again here. A header, not a body
+    // field: only this origin's scripts can read it (CORS does not expose it).
+    if let Via::Cookie { session_id } = &caller.via
+        && let Ok(value) = HeaderValue::from_str(&session_csrf_token(&state, session_id))
+    {
+        response.headers_mut().insert("x-csrf-token", value);
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    Ok(response)
 }
 
 /// `POST /api/v1/auth/password`: `{currentPassword, newPassword}`; ends every session and

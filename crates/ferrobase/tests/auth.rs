@@ -1072,3 +1072,91 @@ fn a_demoted_admin_loses_admin_rights_at_once() {
     let r = as_user(&s, &two.access, "GET", "/api/v1/users", None);
     assert_eq!(r.status, 401, "a deleted admin's token is void");
 }
+
+const EDITORS: &str = r#"
+[auth]
+roles = ["admin", "editor", "user"]
+default_role = "user"
+
+[resources.users.fields]
+name = { type = "string" }
+
+[resources.pages.fields]
+title = { type = "string", required = true }
+[resources.pages.rules]
+list = "true"
+view = "true"
+create = "@auth.role = 'editor'"
+"#;
+
+/// Roles above the default one are re-checked on every request, like admin: a demoted
+/// editor's access token loses editor rights at once. (A token with the default role is
+/// not looked up; see docs/architecture.md, "Roles in tokens".)
+#[test]
+fn a_demoted_editor_loses_editor_rights_at_once() {
+    let project = Project::on(crate::backend()).schema(EDITORS);
+    create_admin(&project, "root@example.com", "admin-password-1");
+    let s = project.serve(BIN);
+    let root = login(&s, "root@example.com", "admin-password-1");
+    let alice = register(&s, "alice@example.com", "alice-password");
+    let path = format!("/api/v1/users/{}", alice.id);
+    let r = as_user(
+        &s,
+        &root.access,
+        "PATCH",
+        &path,
+        Some(json!({"role": "editor"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let editor = login(&s, "alice@example.com", "alice-password");
+    let doc = json!({"title": "Draft"});
+    let r = as_user(
+        &s,
+        &editor.access,
+        "POST",
+        "/api/v1/pages",
+        Some(doc.clone()),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = as_user(
+        &s,
+        &root.access,
+        "PATCH",
+        &path,
+        Some(json!({"role": "user"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = as_user(&s, &editor.access, "POST", "/api/v1/pages", Some(doc));
+    assert_eq!(r.status, 403, "the token still says editor: {}", r.text);
+}
+
+/// A user deleted by an admin: their still-valid access token acting for them is a 401.
+#[test]
+fn a_deleted_users_token_is_refused_where_it_acts_for_the_user() {
+    let project = Project::on(crate::backend());
+    create_admin(&project, "root@example.com", "admin-password-1");
+    let s = project.serve(BIN);
+    let root = login(&s, "root@example.com", "admin-password-1");
+    let bob = register(&s, "bob@example.com", "bob-password");
+    let r = as_user(
+        &s,
+        &root.access,
+        "DELETE",
+        &format!("/api/v1/users/{}", bob.id),
+        None,
+    );
+    assert_eq!(r.status, 204, "{}", r.text);
+    let key = Some(json!({"name": "k", "scopes": ["*"]}));
+    let r = as_user(&s, &bob.access, "POST", "/api/v1/auth/api-keys", key);
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert_eq!(r.json()["error"]["code"], "UNAUTHORIZED");
+    for (method, path) in [("GET", "/api/v1/auth/api-keys"), ("GET", "/api/v1/auth/me")] {
+        let r = as_user(&s, &bob.access, method, path, None);
+        assert_eq!(r.status, 401, "{method} {path}: {}", r.text);
+    }
+    let r = s.post(
+        "/api/v1/auth/refresh",
+        &json!({"refreshToken": bob.refresh}),
+    );
+    assert_eq!(r.status, 401, "{}", r.text);
+}

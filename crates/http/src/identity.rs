@@ -267,9 +267,12 @@ async fn identify(
             ),
             TokenError::Invalid => invalid("the access token is not valid"),
         })?;
-        // Admin rights are confirmed against the database on every request: a demoted or
-        // deleted admin must not keep them for the rest of the token's life.
-        if claims.role == "admin" {
+        // Rights above the default role are confirmed against the database on every
+        // request: a demoted or deleted admin or editor must not keep them for the rest
+        // of the token's life. A token with the default role (most traffic) is not looked
+        // up: what it grants, every new user has; its holder's sessions end with a role
+        // change, so it lasts at most `access_token_ttl` after one.
+        if claims.role != state.schema.auth.default_role {
             let user = load_user(state, &claims.sub)
                 .await?
                 .ok_or_else(|| invalid("the access token is not valid"))?;

@@ -17,12 +17,25 @@ use crate::identity::{Caller, Identity, Via};
 use crate::records::json_response;
 use crate::state::AppState;
 
-fn owner(identity: &Identity) -> Result<&Caller, ApiError> {
+/// The caller managing their keys: a user that still exists (an access token outlives a
+/// deleted user by up to its lifetime, and acting for a user that is gone is a 401, not
+/// a database error).
+async fn owner<'a>(state: &AppState, identity: &'a Identity) -> Result<&'a Caller, ApiError> {
     let caller = identity.caller().ok_or_else(ApiError::unauthorized)?;
     if matches!(caller.via, Via::ApiKey { .. }) {
         return Err(ApiError::forbidden_with(
             "API keys cannot manage API keys; use a session or an access token",
         ));
+    }
+    let (users, _) = state.users();
+    if state
+        .store
+        .records()
+        .get(users, caller.id.clone(), None)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::unauthorized());
     }
     Ok(caller)
 }
@@ -45,7 +58,7 @@ pub(crate) async fn create(
     Extension(identity): Extension<Identity>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let caller = owner(&identity)?.clone();
+    let caller = owner(&state, &identity).await?.clone();
     let JsonObject(mut body) = JsonObject::from_request(req, &state).await?;
     let name = required_string(&mut body, "name")?;
     if name.is_empty() || name.chars().count() > 100 {
@@ -115,7 +128,13 @@ pub(crate) async fn create(
         last_used_at: None,
         revoked_at: None,
     };
-    state.store.sessions().insert_api_key(row.clone()).await?;
+    match state.store.sessions().insert_api_key(row.clone()).await {
+        Err(ferrobase_store::StoreError::BrokenRelation { .. }) => {
+            // The user was deleted since the check above.
+            return Err(ApiError::unauthorized());
+        }
+        other => other?,
+    }
     let mut data = key_json(&row);
     data["key"] = Value::String(key);
     Ok(json_response(StatusCode::CREATED, &json!({ "data": data })))
@@ -126,7 +145,7 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     Extension(identity): Extension<Identity>,
 ) -> Result<Response, ApiError> {
-    let caller = owner(&identity)?;
+    let caller = owner(&state, &identity).await?;
     let rows = state
         .store
         .sessions()
@@ -142,7 +161,7 @@ pub(crate) async fn revoke(
     Extension(identity): Extension<Identity>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let caller = owner(&identity)?;
+    let caller = owner(&state, &identity).await?;
     let id = normalize_uuid(&id).ok_or_else(|| ApiError::not_found("no such API key"))?;
     let now = format_datetime(state.clock.now());
     if state

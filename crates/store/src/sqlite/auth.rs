@@ -152,7 +152,8 @@ fn api_key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyRow> {
 pub(crate) fn insert_api_key(conn: &Connection, k: &ApiKeyRow) -> Result<(), StoreError> {
     let scopes = serde_json::to_string(&k.scopes).unwrap_or_else(|_| "[]".into());
     conn.prepare_cached(&format!("INSERT INTO \"_ferrobase_api_keys\" ({API_KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL)"))?
-        .execute(params![k.id, k.user_id, k.name, k.key_hash, scopes, k.created_at, k.expires_at])?;
+        .execute(params![k.id, k.user_id, k.name, k.key_hash, scopes, k.created_at, k.expires_at])
+        .map_err(super::records::relation_error)?;
     Ok(())
 }
 

@@ -662,7 +662,7 @@ fn is_foreign_key(e: &rusqlite::Error) -> bool {
 
 /// A foreign-key failure on write that `check_relations` did not foresee (a concurrent
 /// delete cannot happen with one writer, so this is a safety net) still answers 4xx.
-fn relation_error(e: rusqlite::Error) -> StoreError {
+pub(crate) fn relation_error(e: rusqlite::Error) -> StoreError {
     if is_foreign_key(&e) {
         StoreError::BrokenRelation {
             fields: BTreeMap::new(),

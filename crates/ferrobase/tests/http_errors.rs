@@ -229,3 +229,59 @@ fn the_empty_directory_serves_the_blog_example() {
     let logs = s.logs.text();
     assert!(logs.contains("built-in blog example"), "{logs}");
 }
+
+/// Input that used to pass or to blow up the answer: URLs with control characters,
+/// repeated JSON member names, long lists of bad names.
+#[test]
+fn sneaky_urls_repeated_members_and_long_bad_lists() {
+    let s = server();
+    for homepage in [
+        "https://example.com/a\r\nSet-Cookie: x=y",
+        "https://example.com/\ta",
+        "https://exa\nmple.com/",
+    ] {
+        let r = s.post(
+            "/api/v1/items",
+            &json!({"title": "Sneaky", "homepage": homepage}),
+        );
+        let body = assert_error(&r, 400, "VALIDATION_FAILED");
+        assert!(
+            body["error"]["details"]["fields"]["homepage"].is_array(),
+            "{body}"
+        );
+    }
+    let r = s.post(
+        "/api/v1/items",
+        &json!({"title": "Fine", "homepage": "https://example.com/a?b=c"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    // A repeated member name: refused, and nothing is stored.
+    let r = s.send(|c| {
+        c.post(s.url("/api/v1/tags"))
+            .header("content-type", "application/json")
+            .body(r#"{"label": "first", "label": "second"}"#)
+    });
+    let body = assert_error(&r, 400, "BAD_REQUEST");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("msg")
+            .contains("'label' appears more than once"),
+        "{body}"
+    );
+    let listed = s
+        .get("/api/v1/tags?filter=label%20%3D%20%27second%27")
+        .json();
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(0));
+
+    // A long list of bad names: the answer stays small.
+    let names: Vec<String> = (0..4000).map(|i| format!("bad{i}")).collect();
+    let r = s.get(&format!("/api/v1/items?fields={}", names.join(",")));
+    assert_error(&r, 400, "VALIDATION_FAILED");
+    assert!(r.text.len() < 4096, "{} bytes", r.text.len());
+    let long = "x".repeat(5000);
+    let r = s.get(&format!("/api/v1/items?sort={long}"));
+    assert_error(&r, 400, "VALIDATION_FAILED");
+    assert!(r.text.len() < 4096, "{} bytes", r.text.len());
+}

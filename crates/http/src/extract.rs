@@ -106,7 +106,7 @@ impl FromRequest<AppState> for JsonObject {
                 "the JSON body nests deeper than {MAX_JSON_DEPTH} levels"
             )));
         }
-        match serde_json::from_slice::<Value>(&bytes) {
+        match serde_json::from_slice::<Strict>(&bytes).map(|s| s.0) {
             Ok(Value::Object(map)) => Ok(Self(map)),
             Ok(_) => Err(ApiError::bad_request(
                 "the request body must be a JSON object",
@@ -150,5 +150,100 @@ mod tests {
         assert_eq!(nesting_depth(br#"{"a":[1,{"b":"[[[["}]}"#), 3);
         assert_eq!(nesting_depth(br#"{"a":"\"{{"}"#), 1);
         assert_eq!(nesting_depth(b"1"), 0);
+    }
+}
+
+/// A JSON value whose objects name each member once. `serde_json` keeps the last of
+/// repeated names; another parser in front of or behind us may keep the first, and such
+/// a disagreement is how a checked value differs from a stored one. So a repeated name
+/// is malformed JSON here.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(Strict(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        use serde_json::map::Entry;
+        let mut out = Map::new();
+        while let Some(name) = map.next_key::<String>()? {
+            let Strict(value) = map.next_value()?;
+            match out.entry(name) {
+                Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                Entry::Occupied(slot) => {
+                    let name: String = slot.key().chars().take(64).collect();
+                    return Err(serde::de::Error::custom(format!(
+                        "the member '{name}' appears more than once"
+                    )));
+                }
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+#[cfg(test)]
+mod strict_tests {
+    use super::Strict;
+
+    #[test]
+    fn repeated_member_names_are_malformed_at_any_depth() {
+        let parse = |s: &str| serde_json::from_str::<Strict>(s).map(|v| v.0);
+        assert!(parse(r#"{"a":1,"a":2}"#).is_err());
+        assert!(parse(r#"{"a":{"b":[{"c":1,"c":1}]}}"#).is_err());
+        let fine = parse(r#"{"a":[1,-2,3.5,"x",null,true],"b":{"a":1}}"#).expect("valid");
+        assert_eq!(
+            fine,
+            serde_json::json!({"a":[1,-2,3.5,"x",null,true],"b":{"a":1}})
+        );
     }
 }

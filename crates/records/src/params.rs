@@ -45,11 +45,27 @@ pub struct ListParams {
 
 type Errors = BTreeMap<String, Vec<String>>;
 
+/// At most this many problems are listed per parameter, so that an error body stays
+/// small whatever the request holds (a 41 KB `fields=` list of bad names made 870 KB).
+const MAX_PROBLEMS: usize = 5;
+/// Names quoted back in messages are cut to this many characters.
+const MAX_QUOTED: usize = 64;
+
 fn push(errors: &mut Errors, key: &str, message: impl Into<String>) {
-    errors
-        .entry(key.to_owned())
-        .or_default()
-        .push(message.into());
+    let list = errors.entry(key.to_owned()).or_default();
+    match list.len() {
+        n if n < MAX_PROBLEMS => list.push(message.into()),
+        MAX_PROBLEMS => list.push("(more problems not listed)".to_owned()),
+        _ => {}
+    }
+}
+
+/// A name from the request, as quoted back in an error message.
+fn quoted(name: &str) -> String {
+    match name.char_indices().nth(MAX_QUOTED) {
+        Some((cut, _)) => format!("{}...", &name[..cut]),
+        None => name.to_owned(),
+    }
 }
 
 /// Parses the query string of a list request.
@@ -184,7 +200,7 @@ fn sort(resource: &Resource, text: Option<&str>, errors: &mut Errors) -> (Vec<So
             None => (false, part.strip_prefix('+').unwrap_or(part)),
         };
         if keys.iter().any(|k| k.column == name) {
-            push(errors, "sort", format!("names '{name}' twice"));
+            push(errors, "sort", format!("names '{}' twice", quoted(name)));
             continue;
         }
         match sort_key(resource, name, descending) {
@@ -193,7 +209,8 @@ fn sort(resource: &Resource, text: Option<&str>, errors: &mut Errors) -> (Vec<So
                 errors,
                 "sort",
                 format!(
-                    "cannot sort by '{name}'; sortable: {}",
+                    "cannot sort by '{}'; sortable: {}",
+                    quoted(name),
                     visible_columns(resource)
                         .into_iter()
                         .filter(|c| sort_key(resource, c, false).is_some())
@@ -233,7 +250,11 @@ fn fields(resource: &Resource, text: &str, errors: &mut Errors) -> Vec<String> {
             push(
                 errors,
                 "fields",
-                format!("unknown field '{name}'; fields: {}", visible.join(", ")),
+                format!(
+                    "unknown field '{}'; fields: {}",
+                    quoted(name),
+                    visible.join(", ")
+                ),
             );
         }
     }
@@ -253,7 +274,10 @@ fn expand(
             push(
                 errors,
                 "expand",
-                format!("'{path}' is deeper than {MAX_EXPAND_DEPTH} levels"),
+                format!(
+                    "'{}' is deeper than {MAX_EXPAND_DEPTH} levels",
+                    quoted(path)
+                ),
             );
             continue;
         }
@@ -272,7 +296,9 @@ fn expand(
                         errors,
                         "expand",
                         format!(
-                            "'{segment}' in '{path}' is not a relation of {}",
+                            "'{}' in '{}' is not a relation of {}",
+                            quoted(segment),
+                            quoted(path),
                             current.name
                         ),
                     );

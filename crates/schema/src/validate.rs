@@ -269,9 +269,14 @@ pub fn is_email(s: &str) -> bool {
             .all(|c| c.is_alphanumeric() || c == '-' || c == '.')
 }
 
+/// An absolute http(s) URL, as stored: the WHATWG parser drops tabs and line breaks
+/// (and trims spaces and controls) before parsing, so a string holding them would pass
+/// while what is stored differs from what was checked (a header-injection risk where
+/// the value is echoed): those characters are refused outright.
 fn is_http_url(s: &str) -> bool {
-    url::Url::parse(s)
-        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+    !s.chars().any(|c| c.is_control() || c == ' ')
+        && url::Url::parse(s)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
 }
 
 #[cfg(test)]
@@ -350,6 +355,17 @@ mod tests {
         assert!(validate_value(&field(FieldType::Email), &json!("a@localhost")).is_err());
         assert!(validate_value(&field(FieldType::Url), &json!("https://x.io/a?b")).is_ok());
         assert!(validate_value(&field(FieldType::Url), &json!("javascript:alert(1)")).is_err());
+        for sneaky in [
+            "https://x.io/a\r\nSet-Cookie: a=b",
+            "https://x.io/\ta",
+            " https://x.io/",
+            "https://x.io/\u{7f}",
+        ] {
+            assert!(
+                validate_value(&field(FieldType::Url), &json!(sneaky)).is_err(),
+                "{sneaky:?}"
+            );
+        }
     }
 
     #[test]

@@ -1160,3 +1160,73 @@ fn a_deleted_users_token_is_refused_where_it_acts_for_the_user() {
     );
     assert_eq!(r.status, 401, "{}", r.text);
 }
+
+/// A user's API keys draw on the user's quota, so minting keys does not multiply it; and
+/// a user holds a bounded number of live keys.
+#[test]
+fn api_keys_share_their_users_quota_and_minting_is_bounded() {
+    let s = Project::on(crate::backend())
+        .settings("[rate_limit]\ndefault = \"6/1h\"\n")
+        .serve(BIN);
+    let alice = register(&s, "alice@example.com", "alice-password");
+    let keys: Vec<String> = (0..3)
+        .map(|i| {
+            let r = as_user(
+                &s,
+                &alice.access,
+                "POST",
+                "/api/v1/auth/api-keys",
+                Some(json!({"name": format!("k{i}"), "scopes": ["*"]})),
+            );
+            assert_eq!(r.status, 201, "{}", r.text);
+            r.json()["data"]["key"].as_str().expect("key").to_owned()
+        })
+        .collect();
+    // Six requests in all, spread over the token and the three keys, then 429 for each.
+    let callers = [
+        &alice.access,
+        &keys[0],
+        &keys[1],
+        &keys[2],
+        &keys[0],
+        &keys[1],
+    ];
+    for (n, token) in callers.iter().enumerate() {
+        let r = as_user(&s, token, "GET", "/api/v1/posts", None);
+        assert_eq!(r.status, 200, "request {n}: {}", r.text);
+    }
+    for token in [&alice.access, &keys[0], &keys[1], &keys[2]] {
+        let r = as_user(&s, token, "GET", "/api/v1/posts", None);
+        assert_eq!(r.status, 429, "{}", r.text);
+        assert_eq!(r.json()["error"]["code"], "RATE_LIMITED");
+    }
+    // Another user is not affected.
+    let bob = register(&s, "bob@example.com", "bob-password");
+    assert_eq!(
+        as_user(&s, &bob.access, "GET", "/api/v1/posts", None).status,
+        200
+    );
+
+    // Live keys are bounded (revoking one makes room).
+    let mint = |name: &str| {
+        as_user(
+            &s,
+            &bob.access,
+            "POST",
+            "/api/v1/auth/api-keys",
+            Some(json!({"name": name, "scopes": ["posts:read"]})),
+        )
+    };
+    let mut first = None;
+    for i in 0..25 {
+        let r = mint(&format!("k{i}"));
+        assert_eq!(r.status, 201, "{}", r.text);
+        first.get_or_insert_with(|| r.json()["data"]["id"].as_str().expect("id").to_owned());
+    }
+    let r = mint("one-too-many");
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.json()["error"]["code"], "UNPROCESSABLE");
+    let path = format!("/api/v1/auth/api-keys/{}", first.expect("a key"));
+    assert_eq!(as_user(&s, &bob.access, "DELETE", &path, None).status, 204);
+    assert_eq!(mint("room-again").status, 201);
+}

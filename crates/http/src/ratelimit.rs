@@ -18,7 +18,7 @@ use ferrobase_ratelimit::{Algorithm, Decision, MemoryLimiter, Quota, RateLimiter
 use ferrobase_schema::settings::{Limit, LimitStore, RateAlgorithm, RateLimitSettings};
 
 use crate::error::ApiError;
-use crate::identity::{Identity, Via, client_key};
+use crate::identity::{Identity, client_key};
 use crate::state::AppState;
 
 static LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -162,8 +162,8 @@ fn classify<'l>(state: &AppState, limits: &'l Limits, req: &Request) -> (Class<'
     (class, key)
 }
 
-/// Whose quota a request counts against: the API key, the signed-in user, or the
-/// address.
+/// Whose quota a request counts against: the signed-in user (whether by token, cookie or
+/// any of their API keys: minting keys must not multiply a quota), or the address.
 pub(crate) fn client(state: &AppState, req: &Request) -> String {
     let mut key = String::new();
     push_client(state, req, &mut key);
@@ -178,12 +178,8 @@ fn push_client(state: &AppState, req: &Request, key: &mut String) {
         .and_then(Identity::caller)
     {
         Some(caller) => {
-            let (kind, id) = match &caller.via {
-                Via::ApiKey { id, .. } => ("key:", id),
-                _ => ("user:", &caller.id),
-            };
-            key.push_str(kind);
-            key.push_str(id);
+            key.push_str("user:");
+            key.push_str(&caller.id);
         }
         None => key.push_str(&client_key(state, req)),
     }

@@ -40,6 +40,9 @@ async fn owner<'a>(state: &AppState, identity: &'a Identity) -> Result<&'a Calle
     Ok(caller)
 }
 
+/// Live (unrevoked, unexpired) keys a user may hold at once.
+const MAX_LIVE_KEYS: usize = 25;
+
 fn key_json(row: &ApiKeyRow) -> Value {
     json!({
         "id": row.id, "name": row.name, "scopes": row.scopes,
@@ -114,6 +117,22 @@ pub(crate) async fn create(
     };
     if let Some(key) = body.keys().next() {
         return Err(field_error(key, "is not a field of API keys"));
+    }
+    let now_text = format_datetime(now);
+    let live = state
+        .store
+        .sessions()
+        .api_keys_of(caller.id.clone())
+        .await?
+        .iter()
+        .filter(|k| k.revoked_at.is_none() && k.expires_at.as_ref().is_none_or(|at| *at > now_text))
+        .count();
+    if live >= MAX_LIVE_KEYS {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "UNPROCESSABLE",
+            format!("a user may hold at most {MAX_LIVE_KEYS} live API keys; revoke one first"),
+        ));
     }
     let id = uuid::Uuid::now_v7().to_string();
     let key = new_api_key(&id);

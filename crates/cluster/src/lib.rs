@@ -29,6 +29,10 @@ struct Breaker {
     open_until: AtomicU64,
     /// Times Redis came back after an outage (users that missed writes react to it).
     recoveries: AtomicU64,
+    /// Failed calls since the last success. One error alone (a connection the server
+    /// dropped, which the client replaces at once) does not open the breaker; a second in
+    /// a row, or a call that timed out, does.
+    failures: AtomicU64,
     epoch: Instant,
 }
 
@@ -61,13 +65,22 @@ impl Breaker {
     }
 
     fn succeeded(&self) {
-        if self.open_until.swap(0, Ordering::AcqRel) != 0 {
+        let was_open = self.open_until.swap(0, Ordering::AcqRel) != 0;
+        // Any failure since the last success may have lost a write's effect (a cache
+        // generation bump): a recovery, whether or not the breaker opened.
+        if self.failures.swap(0, Ordering::AcqRel) != 0 {
             self.recoveries.fetch_add(1, Ordering::AcqRel);
-            tracing::info!("Redis answers again");
+            if was_open {
+                tracing::info!("Redis answers again");
+            }
         }
     }
 
-    fn failed(&self, what: &str, error: &str) {
+    fn failed(&self, what: &str, error: &str, timed_out: bool) {
+        let before = self.failures.fetch_add(1, Ordering::AcqRel);
+        if before == 0 && !timed_out {
+            return;
+        }
         let until = (self.now_ms() + Self::open_for_ms()).max(1);
         if self.open_until.swap(until, Ordering::AcqRel) == 0 {
             tracing::warn!(%error, call = what, "Redis unavailable; falling back until it answers again");
@@ -114,6 +127,7 @@ impl Redis {
             conn,
             prefix: prefix.to_owned(),
             breaker: Arc::new(Breaker {
+                failures: AtomicU64::new(0),
                 open_until: AtomicU64::new(0),
                 recoveries: AtomicU64::new(0),
                 epoch: Instant::now(),
@@ -139,12 +153,12 @@ impl Redis {
                 Ok(value)
             }
             Ok(Err(e)) => {
-                self.breaker.failed(what, &e.to_string());
+                self.breaker.failed(what, &e.to_string(), e.is_timeout());
                 Err(RedisDown(e.to_string()))
             }
             Err(_) => {
                 let why = format!("no answer within {CALL_TIMEOUT:?}");
-                self.breaker.failed(what, &why);
+                self.breaker.failed(what, &why, true);
                 Err(RedisDown(why))
             }
         }

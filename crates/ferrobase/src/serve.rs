@@ -112,6 +112,7 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>) -> ExitC
     });
 
     spawn_event_trimming(state.store.clone(), settings.events.retention);
+    spawn_cache_following(&state);
 
     let metrics = &settings.metrics;
     if settings.env == ferrobase_schema::settings::Environment::Production
@@ -194,6 +195,45 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>) -> ExitC
             ExitCode::SUCCESS
         }
     }
+}
+
+/// How often a node with a memory read cache looks for writes it did not make.
+const FOREIGN_WRITES_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A memory read cache forgets on this node's writes at once (a write effect); writes
+/// made elsewhere (`ferrobase users create`, another process on the same database) reach
+/// it through the event log: once a second the node reads the log's last `seq` and
+/// clears the cache when it moved. One cheap query a second, whatever the write rate
+/// (this node's own writes move it too; they cleared the cache already, so clearing it
+/// again costs nothing worth counting). A Redis cache needs none: every writer clears it
+/// for all nodes.
+fn spawn_cache_following(state: &AppState) {
+    let Some(cache) = state.read_cache.clone() else {
+        return;
+    };
+    if !matches!(*cache, ferrobase_cluster::cache::ReadCache::Memory(_)) {
+        return;
+    }
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        let mut seen = None;
+        let mut every = tokio::time::interval(FOREIGN_WRITES_POLL);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match store.events().last_event().await {
+                Ok(last) => {
+                    // Before the first answer (PostgreSQL may still be creating its
+                    // tables) nothing says what the cache saw: clear it then too.
+                    if seen != Some(last) {
+                        cache.invalidate().await;
+                    }
+                    seen = Some(last);
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot read the event log's position"),
+            }
+        }
+    });
 }
 
 /// Trims the event log to `[events] retention`, at start and then every twelfth of the

@@ -7,11 +7,13 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use ferrobase_auth::Passwords;
 use ferrobase_auth::password::check_length;
-use ferrobase_schema::input::{WriteContext, for_create};
-use ferrobase_schema::validate::format_datetime;
-use ferrobase_store::{NewRecord, ResourceId, Store, StoreError};
+use ferrobase_http::AppState;
+use ferrobase_records::{RecordError, Registrant};
+use ferrobase_store::{Store, StoreError};
 use serde_json::{Map, Value};
 
 use crate::{EXIT_CONFIG, EXIT_RUNTIME, project};
@@ -51,45 +53,11 @@ pub fn create(dir: &Path, email: &str, role: &str) -> ExitCode {
         return fail(EXIT_CONFIG, format!("the password {m}"));
     }
     let schema = Arc::new(project.schema);
-    let Some((index, users)) = schema
-        .resources
-        .iter()
-        .enumerate()
-        .find(|(_, r)| r.is_users())
-    else {
+    if !schema.resources.iter().any(|r| r.is_users()) {
         return fail(EXIT_RUNTIME, "the schema has no users resource");
-    };
-    let now = format_datetime(time::OffsetDateTime::now_utc());
+    }
     let mut body = Map::new();
-    body.insert("email".into(), Value::String(email.to_lowercase()));
-    let mut values = match for_create(
-        users,
-        body,
-        &WriteContext {
-            auth_id: None,
-            now: &now,
-        },
-    ) {
-        Ok(v) => v,
-        Err(errors) => {
-            let text: Vec<String> = errors
-                .iter()
-                .map(|(k, v)| format!("{k} {}", v.join(", ")))
-                .collect();
-            return fail(EXIT_CONFIG, text.join("; "));
-        }
-    };
-    let set = |values: &mut Vec<Value>, name: &str, value: Value| {
-        if let Some(i) = users.fields.iter().position(|f| f.name == name) {
-            values[i] = value;
-        }
-    };
-    set(&mut values, "role", Value::String(role.to_owned()));
-    set(
-        &mut values,
-        "password_hash",
-        Value::String(Passwords::default().hash(&password)),
-    );
+    body.insert("email".into(), Value::String(email.to_owned()));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -97,37 +65,45 @@ pub fn create(dir: &Path, email: &str, role: &str) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(EXIT_RUNTIME, e),
     };
-    let id = uuid::Uuid::now_v7().to_string();
+    let settings = Arc::new(project.settings);
     let result = runtime.block_on(async {
-        let store = Store::open(&project.dir, &project.settings, schema.clone())?;
+        let store = Store::open(&project.dir, &settings, schema.clone())?;
         store
             .maintenance()
             .wait_ready(std::time::Duration::from_secs(30))
             .await?;
-        store
-            .records()
-            .insert(
-                ResourceId(index),
-                NewRecord {
-                    id,
-                    now,
-                    values,
-                    targets: Default::default(),
-                    actor: None,
-                },
-                None,
-            )
-            .await
+        let redis = match settings.redis.url.as_deref() {
+            Some(url) => Some(
+                ferrobase_cluster::Redis::connect(url, &settings.redis.prefix)
+                    .map_err(|e| RecordError::Store(StoreError::Config(e.to_string())))?,
+            ),
+            None => None,
+        };
+        // The record service of a node: the write gets its event, and the effects every
+        // write has (the shared read cache forgets) run as they would for a request.
+        let records = AppState::new(schema.clone(), settings.clone(), store, redis)
+            .records
+            .clone();
+        let account = records.plan_account(Registrant::Operator, body, BTreeMap::new())?;
+        let hash = Passwords::default().hash(&password);
+        records.create_account(account, hash, Some(role)).await
     });
     match result {
         Ok(record) => {
             println!("created user {} ({email}, role {role})", record.id);
             ExitCode::SUCCESS
         }
-        Err(StoreError::Unique { .. }) => fail(
+        Err(RecordError::Store(StoreError::Unique { .. })) => fail(
             EXIT_CONFIG,
             format!("a user with the email {email} already exists"),
         ),
+        Err(RecordError::Invalid(errors)) => {
+            let text: Vec<String> = errors
+                .iter()
+                .map(|(k, v)| format!("{k} {}", v.join(", ")))
+                .collect();
+            fail(EXIT_CONFIG, text.join("; "))
+        }
         Err(e) => fail(EXIT_RUNTIME, e),
     }
 }

@@ -716,3 +716,55 @@ fn metrics_count_requests_by_route_and_can_be_protected() {
 fn uuid_like() -> String {
     "01890000-0000-7000-8000-000000000000".to_owned()
 }
+
+#[test]
+fn a_write_made_outside_the_server_reaches_its_memory_cache() {
+    // The users list is public here, so its reads are cached; `ferrobase users create`
+    // writes from another process, which the cache learns of through the event log.
+    let project = Project::on(crate::backend())
+        .schema("[resources.users.rules]\nlist = \"true\"\n")
+        .settings("[cache]\nserver = \"memory\"\nserver_ttl = \"1h\"\n");
+    let s = project.serve(BIN);
+    let count_users = || {
+        let r = s.get("/api/v1/users");
+        assert_eq!(r.status, 200, "{}", r.text);
+        (
+            r.json()["data"].as_array().expect("data").len(),
+            r.header("x-cache").map(str::to_owned),
+        )
+    };
+    assert_eq!(count_users(), (0, None));
+    assert_eq!(count_users(), (0, Some("hit".to_owned())));
+    let out = s.project().run_with_stdin(
+        BIN,
+        &[
+            "users",
+            "create",
+            "--email",
+            "ops@example.com",
+            "--role",
+            "user",
+        ],
+        "operator-password\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The node looks at the log once a second; wait for the condition, not for time.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (n, _) = count_users();
+        if n == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cached list never learned of the new user"
+        );
+        // Poll the condition gently (anonymous reads are rate limited).
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(count_users(), (1, Some("hit".to_owned())), "cached again");
+}

@@ -12,6 +12,7 @@ mod json;
 mod list;
 pub mod params;
 mod read;
+mod register;
 mod write;
 
 use std::future::Future;
@@ -29,6 +30,7 @@ pub use error::RecordError;
 pub use json::RecordJson;
 pub use list::ListPage;
 pub use params::ListParams;
+pub use register::{NewAccount, Registrant};
 pub use write::{BatchFailure, BatchWrite};
 
 /// Where the current time comes from, so tests can control it without sleeping.

@@ -42,7 +42,10 @@ pub struct BatchFailure {
 }
 
 /// Indexes of the fields a body names (the fields a write touches).
-fn fields_in(resource: &ferrobase_schema::Resource, body: &Map<String, Value>) -> Vec<usize> {
+pub(crate) fn fields_in(
+    resource: &ferrobase_schema::Resource,
+    body: &Map<String, Value>,
+) -> Vec<usize> {
     resource
         .fields
         .iter()
@@ -294,25 +297,6 @@ impl Records {
         stored
     }
 
-    /// Creates a record no rule judges: registration, the command line. The values are
-    /// validated already.
-    pub async fn insert_trusted(
-        &self,
-        res: ResourceId,
-        record: NewRecord,
-    ) -> Result<Record, RecordError> {
-        let stored = self
-            .0
-            .store
-            .records()
-            .insert(res, record, None)
-            .await
-            .map_err(RecordError::Store);
-        self.settle(res, EventOp::Create, stored.as_ref().map(|r| r.id.clone()))
-            .await;
-        stored
-    }
-
     /// Applies a merge patch to record `id` (as the client wrote it; anything but a UUID
     /// names no record): not found when the caller cannot see the record, refused
     /// when the update rule (or a field's write rule) refuses, a stale-version error when
@@ -484,7 +468,12 @@ impl Records {
 
     /// Runs the effects of a single write: after it committed, and also after a failure
     /// that may have followed a commit (the database went away while committing).
-    async fn settle(&self, res: ResourceId, op: EventOp, outcome: Result<String, &RecordError>) {
+    pub(crate) async fn settle(
+        &self,
+        res: ResourceId,
+        op: EventOp,
+        outcome: Result<String, &RecordError>,
+    ) {
         match outcome {
             Ok(id) => {
                 self.after_commit(vec![Written {

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use ferrobase_schema::{Resource, Schema};
+use ferrobase_schema::{OnDelete, Resource, Schema};
 use sea_query::Expr;
 use serde_json::Value;
 
@@ -69,6 +69,15 @@ pub(crate) trait WriteTx {
         values: &[Value],
         changed: &[usize],
     ) -> impl Future<Output = Result<(), StoreError>>;
+
+    /// Ids of the records of `res` whose single relation `field` points at `target`,
+    /// held for the rest of the transaction like [`WriteTx::current`].
+    fn referencing(
+        &self,
+        res: ResourceId,
+        field: usize,
+        target: &str,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>>;
 
     /// Deletes a record's row; a restricting reference is [`StoreError::Referenced`].
     fn delete_row(&self, res: ResourceId, id: &str)
@@ -216,20 +225,64 @@ pub(crate) async fn update<T: WriteTx>(
     {
         return Err(StoreError::Forbidden);
     }
+    updated(
+        tx,
+        resource,
+        &mut record,
+        &previous,
+        update.actor.as_deref(),
+        &update.now,
+    )
+    .await?;
+    Ok(Some(record))
+}
+
+/// Gives a record whose row was just updated its new version (and `updated_at`), and
+/// appends its update event.
+async fn updated<T: WriteTx>(
+    tx: &T,
+    resource: &Resource,
+    record: &mut Record,
+    previous: &Record,
+    actor: Option<&str>,
+    now: &str,
+) -> Result<(), StoreError> {
     record.version += 1;
     if resource.timestamps {
-        record.updated_at = Some(update.now.clone());
+        record.updated_at = Some(now.to_owned());
     }
     let draft = Draft::new(
         resource,
         EventOp::Update,
-        &record,
-        Some(&previous),
-        update.actor.as_deref(),
-        &update.now,
+        record,
+        Some(previous),
+        actor,
+        now,
     );
     tx.append_event(&draft).await?;
-    Ok(Some(record))
+    Ok(())
+}
+
+/// Deletes the row of `previous` and appends its delete event.
+async fn deleted<T: WriteTx>(
+    tx: &T,
+    res: ResourceId,
+    previous: &Record,
+    actor: Option<&str>,
+    now: &str,
+) -> Result<(), StoreError> {
+    tx.delete_row(res, &previous.id).await?;
+    let resource = resource(tx.schema(), res)?;
+    let draft = Draft::new(
+        resource,
+        EventOp::Delete,
+        previous,
+        Some(previous),
+        actor,
+        now,
+    );
+    tx.append_event(&draft).await?;
+    Ok(())
 }
 
 /// Deletes a record; `Ok(false)` when no record the caller may see has that id.
@@ -239,7 +292,6 @@ pub(crate) async fn delete<T: WriteTx>(
     id: &str,
     deletion: &Deletion,
 ) -> Result<bool, StoreError> {
-    let resource = resource(tx.schema(), res)?;
     let Some(previous) = tx.current(res, id).await? else {
         return Ok(false);
     };
@@ -253,17 +305,103 @@ pub(crate) async fn delete<T: WriteTx>(
     {
         return Err(StoreError::VersionMismatch);
     }
-    tx.delete_row(res, id).await?;
-    let draft = Draft::new(
-        resource,
-        EventOp::Delete,
-        &previous,
-        Some(&previous),
-        deletion.actor.as_deref(),
-        &deletion.now,
-    );
-    tx.append_event(&draft).await?;
+    cascade(tx, res, id, deletion).await?;
+    deleted(tx, res, &previous, deletion.actor.as_deref(), &deletion.now).await?;
     Ok(true)
+}
+
+/// How many levels of `on_delete = "cascade"` one delete follows, on both stores (SQLite's
+/// own limit for cascades through foreign keys was 1000 levels).
+const MAX_CASCADE_DEPTH: usize = 1000;
+
+/// What deleting record `id` of `res` does to the records that point at it, done here
+/// instead of by the database's foreign keys so that each of them gets its event:
+/// `on_delete = "set_null"` updates them (new version, an update event), `"cascade"`
+/// deletes them (a delete event each, deepest first), through as many levels as the
+/// relations go. `"restrict"` is left to the database, which refuses the delete. The
+/// foreign keys still cascade as a backstop; after this there is nothing left for them.
+async fn cascade<T: WriteTx>(
+    tx: &T,
+    res: ResourceId,
+    id: &str,
+    deletion: &Deletion,
+) -> Result<(), StoreError> {
+    let schema = tx.schema();
+    // Which (resource, field) pairs point at each resource, with their action.
+    let pointing = |target: &str| -> Vec<(ResourceId, usize, OnDelete)> {
+        schema
+            .resources
+            .iter()
+            .enumerate()
+            .flat_map(|(r, resource)| {
+                resource
+                    .fields
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(f, field)| {
+                        let rel = field.relation()?;
+                        (!rel.many && rel.resource == target && rel.on_delete != OnDelete::Restrict)
+                            .then_some((ResourceId(r), f, rel.on_delete))
+                    })
+            })
+            .collect()
+    };
+    let mut doomed: Vec<(ResourceId, String)> = Vec::new();
+    let mut seen = std::collections::HashSet::from([(res.0, id.to_owned())]);
+    let mut nulled: BTreeMap<(usize, String), Vec<usize>> = BTreeMap::new();
+    let mut frontier = vec![(res, id.to_owned(), 0)];
+    while let Some((parent, parent_id, depth)) = frontier.pop() {
+        for (child_res, field, action) in pointing(&resource(schema, parent)?.name) {
+            for child in tx.referencing(child_res, field, &parent_id).await? {
+                if action == OnDelete::SetNull {
+                    nulled.entry((child_res.0, child)).or_default().push(field);
+                } else if seen.insert((child_res.0, child.clone())) {
+                    if depth + 1 > MAX_CASCADE_DEPTH {
+                        return Err(StoreError::CascadeTooDeep);
+                    }
+                    doomed.push((child_res, child.clone()));
+                    frontier.push((child_res, child, depth + 1));
+                }
+            }
+        }
+    }
+    for ((r, child), fields) in nulled {
+        if seen.contains(&(r, child.clone())) {
+            continue;
+        }
+        let child_res = ResourceId(r);
+        let Some(previous) = tx.current(child_res, &child).await? else {
+            continue;
+        };
+        let mut record = previous.clone();
+        for &f in &fields {
+            record.values[f] = Value::Null;
+        }
+        tx.update_row(child_res, &child, &deletion.now, &record.values, &fields)
+            .await?;
+        updated(
+            tx,
+            resource(schema, child_res)?,
+            &mut record,
+            &previous,
+            deletion.actor.as_deref(),
+            &deletion.now,
+        )
+        .await?;
+    }
+    for (child_res, child) in doomed.iter().rev() {
+        if let Some(previous) = tx.current(*child_res, child).await? {
+            deleted(
+                tx,
+                *child_res,
+                &previous,
+                deletion.actor.as_deref(),
+                &deletion.now,
+            )
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// One write of a batch, inside the batch's transaction.

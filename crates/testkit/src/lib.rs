@@ -407,7 +407,8 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
-    fn project(&self) -> &Project {
+    /// The project it serves (to run other commands on it while it serves).
+    pub fn project(&self) -> &Project {
         self.project
             .as_ref()
             .expect("project present until into_project")

@@ -7,9 +7,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ferrobase_auth::password::check_length;
 use ferrobase_auth::secrets::{random_token, token_hash};
-use ferrobase_schema::input::{WriteContext, for_create};
+use ferrobase_records::Registrant;
 use ferrobase_schema::validate::format_datetime;
-use ferrobase_store::{NewRecord, Rotation};
+use ferrobase_store::Rotation;
 use serde_json::{Value, json};
 
 use super::{
@@ -65,58 +65,11 @@ pub(crate) async fn register(
     if let Err(m) = check_length(&password) {
         errors.insert("password".to_owned(), vec![m]);
     }
-    let (res, users) = state.users();
-    let now = format_datetime(state.clock.now());
-    let ctx = WriteContext {
-        auth_id: None,
-        now: &now,
-    };
-    let written = crate::records::fields_in(users, &body);
-    let profile = body.clone();
-    let mut values = match for_create(users, body, &ctx) {
-        Ok(values) if errors.is_empty() => values,
-        Ok(_) => return Err(ApiError::validation(errors)),
-        Err(mut e) => {
-            e.extend(errors);
-            return Err(ApiError::validation(e));
-        }
-    };
-    if let Some(i) = users.fields.iter().position(|f| f.name == "email") {
-        // One account per address, whatever its case.
-        values[i] = values[i]
-            .as_str()
-            .map_or(Value::Null, |e| Value::String(e.to_lowercase()));
-    }
-    // A registering visitor is anonymous: profile fields with write rules apply to them.
-    ferrobase_access::check_field_writes(
-        state.policy(res),
-        users,
-        written.into_iter(),
-        &values,
-        "",
-        &Identity(None),
-        &profile,
-        state.clock.now(),
-    )?;
-    let hash = hash_password(&state, password).await?;
-    if let Some(i) = users.fields.iter().position(|f| f.name == "password_hash") {
-        values[i] = Value::String(hash);
-    }
-    let id = uuid::Uuid::now_v7().to_string();
-    let record = state
+    let account = state
         .records
-        .insert_trusted(
-            res,
-            NewRecord {
-                // Registering is the new user's own write.
-                actor: Some(id.clone()),
-                id,
-                now,
-                values,
-                targets: Default::default(),
-            },
-        )
-        .await?;
+        .plan_account(Registrant::Visitor, body, errors)?;
+    let hash = hash_password(&state, password).await?;
+    let record = state.records.create_account(account, hash, None).await?;
     let role = role_of(&state, &record);
     let tokens = issue_tokens(&state, &record.id, &role).await?;
     Ok(token_response(

@@ -13,24 +13,12 @@ use axum::response::{IntoResponse, Response};
 use ferrobase_schema::Resource;
 use ferrobase_store::{Record, ResourceId};
 use serde::Serialize;
-use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::identity::Identity;
 use crate::state::AppState;
 
 pub(crate) use ferrobase_records::RecordJson;
-
-/// Indexes of the fields a body names (the fields a write touches).
-pub(crate) fn fields_in(resource: &Resource, body: &Map<String, Value>) -> Vec<usize> {
-    resource
-        .fields
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| body.contains_key(&f.name))
-        .map(|(i, _)| i)
-        .collect()
-}
 
 /// A JSON response with the given status.
 pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {

@@ -392,6 +392,25 @@ impl<C: Conn> WriteTx for PgTx<'_, C> {
         Ok(())
     }
 
+    async fn referencing(
+        &self,
+        res: ResourceId,
+        field: usize,
+        target: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let resource = self.resource(res)?;
+        let sql = format!(
+            "SELECT \"id\"::text FROM {} WHERE {} = CAST($1 AS uuid) FOR UPDATE",
+            q(&resource.name),
+            q(&resource.fields[field].name)
+        );
+        let rows = self
+            .conn
+            .rows((sql, sea_query::Values(vec![target.to_owned().into()])))
+            .await?;
+        Ok(rows.iter().map(|row| row.get::<_, String>(0)).collect())
+    }
+
     async fn delete_row(&self, res: ResourceId, id: &str) -> Result<(), StoreError> {
         let sql = format!(
             "DELETE FROM {} WHERE \"id\" = CAST($1 AS uuid)",

@@ -546,6 +546,25 @@ impl WriteTx for SqliteTx<'_> {
         Ok(())
     }
 
+    async fn referencing(
+        &self,
+        res: ResourceId,
+        field: usize,
+        target: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let (resource, _) = self.plans.parts(res)?;
+        let sql = format!(
+            "SELECT \"id\" FROM {} WHERE {} = ?",
+            q(&resource.name),
+            q(&resource.fields[field].name)
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let ids = stmt
+            .query_map([target], |row| row.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ids)
+    }
+
     async fn delete_row(&self, res: ResourceId, id: &str) -> Result<(), StoreError> {
         let (_, plan) = self.plans.parts(res)?;
         self.conn

@@ -26,6 +26,8 @@ pub enum Command {
         #[arg(long)]
         addr: Option<SocketAddr>,
     },
+    /// Run jobs only (no API): claims due jobs, runs schedules, until SIGTERM/SIGINT.
+    Worker,
     /// Scaffold a project: schema.toml, ferrobase.toml, .env.example, .gitignore.
     Init {
         /// Where to create it (defaults to --dir).

@@ -3,6 +3,7 @@
 mod alloc;
 mod check;
 mod cli;
+mod clock;
 mod init;
 mod logging;
 mod migrate;
@@ -47,7 +48,8 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let dir = cli.dir.clone();
     match cli.command {
-        cli::Command::Serve { addr } => serve::run(&dir, addr),
+        cli::Command::Serve { addr } => serve::run(&dir, addr, serve::Mode::Api),
+        cli::Command::Worker => serve::run(&dir, None, serve::Mode::Worker),
         cli::Command::Init { path, template } => {
             init::run(path.as_deref().unwrap_or(&dir), template)
         }

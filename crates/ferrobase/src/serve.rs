@@ -11,8 +11,17 @@ use tokio::net::TcpListener;
 
 use crate::{EXIT_CONFIG, EXIT_RUNTIME, logging, project, secret};
 
+/// What a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The API and, unless `[jobs] worker = false`, a worker.
+    Api,
+    /// A worker only (`ferrobase worker`).
+    Worker,
+}
+
 /// Loads the project and serves it until SIGTERM or SIGINT.
-pub fn run(dir: &Path, addr: Option<SocketAddr>) -> ExitCode {
+pub fn run(dir: &Path, addr: Option<SocketAddr>, mode: Mode) -> ExitCode {
     let project = match project::load(dir) {
         Ok(p) => p,
         Err(problems) => {
@@ -31,13 +40,13 @@ pub fn run(dir: &Path, addr: Option<SocketAddr>) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    let code = runtime.block_on(serve(project, addr));
+    let code = runtime.block_on(serve(project, addr, mode));
     // Let the database threads and in-flight work end before the log writer flushes.
     drop(runtime);
     code
 }
 
-async fn serve(mut project: project::Project, addr: Option<SocketAddr>) -> ExitCode {
+async fn serve(mut project: project::Project, addr: Option<SocketAddr>, mode: Mode) -> ExitCode {
     let data_dir = project.dir.join(&project.settings.server.data_dir);
     match secret::resolve(
         &data_dir,
@@ -78,7 +87,42 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>) -> ExitC
             }
         },
     };
-    let state = AppState::new(schema, settings.clone(), store, redis);
+    let clock = match crate::clock::from_env(settings.env) {
+        Ok(clock) => clock,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let token_key = settings
+        .secret
+        .as_ref()
+        .map_or([0; 32], |s| s.derive("job-token"));
+    let jobs = match ferrobase_jobs::Jobs::new(
+        schema.clone(),
+        store.clone(),
+        clock.clone(),
+        &settings,
+        token_key,
+        |var| std::env::var(var).ok(),
+    ) {
+        Ok(jobs) => jobs,
+        Err(problems) => {
+            for problem in problems {
+                tracing::error!(problem, "a job type cannot be used");
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let state = AppState::builder(schema, settings.clone(), store)
+        .redis(redis)
+        .clock(clock)
+        .jobs(jobs.clone())
+        .build();
+    if mode == Mode::Worker {
+        return work_only(&jobs, &settings).await;
+    }
+    let worker = settings.jobs.worker.then(|| jobs.start_worker());
     // Start-up's scratch memory (the 19 MiB Argon2 dummy hash among it) goes back now.
     crate::alloc::release();
     let addr = addr.unwrap_or(settings.server.addr);
@@ -111,7 +155,6 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>) -> ExitC
         }
     });
 
-    spawn_event_trimming(state.store.clone(), settings.events.retention);
     spawn_cache_following(&state);
 
     let metrics = &settings.metrics;
@@ -178,7 +221,13 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>) -> ExitC
     state.begin_shutdown();
     let _ = stop_tx.send(());
     let grace = settings.server.shutdown_timeout;
-    match tokio::time::timeout(grace, server).await {
+    let stopping_worker = async {
+        if let Some(worker) = worker {
+            worker.shutdown(grace).await;
+        }
+    };
+    let (served, ()) = tokio::join!(tokio::time::timeout(grace, server), stopping_worker);
+    match served {
         Ok(Ok(())) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -195,6 +244,18 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>) -> ExitC
             ExitCode::SUCCESS
         }
     }
+}
+
+/// `ferrobase worker`: runs jobs until SIGTERM or SIGINT, then stops claiming, lets
+/// running jobs finish within the shutdown timeout and releases the rest.
+async fn work_only(jobs: &ferrobase_jobs::Jobs, settings: &ferrobase_schema::Settings) -> ExitCode {
+    tracing::info!("worker running");
+    let worker = jobs.start_worker();
+    let signal = shutdown_signal().await;
+    tracing::info!(signal, "shutdown signal received; finishing running jobs");
+    worker.shutdown(settings.server.shutdown_timeout).await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
 }
 
 /// How often a node with a memory read cache looks for writes it did not make.
@@ -231,35 +292,6 @@ fn spawn_cache_following(state: &AppState) {
                     seen = Some(last);
                 }
                 Err(e) => tracing::debug!(error = %e, "cannot read the event log's position"),
-            }
-        }
-    });
-}
-
-/// Trims the event log to `[events] retention`, at start and then every twelfth of the
-/// retention (between a minute and an hour). Until the job queue exists this is a task
-/// of every node; trimming is idempotent, so nodes doing it together do no harm.
-fn spawn_event_trimming(store: Store, retention: std::time::Duration) {
-    let every = (retention / 12).clamp(
-        std::time::Duration::from_secs(60),
-        std::time::Duration::from_secs(3600),
-    );
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            let Some(horizon) = time::OffsetDateTime::now_utc()
-                .checked_sub(time::Duration::try_from(retention).unwrap_or(time::Duration::MAX))
-            else {
-                continue;
-            };
-            let before = ferrobase_schema::validate::format_datetime(horizon);
-            match store.events().trim_events(before).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(events = n, "trimmed the event log"),
-                // Not ready yet, or the database is away: the next tick tries again.
-                Err(e) => tracing::debug!(error = %e, "could not trim the event log"),
             }
         }
     });

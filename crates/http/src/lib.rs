@@ -10,6 +10,7 @@ pub mod error;
 mod extract;
 mod idempotency;
 pub mod identity;
+mod jobs;
 pub mod metrics;
 mod ops;
 

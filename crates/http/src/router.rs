@@ -16,10 +16,10 @@ use crate::cache::read_cache;
 use crate::idempotency::idempotency;
 use crate::identity::authenticate;
 use crate::metrics::metrics;
-use crate::ops;
 use crate::ratelimit::rate_limit;
 use crate::records::{batch, create, delete as delete_record, get as get_one, list, update};
 use crate::state::AppState;
+use crate::{jobs, ops};
 
 /// The complete application router.
 pub fn router(state: AppState) -> Router {
@@ -49,6 +49,17 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/auth/api-keys/{id}", delete(api_keys::revoke))
         .route("/api/v1/batch", post(batch::batch.layer(idempotent())))
+        .route("/api/v1/jobs", post(jobs::enqueue))
+        .route("/api/v1/jobs/{id}", get(jobs::get))
+        .route("/api/v1/jobs/{id}/events", get(jobs::events))
+        .route("/api/v1/jobs/{id}/progress", post(jobs::progress))
+        .route("/api/v1/jobs/{id}/complete", post(jobs::complete))
+        .route("/api/v1/jobs/{id}/fail", post(jobs::fail))
+        .route("/api/v1/admin/jobs", get(jobs::list))
+        .route("/api/v1/admin/jobs/{id}", delete(jobs::delete))
+        .route("/api/v1/admin/jobs/{id}/retry", post(jobs::retry))
+        .route("/api/v1/admin/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/api/v1/admin/queues", get(jobs::queues))
         .route(
             "/api/v1/{resource}",
             list_get.post(create::create.layer(idempotent())),

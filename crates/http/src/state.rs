@@ -52,6 +52,8 @@ pub struct App {
     pub csrf_keys: Vec<[u8; 32]>,
     /// The record service: every read and write of records goes through it.
     pub records: ferrobase_records::Records,
+    /// The job service (`None` until the binary hands one over).
+    pub jobs: Option<ferrobase_jobs::Jobs>,
     /// Failed logins per account and client address.
     pub pair_throttle: Counter,
     /// Failed logins per account.
@@ -84,6 +86,7 @@ pub struct AppStateBuilder {
     store: Store,
     redis: Option<Redis>,
     clock: Arc<dyn Clock>,
+    jobs: Option<ferrobase_jobs::Jobs>,
 }
 
 impl AppStateBuilder {
@@ -96,6 +99,12 @@ impl AppStateBuilder {
     /// Uses `clock` instead of the system's.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Serves the job API with this job service.
+    pub fn jobs(mut self, jobs: ferrobase_jobs::Jobs) -> Self {
+        self.jobs = Some(jobs);
         self
     }
 
@@ -128,6 +137,7 @@ impl AppState {
             store,
             redis: None,
             clock: Arc::new(SystemClock),
+            jobs: None,
         }
     }
 
@@ -148,6 +158,7 @@ impl AppState {
             store,
             redis,
             clock,
+            jobs,
         }: AppStateBuilder,
     ) -> Self {
         let secret = settings.secret.clone().unwrap_or_else(|| Secret::new(""));
@@ -205,6 +216,7 @@ impl AppState {
             passwords: Passwords::default(),
             cursors,
             records,
+            jobs,
             pair_throttle: Counter::new(
                 redis.as_ref(),
                 "login-pair",

@@ -4,6 +4,7 @@
 
 pub mod diag;
 pub mod input;
+pub mod jobs;
 pub mod migration;
 pub mod model;
 mod parse;

@@ -22,9 +22,18 @@ pub struct Schema {
     pub auth: AuthSchema,
     /// Resources in declaration order; `users` is always first.
     pub resources: Vec<Resource>,
+    /// `[jobs.*]`: job types delivered over HTTP.
+    pub jobs: Vec<crate::jobs::JobType>,
+    /// `[schedules.*]`: cron schedules enqueueing jobs.
+    pub schedules: Vec<crate::jobs::Schedule>,
 }
 
 impl Schema {
+    /// The job type called `name`, if declared.
+    pub fn job(&self, name: &str) -> Option<&crate::jobs::JobType> {
+        self.jobs.iter().find(|j| j.name == name)
+    }
+
     /// The resource called `name`, if declared.
     pub fn resource(&self, name: &str) -> Option<&Resource> {
         self.resources.iter().find(|r| r.name == name)

@@ -18,7 +18,7 @@ const MAX_NAME: usize = 48;
 
 /// Resource names that would collide with fixed routes under `/api/v1`.
 const RESERVED_RESOURCES: &[&str] = &[
-    "auth", "batch", "admin", "realtime", "graphql", "openapi", "docs", "files",
+    "auth", "batch", "admin", "realtime", "graphql", "openapi", "docs", "files", "jobs",
 ];
 
 /// Names every record has or that `users` keeps for itself.
@@ -75,7 +75,7 @@ pub fn parse_schema_lenient(src: &SourceFile) -> (Schema, Vec<Diagnostic>) {
     (schema, p.diags)
 }
 
-struct Parser<'a> {
+pub(crate) struct Parser<'a> {
     src: &'a SourceFile,
     diags: Vec<Diagnostic>,
 }
@@ -90,7 +90,7 @@ pub(crate) fn suggest(word: &str, known: &[&str]) -> Option<String> {
         .map(|(_, k)| format!("did you mean '{k}'?"))
 }
 
-fn item_span(item: &Item) -> Option<Range<usize>> {
+pub(crate) fn item_span(item: &Item) -> Option<Range<usize>> {
     match item {
         Item::Value(v) => v.span(),
         Item::Table(t) => t.span(),
@@ -100,24 +100,29 @@ fn item_span(item: &Item) -> Option<Range<usize>> {
 }
 
 impl Parser<'_> {
-    fn error(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
+    pub(crate) fn error(&mut self, span: Option<Range<usize>>, message: impl Into<String>) {
         let d = self.src.diagnostic(span, message, None);
         self.diags.push(d);
     }
 
-    fn error_hint(&mut self, span: Option<Range<usize>>, message: impl Into<String>, hint: String) {
+    pub(crate) fn error_hint(
+        &mut self,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+        hint: String,
+    ) {
         let d = self.src.diagnostic(span, message, Some(hint));
         self.diags.push(d);
     }
 
     /// The span of `key` in `table`, falling back to its value's span.
-    fn key_span(table: &dyn TableLike, key: &str) -> Option<Range<usize>> {
+    pub(crate) fn key_span(table: &dyn TableLike, key: &str) -> Option<Range<usize>> {
         table
             .get_key_value(key)
             .and_then(|(k, v)| k.span().or_else(|| item_span(v)))
     }
 
-    fn unknown_keys(&mut self, table: &dyn TableLike, allowed: &[&str], what: &str) {
+    pub(crate) fn unknown_keys(&mut self, table: &dyn TableLike, allowed: &[&str], what: &str) {
         let unknown: Vec<String> = table
             .iter()
             .map(|(k, _)| k.to_owned())
@@ -131,7 +136,7 @@ impl Parser<'_> {
         }
     }
 
-    fn table<'t>(&mut self, item: &'t Item, what: &str) -> Option<&'t dyn TableLike> {
+    pub(crate) fn table<'t>(&mut self, item: &'t Item, what: &str) -> Option<&'t dyn TableLike> {
         let table = item.as_table_like();
         if table.is_none() {
             self.error(item_span(item), format!("{what} must be a table"));
@@ -147,7 +152,7 @@ impl Parser<'_> {
         b
     }
 
-    fn string_value(&mut self, item: &Item, what: &str) -> Option<String> {
+    pub(crate) fn string_value(&mut self, item: &Item, what: &str) -> Option<String> {
         let s = item.as_str().map(str::to_owned);
         if s.is_none() {
             self.error(item_span(item), format!("{what} must be a string"));
@@ -181,6 +186,8 @@ impl Parser<'_> {
                 default_role: "user".into(),
             },
             resources: Vec::new(),
+            jobs: Vec::new(),
+            schedules: Vec::new(),
         };
         let doc = match toml_edit::Document::parse(self.src.text()) {
             Ok(doc) => doc,
@@ -191,7 +198,11 @@ impl Parser<'_> {
             }
         };
         let root = doc.as_table();
-        self.unknown_keys(root, &["auth", "resources"], "the schema");
+        self.unknown_keys(
+            root,
+            &["auth", "resources", "jobs", "schedules"],
+            "the schema",
+        );
         if let Some(item) = root.get("auth")
             && let Some(auth) = self.auth(item)
         {
@@ -233,6 +244,12 @@ impl Parser<'_> {
             .resources
             .extend(resources.iter().map(|(r, _)| r.clone()));
         self.resolve(&schema, &doc);
+        if let Some(item) = root.get("jobs") {
+            schema.jobs = self.jobs(item);
+        }
+        if let Some(item) = root.get("schedules") {
+            schema.schedules = self.schedules(item, &schema.jobs);
+        }
         schema
     }
 
@@ -952,7 +969,7 @@ fn first_line(s: &str) -> String {
 }
 
 /// Converts a TOML value into JSON (for defaults of every field type).
-fn toml_to_json(value: &Value) -> Option<serde_json::Value> {
+pub(crate) fn toml_to_json(value: &Value) -> Option<serde_json::Value> {
     Some(match value {
         Value::String(s) => serde_json::Value::String(s.value().clone()),
         Value::Integer(i) => serde_json::Value::from(*i.value()),

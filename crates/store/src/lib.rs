@@ -11,6 +11,7 @@ mod common;
 mod concerns;
 mod error;
 pub mod events;
+pub mod jobs;
 mod list;
 pub mod migrate;
 mod postgres;
@@ -30,6 +31,9 @@ pub use auth::{ApiKeyRow, LiveSession, RefreshGrant, Rotation, SessionRow};
 pub use concerns::{EventLog, IdempotencyStore, Maintenance, RecordStore, SessionStore};
 pub use error::StoreError;
 pub use events::{EventBatch, EventFollower, EventOp, RecordEvent};
+pub use jobs::{
+    Enqueued, Finish, Job, JobEvent, JobFilter, JobState, JobStore, NewJob, QueueStats,
+};
 pub use list::{KeyType, ListQuery, SortKey};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -270,10 +274,16 @@ pub struct Store {
 
 /// Everything a database provides, and what the store itself needs of it.
 pub(crate) trait Backend:
-    RecordStore + SessionStore + IdempotencyStore + EventLog + Maintenance
+    RecordStore + SessionStore + IdempotencyStore + EventLog + JobStore + Maintenance
 {
     /// Counts this node's committed record writes, to wake event followers.
     fn written(&self) -> &tokio::sync::watch::Sender<u64>;
+
+    /// Wakes `wake`'s waiters when another node enqueues a job (PostgreSQL's
+    /// `LISTEN`); a single SQLite node has no other node to hear.
+    fn listen_for_jobs(&self, wake: Arc<tokio::sync::Notify>) {
+        let _ = wake;
+    }
 
     /// Reads the event log for a follower (see [`EventFollower`]).
     fn follow<'a>(
@@ -307,6 +317,16 @@ impl Store {
     /// Trimming the event log and finding its end (followers: [`Store::follow_events`]).
     pub fn events(&self) -> &dyn EventLog {
         &*self.inner
+    }
+
+    /// The job queue.
+    pub fn jobs(&self) -> &dyn JobStore {
+        &*self.inner
+    }
+
+    /// Wakes `wake`'s waiters whenever another node enqueues a due job.
+    pub fn listen_for_jobs(&self, wake: Arc<tokio::sync::Notify>) {
+        self.inner.listen_for_jobs(wake);
     }
 
     /// Migrations, readiness, pool statistics.

@@ -82,13 +82,14 @@ pub(crate) async fn create(
     };
     for scope in &scopes {
         let valid = scope == "*"
+            || scope == "jobs:write"
             || scope.split_once(':').is_some_and(|(r, a)| {
                 state.schema.resource(r).is_some() && matches!(a, "read" | "write")
             });
         if !valid {
             return Err(field_error(
                 "scopes",
-                &format!("'{scope}' is not <resource>:read, <resource>:write or *"),
+                &format!("'{scope}' is not <resource>:read, <resource>:write, jobs:write or *"),
             ));
         }
     }

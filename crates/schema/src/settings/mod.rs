@@ -102,6 +102,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// `[events]`.
     pub events: EventSettings,
+    /// `[jobs]`.
+    pub jobs: JobSettings,
     /// `FERROBASE_SECRET`, when given (development generates one when absent).
     pub secret: Option<Secret>,
     /// `FERROBASE_SECRET_PREVIOUS`, still accepted during a rotation.
@@ -113,6 +115,31 @@ pub struct Settings {
 pub struct EventSettings {
     /// How long events are kept (`retention`, default 24 h); older ones are trimmed.
     pub retention: Duration,
+}
+
+/// `[jobs]` settings: this node's worker.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    /// Whether `serve` runs a worker beside the API (`worker`, default true).
+    pub worker: bool,
+    /// How long a running job's lease lasts before another node may take the job over
+    /// (`lease`, default 30 s); the worker extends it while the job runs.
+    pub lease: Duration,
+    /// How often an idle worker looks for due jobs when no wake-up came (`poll`, 1 s).
+    pub poll: Duration,
+    /// Concurrency per queue on this node (`queues = ["default=10", "billing=2"]`).
+    /// Queues not listed run one job at a time.
+    pub queues: Vec<(String, usize)>,
+}
+
+impl JobSettings {
+    /// How many jobs of `queue` this node runs at once.
+    pub fn concurrency(&self, queue: &str) -> usize {
+        self.queues
+            .iter()
+            .find(|(name, _)| name == queue)
+            .map_or(1, |(_, n)| *n)
+    }
 }
 
 /// `[server]` settings.
@@ -217,6 +244,7 @@ const KEYS: &[(&str, &[&str])] = &[
     ("metrics", &["enabled", "token", "addr"]),
     ("log", &["format", "level"]),
     ("events", &["retention"]),
+    ("jobs", &["worker", "lease", "poll", "queues"]),
 ];
 
 /// Where one setting's raw value came from.
@@ -549,6 +577,42 @@ impl<'a> Loader<'a> {
                 positive(parse_duration(&v.string()?)?)
             }),
         };
+        let jobs = JobSettings {
+            worker: self.get("jobs", "worker", true, |v| v.bool()),
+            lease: self.get("jobs", "lease", Duration::from_secs(30), |v| {
+                let lease = parse_duration(&v.string()?)?;
+                if lease < Duration::from_secs(1) {
+                    return Err("must be at least 1s".into());
+                }
+                Ok(lease)
+            }),
+            poll: self.get("jobs", "poll", Duration::from_secs(1), |v| {
+                let poll = parse_duration(&v.string()?)?;
+                if poll < Duration::from_millis(10) {
+                    return Err("must be at least 10ms".into());
+                }
+                Ok(poll)
+            }),
+            queues: self.get("jobs", "queues", vec![("default".to_owned(), 10)], |v| {
+                v.list()?
+                    .iter()
+                    .map(|item| {
+                        let (name, n) = item.split_once('=').ok_or_else(|| {
+                            format!("'{item}' must look like default=10 (queue=concurrency)")
+                        })?;
+                        let n: usize = n
+                            .trim()
+                            .parse()
+                            .ok()
+                            .filter(|n| (1..=1000).contains(n))
+                            .ok_or_else(|| {
+                                format!("'{item}': the concurrency must be 1 to 1000")
+                            })?;
+                        Ok((name.trim().to_owned(), n))
+                    })
+                    .collect()
+            }),
+        };
         let secret = env
             .get("FERROBASE_SECRET")
             .filter(|s| !s.is_empty())
@@ -581,6 +645,7 @@ impl<'a> Loader<'a> {
             metrics,
             log,
             events,
+            jobs,
             secret,
             secret_previous,
         }

@@ -621,6 +621,7 @@ async fn identity_tables(client: &mut tokio_postgres::Client) -> Result<(), Stor
     let tx = client.transaction().await?;
     if table_exists(&tx, ferrobase_schema::USERS).await? {
         tx.batch_execute(crate::postgres::ddl::AUTH_DDL).await?;
+        tx.batch_execute(crate::jobs::POSTGRES_DDL).await?;
     }
     tx.commit().await?;
     Ok(())

@@ -489,6 +489,7 @@ pub(crate) fn startup(
         done.extend(plan.changes.iter().map(Step::describe));
     }
     conn.execute_batch(crate::auth::SQLITE_DDL)?;
+    conn.execute_batch(crate::jobs::SQLITE_DDL)?;
     Ok(done)
 }
 
@@ -519,5 +520,6 @@ pub(crate) fn apply_pending(
         done.push(m.name.clone());
     }
     conn.execute_batch(crate::auth::SQLITE_DDL)?;
+    conn.execute_batch(crate::jobs::SQLITE_DDL)?;
     Ok(done)
 }

@@ -247,6 +247,7 @@ pub(crate) async fn apply(client: &mut Client, schema: &Schema) -> Result<Vec<St
         }
     }
     tx.batch_execute(AUTH_DDL).await?;
+    tx.batch_execute(crate::jobs::POSTGRES_DDL).await?;
     tx.commit().await?;
     Ok(created)
 }

@@ -7,6 +7,7 @@ mod auth;
 mod conn;
 pub(crate) mod ddl;
 mod idempotency;
+mod jobs;
 pub(crate) mod records;
 
 use std::collections::VecDeque;
@@ -42,6 +43,8 @@ pub struct PgStore {
     ready_signal: tokio::sync::watch::Receiver<Readiness>,
     /// Counts the record writes this node committed, to wake its event followers.
     pub(crate) written: tokio::sync::watch::Sender<u64>,
+    /// How to connect (the job listener's own connection).
+    config: tokio_postgres::Config,
 }
 
 /// Where preparing the database stands.
@@ -69,7 +72,7 @@ impl PgStore {
             .parse()
             .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -92,6 +95,7 @@ impl PgStore {
             ready,
             ready_signal,
             written: tokio::sync::watch::Sender::new(0),
+            config,
         })
     }
 
@@ -600,6 +604,10 @@ impl crate::Maintenance for PgStore {
 impl crate::Backend for PgStore {
     fn written(&self) -> &tokio::sync::watch::Sender<u64> {
         &self.written
+    }
+
+    fn listen_for_jobs(&self, wake: Arc<tokio::sync::Notify>) {
+        PgStore::listen_for_jobs(self, wake);
     }
 
     fn follow<'a>(

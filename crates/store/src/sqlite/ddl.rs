@@ -158,6 +158,7 @@ pub(crate) fn apply(conn: &mut Connection, schema: &Schema) -> Result<Vec<String
         }
     }
     tx.execute_batch(crate::auth::SQLITE_DDL)?;
+    tx.execute_batch(crate::jobs::SQLITE_DDL)?;
     tx.commit()?;
     Ok(created)
 }

@@ -7,6 +7,7 @@
 mod auth;
 pub(crate) mod ddl;
 mod idempotency;
+mod jobs;
 pub(crate) mod records;
 
 use std::path::{Path, PathBuf};

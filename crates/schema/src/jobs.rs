@@ -388,8 +388,8 @@ impl Parser<'_> {
         Some(Unique { key, period })
     }
 
-    /// `[schedules]`: every schedule; `jobs` are the declared job types.
-    pub(crate) fn schedules(&mut self, item: &Item, jobs: &[JobType]) -> Vec<Schedule> {
+    /// `[schedules]`: every schedule; `jobs` are the declared job types' names.
+    pub(crate) fn schedules(&mut self, item: &Item, jobs: &[String]) -> Vec<Schedule> {
         let Some(table) = self.table(item, "[schedules]") else {
             return Vec::new();
         };
@@ -405,7 +405,7 @@ impl Parser<'_> {
         schedules
     }
 
-    fn schedule(&mut self, name: &str, item: &Item, jobs: &[JobType]) -> Option<Schedule> {
+    fn schedule(&mut self, name: &str, item: &Item, jobs: &[String]) -> Option<Schedule> {
         let what = format!("[schedules.{name}]");
         let table = self.table(item, &what)?;
         self.unknown_keys(table, SCHEDULE_KEYS, &what);
@@ -452,10 +452,10 @@ impl Parser<'_> {
             return None;
         };
         let job = self.string_value(job_item, &format!("{what} job"))?;
-        if !BUILTIN_JOBS.contains(&job.as_str()) && !jobs.iter().any(|j| j.name == job) {
+        if !BUILTIN_JOBS.contains(&job.as_str()) && !jobs.contains(&job) {
             let known: Vec<&str> = jobs
                 .iter()
-                .map(|j| j.name.as_str())
+                .map(String::as_str)
                 .chain(BUILTIN_JOBS.iter().copied())
                 .collect();
             let hint = crate::parse::suggest(&job, &known)

@@ -248,7 +248,14 @@ impl Parser<'_> {
             schema.jobs = self.jobs(item);
         }
         if let Some(item) = root.get("schedules") {
-            schema.schedules = self.schedules(item, &schema.jobs);
+            // Every declared job type counts, even one with problems of its own (they
+            // are reported there, not again as unknown names).
+            let declared: Vec<String> = root
+                .get("jobs")
+                .and_then(Item::as_table_like)
+                .map(|t| t.iter().map(|(k, _)| k.to_owned()).collect())
+                .unwrap_or_default();
+            schema.schedules = self.schedules(item, &declared);
         }
         schema
     }

@@ -4,6 +4,7 @@
 //! servers tests may use.
 #![forbid(unsafe_code)]
 
+pub mod receiver;
 pub mod services;
 
 pub use postgres;

@@ -4,6 +4,7 @@
 //! request validation uses, so the two cannot drift.
 #![forbid(unsafe_code)]
 
+mod jobs;
 mod paths;
 mod schemas;
 
@@ -49,6 +50,7 @@ pub fn document(schema: &Schema, options: &Options) -> Value {
     components["responses"] = schemas::responses();
     components["headers"] = schemas::headers();
     components["parameters"] = paths::parameters();
+    jobs::components(&mut components);
     components["securitySchemes"] = json!({
         "bearerAuth": {
             "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
@@ -57,6 +59,10 @@ pub fn document(schema: &Schema, options: &Options) -> Value {
         "apiKeyAuth": {
             "type": "http", "scheme": "bearer",
             "description": "An API key (`fbk_...`) from /api/v1/auth/api-keys, limited to its scopes."
+        },
+        "jobToken": {
+            "type": "apiKey", "in": "header", "name": "ferrobase-job-token",
+            "description": "The token a job's delivery carried (`ferrobase-job-token`); valid while its attempt holds the job."
         },
         "cookieAuth": {
             "type": "apiKey", "in": "cookie", "name": options.cookie_name,

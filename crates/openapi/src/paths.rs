@@ -11,7 +11,7 @@ fn response_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/responses/{name}") })
 }
 
-fn param_ref(name: &str) -> Value {
+pub(crate) fn param_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/parameters/{name}") })
 }
 
@@ -19,7 +19,7 @@ fn header_ref(name: &str) -> Value {
     json!({ "$ref": format!("#/components/headers/{name}") })
 }
 
-fn json_body(schema: Value) -> Value {
+pub(crate) fn json_body(schema: Value) -> Value {
     json!({ "application/json": { "schema": schema } })
 }
 
@@ -39,7 +39,7 @@ fn common(responses: &mut Map<String, Value>) {
 }
 
 /// Responses of operations that read credentials and a JSON body.
-fn with_errors(mut responses: Map<String, Value>, statuses: &[&str]) -> Value {
+pub(crate) fn with_errors(mut responses: Map<String, Value>, statuses: &[&str]) -> Value {
     for status in statuses {
         let name = match *status {
             "400" => "BadRequest",
@@ -58,7 +58,7 @@ fn with_errors(mut responses: Map<String, Value>, statuses: &[&str]) -> Value {
     Value::Object(responses)
 }
 
-fn ok(description: &str, schema: Value) -> Value {
+pub(crate) fn ok(description: &str, schema: Value) -> Value {
     json!({ "description": description, "content": json_body(schema) })
 }
 
@@ -101,6 +101,10 @@ pub(crate) fn tags(schema: &Schema) -> Value {
     for (name, description) in [
         ("auth", "Accounts, tokens, sessions and API keys."),
         ("batch", "Several writes in one transaction."),
+        (
+            "jobs",
+            "Durable background jobs: enqueue, follow, report back, administer.",
+        ),
         (
             "operations",
             "Health, readiness, keys, metrics and this document.",
@@ -217,7 +221,7 @@ fn resource_paths(name: &str, paths: &mut Map<String, Value>) {
     );
 }
 
-fn post(
+pub(crate) fn post(
     operation_id: &str,
     tag: &str,
     summary: &str,
@@ -237,7 +241,7 @@ fn post(
     op
 }
 
-fn object(props: Value, required: &[&str]) -> Value {
+pub(crate) fn object(props: Value, required: &[&str]) -> Value {
     json!({ "type": "object", "properties": props, "required": required, "additionalProperties": false })
 }
 
@@ -411,6 +415,7 @@ fn operations_paths(paths: &mut Map<String, Value>, options: &Options) {
 /// Every path.
 pub(crate) fn paths(schema: &Schema, options: &Options) -> Value {
     let mut paths = Map::new();
+    crate::jobs::paths(&mut paths);
     for resource in &schema.resources {
         resource_paths(&resource.name, &mut paths);
     }

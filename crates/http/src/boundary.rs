@@ -189,7 +189,7 @@ pub async fn method_not_allowed(State(state): State<AppState>, req: Request) -> 
         .strip_prefix("/api/v1/")
         .and_then(|rest| rest.split('/').next())
         && state.schema.resource(name).is_none()
-        && !["auth", "batch", "openapi.json"].contains(&name)
+        && !["auth", "batch", "openapi.json", "jobs", "admin"].contains(&name)
     {
         return ApiError::not_found(format!("unknown resource '{name}'"));
     }

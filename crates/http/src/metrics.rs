@@ -77,6 +77,17 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueStateLabels {
+    queue: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    queue: String,
+}
+
 /// Latency buckets in seconds: 0.25 ms to 10 s.
 const LATENCY_BUCKETS: [f64; 14] = [
     0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
@@ -96,18 +107,35 @@ pub struct Metrics {
     pool_connections: Gauge,
     pool_idle: Gauge,
     pool_waiting: Gauge,
+    jobs: Family<QueueStateLabels, Gauge>,
+    queue_lag: Family<QueueLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(None)
     }
 }
 
 impl Metrics {
-    /// Registers every metric.
-    pub fn new() -> Self {
+    /// Registers every metric (the job service's too, when there is one).
+    pub fn new(jobs: Option<&ferrobase_jobs::Jobs>) -> Self {
         let mut registry = Registry::with_prefix("ferrobase");
+        if let Some(jobs) = jobs {
+            jobs.metrics().register(&mut registry);
+        }
+        let queued = Family::<QueueStateLabels, Gauge>::default();
+        registry.register(
+            "jobs",
+            "Jobs in the queue by queue and state (read from the database)",
+            queued.clone(),
+        );
+        let queue_lag = Family::<QueueLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "job_queue_lag_seconds",
+            "How long the oldest due job of each queue has waited for a worker",
+            queue_lag.clone(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "http_requests",
@@ -166,6 +194,8 @@ impl Metrics {
             pool_connections,
             pool_idle,
             pool_waiting,
+            jobs: queued,
+            queue_lag,
         }
     }
 
@@ -207,6 +237,36 @@ impl Metrics {
         self.cache.get_or_create(&ResultLabels { result }).inc();
     }
 
+    /// Reads the queue's numbers into the job gauges.
+    async fn read_queues(&self, state: &AppState) {
+        let Some(jobs) = &state.jobs else {
+            return;
+        };
+        let Ok(stats) = jobs.stats().await else {
+            return;
+        };
+        let now = jobs.now();
+        self.jobs.clear();
+        self.queue_lag.clear();
+        for q in stats {
+            for s in ferrobase_store::JobState::ALL {
+                let n = q.counts.get(s.as_str()).copied().unwrap_or(0);
+                self.jobs
+                    .get_or_create(&QueueStateLabels {
+                        queue: q.queue.clone(),
+                        state: s.as_str(),
+                    })
+                    .set(n);
+            }
+            let lag = q
+                .oldest_due
+                .map_or(0.0, |at| ((now - at).max(0)) as f64 / 1e6);
+            self.queue_lag
+                .get_or_create(&QueueLabels { queue: q.queue })
+                .set(lag);
+        }
+    }
+
     fn render(&self, state: &AppState) -> Result<String, std::fmt::Error> {
         let pool = state.store.maintenance().pool_stats();
         self.pool_connections.set(pool.connections as i64);
@@ -237,6 +297,7 @@ pub(crate) async fn metrics(State(state): State<AppState>, headers: HeaderMap) -
     if !authorized(&state, &headers) {
         return ApiError::unauthorized().into_response();
     }
+    state.metrics.read_queues(&state).await;
     match state.metrics.render(&state) {
         Ok(text) => {
             let mut res = (StatusCode::OK, text).into_response();

@@ -208,6 +208,7 @@ impl AppState {
             records = records.effect(Arc::new(ForgetCachedReads(cache.clone())));
         }
         let records = records.build();
+        let metrics = crate::metrics::Metrics::new(jobs.as_ref());
         Self(Arc::new(App {
             jwt: JwtKeys::derive(&secret, previous),
             csrf_keys: std::iter::once(secret.derive("csrf"))
@@ -235,7 +236,7 @@ impl AppState {
             limits,
             read_cache,
             public_cache_control,
-            metrics: crate::metrics::Metrics::new(),
+            metrics,
             openapi,
             ip_throttle: Counter::new(
                 redis.as_ref(),

@@ -8,6 +8,7 @@
 //! sleeping.
 #![forbid(unsafe_code)]
 
+mod metrics;
 mod sign;
 mod worker;
 
@@ -22,6 +23,7 @@ use ferrobase_schema::{Schema, Settings};
 use ferrobase_store::{Enqueued, Finish, Job, JobFilter, JobState, NewJob, Store, StoreError};
 use serde_json::Value;
 
+pub use metrics::JobMetrics;
 pub use sign::{JobTokens, secret_key, signature};
 
 /// Largest payload a job may carry (serialised JSON).
@@ -121,6 +123,7 @@ struct Inner {
     client: reqwest::Client,
     /// Woken by enqueues on this node and, on PostgreSQL, by other nodes' `NOTIFY`.
     wake: Arc<tokio::sync::Notify>,
+    metrics: JobMetrics,
 }
 
 /// Microseconds since the epoch of a time.
@@ -199,12 +202,18 @@ impl Jobs {
             targets,
             client,
             wake,
+            metrics: JobMetrics::default(),
         })))
     }
 
     /// Now, in microseconds.
     pub fn now(&self) -> i64 {
         micros(self.0.clock.now())
+    }
+
+    /// What the worker counts (registered on the node's `/metrics`).
+    pub fn metrics(&self) -> &JobMetrics {
+        &self.0.metrics
     }
 
     /// The job tokens (for tests and the HTTP layer).

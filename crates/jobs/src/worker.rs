@@ -151,8 +151,13 @@ impl Jobs {
     async fn run_job(self, job: Job, _slot: OwnedSemaphorePermit, mut hard: watch::Receiver<bool>) {
         let (id, attempt) = (job.id.clone(), job.attempt);
         let started = std::time::Instant::now();
+        let metrics = &self.0.metrics;
+        metrics.started(&job.kind, (self.now() - job.run_at) as f64 / 1e6);
         tokio::select! {
             delivery = self.execute(&job) => {
+                if matches!(delivery, Delivery::Accepted) {
+                    metrics.ended(&job.kind, "accepted", started.elapsed().as_secs_f64());
+                }
                 if let Delivery::Done(finish) = delivery {
                     let now = self.now();
                     let state = match &finish {
@@ -160,6 +165,7 @@ impl Jobs {
                         Finish::Retry { .. } => "retryable",
                         Finish::Dead(_) => "dead",
                     };
+                    metrics.ended(&job.kind, state, started.elapsed().as_secs_f64());
                     match self.0.store.jobs().finish(id.clone(), attempt, finish, now).await {
                         Ok(true) => tracing::info!(
                             job = id, kind = job.kind, attempt, state,
@@ -175,6 +181,7 @@ impl Jobs {
                 }
             }
             () = self.keep_lease(&id, attempt) => {
+                metrics.ended(&job.kind, "lost", started.elapsed().as_secs_f64());
                 tracing::warn!(job = id, attempt, "job lost its lease (cancelled or taken over); stopped");
             }
             () = stopped(&mut hard) => {

@@ -154,7 +154,10 @@ pub(crate) fn paths(paths: &mut Map<String, Value>) {
         } }),
     );
     for (name, summary) in [
-        ("retry", "Run a job that is not waiting or running again, now"),
+        (
+            "retry",
+            "Run a job that is not waiting or running again, now",
+        ),
         ("cancel", "Cancel a job that has not ended"),
     ] {
         paths.insert(

@@ -5,10 +5,11 @@ Runs the release binary on a scratch project with one HTTP job type whose target
 minimal local service (asyncio, keep-alive, answers 200 `{}` and notes when each job
 arrived), then measures:
 
-  throughput  N jobs enqueued with the same `runAt` a few seconds ahead (with wrk and a
-              Lua script, so enqueueing is not what is measured), then the time from that
-              `runAt` to the last delivery: jobs completed per second (all N are checked
-              `completed` through the admin API afterwards).
+  throughput  N jobs enqueued (with wrk and a Lua script) through a node that runs no
+              worker (`[jobs] worker = false`); that node stops and a `ferrobase worker`
+              starts on the same database: jobs delivered per second from the first
+              delivery to the last (all N are checked `completed` through the admin API
+              of a third node afterwards).
   pickup      jobs enqueued one at a time on an idle queue, 20 ms apart: the delay from
               each job's `runAt` (its creation) to the start of its delivery, p50 / p99.
 
@@ -99,12 +100,17 @@ def parse(text):
 
 
 class Node:
-    def __init__(self, binary, service, database_url):
-        self.work = tempfile.mkdtemp(prefix="ferrobase-bench-jobs-")
+    """A node of the scratch project: `serve` (API, with or without a worker) or
+    `worker` (jobs only)."""
+
+    def __init__(self, binary, service, database_url, work=None, worker=True, command="serve"):
+        fresh = work is None
+        self.work = work or tempfile.mkdtemp(prefix="ferrobase-bench-jobs-")
         with open(os.path.join(self.work, "schema.toml"), "w") as f:
             f.write(f'[jobs.bench]\nurl = "http://127.0.0.1:{service.port}/job"\ntimeout = "10s"\n')
         with open(os.path.join(self.work, "ferrobase.toml"), "w") as f:
-            f.write(HIGH_LIMITS + '[jobs]\nqueues = ["default=64"]\n[log]\nlevel = "warn"\n')
+            f.write(HIGH_LIMITS + f'[jobs]\nworker = {"true" if worker else "false"}\nqueues = ["default=64"]\n'
+                    '[log]\nlevel = "warn"\n')
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, FERROBASE_SECRET="bench-secret-" + "x" * 40, FERROBASE_ENV="production",
@@ -112,69 +118,76 @@ class Node:
         env.pop("DATABASE_URL", None)
         if database_url:
             env["DATABASE_URL"] = database_url
-        subprocess.run([binary, "users", "create", "--dir", self.work, "--email", "bench@example.com",
-                        "--role", "admin"], input=b"bench-password-1\n", env=env, check=True,
-                       capture_output=True)
-        self.log = open(os.path.join(self.work, "server.log"), "w")
-        self.proc = subprocess.Popen([binary, "serve", "--dir", self.work, "--addr", f"127.0.0.1:{self.port}"],
-                                     env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(self.base + "/ready")
-                break
-            except Exception:
-                time.sleep(0.1)
-        self.token = call(self.base, "POST", "/api/v1/auth/login",
-                          {"email": "bench@example.com", "password": "bench-password-1"})["data"]["accessToken"]
+        if fresh:
+            subprocess.run([binary, "users", "create", "--dir", self.work, "--email", "bench@example.com",
+                            "--role", "admin"], input=b"bench-password-1\n", env=env, check=True,
+                           capture_output=True)
+        self.log = open(os.path.join(self.work, f"{command}-{self.port}.log"), "w")
+        args = [binary, command, "--dir", self.work]
+        if command == "serve":
+            args += ["--addr", f"127.0.0.1:{self.port}"]
+        self.proc = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.token = None
+        if command == "serve":
+            for _ in range(300):
+                try:
+                    urllib.request.urlopen(self.base + "/ready")
+                    break
+                except Exception:
+                    time.sleep(0.1)
+            self.token = call(self.base, "POST", "/api/v1/auth/login",
+                              {"email": "bench@example.com", "password": "bench-password-1"})["data"]["accessToken"]
 
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=60)
         self.log.close()
-        shutil.rmtree(self.work, ignore_errors=True)
 
 
 LUA = """
 local n = 0
 request = function()
   n = n + 1
-  local body = '{"type":"bench","payload":{"n":' .. n .. ',"t":' .. math.random(1, 1000000000) .. '},"runAt":"%s"}'
+  local body = '{"type":"bench","payload":{"n":' .. n .. ',"t":' .. math.random(1, 1000000000) .. '}}'
   return wrk.format("POST", "/api/v1/jobs", {["content-type"]="application/json", ["authorization"]="Bearer %s"}, body)
 end
 """
 
 
-def throughput(node, service, jobs):
-    lead = max(5.0, jobs / 2500.0)
-    run_at = time.time() + lead
-    script = os.path.join(node.work, "enqueue.lua")
+def counts(node):
+    stats = call(node.base, "GET", "/api/v1/admin/queues", token=node.token)["data"]
+    return next((q["counts"] for q in stats if q["queue"] == "default"), {})
+
+
+def throughput(binary, service, database_url, work, jobs):
+    api = Node(binary, service, database_url, work=work, worker=False)
+    script = os.path.join(work, "enqueue.lua")
     with open(script, "w") as f:
-        f.write(LUA % (stamp(run_at), node.token))
-    # wrk sends for a fixed time; enqueue in rounds until N jobs are in.
-    enqueued = 0
-    while enqueued < jobs and time.time() < run_at - 0.5:
-        out = subprocess.run(["wrk", "-t2", "-c16", "-d1s", "-s", script, node.base + "/api/v1/jobs"],
-                             capture_output=True, text=True, check=True).stdout
-        stats = call(node.base, "GET", "/api/v1/admin/queues", token=node.token)["data"]
-        enqueued = sum(q["counts"].get("scheduled", 0) + q["counts"].get("available", 0)
-                       for q in stats if q["queue"] == "default")
-    if time.time() >= run_at:
-        sys.exit("enqueueing took longer than the lead time; use fewer jobs")
-    total = enqueued
-    deadline = run_at + 300
-    while len(service.arrivals) < total and time.time() < deadline:
-        time.sleep(0.05)
-    last = max(service.arrivals.values())
-    # Wait for the last completions to be recorded, then check every job completed.
-    for _ in range(200):
-        stats = call(node.base, "GET", "/api/v1/admin/queues", token=node.token)["data"]
-        done = sum(q["counts"].get("completed", 0) for q in stats if q["queue"] == "default")
-        if done >= total:
-            break
-        time.sleep(0.05)
-    rate = total / (last - run_at)
-    print(f"  throughput: {total} jobs due at once, all delivered {last - run_at:.2f} s after runAt: "
-          f"{rate:,.0f} jobs/s; completed {done}/{total}")
+        f.write(LUA % api.token)
+    waiting = 0
+    started = time.time()
+    while waiting < jobs:
+        subprocess.run(["wrk", "-t2", "-c16", "-d1s", "-s", script, api.base + "/api/v1/jobs"],
+                       capture_output=True, text=True, check=True)
+        waiting = counts(api).get("available", 0)
+    enqueue_rate = waiting / (time.time() - started)
+    api.stop()
+    service.arrivals.clear()
+    spawned = time.time()
+    worker = Node(binary, service, database_url, work=work, command="worker")
+    deadline = time.time() + 600
+    while len(service.arrivals) < waiting and time.time() < deadline:
+        time.sleep(0.02)
+    times = sorted(service.arrivals.values())
+    worker.stop()
+    check = Node(binary, service, database_url, work=work, worker=False)
+    done = counts(check)
+    check.stop()
+    rate = len(times) / (times[-1] - times[0])
+    print(f"  throughput: {waiting} jobs waiting (enqueued at {enqueue_rate:,.0f}/s through the API); "
+          f"a worker delivered them in {times[-1] - times[0]:.2f} s ({times[-1] - spawned:.2f} s "
+          f"after it was started): {rate:,.0f} jobs/s; completed {done.get('completed', 0)}, "
+          f"left {sum(v for k, v in done.items() if k != 'completed')}")
     service.arrivals.clear()
     return rate
 
@@ -215,12 +228,13 @@ def main():
         subprocess.run(["psql", admin, "-qc", f"CREATE DATABASE {name}"], check=True)
     store = "PostgreSQL" if args.postgres else "SQLite"
     node = Node(args.binary, service, args.postgres)
+    print(f"{store}:")
     try:
-        print(f"{store}:")
         pickup(node, service)
-        throughput(node, service, args.jobs)
     finally:
         node.stop()
+    throughput(args.binary, service, args.postgres, node.work, args.jobs)
+    shutil.rmtree(node.work, ignore_errors=True)
 
 
 if __name__ == "__main__":

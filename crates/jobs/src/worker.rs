@@ -9,7 +9,7 @@ use ferrobase_schema::jobs::{last_tick, parse_cron};
 use ferrobase_schema::validate::format_datetime;
 use ferrobase_store::{Enqueued, Finish, Job};
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::{
@@ -22,6 +22,13 @@ const CLEANUP_SCHEDULE: &str = "_cleanup";
 
 /// How long a schedule's tick stays unique (longer than any sensible cron period).
 const TICK_UNIQUE_FOR: Duration = Duration::from_secs(400 * 24 * 3600);
+
+/// An attempt's outcome on its way to the finisher, with where to say whether the
+/// attempt still held its job.
+type Outcome = (String, i32, Finish, oneshot::Sender<Result<bool, String>>);
+
+/// Most outcomes recorded in one transaction.
+const MAX_FINISH_BATCH: usize = 256;
 
 /// A running worker; [`Worker::shutdown`] stops it.
 pub struct Worker {
@@ -62,10 +69,17 @@ impl Jobs {
         let (stop, stop_rx) = watch::channel(false);
         let (hard_stop, hard_rx) = watch::channel(false);
         let mut loops = JoinSet::new();
+        let (outcomes, finishing) = mpsc::unbounded_channel();
+        let jobs = self.clone();
+        loops.spawn(async move { jobs.finisher(finishing).await });
         for (queue, concurrency) in self.queues() {
             let jobs = self.clone();
             let (stop, hard) = (stop_rx.clone(), hard_rx.clone());
-            loops.spawn(async move { jobs.queue_loop(queue, concurrency, stop, hard).await });
+            let outcomes = outcomes.clone();
+            loops.spawn(async move {
+                jobs.queue_loop(queue, concurrency, stop, hard, outcomes)
+                    .await;
+            });
         }
         let jobs = self.clone();
         let schedules_stop = stop_rx.clone();
@@ -83,10 +97,14 @@ impl Jobs {
         concurrency: usize,
         mut stop: watch::Receiver<bool>,
         hard: watch::Receiver<bool>,
+        outcomes: mpsc::UnboundedSender<Outcome>,
     ) {
         let slots = Arc::new(Semaphore::new(concurrency));
         let mut running = JoinSet::new();
         let lease = duration_micros(self.0.settings.lease);
+        // Expired leases are looked for at most this often (each look is a statement).
+        let rescue_every = Duration::from_secs(1).min(self.0.settings.lease / 4);
+        let mut last_rescue: Option<std::time::Instant> = None;
         while !*stop.borrow() {
             let first = tokio::select! {
                 permit = slots.clone().acquire_owned() => match permit {
@@ -102,11 +120,15 @@ impl Jobs {
             notified.as_mut().enable();
             let now = self.now();
             let want = 1 + slots.available_permits();
+            let rescue = last_rescue.is_none_or(|at| at.elapsed() >= rescue_every);
+            if rescue {
+                last_rescue = Some(std::time::Instant::now());
+            }
             let claimed = match self
                 .0
                 .store
                 .jobs()
-                .claim(queue.clone(), want, now, now.saturating_add(lease))
+                .claim(queue.clone(), want, now, now.saturating_add(lease), rescue)
                 .await
             {
                 Ok(jobs) => jobs,
@@ -141,14 +163,52 @@ impl Jobs {
                 };
                 let jobs = self.clone();
                 let hard = hard.clone();
-                running.spawn(async move { jobs.run_job(job, permit, hard).await });
+                let outcomes = outcomes.clone();
+                running.spawn(async move { jobs.run_job(job, permit, hard, outcomes).await });
             }
         }
         // Stopped claiming: the running jobs finish (or are released by the hard stop).
         while running.join_next().await.is_some() {}
     }
 
-    async fn run_job(self, job: Job, _slot: OwnedSemaphorePermit, mut hard: watch::Receiver<bool>) {
+    /// Records outcomes in batches: whatever arrived while the previous batch was being
+    /// written goes in the next transaction. Ends when every sender is gone.
+    async fn finisher(self, mut outcomes: mpsc::UnboundedReceiver<Outcome>) {
+        while let Some(first) = outcomes.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_FINISH_BATCH {
+                match outcomes.try_recv() {
+                    Ok(outcome) => batch.push(outcome),
+                    Err(_) => break,
+                }
+            }
+            let (items, replies): (Vec<_>, Vec<_>) = batch
+                .into_iter()
+                .map(|(id, attempt, finish, reply)| ((id, attempt, finish), reply))
+                .unzip();
+            let now = self.now();
+            match self.0.store.jobs().finish_many(items, now).await {
+                Ok(ended) => {
+                    for (reply, held) in replies.into_iter().zip(ended) {
+                        let _ = reply.send(Ok(held));
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run_job(
+        self,
+        job: Job,
+        _slot: OwnedSemaphorePermit,
+        mut hard: watch::Receiver<bool>,
+        outcomes: mpsc::UnboundedSender<Outcome>,
+    ) {
         let (id, attempt) = (job.id.clone(), job.attempt);
         let started = std::time::Instant::now();
         let metrics = &self.0.metrics;
@@ -159,14 +219,15 @@ impl Jobs {
                     metrics.ended(&job.kind, "accepted", started.elapsed().as_secs_f64());
                 }
                 if let Delivery::Done(finish) = delivery {
-                    let now = self.now();
                     let state = match &finish {
                         Finish::Completed(_) => "completed",
                         Finish::Retry { .. } => "retryable",
                         Finish::Dead(_) => "dead",
                     };
                     metrics.ended(&job.kind, state, started.elapsed().as_secs_f64());
-                    match self.0.store.jobs().finish(id.clone(), attempt, finish, now).await {
+                    let (reply, recorded) = oneshot::channel();
+                    let _ = outcomes.send((id.clone(), attempt, finish, reply));
+                    match recorded.await.unwrap_or_else(|_| Err("the worker stopped".into())) {
                         Ok(true) => tracing::info!(
                             job = id, kind = job.kind, attempt, state,
                             run_ms = started.elapsed().as_millis() as u64,

@@ -213,15 +213,16 @@ pub trait JobStore: Send + Sync {
     fn job(&self, id: String) -> Fut<'_, Result<Option<Job>, StoreError>>;
 
     /// Takes up to `limit` due jobs of `queue` (highest priority, then oldest due
-    /// first), each with its attempt incremented and a lease until `lease_until`. Jobs
-    /// whose lease expired are rescued first: retryable at once, or dead when that was
-    /// their last attempt.
+    /// first), each with its attempt incremented and a lease until `lease_until`. With
+    /// `rescue`, jobs whose lease expired are rescued first: retryable at once, or dead
+    /// when that was their last attempt.
     fn claim(
         &self,
         queue: String,
         limit: usize,
         now: i64,
         lease_until: i64,
+        rescue: bool,
     ) -> Fut<'_, Result<Vec<Job>, StoreError>>;
 
     /// Extends the lease of a running attempt, recording progress when given; `false`
@@ -242,7 +243,20 @@ pub trait JobStore: Send + Sync {
         attempt: i32,
         finish: Finish,
         now: i64,
-    ) -> Fut<'_, Result<bool, StoreError>>;
+    ) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let ended = self.finish_many(vec![(id, attempt, finish)], now).await?;
+            Ok(ended.first().copied().unwrap_or(false))
+        })
+    }
+
+    /// Ends many running attempts in one transaction (a busy worker's outcomes
+    /// together); per attempt, whether it still held its job.
+    fn finish_many(
+        &self,
+        outcomes: Vec<(String, i32, Finish)>,
+        now: i64,
+    ) -> Fut<'_, Result<Vec<bool>, StoreError>>;
 
     /// Hands a running attempt back untried (shutdown): available again at once, the
     /// attempt not counted.

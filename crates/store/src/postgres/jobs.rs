@@ -19,6 +19,12 @@ use crate::{Fut, StoreError};
 /// The channel enqueues notify.
 const CHANNEL: &str = "ferrobase_jobs";
 
+/// Ends a batch of attempts in one statement (see `finish_many`).
+const FINISH_MANY: &str = "WITH \"v\" AS (SELECT * FROM unnest($1::text[], $2::int[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[]) AS \"v\"(\"id\", \"attempt\", \"state\", \"result\", \"error\", \"run_at\", \"finished_at\")), \
+     \"done\" AS (UPDATE \"_ferrobase_jobs\" AS \"j\" SET \"state\" = \"v\".\"state\", \"result\" = \"v\".\"result\", \"last_error\" = COALESCE(\"v\".\"error\", \"j\".\"last_error\"), \"run_at\" = COALESCE(\"v\".\"run_at\", \"j\".\"run_at\"), \"lease_until\" = NULL, \"progress\" = CASE WHEN \"v\".\"state\" = 'completed' THEN 100 ELSE \"j\".\"progress\" END, \"finished_at\" = \"v\".\"finished_at\", \"updated_at\" = $8 FROM \"v\" WHERE \"j\".\"id\" = \"v\".\"id\" AND \"j\".\"attempt\" = \"v\".\"attempt\" AND \"j\".\"state\" = 'running' RETURNING \"j\".\"id\", \"j\".\"state\", \"j\".\"attempt\", \"j\".\"progress\", \"j\".\"message\", \"j\".\"last_error\"), \
+     \"logged\" AS (INSERT INTO \"_ferrobase_job_events\" (\"job_id\", \"at\", \"state\", \"attempt\", \"progress\", \"message\") SELECT \"id\", $8, \"state\", \"attempt\", \"progress\", CASE WHEN \"state\" IN ('retryable', 'dead') THEN \"last_error\" ELSE \"message\" END FROM \"done\") \
+     SELECT \"id\" FROM \"done\"";
+
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 fn raw(row: &Row) -> RawJob {
@@ -145,9 +151,51 @@ impl PgStore {
     }
 }
 
+/// Inserts a job, logs it and (when due) notifies, in one statement.
+const ENQUEUE: &str = "WITH \"added\" AS (INSERT INTO \"_ferrobase_jobs\" (\"id\", \"kind\", \"queue\", \"state\", \"priority\", \"payload\", \"attempt\", \"max_attempts\", \"run_at\", \"created_by\", \"created_at\", \"updated_at\") VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9, $10, $10) RETURNING *), \
+     \"logged\" AS (INSERT INTO \"_ferrobase_job_events\" (\"job_id\", \"at\", \"state\", \"attempt\") SELECT \"id\", $10, \"state\", 0 FROM \"added\"), \
+     \"woken\" AS (SELECT pg_notify('ferrobase_jobs', \"queue\") FROM \"added\" WHERE \"state\" = 'available') \
+     SELECT {COLUMNS}, (SELECT COUNT(*) FROM \"woken\") FROM \"added\"";
+
+impl PgStore {
+    /// Enqueues a job without a unique key: one round trip.
+    async fn enqueue_plain(&self, job: NewJob) -> Result<Enqueued, StoreError> {
+        let state = if job.run_at > job.now {
+            JobState::Scheduled
+        } else {
+            JobState::Available
+        };
+        let payload = job.payload.to_string();
+        let client = self.client().await?;
+        let sql = ENQUEUE.replace("{COLUMNS}", JOB_COLUMNS);
+        let prepared = client.prepare_cached(&sql).await?;
+        let row = client
+            .query_one(
+                &prepared,
+                &[
+                    &job.id,
+                    &job.kind,
+                    &job.queue,
+                    &state.as_str(),
+                    &job.priority,
+                    &payload,
+                    &job.max_attempts,
+                    &job.run_at,
+                    &job.created_by,
+                    &job.now,
+                ],
+            )
+            .await?;
+        Ok(Enqueued::Created(raw(&row).decode()?))
+    }
+}
+
 impl JobStore for PgStore {
     fn enqueue(&self, job: NewJob) -> Fut<'_, Result<Enqueued, StoreError>> {
         Box::pin(async move {
+            if job.unique.is_none() {
+                return self.enqueue_plain(job).await;
+            }
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
             let (key, until) = job.unique.clone().unzip();
@@ -217,24 +265,27 @@ impl JobStore for PgStore {
         limit: usize,
         now: i64,
         lease_until: i64,
+        rescue: bool,
     ) -> Fut<'_, Result<Vec<Job>, StoreError>> {
         Box::pin(async move {
-            let mut client = self.client().await?;
-            client.execute(sql::RESCUE, &[&now]).await?;
-            let tx = client.transaction().await?;
+            let client = self.client().await?;
+            if rescue {
+                client.execute(sql::RESCUE, &[&now]).await?;
+            }
+            // One statement: pick (skipping rows other nodes hold), claim, and record
+            // each claim's event.
             let sql = format!(
-                "WITH \"picked\" AS (SELECT \"id\" AS \"picked_id\" FROM \"_ferrobase_jobs\" WHERE \"queue\" = $1 AND \"state\" IN ('scheduled', 'available', 'retryable') AND \"run_at\" <= $2 ORDER BY \"priority\" DESC, \"run_at\", \"id\" LIMIT $4 FOR UPDATE SKIP LOCKED) UPDATE \"_ferrobase_jobs\" SET \"state\" = 'running', \"attempt\" = \"attempt\" + 1, \"lease_until\" = $3, \"updated_at\" = $2 FROM \"picked\" WHERE \"id\" = \"picked\".\"picked_id\" RETURNING {JOB_COLUMNS}"
+                "WITH \"picked\" AS (SELECT \"id\" AS \"picked_id\" FROM \"_ferrobase_jobs\" WHERE \"queue\" = $1 AND \"state\" IN ('scheduled', 'available', 'retryable') AND \"run_at\" <= $2 ORDER BY \"priority\" DESC, \"run_at\", \"id\" LIMIT $4 FOR UPDATE SKIP LOCKED), \
+                 \"claimed\" AS (UPDATE \"_ferrobase_jobs\" SET \"state\" = 'running', \"attempt\" = \"attempt\" + 1, \"lease_until\" = $3, \"updated_at\" = $2 FROM \"picked\" WHERE \"id\" = \"picked\".\"picked_id\" RETURNING {JOB_COLUMNS}), \
+                 \"logged\" AS (INSERT INTO \"_ferrobase_job_events\" (\"job_id\", \"at\", \"state\", \"attempt\", \"progress\", \"message\") SELECT \"id\", $2, 'running', \"attempt\", \"progress\", \"message\" FROM \"claimed\") \
+                 SELECT {JOB_COLUMNS} FROM \"claimed\""
             );
             let limit = limit as i64;
-            let prepared = tx.prepare_cached(&sql).await?;
-            let rows = tx
+            let prepared = client.prepare_cached(&sql).await?;
+            let rows = client
                 .query(&prepared, &[&queue, &now, &lease_until, &limit])
                 .await?;
             let mut claimed = jobs(rows)?;
-            for job in &claimed {
-                event(&tx, &job.id, now).await?;
-            }
-            tx.commit().await?;
             claimed
                 .sort_by(|a, b| (b.priority, a.run_at, &a.id).cmp(&(a.priority, b.run_at, &b.id)));
             Ok(claimed)
@@ -269,30 +320,44 @@ impl JobStore for PgStore {
         })
     }
 
-    fn finish(
+    fn finish_many(
         &self,
-        id: String,
-        attempt: i32,
-        finish: Finish,
+        outcomes: Vec<(String, i32, Finish)>,
         now: i64,
-    ) -> Fut<'_, Result<bool, StoreError>> {
+    ) -> Fut<'_, Result<Vec<bool>, StoreError>> {
         Box::pin(async move {
-            let (state, result, error, run_at, finished) = finish.columns(now);
-            let mut client = self.client().await?;
-            let tx = client.transaction().await?;
-            let n = run(
-                &tx,
-                sql::FINISH,
-                &[
-                    &id, &attempt, &state, &result, &error, &run_at, &finished, &now,
-                ],
-            )
-            .await?;
-            if n == 1 {
-                event(&tx, &id, now).await?;
+            // One statement for the whole batch: the outcomes as arrays, unnested into
+            // rows, applied where the attempt still holds its job, each change logged.
+            let mut ids = Vec::with_capacity(outcomes.len());
+            let mut attempts = Vec::with_capacity(outcomes.len());
+            let mut states = Vec::with_capacity(outcomes.len());
+            let mut results = Vec::with_capacity(outcomes.len());
+            let mut errors = Vec::with_capacity(outcomes.len());
+            let mut run_ats = Vec::with_capacity(outcomes.len());
+            let mut finished = Vec::with_capacity(outcomes.len());
+            for (id, attempt, finish) in &outcomes {
+                let (state, result, error, run_at, at) = finish.columns(now);
+                ids.push(id.clone());
+                attempts.push(*attempt);
+                states.push(state);
+                results.push(result);
+                errors.push(error);
+                run_ats.push(run_at);
+                finished.push(at);
             }
-            tx.commit().await?;
-            Ok(n == 1)
+            let client = self.client().await?;
+            let prepared = client.prepare_cached(FINISH_MANY).await?;
+            let rows = client
+                .query(
+                    &prepared,
+                    &[
+                        &ids, &attempts, &states, &results, &errors, &run_ats, &finished, &now,
+                    ],
+                )
+                .await?;
+            let ended: std::collections::HashSet<String> =
+                rows.iter().map(|r| r.get::<_, String>(0)).collect();
+            Ok(ids.iter().map(|id| ended.contains(id)).collect())
         })
     }
 

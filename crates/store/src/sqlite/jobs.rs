@@ -134,10 +134,13 @@ impl JobStore for SqliteStore {
         limit: usize,
         now: i64,
         lease_until: i64,
+        rescue: bool,
     ) -> Fut<'_, Result<Vec<Job>, StoreError>> {
         Box::pin(async move {
             self.write(move |tx, _| {
-                exec(tx, sql::RESCUE, [now])?;
+                if rescue {
+                    exec(tx, sql::RESCUE, [now])?;
+                }
                 let sql = format!(
                     "UPDATE \"_ferrobase_jobs\" SET \"state\" = 'running', \"attempt\" = \"attempt\" + 1, \"lease_until\" = ?3, \"updated_at\" = ?2 WHERE \"id\" IN (SELECT \"id\" FROM \"_ferrobase_jobs\" WHERE \"queue\" = ?1 AND \"state\" IN ('scheduled', 'available', 'retryable') AND \"run_at\" <= ?2 ORDER BY \"priority\" DESC, \"run_at\", \"id\" LIMIT ?4) RETURNING {JOB_COLUMNS}"
                 );
@@ -184,25 +187,27 @@ impl JobStore for SqliteStore {
         })
     }
 
-    fn finish(
+    fn finish_many(
         &self,
-        id: String,
-        attempt: i32,
-        finish: Finish,
+        outcomes: Vec<(String, i32, Finish)>,
         now: i64,
-    ) -> Fut<'_, Result<bool, StoreError>> {
+    ) -> Fut<'_, Result<Vec<bool>, StoreError>> {
         Box::pin(async move {
             self.write(move |tx, _| {
-                let (state, result, error, run_at, finished) = finish.columns(now);
-                let n = exec(
-                    tx,
-                    sql::FINISH,
-                    params![id, attempt, state, result, error, run_at, finished, now],
-                )?;
-                if n == 1 {
-                    event(tx, &id, now)?;
+                let mut ended = Vec::with_capacity(outcomes.len());
+                for (id, attempt, finish) in outcomes {
+                    let (state, result, error, run_at, finished) = finish.columns(now);
+                    let n = exec(
+                        tx,
+                        sql::FINISH,
+                        params![id, attempt, state, result, error, run_at, finished, now],
+                    )?;
+                    if n == 1 {
+                        event(tx, &id, now)?;
+                    }
+                    ended.push(n == 1);
                 }
-                Ok(n == 1)
+                Ok(ended)
             })
             .await
         })

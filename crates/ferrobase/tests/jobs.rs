@@ -694,3 +694,62 @@ job = "report"
         assert!(text.contains(expected), "missing '{expected}' in:\n{text}");
     }
 }
+
+#[test]
+fn shutdown_lets_a_running_job_finish_and_a_worker_only_node_runs_jobs() {
+    // The service answers only when the test lets it: SIGTERM arrives mid-job.
+    let gate = std::sync::Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let open = gate.clone();
+    let receiver = Receiver::start(move |_| {
+        let (lock, cvar) = &*open;
+        let mut released = lock.lock().expect("lock");
+        while !*released {
+            released = cvar.wait(released).expect("lock");
+        }
+        (200, r#"{"done":true}"#.into())
+    });
+    let mut s = project(&receiver, "").serve(BIN);
+    let admin = admin_token(&s);
+    let id = enqueue(&s, &admin, json!({"type": "render", "payload": {"doc": 1}}))["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    receiver.wait_for(1, WAIT);
+    s.signal("TERM");
+    assert!(
+        s.logs
+            .wait_for(WAIT, |l| l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("shutdown signal received")))
+            .is_some(),
+        "no shutdown began"
+    );
+    {
+        let (lock, cvar) = &*gate;
+        *lock.lock().expect("lock") = true;
+        cvar.notify_all();
+    }
+    assert!(s.wait_exit().success());
+
+    // Back up without a worker: the job finished before the node stopped.
+    let project = s.into_project().env("FERROBASE_JOBS__WORKER", "false");
+    let s = project.serve(BIN);
+    let admin = login(&s, "ops@example.com", "ops-password-1");
+    let done = job(&s, &admin, &id);
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["result"], json!({"done": true}));
+
+    // This node runs no jobs; `ferrobase worker` does.
+    let second = enqueue(&s, &admin, json!({"type": "render", "payload": {"doc": 2}}))["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let mut worker = s.project().start(BIN, &["worker"]);
+    let delivered = receiver.wait_for(2, WAIT);
+    assert_eq!(delivered[1].json(), json!({"doc": 2}));
+    wait_job(&s, &admin, &second, |j| j["state"] == "completed");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status();
+    assert!(worker.wait().expect("worker").success());
+}

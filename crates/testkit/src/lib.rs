@@ -154,6 +154,16 @@ impl Project {
         output
     }
 
+    /// Starts `ferrobase <args> --dir <project>` and returns at once (a `worker`, say);
+    /// its output is discarded.
+    pub fn start(&self, bin: &str, args: &[&str]) -> Child {
+        self.command(bin, args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ferrobase")
+    }
+
     /// Runs `ferrobase <args> --dir <project>` with `input` on standard input.
     pub fn run_with_stdin(&self, bin: &str, args: &[&str], input: &str) -> Output {
         use std::io::Write;

@@ -143,12 +143,13 @@ fn serve(stream: TcpStream, shared: &Shared) {
             headers,
             body,
         };
-        let (status, answer) = (shared.answer)(&request);
+        // Recorded before it is answered: a test can act while the service "works".
         {
             let mut received = shared.received.lock().expect("lock");
-            received.push(request);
+            received.push(request.clone());
             shared.arrived.notify_all();
         }
+        let (status, answer) = (shared.answer)(&request);
         let response = format!(
             "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
             answer.len()

@@ -753,3 +753,50 @@ fn shutdown_lets_a_running_job_finish_and_a_worker_only_node_runs_jobs() {
         .status();
     assert!(worker.wait().expect("worker").success());
 }
+
+#[test]
+fn the_hourly_clean_up_removes_what_expired() {
+    let receiver = Receiver::start(|_| (200, "{}".into()));
+    let s = project(&receiver, "").serve(BIN);
+    let clock = s.path("clock");
+    let admin = admin_token(&s);
+    // The admin's login and a registration each leave a refresh token; the
+    // registration's user is an event.
+    let r = s.post(
+        "/api/v1/auth/register",
+        &json!({"email": "zoe@example.com", "password": "zoe-password-1"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    // Forty days later every refresh token (30 days) has expired and every event is past
+    // the day of retention; the next hourly tick runs the clean-up.
+    set_clock(&clock, 40.0 * 24.0 * 3600.0);
+    let end = std::time::Instant::now() + WAIT;
+    let cleanup = loop {
+        let fresh_admin = call(&s, &admin, "GET", "/api/v1/admin/jobs?type=cleanup", None);
+        // The admin's access token expired with the clock: sign in again when refused.
+        let listed = if fresh_admin.status == 401 {
+            let token = login(&s, "ops@example.com", "ops-password-1");
+            call(&s, &token, "GET", "/api/v1/admin/jobs?type=cleanup", None)
+        } else {
+            fresh_admin
+        };
+        let done = listed.json()["data"]
+            .as_array()
+            .and_then(|jobs| jobs.iter().find(|j| j["state"] == "completed").cloned());
+        if let Some(job) = done {
+            break job;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "no clean-up ran: {}",
+            listed.text
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let result = &cleanup["result"];
+    assert!(
+        result["expired"].as_u64().expect("expired") >= 2,
+        "{cleanup}"
+    );
+    assert!(result["events"].as_u64().expect("events") >= 2, "{cleanup}");
+}

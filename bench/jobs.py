@@ -110,7 +110,7 @@ class Node:
             f.write(f'[jobs.bench]\nurl = "http://127.0.0.1:{service.port}/job"\ntimeout = "10s"\n')
         with open(os.path.join(self.work, "ferrobase.toml"), "w") as f:
             f.write(HIGH_LIMITS + f'[jobs]\nworker = {"true" if worker else "false"}\nqueues = ["default=64"]\n'
-                    '[log]\nlevel = "warn"\n')
+                    '[webhooks]\nallow_private_addresses = true\n[log]\nlevel = "warn"\n')
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, FERROBASE_SECRET="bench-secret-" + "x" * 40, FERROBASE_ENV="production",

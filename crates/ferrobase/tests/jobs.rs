@@ -25,6 +25,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_ferrobase");
 const WAIT: Duration = Duration::from_secs(30);
 const SECRET: &str = "whsec_dGVzdC1zaWduaW5nLXNlY3JldC0xMjM0NQ==";
 
+/// The receiver listens on loopback, which outbound calls refuse unless allowed.
+const JOB_SETTINGS: &str = "[jobs]\npoll = \"50ms\"\nlease = \"30s\"\nqueues = [\"default=4\"]\n[webhooks]\nallow_private_addresses = true\n";
+
 /// A project whose job types deliver to `receiver`, on a clock the test moves.
 pub(crate) fn project(receiver: &Receiver, extra_schema: &str) -> Project {
     let schema = format!(
@@ -45,7 +48,7 @@ timeout = "5s"
     );
     let project = Project::on(crate::backend())
         .schema(&schema)
-        .settings("[jobs]\npoll = \"50ms\"\nlease = \"30s\"\nqueues = [\"default=4\"]\n")
+        .settings(JOB_SETTINGS)
         .env("INVOICE_SECRET", SECRET)
         .env("RENDER_URL", &format!("{}/render", receiver.url()))
         .env(
@@ -799,4 +802,28 @@ fn the_hourly_clean_up_removes_what_expired() {
         "{cleanup}"
     );
     assert!(result["events"].as_u64().expect("events") >= 2, "{cleanup}");
+}
+
+#[test]
+fn jobs_never_reach_private_addresses_unless_allowed() {
+    let receiver = Receiver::start(|_| (200, "{}".into()));
+    // The same project without allow_private_addresses: the receiver is on 127.0.0.1.
+    let s = project(&receiver, "")
+        .settings("[jobs]\npoll = \"50ms\"\n")
+        .serve(BIN);
+    let admin = admin_token(&s);
+    let id = enqueue(&s, &admin, json!({"type": "render", "payload": {}}))["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let dead = wait_job(&s, &admin, &id, |j| j["state"] == "dead");
+    assert!(
+        dead["lastError"]
+            .as_str()
+            .expect("error")
+            .contains("not a public address"),
+        "{dead}"
+    );
+    assert_eq!(dead["attempt"], 1, "a refused destination is not retried");
+    assert!(receiver.received().is_empty());
 }

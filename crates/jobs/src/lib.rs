@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod metrics;
+pub mod outbound;
 mod sign;
 mod worker;
 
@@ -116,6 +117,8 @@ struct Inner {
     store: Store,
     clock: Arc<dyn Clock>,
     settings: JobSettings,
+    /// Whether outbound HTTP may reach private addresses.
+    allow_private: bool,
     /// `[events] retention`, which the clean-up enforces.
     events_retention: Duration,
     tokens: JobTokens,
@@ -184,11 +187,8 @@ impl Jobs {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .pool_max_idle_per_host(64)
-            .build()
+        let allow_private = settings.webhooks.allow_private_addresses;
+        let client = outbound::client(allow_private)
             .map_err(|e| vec![format!("cannot build the HTTP client: {e}")])?;
         let wake = Arc::new(tokio::sync::Notify::new());
         store.listen_for_jobs(wake.clone());
@@ -197,6 +197,7 @@ impl Jobs {
             store,
             clock,
             settings: settings.jobs.clone(),
+            allow_private,
             events_retention: settings.events.retention,
             tokens: JobTokens::new(token_key),
             targets,

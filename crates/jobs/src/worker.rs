@@ -289,6 +289,9 @@ impl Jobs {
                 job.kind
             )));
         };
+        if let Err(refused) = crate::outbound::check_url(&target.url, self.0.allow_private) {
+            return Delivery::Done(Finish::Dead(refused.to_string()));
+        }
         let body = job.payload.to_string().into_bytes();
         let timestamp = self.0.clock.now().unix_timestamp();
         let token = self.0.tokens.issue(&job.id, job.attempt);
@@ -326,6 +329,7 @@ impl Jobs {
             Err(e) if e.is_timeout() => {
                 Err(format!("no answer within {}", humanize(target.def.timeout)))
             }
+            Err(e) if refused(&e) => return Delivery::Done(Finish::Dead(describe(&e))),
             Err(e) => Err(describe(&e)),
         };
         Delivery::Done(match outcome {
@@ -478,7 +482,20 @@ fn humanize(d: Duration) -> String {
     }
 }
 
-/// A transport error with its causes, without the URL's credentials.
+/// Whether a transport error is the outbound resolver's refusal (a destination that is
+/// not public): retrying cannot help.
+fn refused(e: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause.is::<crate::outbound::Refused>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// A transport error with its causes.
 fn describe(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);

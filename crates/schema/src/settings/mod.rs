@@ -104,6 +104,8 @@ pub struct Settings {
     pub events: EventSettings,
     /// `[jobs]`.
     pub jobs: JobSettings,
+    /// `[webhooks]`: outbound HTTP (webhooks and HTTP job types).
+    pub webhooks: WebhookSettings,
     /// `FERROBASE_SECRET`, when given (development generates one when absent).
     pub secret: Option<Secret>,
     /// `FERROBASE_SECRET_PREVIOUS`, still accepted during a rotation.
@@ -116,6 +118,21 @@ pub struct EventSettings {
     /// How long events are kept (`retention`, default 24 h); older ones are trimmed.
     pub retention: Duration,
 }
+
+/// `[webhooks]` settings: what outbound HTTP (webhook deliveries and HTTP job types) may
+/// reach, and how webhook deliveries are retried.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Whether private, loopback and link-local destinations are allowed
+    /// (`allow_private_addresses`, default false).
+    pub allow_private_addresses: bool,
+    /// Delays between delivery attempts (`retry_schedule`, default 5s, 5m, 30m, 2h, 5h,
+    /// 10h, 10h); the delivery is dead after the last.
+    pub retry_schedule: Vec<Duration>,
+}
+
+/// The default webhook retry schedule (SPEC §8).
+pub const DEFAULT_RETRY_SCHEDULE: [u64; 7] = [5, 300, 1800, 7200, 18000, 36000, 36000];
 
 /// `[jobs]` settings: this node's worker.
 #[derive(Debug, Clone)]
@@ -245,6 +262,7 @@ const KEYS: &[(&str, &[&str])] = &[
     ("log", &["format", "level"]),
     ("events", &["retention"]),
     ("jobs", &["worker", "lease", "poll", "queues"]),
+    ("webhooks", &["allow_private_addresses", "retry_schedule"]),
 ];
 
 /// Where one setting's raw value came from.
@@ -613,6 +631,29 @@ impl<'a> Loader<'a> {
                     .collect()
             }),
         };
+        let webhooks = WebhookSettings {
+            allow_private_addresses: self
+                .get("webhooks", "allow_private_addresses", false, |v| v.bool()),
+            retry_schedule: self.get(
+                "webhooks",
+                "retry_schedule",
+                DEFAULT_RETRY_SCHEDULE
+                    .iter()
+                    .map(|s| Duration::from_secs(*s))
+                    .collect(),
+                |v| {
+                    let delays = v
+                        .list()?
+                        .iter()
+                        .map(|d| positive(parse_duration(d)?))
+                        .collect::<Result<Vec<_>, String>>()?;
+                    if delays.is_empty() || delays.len() > 50 {
+                        return Err("must list 1 to 50 delays like [\"5s\", \"5m\"]".into());
+                    }
+                    Ok(delays)
+                },
+            ),
+        };
         let secret = env
             .get("FERROBASE_SECRET")
             .filter(|s| !s.is_empty())
@@ -646,6 +687,7 @@ impl<'a> Loader<'a> {
             log,
             events,
             jobs,
+            webhooks,
             secret,
             secret_previous,
         }

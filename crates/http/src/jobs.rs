@@ -420,15 +420,7 @@ pub(crate) async fn list(
                     .filter(|n| (1..=MAX_PAGE).contains(n))
                     .ok_or_else(|| field_error("limit", format!("must be 1 to {MAX_PAGE}")))?;
             }
-            "cursor" => {
-                let id = URL_SAFE_NO_PAD
-                    .decode(&value)
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .filter(|id| uuid::Uuid::parse_str(id).is_ok())
-                    .ok_or_else(|| field_error("cursor", "is not a cursor of this list"))?;
-                filter.before = Some(id);
-            }
+            "cursor" => filter.before = Some(decode_cursor(&value)?),
             other => {
                 return Err(field_error(
                     other,
@@ -521,4 +513,140 @@ pub(crate) async fn queues(
         })
         .collect();
     Ok(json_response(StatusCode::OK, &json!({"data": data})))
+}
+
+/// A webhook delivery as the admin sees it.
+fn delivery_json(jobs: &Jobs, job: &Job) -> Value {
+    let webhook = job
+        .kind
+        .strip_prefix(ferrobase_jobs::DELIVERY_KIND)
+        .unwrap_or_default();
+    let state = jobs.visible_state(job);
+    // Failures record "<status> after <ms> ms: ..."; successes {status, ms}.
+    let last_code = job
+        .result
+        .as_ref()
+        .and_then(|r| r["status"].as_u64())
+        .or_else(|| {
+            job.last_error
+                .as_deref()
+                .and_then(|e| e.get(..3))
+                .and_then(|code| code.parse().ok())
+        });
+    json!({
+        "id": job.id,
+        "webhook": webhook,
+        "event": job.payload["seq"],
+        "type": job.payload["body"]["type"],
+        "status": state.as_str(),
+        "attempts": job.attempt,
+        "maxAttempts": job.max_attempts,
+        "lastResponseCode": last_code,
+        "lastDurationMs": job.result.as_ref().and_then(|r| r["ms"].as_u64()),
+        "lastError": job.last_error,
+        "nextAttempt": matches!(state, JobState::Retryable | JobState::Scheduled | JobState::Available)
+            .then(|| time_text(job.run_at)),
+        "createdAt": time_text(job.created_at),
+        "finishedAt": job.finished_at.map(time_text),
+    })
+}
+
+/// `GET /api/v1/admin/webhooks/deliveries?webhook=&status=&limit=&cursor=`: newest first.
+pub(crate) async fn deliveries(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    admin(&identity)?;
+    let jobs = jobs_of(&state)?;
+    let mut filter = JobFilter {
+        limit: 50,
+        kind_prefix: Some(ferrobase_jobs::DELIVERY_KIND.to_owned()),
+        ..JobFilter::default()
+    };
+    for (key, value) in params {
+        match key.as_str() {
+            "webhook" => {
+                if !state.schema.webhooks.iter().any(|h| h.name == value) {
+                    return Err(field_error(
+                        "webhook",
+                        format!("no webhook is called '{value}'"),
+                    ));
+                }
+                filter.kind = Some(format!("{}{value}", ferrobase_jobs::DELIVERY_KIND));
+            }
+            "status" => {
+                filter.state = Some(JobState::parse(&value).ok_or_else(|| {
+                    field_error(
+                        "status",
+                        format!(
+                            "must be one of {}",
+                            JobState::ALL.map(JobState::as_str).join(", ")
+                        ),
+                    )
+                })?);
+            }
+            "limit" => {
+                filter.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE).contains(n))
+                    .ok_or_else(|| field_error("limit", format!("must be 1 to {MAX_PAGE}")))?;
+            }
+            "cursor" => filter.before = Some(decode_cursor(&value)?),
+            other => {
+                return Err(field_error(
+                    other,
+                    "is not a parameter of this list (webhook, status, limit, cursor)",
+                ));
+            }
+        }
+    }
+    let limit = filter.limit;
+    let mut page = jobs
+        .list(JobFilter {
+            limit: limit + 1,
+            ..filter
+        })
+        .await?;
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let next = more
+        .then(|| page.last().map(|j| URL_SAFE_NO_PAD.encode(j.id.as_bytes())))
+        .flatten();
+    let data: Vec<Value> = page.iter().map(|j| delivery_json(jobs, j)).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"data": data, "meta": {"limit": limit, "nextCursor": next}}),
+    ))
+}
+
+/// `POST /api/v1/admin/webhooks/deliveries/{id}/redeliver`: sends it again now (an
+/// endpoint disabled by `410 Gone` is enabled again).
+pub(crate) async fn redeliver(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin(&identity)?;
+    let jobs = jobs_of(&state)?;
+    let job = jobs.job(&id).await?.ok_or(JobError::NotFound)?;
+    let Some(webhook) = job.kind.strip_prefix(ferrobase_jobs::DELIVERY_KIND) else {
+        return Err(JobError::NotFound.into());
+    };
+    jobs.enable_webhook(webhook).await?;
+    let job = jobs.retry(&id).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"data": delivery_json(jobs, &job)}),
+    ))
+}
+
+fn decode_cursor(value: &str) -> Result<String, ApiError> {
+    URL_SAFE_NO_PAD
+        .decode(value)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|id| uuid::Uuid::parse_str(id).is_ok())
+        .ok_or_else(|| field_error("cursor", "is not a cursor of this list"))
 }

@@ -60,6 +60,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/jobs/{id}/retry", post(jobs::retry))
         .route("/api/v1/admin/jobs/{id}/cancel", post(jobs::cancel))
         .route("/api/v1/admin/queues", get(jobs::queues))
+        .route("/api/v1/admin/webhooks/deliveries", get(jobs::deliveries))
+        .route(
+            "/api/v1/admin/webhooks/deliveries/{id}/redeliver",
+            post(jobs::redeliver),
+        )
         .route(
             "/api/v1/{resource}",
             list_get.post(create::create.layer(idempotent())),

@@ -11,6 +11,7 @@
 mod metrics;
 pub mod outbound;
 mod sign;
+mod webhooks;
 mod worker;
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,6 +27,7 @@ use serde_json::Value;
 
 pub use metrics::JobMetrics;
 pub use sign::{JobTokens, secret_key, signature};
+pub use webhooks::{DELIVERY_KIND, QUEUE as WEBHOOK_QUEUE};
 
 /// Largest payload a job may carry (serialised JSON).
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024;
@@ -123,10 +125,14 @@ struct Inner {
     events_retention: Duration,
     tokens: JobTokens,
     targets: HashMap<String, Target>,
+    /// The webhooks, by name.
+    hooks: HashMap<String, webhooks::HookTarget>,
     client: reqwest::Client,
     /// Woken by enqueues on this node and, on PostgreSQL, by other nodes' `NOTIFY`.
     wake: Arc<tokio::sync::Notify>,
     metrics: JobMetrics,
+    /// When the service was made (the node's start).
+    started: time::OffsetDateTime,
 }
 
 /// Microseconds since the epoch of a time.
@@ -184,6 +190,41 @@ impl Jobs {
                 (Err(e), _) | (_, Err(e)) => problems.push(format!("[jobs.{}]: {e}", def.name)),
             }
         }
+        let mut hooks = HashMap::new();
+        for def in &schema.webhooks {
+            let url = def.url.resolve(&env).and_then(|url| {
+                if ferrobase_schema::jobs::is_http_url(&url) {
+                    Ok(url)
+                } else {
+                    Err(format!("'{url}' is not an http(s) URL"))
+                }
+            });
+            let key = def
+                .secret
+                .as_ref()
+                .map(|s| s.resolve(&env).map(|s| secret_key(&s)))
+                .transpose();
+            match (url, key) {
+                (Ok(url), Ok(key)) => {
+                    hooks.insert(
+                        def.name.clone(),
+                        webhooks::HookTarget {
+                            filter: ferrobase_query::webhook_filter(&schema, def),
+                            schedule: def
+                                .retry_schedule
+                                .clone()
+                                .unwrap_or_else(|| settings.webhooks.retry_schedule.clone()),
+                            def: def.clone(),
+                            url,
+                            key,
+                        },
+                    );
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    problems.push(format!("[webhooks.{}]: {e}", def.name));
+                }
+            }
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -192,6 +233,7 @@ impl Jobs {
             .map_err(|e| vec![format!("cannot build the HTTP client: {e}")])?;
         let wake = Arc::new(tokio::sync::Notify::new());
         store.listen_for_jobs(wake.clone());
+        let started = clock.now();
         Ok(Self(Arc::new(Inner {
             schema,
             store,
@@ -201,9 +243,11 @@ impl Jobs {
             events_retention: settings.events.retention,
             tokens: JobTokens::new(token_key),
             targets,
+            hooks,
             client,
             wake,
             metrics: JobMetrics::default(),
+            started,
         })))
     }
 
@@ -458,6 +502,15 @@ impl Jobs {
         if !retry || job.attempt >= job.max_attempts {
             return Finish::Dead(error);
         }
+        if let Some(name) = job.kind.strip_prefix(webhooks::DELIVERY_KIND) {
+            return match self.webhook_delay(name, job.attempt) {
+                Some(delay) => Finish::Retry {
+                    error,
+                    at: now.saturating_add(duration_micros(delay)),
+                },
+                None => Finish::Dead(error),
+            };
+        }
         let backoff = self.backoff(&job.kind);
         let delay = backoff
             .delay(u32::try_from(job.attempt).unwrap_or(1))
@@ -546,6 +599,18 @@ impl Jobs {
         queues
             .entry("default".to_owned())
             .or_insert_with(|| self.0.settings.concurrency("default"));
+        if !self.0.hooks.is_empty() {
+            // Deliveries wait on other systems: more at once than one by default.
+            let configured = self
+                .0
+                .settings
+                .queues
+                .iter()
+                .any(|(q, _)| q == webhooks::QUEUE);
+            queues
+                .entry(webhooks::QUEUE.to_owned())
+                .or_insert(if configured { 1 } else { 10 });
+        }
         queues.into_iter().collect()
     }
 }

@@ -84,6 +84,11 @@ impl Jobs {
         let jobs = self.clone();
         let schedules_stop = stop_rx.clone();
         loops.spawn(async move { jobs.schedule_loop(schedules_stop).await });
+        if !self.0.hooks.is_empty() {
+            let jobs = self.clone();
+            let dispatch_stop = stop_rx.clone();
+            loops.spawn(async move { jobs.dispatch_loop(dispatch_stop).await });
+        }
         Worker {
             stop,
             hard_stop,
@@ -277,6 +282,9 @@ impl Jobs {
     }
 
     async fn execute(&self, job: &Job) -> Delivery {
+        if let Some(name) = job.kind.strip_prefix(crate::webhooks::DELIVERY_KIND) {
+            return Delivery::Done(self.deliver(job, name).await);
+        }
         if job.kind == CLEANUP {
             return Delivery::Done(match self.clean_up().await {
                 Ok(result) => Finish::Completed(Some(result)),
@@ -463,7 +471,7 @@ fn chrono_tz_utc() -> chrono_tz::Tz {
 }
 
 /// A response body up to [`MAX_RESULT_BYTES`]; `None` when longer or unreadable.
-async fn read_limited(mut response: reqwest::Response) -> Option<Vec<u8>> {
+pub(crate) async fn read_limited(mut response: reqwest::Response) -> Option<Vec<u8>> {
     let mut body = Vec::new();
     while let Ok(Some(chunk)) = response.chunk().await {
         if body.len() + chunk.len() > MAX_RESULT_BYTES {
@@ -484,7 +492,7 @@ fn humanize(d: Duration) -> String {
 
 /// Whether a transport error is the outbound resolver's refusal (a destination that is
 /// not public): retrying cannot help.
-fn refused(e: &reqwest::Error) -> bool {
+pub(crate) fn refused(e: &reqwest::Error) -> bool {
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
         if cause.is::<crate::outbound::Refused>() {
@@ -496,7 +504,7 @@ fn refused(e: &reqwest::Error) -> bool {
 }
 
 /// A transport error with its causes.
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {

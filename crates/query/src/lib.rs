@@ -30,7 +30,7 @@ pub use ast::{CompareOp, Duration, DurationUnit, Expr, Ident, Literal, Operand, 
 pub use error::ParseError;
 pub use parser::parse;
 pub use refs::{Reference, references};
-pub use schema_check::check_rules;
+pub use schema_check::{check_rules, webhook_filter};
 
 /// Longest accepted expression, in bytes.
 pub const MAX_EXPR_LEN: usize = 4096;

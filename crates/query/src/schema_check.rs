@@ -55,7 +55,39 @@ pub fn check_rules(schema: &Schema, src: &SourceFile) -> Vec<Diagnostic> {
             }
         }
     }
+    for hook in &schema.webhooks {
+        let (Some(filter), Some(resource)) = (&hook.filter, schema.resource(&hook.resource)) else {
+            continue;
+        };
+        let what = format!("filter of [webhooks.{}]", hook.name);
+        let mut report = |offset: usize, message: String, hint: Option<String>| {
+            let at = filter.file_offset(offset).map(|o| o..o);
+            diags.push(src.diagnostic(at, format!("{what}: {message}"), hint));
+        };
+        match parse(&filter.source).map(|expr| check(&expr, schema, resource, Mode::Filter)) {
+            Err(e) => report(e.offset, e.message, None),
+            Ok(Err(e)) => report(e.offset, e.message, e.hint),
+            Ok(Ok(cond)) if cond.follows_relations() => report(
+                0,
+                "a webhook filter judges the event's record alone: it may use the record's fields and @now, not relations".into(),
+                None,
+            ),
+            Ok(Ok(_)) => {}
+        }
+    }
     diags
+}
+
+/// A webhook's filter, compiled for judging events in memory (`None` when it has none;
+/// `check_rules` has refused the ones that do not compile).
+pub fn webhook_filter(
+    schema: &Schema,
+    hook: &ferrobase_schema::webhooks::Webhook,
+) -> Option<crate::check::Cond> {
+    let filter = hook.filter.as_ref()?;
+    let resource = schema.resource(&hook.resource)?;
+    let expr = parse(&filter.source).ok()?;
+    check(&expr, schema, resource, Mode::Filter).ok()
 }
 
 #[expect(clippy::too_many_arguments, reason = "one call site per kind of rule")]

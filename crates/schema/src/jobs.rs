@@ -37,7 +37,7 @@ pub enum ConfigValue {
 }
 
 impl ConfigValue {
-    fn parse(text: &str) -> Self {
+    pub(crate) fn parse(text: &str) -> Self {
         match text.strip_prefix("env:") {
             Some(var) => Self::Env(var.to_owned()),
             None => Self::Literal(text.to_owned()),

@@ -11,6 +11,7 @@ mod parse;
 pub mod settings;
 pub mod templates;
 pub mod validate;
+pub mod webhooks;
 
 pub use diag::{Diagnostic, Diagnostics, SourceFile};
 pub use model::*;

@@ -26,6 +26,8 @@ pub struct Schema {
     pub jobs: Vec<crate::jobs::JobType>,
     /// `[schedules.*]`: cron schedules enqueueing jobs.
     pub schedules: Vec<crate::jobs::Schedule>,
+    /// `[webhooks.*]`: deliveries of record events.
+    pub webhooks: Vec<crate::webhooks::Webhook>,
 }
 
 impl Schema {

@@ -160,7 +160,7 @@ impl Parser<'_> {
         s
     }
 
-    fn name(&mut self, name: &str, span: Option<Range<usize>>, what: &str) -> bool {
+    pub(crate) fn name(&mut self, name: &str, span: Option<Range<usize>>, what: &str) -> bool {
         let ok = name.len() <= MAX_NAME
             && name.starts_with(|c: char| c.is_ascii_lowercase())
             && name
@@ -188,6 +188,7 @@ impl Parser<'_> {
             resources: Vec::new(),
             jobs: Vec::new(),
             schedules: Vec::new(),
+            webhooks: Vec::new(),
         };
         let doc = match toml_edit::Document::parse(self.src.text()) {
             Ok(doc) => doc,
@@ -200,7 +201,7 @@ impl Parser<'_> {
         let root = doc.as_table();
         self.unknown_keys(
             root,
-            &["auth", "resources", "jobs", "schedules"],
+            &["auth", "resources", "jobs", "schedules", "webhooks"],
             "the schema",
         );
         if let Some(item) = root.get("auth")
@@ -246,6 +247,9 @@ impl Parser<'_> {
         self.resolve(&schema, &doc);
         if let Some(item) = root.get("jobs") {
             schema.jobs = self.jobs(item);
+        }
+        if let Some(item) = root.get("webhooks") {
+            schema.webhooks = self.webhooks(item, &schema);
         }
         if let Some(item) = root.get("schedules") {
             // Every declared job type counts, even one with problems of its own (they
@@ -392,7 +396,7 @@ impl Parser<'_> {
         Some(resource)
     }
 
-    fn rule(&mut self, item: &Item, what: &str) -> Option<Rule> {
+    pub(crate) fn rule(&mut self, item: &Item, what: &str) -> Option<Rule> {
         let source = self.string_value(item, what)?;
         let span = item_span(item);
         if source.trim().is_empty() {

@@ -159,6 +159,9 @@ pub trait EventLog: Send + Sync {
 
     /// The highest `seq` committed so far (0 before the first event).
     fn last_event(&self) -> Fut<'_, Result<i64, StoreError>>;
+
+    /// The highest `seq` of an event written before `at` (canonical datetime text).
+    fn last_event_before(&self, at: String) -> Fut<'_, Result<i64, StoreError>>;
 }
 
 /// The database itself: migrations, readiness, pool statistics.

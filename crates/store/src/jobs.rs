@@ -168,6 +168,8 @@ pub struct JobFilter {
     pub kind: Option<String>,
     /// Only this queue.
     pub queue: Option<String>,
+    /// Only types starting with this.
+    pub kind_prefix: Option<String>,
     /// Only jobs older than this id (the previous page's last).
     pub before: Option<String>,
     /// At most this many.
@@ -289,6 +291,9 @@ pub trait JobStore: Send + Sync {
     /// Moves a schedule's last tick forward to `tick` (or records it for a new
     /// schedule); `false` when another node moved it there first.
     fn advance_schedule(&self, name: String, tick: i64) -> Fut<'_, Result<bool, StoreError>>;
+
+    /// Forgets a schedule's (or any other named mark's) position.
+    fn clear_schedule(&self, name: String) -> Fut<'_, Result<(), StoreError>>;
 
     /// Deletes final jobs that ended before `before` (µs) and their events.
     fn purge_jobs(&self, before: i64) -> Fut<'_, Result<u64, StoreError>>;
@@ -412,6 +417,9 @@ pub(crate) mod sql {
 
     /// Records a new schedule.
     pub const SCHEDULE_NEW: &str = "INSERT INTO \"_ferrobase_schedules\" (\"name\", \"last_tick\") VALUES ($1, $2) ON CONFLICT (\"name\") DO NOTHING";
+
+    /// Forgets a mark.
+    pub const SCHEDULE_CLEAR: &str = "DELETE FROM \"_ferrobase_schedules\" WHERE \"name\" = $1";
 
     /// Moves a schedule forward.
     pub const SCHEDULE_ADVANCE: &str = "UPDATE \"_ferrobase_schedules\" SET \"last_tick\" = $2 WHERE \"name\" = $1 AND \"last_tick\" < $2";

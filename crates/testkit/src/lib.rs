@@ -6,6 +6,7 @@
 
 pub mod receiver;
 pub mod services;
+pub mod tools;
 
 pub use postgres;
 pub use reqwest;

@@ -12,7 +12,8 @@ pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test"
 /// Default Redis URL for tests.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
-fn required() -> bool {
+/// Whether missing services and tools fail tests (`FERROBASE_REQUIRE_SERVICES=1`).
+pub fn required() -> bool {
     std::env::var("FERROBASE_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
 }
 

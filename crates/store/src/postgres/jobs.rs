@@ -374,14 +374,21 @@ impl JobStore for PgStore {
         Box::pin(async move {
             let client = self.client().await?;
             let sql = format!(
-                "SELECT {JOB_COLUMNS} FROM \"_ferrobase_jobs\" WHERE ($1::text IS NULL OR \"state\" = $1) AND ($2::text IS NULL OR \"kind\" = $2) AND ($3::text IS NULL OR \"queue\" = $3) AND ($4::text IS NULL OR \"id\" < $4) ORDER BY \"id\" DESC LIMIT $5"
+                "SELECT {JOB_COLUMNS} FROM \"_ferrobase_jobs\" WHERE ($1::text IS NULL OR \"state\" = $1) AND ($2::text IS NULL OR \"kind\" = $2) AND ($3::text IS NULL OR \"queue\" = $3) AND ($4::text IS NULL OR \"id\" < $4) AND ($6::text IS NULL OR left(\"kind\", length($6)) = $6) ORDER BY \"id\" DESC LIMIT $5"
             );
             let state = filter.state.map(JobState::as_str);
             let limit = filter.limit as i64;
             let rows = client
                 .query(
                     &sql,
-                    &[&state, &filter.kind, &filter.queue, &filter.before, &limit],
+                    &[
+                        &state,
+                        &filter.kind,
+                        &filter.queue,
+                        &filter.before,
+                        &limit,
+                        &filter.kind_prefix,
+                    ],
                 )
                 .await?;
             jobs(rows)
@@ -475,6 +482,14 @@ impl JobStore for PgStore {
                 created == 1 || run(&tx, sql::SCHEDULE_ADVANCE, &[&name, &tick]).await? == 1;
             tx.commit().await?;
             Ok(moved)
+        })
+    }
+
+    fn clear_schedule(&self, name: String) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            client.execute(sql::SCHEDULE_CLEAR, &[&name]).await?;
+            Ok(())
         })
     }
 

@@ -524,6 +524,19 @@ impl crate::EventLog for PgStore {
         })
     }
 
+    fn last_event_before(&self, at: String) -> Fut<'_, Result<i64, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            Ok(client
+                .query_one(
+                    "SELECT COALESCE(MAX(\"seq\"), 0) FROM \"_ferrobase_events\" WHERE \"at\" < CAST($1::text AS timestamptz)",
+                    &[&at],
+                )
+                .await?
+                .get(0))
+        })
+    }
+
     fn last_event(&self) -> Fut<'_, Result<i64, StoreError>> {
         Box::pin(async move {
             let client = self.client().await?;

@@ -226,7 +226,7 @@ impl JobStore for SqliteStore {
         Box::pin(async move {
             self.read(move |conn, _| {
                 let sql = format!(
-                    "SELECT {JOB_COLUMNS} FROM \"_ferrobase_jobs\" WHERE (?1 IS NULL OR \"state\" = ?1) AND (?2 IS NULL OR \"kind\" = ?2) AND (?3 IS NULL OR \"queue\" = ?3) AND (?4 IS NULL OR \"id\" < ?4) ORDER BY \"id\" DESC LIMIT ?5"
+                    "SELECT {JOB_COLUMNS} FROM \"_ferrobase_jobs\" WHERE (?1 IS NULL OR \"state\" = ?1) AND (?2 IS NULL OR \"kind\" = ?2) AND (?3 IS NULL OR \"queue\" = ?3) AND (?4 IS NULL OR \"id\" < ?4) AND (?6 IS NULL OR substr(\"kind\", 1, length(?6)) = ?6) ORDER BY \"id\" DESC LIMIT ?5"
                 );
                 conn.prepare_cached(&sql)?
                     .query_map(
@@ -235,7 +235,8 @@ impl JobStore for SqliteStore {
                             filter.kind,
                             filter.queue,
                             filter.before,
-                            filter.limit as i64
+                            filter.limit as i64,
+                            filter.kind_prefix
                         ],
                         raw,
                     )?
@@ -333,6 +334,16 @@ impl JobStore for SqliteStore {
             self.write(move |tx, _| {
                 let created = exec(tx, sql::SCHEDULE_NEW, params![name, tick])?;
                 Ok(created == 1 || exec(tx, sql::SCHEDULE_ADVANCE, params![name, tick])? == 1)
+            })
+            .await
+        })
+    }
+
+    fn clear_schedule(&self, name: String) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.write(move |tx, _| {
+                exec(tx, sql::SCHEDULE_CLEAR, [name])?;
+                Ok(())
             })
             .await
         })

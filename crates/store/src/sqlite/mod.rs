@@ -578,12 +578,31 @@ impl crate::EventLog for SqliteStore {
         })
     }
 
+    fn last_event_before(&self, at: String) -> Fut<'_, Result<i64, StoreError>> {
+        self.last_event_at(at)
+    }
+
     fn last_event(&self) -> Fut<'_, Result<i64, StoreError>> {
         Box::pin(async move {
             self.read(|conn, _| {
                 Ok(conn
                     .prepare_cached("SELECT COALESCE(MAX(\"seq\"), 0) FROM \"_ferrobase_events\"")?
                     .query_row([], |row| row.get(0))?)
+            })
+            .await
+        })
+    }
+}
+
+impl SqliteStore {
+    fn last_event_at(&self, at: String) -> Fut<'_, Result<i64, StoreError>> {
+        Box::pin(async move {
+            self.read(move |conn, _| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT COALESCE(MAX(\"seq\"), 0) FROM \"_ferrobase_events\" WHERE \"at\" < ?",
+                    )?
+                    .query_row([at], |row| row.get(0))?)
             })
             .await
         })

@@ -1,0 +1,10 @@
+//! `webhooks.rs` on PostgreSQL: the same test bodies, another store.
+
+use ferrobase_testkit::Backend;
+
+fn backend() -> Backend {
+    Backend::Postgres
+}
+
+#[path = "webhooks.rs"]
+mod cases;

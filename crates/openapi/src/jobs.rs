@@ -35,6 +35,26 @@ pub(crate) fn components(components: &mut Value) {
         "required": ["id", "type", "queue", "state", "priority", "payload", "attempt", "maxAttempts", "runAt", "createdAt", "updatedAt"],
         "additionalProperties": false
     });
+    components["schemas"]["WebhookDelivery"] = json!({
+        "type": "object",
+        "properties": {
+            "id": { "type": "string", "format": "uuid" },
+            "webhook": { "type": "string" },
+            "event": { "type": "integer", "description": "the event's seq in the log" },
+            "type": { "type": "string", "description": "`<resource>.<create|update|delete>`" },
+            "status": { "type": "string", "enum": ["scheduled", "available", "running", "retryable", "completed", "dead", "cancelled"] },
+            "attempts": { "type": "integer" },
+            "maxAttempts": { "type": "integer" },
+            "lastResponseCode": { "type": ["integer", "null"] },
+            "lastDurationMs": { "type": ["integer", "null"] },
+            "lastError": { "type": ["string", "null"] },
+            "nextAttempt": maybe_time,
+            "createdAt": time,
+            "finishedAt": maybe_time
+        },
+        "required": ["id", "webhook", "status", "attempts", "maxAttempts", "createdAt"],
+        "additionalProperties": false
+    });
     components["schemas"]["QueueStats"] = json!({
         "type": "object",
         "properties": {
@@ -175,6 +195,38 @@ pub(crate) fn paths(paths: &mut Map<String, Value>) {
             "operationId": "delete_job", "tags": ["jobs"], "summary": "Delete a job that is not running",
             "parameters": [param_ref("id")],
             "responses": with_errors(Map::from_iter([("204".to_owned(), json!({ "description": "Deleted." }))]), &["401", "403", "404", "409"])
+        } }),
+    );
+    paths.insert(
+        "/api/v1/admin/webhooks/deliveries".into(),
+        json!({ "get": {
+            "operationId": "list_webhook_deliveries", "tags": ["jobs"], "summary": "Webhook deliveries, newest first (admins)",
+            "parameters": [
+                { "name": "webhook", "in": "query", "schema": { "type": "string" } },
+                { "name": "status", "in": "query", "schema": { "type": "string", "enum": ["scheduled", "available", "running", "retryable", "completed", "dead", "cancelled"] } },
+                { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 200 } },
+                { "name": "cursor", "in": "query", "schema": { "type": "string" } }
+            ],
+            "responses": with_errors(Map::from_iter([("200".to_owned(), ok("A page of deliveries.", json!({
+                "type": "object",
+                "properties": {
+                    "data": { "type": "array", "items": reference("WebhookDelivery") },
+                    "meta": { "type": "object", "properties": {
+                        "limit": { "type": "integer" },
+                        "nextCursor": { "type": ["string", "null"] }
+                    } }
+                },
+                "required": ["data", "meta"]
+            })))]), &["400", "401", "403"])
+        } }),
+    );
+    paths.insert(
+        "/api/v1/admin/webhooks/deliveries/{id}/redeliver".into(),
+        json!({ "post": {
+            "operationId": "redeliver_webhook", "tags": ["jobs"],
+            "summary": "Send a delivery again now (enables an endpoint disabled by 410)",
+            "parameters": [param_ref("id")],
+            "responses": with_errors(Map::from_iter([("200".to_owned(), ok("The delivery as it now is.", data(reference("WebhookDelivery"))))]), &["401", "403", "404", "409"])
         } }),
     );
     paths.insert(

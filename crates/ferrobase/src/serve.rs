@@ -103,6 +103,7 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>, mode: Mo
         store.clone(),
         clock.clone(),
         &settings,
+        &project.dir,
         token_key,
         |var| std::env::var(var).ok(),
     ) {

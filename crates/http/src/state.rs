@@ -26,6 +26,8 @@ const LOGIN_FAILURES_PER_PAIR: u32 = 10;
 const LOGIN_FAILURES_PER_ACCOUNT: u32 = 100;
 const LOGIN_FAILURES_PER_IP: u32 = 50;
 const REGISTRATIONS_PER_IP: u32 = 20;
+/// Verification and reset mails one client, or one address, may ask for per window.
+const EMAIL_REQUESTS: u32 = 5;
 const THROTTLE_WINDOW_SECS: i64 = 15 * 60;
 
 /// The application behind [`AppState`].
@@ -62,6 +64,8 @@ pub struct App {
     pub ip_throttle: Counter,
     /// Registrations per client address.
     pub register_throttle: Counter,
+    /// Email flow requests per client and per address.
+    pub email_throttle: Counter,
     /// The shared Redis, when configured.
     pub redis: Option<Redis>,
     /// Bounds concurrent password hashing (19 MiB each).
@@ -248,6 +252,12 @@ impl AppState {
                 redis.as_ref(),
                 "register-ip",
                 REGISTRATIONS_PER_IP,
+                THROTTLE_WINDOW_SECS,
+            ),
+            email_throttle: Counter::new(
+                redis.as_ref(),
+                "email",
+                EMAIL_REQUESTS,
                 THROTTLE_WINDOW_SECS,
             ),
             redis,

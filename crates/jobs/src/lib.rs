@@ -8,6 +8,7 @@
 //! sleeping.
 #![forbid(unsafe_code)]
 
+mod mail;
 mod metrics;
 pub mod outbound;
 mod sign;
@@ -25,6 +26,7 @@ use ferrobase_schema::{Schema, Settings};
 use ferrobase_store::{Enqueued, Finish, Job, JobFilter, JobState, NewJob, Store, StoreError};
 use serde_json::Value;
 
+pub use mail::{EMAIL, Template};
 pub use metrics::JobMetrics;
 pub use sign::{JobTokens, secret_key, signature};
 pub use webhooks::{DELIVERY_KIND, QUEUE as WEBHOOK_QUEUE};
@@ -127,6 +129,8 @@ struct Inner {
     targets: HashMap<String, Target>,
     /// The webhooks, by name.
     hooks: HashMap<String, webhooks::HookTarget>,
+    /// How mail leaves.
+    mailer: mail::Mailer,
     client: reqwest::Client,
     /// Woken by enqueues on this node and, on PostgreSQL, by other nodes' `NOTIFY`.
     wake: Arc<tokio::sync::Notify>,
@@ -158,6 +162,7 @@ impl Jobs {
         store: Store,
         clock: Arc<dyn Clock>,
         settings: &Settings,
+        project: &std::path::Path,
         token_key: [u8; 32],
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, Vec<String>> {
@@ -228,6 +233,12 @@ impl Jobs {
         if !problems.is_empty() {
             return Err(problems);
         }
+        let mailer = mail::Mailer::new(
+            &settings.email,
+            project,
+            project.join(&settings.server.data_dir).join("outbox"),
+        )
+        .map_err(|e| vec![e])?;
         let allow_private = settings.webhooks.allow_private_addresses;
         let client = outbound::client(allow_private)
             .map_err(|e| vec![format!("cannot build the HTTP client: {e}")])?;
@@ -244,6 +255,7 @@ impl Jobs {
             tokens: JobTokens::new(token_key),
             targets,
             hooks,
+            mailer,
             client,
             wake,
             metrics: JobMetrics::default(),

@@ -285,6 +285,9 @@ impl Jobs {
         if let Some(name) = job.kind.strip_prefix(crate::webhooks::DELIVERY_KIND) {
             return Delivery::Done(self.deliver(job, name).await);
         }
+        if job.kind == crate::mail::EMAIL {
+            return Delivery::Done(self.send_mail(job).await);
+        }
         if job.kind == CLEANUP {
             return Delivery::Done(match self.clean_up().await {
                 Ok(result) => Finish::Completed(Some(result)),

@@ -106,6 +106,43 @@ impl Records {
         })
     }
 
+    /// Marks a user's address as verified (the verification flow): an update of the
+    /// users record with its event and effects. `false` when the user is gone.
+    pub async fn mark_verified(&self, user_id: &str) -> Result<bool, RecordError> {
+        let (res, users) = self.users();
+        let Some(field) = users.fields.iter().position(|f| f.name == "verified") else {
+            return Ok(false);
+        };
+        let update = ferrobase_store::Update {
+            now: format_datetime(self.clock().now()),
+            changes: vec![(
+                field,
+                ferrobase_schema::input::Change::Set(Value::Bool(true)),
+            )],
+            if_match: None,
+            guard: None,
+            targets: Default::default(),
+            actor: Some(user_id.to_owned()),
+        };
+        let updated = self
+            .store()
+            .records()
+            .update(res, user_id.to_owned(), update, Default::default())
+            .await
+            .map_err(RecordError::Store);
+        match updated {
+            Ok(None) => Ok(false),
+            Ok(Some(record)) => {
+                self.settle(res, EventOp::Update, Ok(record.id)).await;
+                Ok(true)
+            }
+            Err(e) => {
+                self.settle(res, EventOp::Update, Err(&e)).await;
+                Err(e)
+            }
+        }
+    }
+
     /// Stores a checked account with its password hash (and, from an operator, its
     /// role); the write has its event and its effects like any other.
     pub async fn create_account(

@@ -11,7 +11,7 @@ use crate::parse::{Parser, item_span};
 use crate::settings::parse_duration;
 
 /// Names of the job kinds ferrobase runs itself; a declared job type may not take them.
-pub const BUILTIN_JOBS: &[&str] = &["cleanup"];
+pub const BUILTIN_JOBS: &[&str] = &["cleanup", "email"];
 
 /// Longest queue, job type and schedule name.
 const MAX_NAME: usize = 48;

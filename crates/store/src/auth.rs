@@ -84,6 +84,12 @@ pub struct LiveSession {
     pub user_id: String,
 }
 
+/// Uses an email token once (`$1` hash, `$2` purpose, `$3` now).
+pub(crate) const USE_EMAIL_TOKEN: &str = "UPDATE \"_ferrobase_email_tokens\" SET \"used_at\" = $3 WHERE \"token_hash\" = $1 AND \"purpose\" = $2 AND \"used_at\" IS NULL AND \"expires_at\" > $3 RETURNING \"user_id\"";
+
+/// Stores an email token.
+pub(crate) const CREATE_EMAIL_TOKEN: &str = "INSERT INTO \"_ferrobase_email_tokens\" (\"token_hash\", \"user_id\", \"purpose\", \"created_at\", \"expires_at\") VALUES ($1, $2, $3, $4, $5)";
+
 /// DDL of the identity tables and the event log (SQLite). `AUTOINCREMENT` keeps `seq`
 /// from ever being reused once old events are trimmed.
 pub(crate) const SQLITE_DDL: &str = r#"
@@ -120,6 +126,15 @@ CREATE TABLE IF NOT EXISTS "_ferrobase_api_keys" (
   "revoked_at" TEXT
 ) STRICT;
 CREATE INDEX IF NOT EXISTS "fk___ferrobase_api_keys__user_id" ON "_ferrobase_api_keys" ("user_id");
+CREATE TABLE IF NOT EXISTS "_ferrobase_email_tokens" (
+  "token_hash" TEXT PRIMARY KEY NOT NULL,
+  "user_id" TEXT NOT NULL REFERENCES "users"("id") ON DELETE CASCADE,
+  "purpose" TEXT NOT NULL,
+  "created_at" TEXT NOT NULL,
+  "expires_at" TEXT NOT NULL,
+  "used_at" TEXT
+) STRICT;
+CREATE INDEX IF NOT EXISTS "fk___ferrobase_email_tokens__user_id" ON "_ferrobase_email_tokens" ("user_id");
 CREATE TABLE IF NOT EXISTS "_ferrobase_idempotency" (
   "key" TEXT PRIMARY KEY NOT NULL,
   "request_hash" TEXT NOT NULL,

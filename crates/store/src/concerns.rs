@@ -85,6 +85,26 @@ pub trait SessionStore: Send + Sync {
     /// Revokes all refresh tokens and sessions of a user.
     fn revoke_user(&self, user_id: String, now: String) -> Fut<'_, Result<(), StoreError>>;
 
+    /// Stores an email token (its hash) for `purpose` (`verify`, `reset`) until
+    /// `expires_at` (canonical datetime text).
+    fn create_email_token(
+        &self,
+        token_hash: String,
+        user_id: String,
+        purpose: String,
+        now: String,
+        expires_at: String,
+    ) -> Fut<'_, Result<(), StoreError>>;
+
+    /// Uses an email token once: the user it was made for, when it exists for
+    /// `purpose`, is unused and has not expired at `now`.
+    fn use_email_token(
+        &self,
+        token_hash: String,
+        purpose: String,
+        now: String,
+    ) -> Fut<'_, Result<Option<String>, StoreError>>;
+
     /// Stores a cookie session: `[id, user id, token hash, created at, expires at]`.
     fn insert_session(&self, session: SessionRow) -> Fut<'_, Result<(), StoreError>>;
 

@@ -433,10 +433,12 @@ pub(crate) mod sql {
 
 /// Deletes expired sessions, refresh tokens and idempotency keys ($1: now, $2: the
 /// idempotency horizon; PostgreSQL casts them).
-pub(crate) const PURGE_EXPIRED: [&str; 3] = [
+pub(crate) const PURGE_EXPIRED: [&str; 4] = [
     "DELETE FROM \"_ferrobase_sessions\" WHERE \"expires_at\" < $1",
     "DELETE FROM \"_ferrobase_refresh_tokens\" WHERE \"expires_at\" < $1",
     "DELETE FROM \"_ferrobase_idempotency\" WHERE \"created_at\" < $1",
+    // Text on both stores (canonical datetimes compare as text).
+    "DELETE FROM \"_ferrobase_email_tokens\" WHERE \"expires_at\" < $1",
 ];
 
 /// `(state, result, error, run_at, finished_at)` of a finishing statement.

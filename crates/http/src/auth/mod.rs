@@ -2,6 +2,7 @@
 //! JWKS document. One file per concern.
 
 pub(crate) mod api_keys;
+pub(crate) mod email;
 pub(crate) mod session;
 
 use axum::http::{HeaderValue, StatusCode, header};

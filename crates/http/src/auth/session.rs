@@ -45,7 +45,7 @@ async fn blocking_hash<T: Send + 'static>(
         .map_err(ApiError::internal)
 }
 
-async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
+pub(crate) async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
     blocking_hash(state, move |p| p.hash(&password)).await
 }
 
@@ -152,6 +152,19 @@ pub(crate) async fn login(
     };
     for (throttle, key) in counted {
         throttle.forgive(key, now_unix).await;
+    }
+    if state.settings.auth.require_verified_email
+        && users
+            .fields
+            .iter()
+            .position(|f| f.name == "verified")
+            .is_some_and(|i| user.values[i] != Value::Bool(true))
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "EMAIL_NOT_VERIFIED",
+            "confirm your email address first (POST /api/v1/auth/verify-email/request sends the link again)",
+        ));
     }
     let now = format_datetime(state.clock.now());
     if verified.needs_rehash {

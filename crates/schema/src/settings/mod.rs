@@ -106,6 +106,8 @@ pub struct Settings {
     pub jobs: JobSettings,
     /// `[webhooks]`: outbound HTTP (webhooks and HTTP job types).
     pub webhooks: WebhookSettings,
+    /// `[email]`: how mail is sent.
+    pub email: EmailSettings,
     /// `FERROBASE_SECRET`, when given (development generates one when absent).
     pub secret: Option<Secret>,
     /// `FERROBASE_SECRET_PREVIOUS`, still accepted during a rotation.
@@ -129,6 +131,22 @@ pub struct WebhookSettings {
     /// Delays between delivery attempts (`retry_schedule`, default 5s, 5m, 30m, 2h, 5h,
     /// 10h, 10h); the delivery is dead after the last.
     pub retry_schedule: Vec<Duration>,
+}
+
+/// `[email]` settings.
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    /// `smtps://user:pass@host:465`, or `smtp://host:port?tls=required` (STARTTLS); plain
+    /// `smtp://` only for loopback hosts outside production. Without it, mail goes to
+    /// `data/outbox/` as `.eml` files.
+    pub smtp_url: Option<String>,
+    /// The sender (`from`, default `ferrobase <noreply@localhost>`).
+    pub from: String,
+    /// Where the links in mail point: the app's pages (`link_base`, default
+    /// `http://127.0.0.1:8090`).
+    pub link_base: String,
+    /// The limit on every phase of an SMTP conversation (`timeout`, default 10 s).
+    pub timeout: Duration,
 }
 
 /// The default webhook retry schedule (SPEC §8).
@@ -210,6 +228,8 @@ pub struct AuthSettings {
     pub refresh_token_ttl: Duration,
     /// Mark session cookies `Secure` (required in production).
     pub cookie_secure: bool,
+    /// Refuse to sign in accounts whose email is not verified.
+    pub require_verified_email: bool,
 }
 
 /// `[log]` settings.
@@ -241,7 +261,12 @@ const KEYS: &[(&str, &[&str])] = &[
     ("redis", &["url", "prefix"]),
     (
         "auth",
-        &["access_token_ttl", "refresh_token_ttl", "cookie_secure"],
+        &[
+            "access_token_ttl",
+            "refresh_token_ttl",
+            "cookie_secure",
+            "require_verified_email",
+        ],
     ),
     (
         "rate_limit",
@@ -263,6 +288,7 @@ const KEYS: &[(&str, &[&str])] = &[
     ("events", &["retention"]),
     ("jobs", &["worker", "lease", "poll", "queues"]),
     ("webhooks", &["allow_private_addresses", "retry_schedule"]),
+    ("email", &["smtp_url", "from", "link_base", "timeout"]),
 ];
 
 /// Where one setting's raw value came from.
@@ -563,6 +589,7 @@ impl<'a> Loader<'a> {
                 |v| positive(parse_duration(&v.string()?)?),
             ),
             cookie_secure: self.get("auth", "cookie_secure", true, |v| v.bool()),
+            require_verified_email: self.get("auth", "require_verified_email", false, |v| v.bool()),
         };
         let rate_limit = self.rate_limit(redis.url.is_some());
         let cache = self.cache(redis.url.is_some());
@@ -654,6 +681,62 @@ impl<'a> Loader<'a> {
                 },
             ),
         };
+        let email = EmailSettings {
+            smtp_url: self.get("email", "smtp_url", None, |v| {
+                let url = v.string()?;
+                let parsed = url::Url::parse(&url).map_err(|e| format!("invalid URL: {e}"))?;
+                let starttls = parsed
+                    .query_pairs()
+                    .any(|(k, v)| k == "tls" && (v == "required" || v == "opportunistic"));
+                match parsed.scheme() {
+                    "smtps" => Ok(Some(url)),
+                    "smtp" if starttls => Ok(Some(url)),
+                    "smtp" => {
+                        let loopback = match parsed.host() {
+                            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                            // smtp: is not a special scheme: its host stays text.
+                            Some(url::Host::Domain(d)) => {
+                                d == "localhost"
+                                    || d.trim_start_matches('[')
+                                        .trim_end_matches(']')
+                                        .parse::<std::net::IpAddr>()
+                                        .is_ok_and(|ip| ip.is_loopback())
+                            }
+                            None => false,
+                        };
+                        if loopback && !production {
+                            Ok(Some(url))
+                        } else {
+                            Err("smtp:// sends mail unencrypted: use smtps:// or smtp://...?tls=required (plain smtp:// only to a loopback host outside production)".into())
+                        }
+                    }
+                    _ => Err("must be an smtps:// or smtp:// URL".into()),
+                }
+            }),
+            from: self.get(
+                "email",
+                "from",
+                "ferrobase <noreply@localhost>".to_owned(),
+                |v| v.string(),
+            ),
+            link_base: self.get(
+                "email",
+                "link_base",
+                "http://127.0.0.1:8090".to_owned(),
+                |v| {
+                    let base = v.string()?;
+                    if base.starts_with("http://") || base.starts_with("https://") {
+                        Ok(base.trim_end_matches('/').to_owned())
+                    } else {
+                        Err("must be an http(s) URL".into())
+                    }
+                },
+            ),
+            timeout: self.get("email", "timeout", Duration::from_secs(10), |v| {
+                positive(parse_duration(&v.string()?)?)
+            }),
+        };
         let secret = env
             .get("FERROBASE_SECRET")
             .filter(|s| !s.is_empty())
@@ -688,6 +771,7 @@ impl<'a> Loader<'a> {
             events,
             jobs,
             webhooks,
+            email,
             secret,
             secret_previous,
         }

@@ -178,6 +178,15 @@ CREATE TABLE IF NOT EXISTS "_ferrobase_api_keys" (
   "revoked_at" timestamptz
 );
 CREATE INDEX IF NOT EXISTS "fk___ferrobase_api_keys__user_id" ON "_ferrobase_api_keys" ("user_id");
+CREATE TABLE IF NOT EXISTS "_ferrobase_email_tokens" (
+  "token_hash" text PRIMARY KEY,
+  "user_id" uuid NOT NULL REFERENCES "users"("id") ON DELETE CASCADE,
+  "purpose" text NOT NULL,
+  "created_at" text NOT NULL,
+  "expires_at" text NOT NULL,
+  "used_at" text
+);
+CREATE INDEX IF NOT EXISTS "fk___ferrobase_email_tokens__user_id" ON "_ferrobase_email_tokens" ("user_id");
 CREATE TABLE IF NOT EXISTS "_ferrobase_idempotency" (
   "key" text PRIMARY KEY,
   "request_hash" text NOT NULL,

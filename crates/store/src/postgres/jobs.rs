@@ -512,8 +512,17 @@ impl JobStore for PgStore {
         Box::pin(async move {
             let client = self.client().await?;
             let mut n = 0;
-            for (statement, at) in PURGE_EXPIRED.iter().zip([&now, &now, &idempotency_before]) {
-                let statement = statement.replace("$1", "CAST($1::text AS timestamptz)");
+            for (i, (statement, at)) in PURGE_EXPIRED
+                .iter()
+                .zip([&now, &now, &idempotency_before, &now])
+                .enumerate()
+            {
+                // The email tokens keep their times as text; the others as timestamptz.
+                let statement = if i < 3 {
+                    statement.replace("$1", "CAST($1::text AS timestamptz)")
+                } else {
+                    (*statement).to_owned()
+                };
                 n += client.execute(&statement, &[at]).await?;
             }
             Ok(n)

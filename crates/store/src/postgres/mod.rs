@@ -410,6 +410,41 @@ impl crate::SessionStore for PgStore {
         Box::pin(async move { write!(self, tx => auth::revoke_user(tx, &user_id, &now).await) })
     }
 
+    fn create_email_token(
+        &self,
+        token_hash: String,
+        user_id: String,
+        purpose: String,
+        now: String,
+        expires_at: String,
+    ) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let sql = crate::auth::CREATE_EMAIL_TOKEN.replace("$2", "CAST($2::text AS uuid)");
+            client
+                .execute(&sql, &[&token_hash, &user_id, &purpose, &now, &expires_at])
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn use_email_token(
+        &self,
+        token_hash: String,
+        purpose: String,
+        now: String,
+    ) -> Fut<'_, Result<Option<String>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let sql = crate::auth::USE_EMAIL_TOKEN
+                .replace("RETURNING \"user_id\"", "RETURNING \"user_id\"::text");
+            Ok(client
+                .query_opt(&sql, &[&token_hash, &purpose, &now])
+                .await?
+                .map(|r| r.get(0)))
+        })
+    }
+
     fn insert_session(&self, s: SessionRow) -> Fut<'_, Result<(), StoreError>> {
         Box::pin(async move {
             let row = [

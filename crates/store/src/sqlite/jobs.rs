@@ -366,10 +366,11 @@ impl JobStore for SqliteStore {
     ) -> Fut<'_, Result<u64, StoreError>> {
         Box::pin(async move {
             self.write(move |tx, _| {
-                let [sessions, tokens, keys] = PURGE_EXPIRED;
+                let [sessions, tokens, keys, mail] = PURGE_EXPIRED;
                 let n = exec(tx, sessions, [&now])?
                     + exec(tx, tokens, [&now])?
-                    + exec(tx, keys, [&idempotency_before])?;
+                    + exec(tx, keys, [&idempotency_before])?
+                    + exec(tx, mail, [&now])?;
                 Ok(n as u64)
             })
             .await

@@ -445,6 +445,44 @@ impl crate::SessionStore for SqliteStore {
         })
     }
 
+    fn create_email_token(
+        &self,
+        token_hash: String,
+        user_id: String,
+        purpose: String,
+        now: String,
+        expires_at: String,
+    ) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.write(move |tx, _| {
+                tx.prepare_cached(&crate::jobs::sqlite_params(crate::auth::CREATE_EMAIL_TOKEN))?
+                    .execute(rusqlite::params![
+                        token_hash, user_id, purpose, now, expires_at
+                    ])?;
+                Ok(())
+            })
+            .await
+        })
+    }
+
+    fn use_email_token(
+        &self,
+        token_hash: String,
+        purpose: String,
+        now: String,
+    ) -> Fut<'_, Result<Option<String>, StoreError>> {
+        Box::pin(async move {
+            self.write(move |tx, _| {
+                use rusqlite::OptionalExtension;
+                Ok(tx
+                    .prepare_cached(&crate::jobs::sqlite_params(crate::auth::USE_EMAIL_TOKEN))?
+                    .query_row(rusqlite::params![token_hash, purpose, now], |r| r.get(0))
+                    .optional()?)
+            })
+            .await
+        })
+    }
+
     fn insert_session(&self, s: SessionRow) -> Fut<'_, Result<(), StoreError>> {
         Box::pin(async move {
             let (created, expires) = (format_datetime(s.created_at), format_datetime(s.expires_at));

@@ -309,6 +309,45 @@ fn auth_paths(paths: &mut Map<String, Value>) {
             ("204", json!({ "description": "Changed." })),
             &["400", "401", "403", "413", "415"]) }),
     );
+    let accepted = json!({ "description": "Accepted: a mail is sent when the address has an account (the answer is the same either way)." });
+    for (path, id, summary) in [
+        ("/api/v1/auth/verify-email/request", "request_verification", "Mail a link that verifies the address"),
+        ("/api/v1/auth/password-reset/request", "request_password_reset", "Mail a link that resets the password"),
+    ] {
+        let mut op = post(
+            id,
+            "auth",
+            summary,
+            Some(object(json!({ "email": { "type": "string" } }), &["email"])),
+            ("202", accepted.clone()),
+            &["400", "413", "415"],
+        );
+        op["security"] = json!([{}]);
+        paths.insert(path.into(), json!({ "post": op }));
+    }
+    let mut verify = post(
+        "confirm_verification",
+        "auth",
+        "Verify the address with the mailed token (once)",
+        Some(object(json!({ "token": { "type": "string" } }), &["token"])),
+        ("200", ok("Verified.", json!({ "type": "object", "properties": { "data": { "type": "object" } } }))),
+        &["400", "413", "415"],
+    );
+    verify["security"] = json!([{}]);
+    paths.insert("/api/v1/auth/verify-email/confirm".into(), json!({ "post": verify }));
+    let mut reset = post(
+        "confirm_password_reset",
+        "auth",
+        "Set a new password with the mailed token (once; ends every session)",
+        Some(object(json!({
+            "token": { "type": "string" },
+            "password": { "type": "string", "minLength": 8, "maxLength": 1024 }
+        }), &["token", "password"])),
+        ("200", ok("Reset.", json!({ "type": "object", "properties": { "data": { "type": "object" } } }))),
+        &["400", "413", "415"],
+    );
+    reset["security"] = json!([{}]);
+    paths.insert("/api/v1/auth/password-reset/confirm".into(), json!({ "post": reset }));
     paths.insert(
         "/api/v1/auth/api-keys".into(),
         json!({

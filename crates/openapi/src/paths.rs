@@ -311,8 +311,16 @@ fn auth_paths(paths: &mut Map<String, Value>) {
     );
     let accepted = json!({ "description": "Accepted: a mail is sent when the address has an account (the answer is the same either way)." });
     for (path, id, summary) in [
-        ("/api/v1/auth/verify-email/request", "request_verification", "Mail a link that verifies the address"),
-        ("/api/v1/auth/password-reset/request", "request_password_reset", "Mail a link that resets the password"),
+        (
+            "/api/v1/auth/verify-email/request",
+            "request_verification",
+            "Mail a link that verifies the address",
+        ),
+        (
+            "/api/v1/auth/password-reset/request",
+            "request_password_reset",
+            "Mail a link that resets the password",
+        ),
     ] {
         let mut op = post(
             id,
@@ -330,24 +338,45 @@ fn auth_paths(paths: &mut Map<String, Value>) {
         "auth",
         "Verify the address with the mailed token (once)",
         Some(object(json!({ "token": { "type": "string" } }), &["token"])),
-        ("200", ok("Verified.", json!({ "type": "object", "properties": { "data": { "type": "object" } } }))),
+        (
+            "200",
+            ok(
+                "Verified.",
+                json!({ "type": "object", "properties": { "data": { "type": "object" } } }),
+            ),
+        ),
         &["400", "413", "415"],
     );
     verify["security"] = json!([{}]);
-    paths.insert("/api/v1/auth/verify-email/confirm".into(), json!({ "post": verify }));
+    paths.insert(
+        "/api/v1/auth/verify-email/confirm".into(),
+        json!({ "post": verify }),
+    );
     let mut reset = post(
         "confirm_password_reset",
         "auth",
         "Set a new password with the mailed token (once; ends every session)",
-        Some(object(json!({
-            "token": { "type": "string" },
-            "password": { "type": "string", "minLength": 8, "maxLength": 1024 }
-        }), &["token", "password"])),
-        ("200", ok("Reset.", json!({ "type": "object", "properties": { "data": { "type": "object" } } }))),
+        Some(object(
+            json!({
+                "token": { "type": "string" },
+                "password": { "type": "string", "minLength": 8, "maxLength": 1024 }
+            }),
+            &["token", "password"],
+        )),
+        (
+            "200",
+            ok(
+                "Reset.",
+                json!({ "type": "object", "properties": { "data": { "type": "object" } } }),
+            ),
+        ),
         &["400", "413", "415"],
     );
     reset["security"] = json!([{}]);
-    paths.insert("/api/v1/auth/password-reset/confirm".into(), json!({ "post": reset }));
+    paths.insert(
+        "/api/v1/auth/password-reset/confirm".into(),
+        json!({ "post": reset }),
+    );
     paths.insert(
         "/api/v1/auth/api-keys".into(),
         json!({

@@ -26,7 +26,7 @@ const WAIT: Duration = Duration::from_secs(30);
 const SECRET: &str = "whsec_dGVzdC1zaWduaW5nLXNlY3JldC0xMjM0NQ==";
 
 /// The receiver listens on loopback, which outbound calls refuse unless allowed.
-const JOB_SETTINGS: &str = "[jobs]\npoll = \"50ms\"\nlease = \"30s\"\nqueues = [\"default=4\"]\n[webhooks]\nallow_private_addresses = true\n";
+const JOB_SETTINGS: &str = "[jobs]\npoll = \"50ms\"\nlease = \"30s\"\nqueues = [\"default=4\"]\n[webhooks]\nallow_private_addresses = true\n[rate_limit]\ndefault = \"100000/1m\"\n";
 
 /// A project whose job types deliver to `receiver`, on a clock the test moves.
 pub(crate) fn project(receiver: &Receiver, extra_schema: &str) -> Project {
@@ -140,7 +140,7 @@ fn wait_job(s: &Server, token: &str, id: &str, pred: impl Fn(&Value) -> bool) ->
             std::time::Instant::now() < end,
             "the job never got there: {j}"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -56,7 +56,8 @@ retry_schedule = ["1s"]
 "#,
         )
         .settings(&format!(
-            "[jobs]\npoll = \"50ms\"\n[webhooks]\nallow_private_addresses = {allow_private}\n"
+            // The tests poll the admin API; rate limits are another test's subject.
+            "[jobs]\npoll = \"50ms\"\n[webhooks]\nallow_private_addresses = {allow_private}\n[rate_limit]\ndefault = \"100000/1m\"\n"
         ))
         .env(
             "PUBLISHED_URL",
@@ -133,7 +134,7 @@ fn wait_deliveries(
             std::time::Instant::now() < end,
             "deliveries never got there: {list:?}"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -259,6 +260,30 @@ fn retries_keep_the_webhook_id_and_410_disables_the_endpoint() {
     });
     assert_eq!(done[0]["attempts"], 3);
     assert_eq!(done[0]["lastResponseCode"], 200);
+    // The delivery log: every attempt with its code and timing.
+    let one = s.send(|c| {
+        c.get(s.url(&format!(
+            "/api/v1/admin/webhooks/deliveries/{}",
+            done[0]["id"].as_str().expect("id")
+        )))
+        .header("authorization", format!("Bearer {admin}"))
+    });
+    assert_eq!(one.status, 200, "{}", one.text);
+    let history = one.json()["data"]["history"]
+        .as_array()
+        .expect("history")
+        .clone();
+    let codes: Vec<Value> = history.iter().map(|a| a["responseCode"].clone()).collect();
+    assert_eq!(codes, [json!(500), json!(500), json!(200)], "{history:?}");
+    let outcomes: Vec<Value> = history.iter().map(|a| a["outcome"].clone()).collect();
+    assert_eq!(
+        outcomes,
+        [json!("retryable"), json!("retryable"), json!("completed")]
+    );
+    assert!(
+        history.iter().all(|a| a["durationMs"].is_u64()),
+        "{history:?}"
+    );
     let attempts = published.received();
     assert_eq!(attempts.len(), 3);
     assert!(

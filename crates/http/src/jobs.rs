@@ -621,6 +621,61 @@ pub(crate) async fn deliveries(
     ))
 }
 
+/// One attempt of a delivery, from the job's change that ended it.
+fn attempt_json(e: &ferrobase_store::JobEvent) -> Value {
+    let message = e.message.clone().unwrap_or_default();
+    let (code, ms, error) = if e.state == JobState::Completed {
+        let result: Value = serde_json::from_str(&message).unwrap_or(Value::Null);
+        (result["status"].as_u64(), result["ms"].as_u64(), None)
+    } else {
+        // "<status> <reason> after <ms> ms: <body>", or a transport error.
+        let code = message.get(..3).and_then(|c| c.parse::<u64>().ok());
+        let ms = message
+            .split_once(" after ")
+            .and_then(|(_, rest)| rest.split_once(" ms"))
+            .and_then(|(n, _)| n.parse::<u64>().ok());
+        (code, ms, Some(message))
+    };
+    json!({
+        "attempt": e.attempt,
+        "at": time_text(e.at),
+        "outcome": e.state.as_str(),
+        "responseCode": code,
+        "durationMs": ms,
+        "error": error,
+    })
+}
+
+/// `GET /api/v1/admin/webhooks/deliveries/{id}`: a delivery with its `history`, every
+/// attempt (when, outcome, response code, duration, error).
+pub(crate) async fn delivery(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin(&identity)?;
+    let jobs = jobs_of(&state)?;
+    let job = jobs.job(&id).await?.ok_or(JobError::NotFound)?;
+    if !job.kind.starts_with(ferrobase_jobs::DELIVERY_KIND) {
+        return Err(JobError::NotFound.into());
+    }
+    let attempts: Vec<Value> = jobs
+        .events(&id, 0)
+        .await?
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.state,
+                JobState::Retryable | JobState::Dead | JobState::Completed
+            ) && e.attempt > 0
+        })
+        .map(attempt_json)
+        .collect();
+    let mut data = delivery_json(jobs, &job);
+    data["history"] = Value::Array(attempts);
+    Ok(json_response(StatusCode::OK, &json!({"data": data})))
+}
+
 /// `POST /api/v1/admin/webhooks/deliveries/{id}/redeliver`: sends it again now (an
 /// endpoint disabled by `410 Gone` is enabled again).
 pub(crate) async fn redeliver(

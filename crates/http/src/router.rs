@@ -78,6 +78,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/queues", get(jobs::queues))
         .route("/api/v1/admin/webhooks/deliveries", get(jobs::deliveries))
         .route(
+            "/api/v1/admin/webhooks/deliveries/{id}",
+            get(jobs::delivery),
+        )
+        .route(
             "/api/v1/admin/webhooks/deliveries/{id}/redeliver",
             post(jobs::redeliver),
         )

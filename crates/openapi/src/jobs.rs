@@ -50,7 +50,22 @@ pub(crate) fn components(components: &mut Value) {
             "lastError": { "type": ["string", "null"] },
             "nextAttempt": maybe_time,
             "createdAt": time,
-            "finishedAt": maybe_time
+            "finishedAt": maybe_time,
+            "history": {
+                "type": "array",
+                "description": "every attempt, when one delivery is read",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "attempt": { "type": "integer" },
+                        "at": time,
+                        "outcome": { "type": "string", "enum": ["completed", "retryable", "dead"] },
+                        "responseCode": { "type": ["integer", "null"] },
+                        "durationMs": { "type": ["integer", "null"] },
+                        "error": { "type": ["string", "null"] }
+                    }
+                }
+            }
         },
         "required": ["id", "webhook", "status", "attempts", "maxAttempts", "createdAt"],
         "additionalProperties": false
@@ -218,6 +233,15 @@ pub(crate) fn paths(paths: &mut Map<String, Value>) {
                 },
                 "required": ["data", "meta"]
             })))]), &["400", "401", "403"])
+        } }),
+    );
+    paths.insert(
+        "/api/v1/admin/webhooks/deliveries/{id}".into(),
+        json!({ "get": {
+            "operationId": "get_webhook_delivery", "tags": ["jobs"],
+            "summary": "A delivery with every attempt: when, outcome, response code, duration, error (admins)",
+            "parameters": [param_ref("id")],
+            "responses": with_errors(Map::from_iter([("200".to_owned(), ok("The delivery.", data(reference("WebhookDelivery"))))]), &["401", "403", "404"])
         } }),
     );
     paths.insert(

@@ -397,7 +397,7 @@ pub(crate) mod sql {
     pub const DELETE_EVENTS: &str = "DELETE FROM \"_ferrobase_job_events\" WHERE \"job_id\" = $1";
 
     /// Records a change of a job (from its row as it now is).
-    pub const EVENT: &str = "INSERT INTO \"_ferrobase_job_events\" (\"job_id\", \"at\", \"state\", \"attempt\", \"progress\", \"message\") SELECT \"id\", CAST($2 AS BIGINT), \"state\", \"attempt\", \"progress\", CASE WHEN \"state\" IN ('retryable', 'dead') THEN \"last_error\" ELSE \"message\" END FROM \"_ferrobase_jobs\" WHERE \"id\" = $1";
+    pub const EVENT: &str = "INSERT INTO \"_ferrobase_job_events\" (\"job_id\", \"at\", \"state\", \"attempt\", \"progress\", \"message\") SELECT \"id\", CAST($2 AS BIGINT), \"state\", \"attempt\", \"progress\", CASE WHEN \"state\" IN ('retryable', 'dead') THEN \"last_error\" WHEN \"state\" = 'completed' THEN \"result\" ELSE \"message\" END FROM \"_ferrobase_jobs\" WHERE \"id\" = $1";
 
     /// A job's changes after a position.
     pub const EVENTS: &str = "SELECT \"seq\", \"at\", \"state\", \"attempt\", \"progress\", \"message\" FROM \"_ferrobase_job_events\" WHERE \"job_id\" = $1 AND \"seq\" > $2 ORDER BY \"seq\" LIMIT 1000";

@@ -1,5 +1,7 @@
-//! Email (SPEC §8, "Email"): sent as `email` jobs with retries, through SMTP (lettre,
-//! with a timeout on every read and write of the conversation, not only on connect) or,
+//! Email (SPEC §8, "Email"): sent as `email` jobs with retries, through SMTP (lettre's
+//! connection, driven phase by phase here: connect, greeting and EHLO, STARTTLS, AUTH,
+//! MAIL, RCPT, DATA, the message, each within `[email] timeout`, because lettre's own
+//! transport bounds only the connect) or,
 //! without `[email] smtp_url`, written to `data/outbox/` as `.eml` files. The account
 //! mails (verification, password reset) have built-in text and HTML templates that
 //! files in `templates/email/` replace.
@@ -7,8 +9,14 @@
 use std::path::{Path, PathBuf};
 
 use ferrobase_schema::settings::EmailSettings;
+use std::time::Duration;
+
+use lettre::Message;
 use lettre::message::{Mailbox, MultiPart};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::ClientId;
 use serde_json::{Value, json};
 
 use crate::{JobError, Jobs};
@@ -57,11 +65,149 @@ fn html_escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// How the connection to the SMTP server is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Security {
+    /// TLS from the first byte (`smtps://`).
+    Wrapper,
+    /// `STARTTLS` required (`smtp://...?tls=required`).
+    StartTls,
+    /// None (`smtp://` to a loopback host outside production).
+    Plain,
+}
+
+/// The SMTP server of `[email] smtp_url`.
+#[derive(Debug, Clone)]
+struct Smtp {
+    host: String,
+    port: u16,
+    security: Security,
+    credentials: Option<Credentials>,
+    /// The limit on each phase of the conversation.
+    timeout: Duration,
+}
+
+impl Smtp {
+    fn parse(url: &str, timeout: Duration) -> Result<Self, String> {
+        let parsed = url::Url::parse(url).map_err(|e| format!("[email] smtp_url: {e}"))?;
+        let starttls = parsed
+            .query_pairs()
+            .any(|(k, v)| k == "tls" && (v == "required" || v == "opportunistic"));
+        let security = match parsed.scheme() {
+            "smtps" => Security::Wrapper,
+            "smtp" if starttls => Security::StartTls,
+            "smtp" => Security::Plain,
+            other => return Err(format!("[email] smtp_url: unknown scheme {other}")),
+        };
+        let host = parsed
+            .host_str()
+            .ok_or("[email] smtp_url: no host")?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = parsed.port().unwrap_or(match security {
+            Security::Wrapper => 465,
+            Security::StartTls => 587,
+            Security::Plain => 25,
+        });
+        let decode = |s: &str| {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        let credentials = (!parsed.username().is_empty()).then(|| {
+            Credentials::new(
+                decode(parsed.username()),
+                decode(parsed.password().unwrap_or_default()),
+            )
+        });
+        Ok(Self {
+            host,
+            port,
+            security,
+            credentials,
+            timeout,
+        })
+    }
+
+    /// One phase of the conversation, bounded by the timeout.
+    async fn phase<T>(
+        &self,
+        what: &str,
+        step: impl std::future::Future<Output = Result<T, lettre::transport::smtp::Error>>,
+    ) -> Result<T, (String, bool)> {
+        match tokio::time::timeout(self.timeout, step).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err((format!("SMTP {what}: {e}"), !e.is_permanent())),
+            Err(_) => Err((
+                format!(
+                    "SMTP {what}: no answer within {} ms",
+                    self.timeout.as_millis()
+                ),
+                true,
+            )),
+        }
+    }
+
+    /// Sends one message: connect, greeting and EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA
+    /// and the message, QUIT, each phase within the timeout.
+    async fn send(
+        &self,
+        to: &Mailbox,
+        from: &Mailbox,
+        message: &Message,
+    ) -> Result<(), (String, bool)> {
+        let tls = |host: &str| {
+            TlsParameters::new(host.to_owned()).map_err(|e| (format!("SMTP TLS: {e}"), false))
+        };
+        let hello = ClientId::default();
+        let wrapper = match self.security {
+            Security::Wrapper => Some(tls(&self.host)?),
+            _ => None,
+        };
+        let mut conn = self
+            .phase(
+                "connect",
+                AsyncSmtpConnection::connect_tokio1(
+                    (self.host.as_str(), self.port),
+                    Some(self.timeout),
+                    &hello,
+                    wrapper,
+                    None,
+                ),
+            )
+            .await?;
+        if self.security == Security::StartTls {
+            let params = tls(&self.host)?;
+            self.phase("STARTTLS", conn.starttls(params, &hello))
+                .await?;
+        }
+        if let Some(credentials) = &self.credentials {
+            self.phase(
+                "AUTH",
+                conn.auth(&[Mechanism::Plain, Mechanism::Login], credentials),
+            )
+            .await?;
+        }
+        self.phase(
+            "MAIL",
+            conn.command(Mail::new(Some(from.email.clone()), vec![])),
+        )
+        .await?;
+        self.phase("RCPT", conn.command(Rcpt::new(to.email.clone(), vec![])))
+            .await?;
+        self.phase("DATA", conn.command(Data)).await?;
+        self.phase("message", conn.message(&message.formatted()))
+            .await?;
+        let _ = self.phase("QUIT", conn.quit()).await;
+        Ok(())
+    }
+}
+
 /// How mail leaves this node.
 pub(crate) struct Mailer {
-    transport: Option<AsyncSmtpTransport<Tokio1Executor>>,
-    /// lettre bounds only the connect: the whole conversation is bounded here.
-    conversation: std::time::Duration,
+    smtp: Option<Smtp>,
     from: Mailbox,
     outbox: PathBuf,
     templates: PathBuf,
@@ -80,20 +226,13 @@ impl Mailer {
             .from
             .parse()
             .map_err(|e| format!("[email] from: {e}"))?;
-        let transport = match &settings.smtp_url {
-            Some(url) => Some(
-                AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-                    .map_err(|e| format!("[email] smtp_url: {e}"))?
-                    .timeout(Some(settings.timeout))
-                    .build(),
-            ),
-            None => None,
-        };
+        let smtp = settings
+            .smtp_url
+            .as_deref()
+            .map(|url| Smtp::parse(url, settings.timeout))
+            .transpose()?;
         Ok(Self {
-            transport,
-            // Connect, greeting, EHLO, (STARTTLS, AUTH,) MAIL, RCPT, DATA: each within
-            // the timeout, so the conversation within seven of them.
-            conversation: settings.timeout.saturating_mul(7),
+            smtp,
             from,
             outbox,
             templates: project.join("templates").join("email"),
@@ -131,19 +270,10 @@ impl Mailer {
                 field("html"),
             ))
             .map_err(|e| (format!("cannot build the mail: {e}"), false))?;
-        match &self.transport {
-            Some(transport) => {
-                match tokio::time::timeout(self.conversation, transport.send(message)).await {
-                    Ok(Ok(_)) => Ok(format!("sent to {}", to.email)),
-                    Ok(Err(e)) => Err((format!("SMTP: {e}"), !e.is_permanent())),
-                    Err(_) => Err((
-                        format!(
-                            "SMTP: the server did not finish the conversation within {} s",
-                            self.conversation.as_secs()
-                        ),
-                        true,
-                    )),
-                }
+        match &self.smtp {
+            Some(smtp) => {
+                smtp.send(&to, &self.from, &message).await?;
+                Ok(format!("sent to {}", to.email))
             }
             None => {
                 std::fs::create_dir_all(&self.outbox)

@@ -88,11 +88,12 @@ impl Receiver {
         let mut received = self.shared.received.lock().expect("lock");
         while received.len() < n {
             let left = end.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "the receiver got {} requests, expected {n}",
-                received.len()
-            );
+            if left.is_zero() {
+                let got = received.len();
+                // Unlocked first, so the serving threads are not poisoned by the panic.
+                drop(received);
+                panic!("the receiver got {got} requests, expected {n}");
+            }
             received = self
                 .shared
                 .arrived

@@ -123,7 +123,6 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>, mode: Mo
     if mode == Mode::Worker {
         return work_only(&jobs, &settings).await;
     }
-    let worker = settings.jobs.worker.then(|| jobs.start_worker());
     // Start-up's scratch memory (the 19 MiB Argon2 dummy hash among it) goes back now.
     crate::alloc::release();
     let addr = addr.unwrap_or(settings.server.addr);
@@ -138,6 +137,8 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>, mode: Mo
         .local_addr()
         .map_or_else(|_| addr.to_string(), |a| a.to_string());
     tracing::info!(addr = %local, version = env!("CARGO_PKG_VERSION"), "listening");
+    // Started once the node can serve: a node that cannot listen claims no jobs.
+    let worker = settings.jobs.worker.then(|| jobs.start_worker());
     let store = state.store.clone();
     let (refused_tx, refused_rx) = tokio::sync::oneshot::channel::<String>();
     tokio::spawn(async move {

@@ -538,6 +538,32 @@ fn unique_jobs_deduplicate_and_bad_input_is_refused() {
         Some(json!({"type": "render"})),
     );
     assert_eq!(r.status, 403, "{}", r.text);
+    // Not through an API key either: jobs:write is for admins, and `*` does not grant it.
+    let r = call(
+        &s,
+        &eve,
+        "POST",
+        "/api/v1/auth/api-keys",
+        Some(json!({"name": "jobs", "scopes": ["jobs:write"]})),
+    );
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = call(
+        &s,
+        &eve,
+        "POST",
+        "/api/v1/auth/api-keys",
+        Some(json!({"name": "all", "scopes": ["*"]})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let key = r.json()["data"]["key"].as_str().expect("key").to_owned();
+    let r = call(
+        &s,
+        &key,
+        "POST",
+        "/api/v1/jobs",
+        Some(json!({"type": "render"})),
+    );
+    assert_eq!(r.status, 403, "{}", r.text);
     let other_id = other.json()["data"]["id"].as_str().expect("id").to_owned();
     let r = call(&s, &eve, "GET", &format!("/api/v1/jobs/{other_id}"), None);
     assert_eq!(r.status, 404);

@@ -447,3 +447,36 @@ url = "ftp://example.com"
         assert!(text.contains(expected), "missing '{expected}' in:\n{text}");
     }
 }
+
+#[test]
+fn a_password_change_is_an_event_without_the_hash() {
+    let hook = Receiver::start(|_| (200, "{}".into()));
+    let s = Project::on(crate::backend())
+        .schema(&format!(
+            "[webhooks.accounts]\nresource = \"users\"\nevents = [\"update\"]\nurl = \"{}/accounts\"\n",
+            hook.url()
+        ))
+        .settings("[jobs]\npoll = \"50ms\"\n[webhooks]\nallow_private_addresses = true\n")
+        .serve(BIN);
+    let r = s.post(
+        "/api/v1/auth/register",
+        &json!({"email": "lin@example.com", "password": "lin-password-1"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let token = r.json()["data"]["accessToken"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let r = s.send(|c| {
+        c.post(s.url("/api/v1/auth/password"))
+            .header("authorization", format!("Bearer {token}"))
+            .json(&json!({"currentPassword": "lin-password-1", "newPassword": "lin-password-2"}))
+    });
+    assert_eq!(r.status, 204, "{}", r.text);
+    let event = hook.wait_for(1, WAIT).remove(0).json();
+    assert_eq!(event["type"], "users.update");
+    assert_eq!(event["data"]["email"], "lin@example.com");
+    assert_eq!(event["data"]["version"], 2);
+    assert!(event["data"].get("password_hash").is_none(), "{event}");
+    assert!(event["previous"].get("password_hash").is_none(), "{event}");
+}

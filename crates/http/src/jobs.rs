@@ -108,13 +108,10 @@ pub(crate) async fn enqueue(
     req: Request,
 ) -> Result<Response, ApiError> {
     let caller = identity.caller().ok_or_else(ApiError::unauthorized)?;
-    let may = match &caller.via {
-        Via::ApiKey { scopes, .. } => scopes.iter().any(|s| s == "*" || s == "jobs:write"),
-        _ => caller.role == "admin",
-    };
-    if !may {
+    // Admins only: through a session or token, or an admin's API key with jobs:write.
+    if !is_admin(&identity) {
         return Err(ApiError::forbidden_with(
-            "enqueueing jobs needs an admin or an API key with the jobs:write scope",
+            "enqueueing jobs needs an admin, or an admin's API key with the jobs:write scope",
         ));
     }
     let created_by = caller.id.clone();
@@ -189,7 +186,7 @@ pub(crate) async fn enqueue(
 async fn visible_job(jobs: &Jobs, identity: &Identity, id: &str) -> Result<Job, ApiError> {
     let caller = identity.caller().ok_or_else(ApiError::unauthorized)?;
     let job = jobs.job(id).await?.ok_or(JobError::NotFound)?;
-    if caller.role == "admin" || job.created_by.as_deref() == Some(caller.id.as_str()) {
+    if is_admin(identity) || job.created_by.as_deref() == Some(caller.id.as_str()) {
         Ok(job)
     } else {
         Err(JobError::NotFound.into())
@@ -276,7 +273,27 @@ fn async_stream(
                             );
                         }
                     }
-                    Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    Ok(_) => {
+                        // A job can end without a change of its own in the log (rescued
+                        // on its last attempt, deleted, purged): the stream ends with it.
+                        match jobs.job(&id).await {
+                            Ok(Some(job)) if job.state.is_final() => {
+                                let data = json!({
+                                    "state": job.state.as_str(),
+                                    "attempt": job.attempt,
+                                    "progress": job.progress,
+                                    "message": job.last_error,
+                                    "at": time_text(job.updated_at),
+                                });
+                                queue.push_back(
+                                    Event::default().event("state").data(data.to_string()),
+                                );
+                                done = true;
+                            }
+                            Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(200)).await,
+                            Ok(None) | Err(_) => return None,
+                        }
+                    }
                     Err(_) => return None,
                 }
             }
@@ -284,13 +301,12 @@ fn async_stream(
     )
 }
 
-/// The job token of a callback: `ferrobase-job-token`, or `Authorization: Bearer`.
+/// The job token of a callback (`ferrobase-job-token`).
 fn job_token(headers: &HeaderMap) -> Result<String, ApiError> {
     headers
         .get("ferrobase-job-token")
-        .or_else(|| headers.get(axum::http::header::AUTHORIZATION))
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).to_owned())
+        .map(str::to_owned)
         .ok_or_else(|| JobError::BadToken.into())
 }
 
@@ -338,6 +354,19 @@ pub(crate) async fn complete(
     let JsonObject(mut body) = JsonObject::from_request(req, &state).await?;
     let result = body.remove("result");
     no_more(&body)?;
+    if result
+        .as_ref()
+        .is_some_and(|r| r.to_string().len() > ferrobase_jobs::MAX_RESULT_BYTES)
+    {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!(
+                "a job's result may be at most {} bytes of JSON",
+                ferrobase_jobs::MAX_RESULT_BYTES
+            ),
+        ));
+    }
     let job = jobs.complete(&id, &token, result).await?;
     Ok(json_response(
         StatusCode::OK,

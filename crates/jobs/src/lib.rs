@@ -139,6 +139,29 @@ struct Inner {
     started: time::OffsetDateTime,
 }
 
+/// The hex SHA-256 of a unique key's value.
+fn key_digest(key: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Text the stores can keep: no NUL characters (PostgreSQL refuses them), at most
+/// [`MAX_RESULT_BYTES`].
+pub(crate) fn storable(text: String) -> String {
+    let mut text = text.replace('\0', "");
+    if text.len() > MAX_RESULT_BYTES {
+        let mut cut = MAX_RESULT_BYTES;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
 /// Microseconds since the epoch of a time.
 pub fn micros(at: time::OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
@@ -320,8 +343,10 @@ impl Jobs {
         let run_at = request.run_at.map_or(now, micros);
         let unique = match &target.def.unique {
             Some(unique) => match unique.key_of(&request.payload) {
+                // A prefix no schedule or webhook key has, and a digest so that a
+                // long key fits any index.
                 Some(key) => Some((
-                    format!("{}:{key}", target.def.name),
+                    format!("t:{}:{}", target.def.name, key_digest(&key)),
                     now.saturating_add(duration_micros(unique.period)),
                 )),
                 None => {
@@ -503,14 +528,7 @@ impl Jobs {
     /// How a failed attempt ends: retried after `min(cap, base * 2^(attempt-1))` ±10 %
     /// when attempts remain and a retry is wanted, dead otherwise.
     fn failure(&self, job: &Job, error: String, retry: bool, now: i64) -> Finish {
-        let mut error = error;
-        if error.len() > MAX_RESULT_BYTES {
-            let mut cut = MAX_RESULT_BYTES;
-            while !error.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            error.truncate(cut);
-        }
+        let error = storable(error);
         if !retry || job.attempt >= job.max_attempts {
             return Finish::Dead(error);
         }

@@ -192,15 +192,20 @@ impl Jobs {
                 .map(|(id, attempt, finish, reply)| ((id, attempt, finish), reply))
                 .unzip();
             let now = self.now();
-            match self.0.store.jobs().finish_many(items, now).await {
+            match self.0.store.jobs().finish_many(items.clone(), now).await {
                 Ok(ended) => {
                     for (reply, held) in replies.into_iter().zip(ended) {
                         let _ = reply.send(Ok(held));
                     }
                 }
-                Err(e) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(e.to_string()));
+                // One bad outcome must not lose the others: each on its own.
+                Err(_) => {
+                    for (item, reply) in items.into_iter().zip(replies) {
+                        let one = self.0.store.jobs().finish_many(vec![item], now).await;
+                        let _ = reply.send(
+                            one.map(|held| held.first().copied().unwrap_or(false))
+                                .map_err(|e| e.to_string()),
+                        );
                     }
                 }
             }
@@ -506,9 +511,19 @@ pub(crate) fn refused(e: &reqwest::Error) -> bool {
     false
 }
 
-/// A transport error with its causes.
+/// A transport error with its causes, without the URL (it may carry credentials).
 pub(crate) fn describe(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
+    let mut text = if e.is_connect() {
+        "cannot connect".to_owned()
+    } else if e.is_timeout() {
+        "timed out".to_owned()
+    } else if e.is_body() || e.is_decode() {
+        "reading the answer failed".to_owned()
+    } else if e.is_redirect() {
+        "redirects are not followed".to_owned()
+    } else {
+        "the request failed".to_owned()
+    };
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
         text.push_str(": ");

@@ -109,16 +109,36 @@ impl Records {
     /// Marks a user's address as verified (the verification flow): an update of the
     /// users record with its event and effects. `false` when the user is gone.
     pub async fn mark_verified(&self, user_id: &str) -> Result<bool, RecordError> {
+        self.set_account_field(user_id, "verified", Value::Bool(true))
+            .await
+    }
+
+    /// Replaces a user's password hash (a change, a reset, a rehash at sign-in): an
+    /// update of the users record with its event (the hash itself is hidden, never in
+    /// the log) and effects. `false` when the user is gone.
+    pub async fn set_password_hash(
+        &self,
+        user_id: &str,
+        hash: String,
+    ) -> Result<bool, RecordError> {
+        self.set_account_field(user_id, "password_hash", Value::String(hash))
+            .await
+    }
+
+    /// Sets one built-in field of a user, written by the user themself.
+    async fn set_account_field(
+        &self,
+        user_id: &str,
+        name: &str,
+        value: Value,
+    ) -> Result<bool, RecordError> {
         let (res, users) = self.users();
-        let Some(field) = users.fields.iter().position(|f| f.name == "verified") else {
+        let Some(field) = users.fields.iter().position(|f| f.name == name) else {
             return Ok(false);
         };
         let update = ferrobase_store::Update {
             now: format_datetime(self.clock().now()),
-            changes: vec![(
-                field,
-                ferrobase_schema::input::Change::Set(Value::Bool(true)),
-            )],
+            changes: vec![(field, ferrobase_schema::input::Change::Set(value))],
             if_match: None,
             guard: None,
             targets: Default::default(),

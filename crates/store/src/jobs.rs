@@ -260,8 +260,9 @@ pub trait JobStore: Send + Sync {
         now: i64,
     ) -> Fut<'_, Result<Vec<bool>, StoreError>>;
 
-    /// Hands a running attempt back untried (shutdown): available again at once, the
-    /// attempt not counted.
+    /// Hands a running attempt back untried (shutdown): available again at once. The
+    /// attempt number is never reused (it is the fencing token), so the job gets one more
+    /// attempt instead.
     fn release(&self, id: String, attempt: i32, now: i64) -> Fut<'_, Result<bool, StoreError>>;
 
     /// Jobs for an admin, newest first.
@@ -366,7 +367,9 @@ impl RawJob {
 /// spelling; SQLite reads them as `?n` after [`sqlite_params`]).
 pub(crate) mod sql {
     /// Frees a unique key whose period is over or whose job was cancelled or died.
-    pub const FREE_UNIQUE: &str = "UPDATE \"_ferrobase_jobs\" SET \"unique_key\" = NULL WHERE \"unique_key\" = $1 AND (\"unique_until\" <= $2 OR \"state\" IN ('cancelled', 'dead'))";
+    /// (Keys of schedule ticks and webhook deliveries hold for their whole period: they
+    /// are what keeps several nodes from making a tick or a delivery twice.)
+    pub const FREE_UNIQUE: &str = "UPDATE \"_ferrobase_jobs\" SET \"unique_key\" = NULL WHERE \"unique_key\" = $1 AND (\"unique_until\" <= $2 OR (\"state\" IN ('cancelled', 'dead') AND \"unique_key\" LIKE 't:%'))";
 
     /// Inserts a job unless its unique key is held.
     pub const INSERT: &str = "INSERT INTO \"_ferrobase_jobs\" (\"id\", \"kind\", \"queue\", \"state\", \"priority\", \"payload\", \"attempt\", \"max_attempts\", \"run_at\", \"unique_key\", \"unique_until\", \"created_by\", \"created_at\", \"updated_at\") VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9, $10, $11, $12, $12) ON CONFLICT (\"unique_key\") WHERE \"unique_key\" IS NOT NULL DO NOTHING";
@@ -381,7 +384,7 @@ pub(crate) mod sql {
     pub const FINISH: &str = "UPDATE \"_ferrobase_jobs\" SET \"state\" = $3, \"result\" = $4, \"last_error\" = COALESCE($5, \"last_error\"), \"run_at\" = COALESCE($6, \"run_at\"), \"lease_until\" = NULL, \"progress\" = CASE WHEN $3 = 'completed' THEN 100 ELSE \"progress\" END, \"finished_at\" = $7, \"updated_at\" = $8 WHERE \"id\" = $1 AND \"attempt\" = $2 AND \"state\" = 'running'";
 
     /// Hands a running attempt back.
-    pub const RELEASE: &str = "UPDATE \"_ferrobase_jobs\" SET \"state\" = 'available', \"attempt\" = \"attempt\" - 1, \"lease_until\" = NULL, \"run_at\" = $3, \"updated_at\" = $3 WHERE \"id\" = $1 AND \"attempt\" = $2 AND \"state\" = 'running'";
+    pub const RELEASE: &str = "UPDATE \"_ferrobase_jobs\" SET \"state\" = 'available', \"max_attempts\" = \"max_attempts\" + 1, \"lease_until\" = NULL, \"run_at\" = $3, \"updated_at\" = $3 WHERE \"id\" = $1 AND \"attempt\" = $2 AND \"state\" = 'running'";
 
     /// Runs a job again.
     pub const RETRY: &str = "UPDATE \"_ferrobase_jobs\" SET \"state\" = 'available', \"run_at\" = $2, \"max_attempts\" = CASE WHEN \"max_attempts\" > \"attempt\" THEN \"max_attempts\" ELSE \"attempt\" + 1 END, \"finished_at\" = NULL, \"updated_at\" = $2 WHERE \"id\" = $1 AND (\"state\" IN ('completed', 'dead', 'cancelled', 'retryable') OR (\"state\" = 'scheduled' AND \"run_at\" > $2))";

@@ -80,6 +80,11 @@ pub(crate) async fn create(
             ));
         }
     };
+    if scopes.iter().any(|s| s == "jobs:write") && caller.role != "admin" {
+        return Err(ApiError::forbidden_with(
+            "only admins may hold keys with the jobs:write scope",
+        ));
+    }
     for scope in &scopes {
         let valid = scope == "*"
             || scope == "jobs:write"

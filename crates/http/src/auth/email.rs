@@ -199,11 +199,8 @@ pub(crate) async fn reset_confirm(
         .await?
         .ok_or_else(invalid_token)?;
     let hash = super::session::hash_password(&state, password).await?;
-    let sessions = state.store.sessions();
-    sessions
-        .set_password_hash(user.clone(), hash, now.clone())
-        .await?;
-    sessions.revoke_user(user, now).await?;
+    state.records.set_password_hash(&user, hash).await?;
+    state.store.sessions().revoke_user(user, now).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"data": {"reset": true}}),

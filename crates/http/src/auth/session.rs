@@ -169,11 +169,7 @@ pub(crate) async fn login(
     let now = format_datetime(state.clock.now());
     if verified.needs_rehash {
         let hash = hash_password(&state, password).await?;
-        state
-            .store
-            .sessions()
-            .set_password_hash(user.id.clone(), hash, now.clone())
-            .await?;
+        state.records.set_password_hash(&user.id, hash).await?;
     }
     let role = role_of(&state, &user);
     let user_value = user_json(&state, &user, &role)?;
@@ -395,11 +391,7 @@ pub(crate) async fn change_password(
     state.pair_throttle.forgive(&attempts, now_unix).await;
     let hash = hash_password(&state, new).await?;
     let now = format_datetime(state.clock.now());
-    state
-        .store
-        .sessions()
-        .set_password_hash(caller.id.clone(), hash, now.clone())
-        .await?;
+    state.records.set_password_hash(&caller.id, hash).await?;
     state
         .store
         .sessions()

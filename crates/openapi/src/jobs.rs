@@ -95,7 +95,7 @@ pub(crate) fn paths(paths: &mut Map<String, Value>) {
         "/api/v1/jobs".into(),
         json!({ "post": {
             "operationId": "enqueue_job", "tags": ["jobs"],
-            "summary": "Enqueue a job (admins, and API keys with the jobs:write scope)",
+            "summary": "Enqueue a job (admins, or an admin's API key with the jobs:write scope)",
             "requestBody": { "required": true, "content": json_body(object(json!({
                 "type": { "type": "string", "description": "a job type declared in schema.toml" },
                 "payload": { "type": "object" },

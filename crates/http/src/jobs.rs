@@ -429,26 +429,10 @@ pub(crate) async fn list(
     };
     for (key, value) in params {
         match key.as_str() {
-            "state" => {
-                filter.state = Some(JobState::parse(&value).ok_or_else(|| {
-                    field_error(
-                        "state",
-                        format!(
-                            "must be one of {}",
-                            JobState::ALL.map(JobState::as_str).join(", ")
-                        ),
-                    )
-                })?);
-            }
+            "state" => filter.state = Some(state_param("state", &value)?),
             "type" => filter.kind = Some(value),
             "queue" => filter.queue = Some(value),
-            "limit" => {
-                filter.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_PAGE).contains(n))
-                    .ok_or_else(|| field_error("limit", format!("must be 1 to {MAX_PAGE}")))?;
-            }
+            "limit" => filter.limit = page_limit(&value)?,
             "cursor" => filter.before = Some(decode_cursor(&value)?),
             other => {
                 return Err(field_error(
@@ -458,6 +442,16 @@ pub(crate) async fn list(
             }
         }
     }
+    page(jobs, filter, job_json).await
+}
+
+/// One page of jobs, newest first, each as `render` shows it, with the next page's
+/// cursor.
+async fn page(
+    jobs: &Jobs,
+    filter: JobFilter,
+    render: fn(&Jobs, &Job) -> Value,
+) -> Result<Response, ApiError> {
     let limit = filter.limit;
     let mut page = jobs
         .list(JobFilter {
@@ -470,11 +464,33 @@ pub(crate) async fn list(
     let next = more
         .then(|| page.last().map(|j| URL_SAFE_NO_PAD.encode(j.id.as_bytes())))
         .flatten();
-    let data: Vec<Value> = page.iter().map(|j| job_json(jobs, j)).collect();
+    let data: Vec<Value> = page.iter().map(|j| render(jobs, j)).collect();
     Ok(json_response(
         StatusCode::OK,
         &json!({"data": data, "meta": {"limit": limit, "nextCursor": next}}),
     ))
+}
+
+/// A page size parameter.
+fn page_limit(value: &str) -> Result<usize, ApiError> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| (1..=MAX_PAGE).contains(n))
+        .ok_or_else(|| field_error("limit", format!("must be 1 to {MAX_PAGE}")))
+}
+
+/// A state parameter (named `name` in the list's query).
+fn state_param(name: &str, value: &str) -> Result<JobState, ApiError> {
+    JobState::parse(value).ok_or_else(|| {
+        field_error(
+            name,
+            format!(
+                "must be one of {}",
+                JobState::ALL.map(JobState::as_str).join(", ")
+            ),
+        )
+    })
 }
 
 /// `POST /api/v1/admin/jobs/{id}/retry`.
@@ -604,24 +620,8 @@ pub(crate) async fn deliveries(
                 }
                 filter.kind = Some(format!("{}{value}", ferrobase_jobs::DELIVERY_KIND));
             }
-            "status" => {
-                filter.state = Some(JobState::parse(&value).ok_or_else(|| {
-                    field_error(
-                        "status",
-                        format!(
-                            "must be one of {}",
-                            JobState::ALL.map(JobState::as_str).join(", ")
-                        ),
-                    )
-                })?);
-            }
-            "limit" => {
-                filter.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_PAGE).contains(n))
-                    .ok_or_else(|| field_error("limit", format!("must be 1 to {MAX_PAGE}")))?;
-            }
+            "status" => filter.state = Some(state_param("status", &value)?),
+            "limit" => filter.limit = page_limit(&value)?,
             "cursor" => filter.before = Some(decode_cursor(&value)?),
             other => {
                 return Err(field_error(
@@ -631,23 +631,7 @@ pub(crate) async fn deliveries(
             }
         }
     }
-    let limit = filter.limit;
-    let mut page = jobs
-        .list(JobFilter {
-            limit: limit + 1,
-            ..filter
-        })
-        .await?;
-    let more = page.len() > limit;
-    page.truncate(limit);
-    let next = more
-        .then(|| page.last().map(|j| URL_SAFE_NO_PAD.encode(j.id.as_bytes())))
-        .flatten();
-    let data: Vec<Value> = page.iter().map(|j| delivery_json(jobs, j)).collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"data": data, "meta": {"limit": limit, "nextCursor": next}}),
-    ))
+    page(jobs, filter, delivery_json).await
 }
 
 /// One attempt of a delivery, from the job's change that ended it.

@@ -139,6 +139,23 @@ struct Inner {
     started: time::OffsetDateTime,
 }
 
+/// Where a job type or webhook sends: its URL and signing key, read from the
+/// environment where they say `env:NAME`.
+fn destination(
+    url: &ferrobase_schema::jobs::ConfigValue,
+    secret: Option<&ferrobase_schema::jobs::ConfigValue>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(String, Option<Vec<u8>>), String> {
+    let url = url.resolve(env)?;
+    if !ferrobase_schema::jobs::is_http_url(&url) {
+        return Err(format!("'{url}' is not an http(s) URL"));
+    }
+    let key = secret
+        .map(|s| s.resolve(env).map(|s| secret_key(&s)))
+        .transpose()?;
+    Ok((url, key))
+}
+
 /// The hex SHA-256 of a unique key's value.
 fn key_digest(key: &str) -> String {
     use sha2::Digest as _;
@@ -192,20 +209,8 @@ impl Jobs {
         let mut problems = Vec::new();
         let mut targets = HashMap::new();
         for def in &schema.jobs {
-            let url = def.url.resolve(&env).and_then(|url| {
-                if ferrobase_schema::jobs::is_http_url(&url) {
-                    Ok(url)
-                } else {
-                    Err(format!("'{url}' is not an http(s) URL"))
-                }
-            });
-            let key = def
-                .secret
-                .as_ref()
-                .map(|s| s.resolve(&env).map(|s| secret_key(&s)))
-                .transpose();
-            match (url, key) {
-                (Ok(url), Ok(key)) => {
+            match destination(&def.url, def.secret.as_ref(), &env) {
+                Ok((url, key)) => {
                     targets.insert(
                         def.name.clone(),
                         Target {
@@ -215,25 +220,13 @@ impl Jobs {
                         },
                     );
                 }
-                (Err(e), _) | (_, Err(e)) => problems.push(format!("[jobs.{}]: {e}", def.name)),
+                Err(e) => problems.push(format!("[jobs.{}]: {e}", def.name)),
             }
         }
         let mut hooks = HashMap::new();
         for def in &schema.webhooks {
-            let url = def.url.resolve(&env).and_then(|url| {
-                if ferrobase_schema::jobs::is_http_url(&url) {
-                    Ok(url)
-                } else {
-                    Err(format!("'{url}' is not an http(s) URL"))
-                }
-            });
-            let key = def
-                .secret
-                .as_ref()
-                .map(|s| s.resolve(&env).map(|s| secret_key(&s)))
-                .transpose();
-            match (url, key) {
-                (Ok(url), Ok(key)) => {
+            match destination(&def.url, def.secret.as_ref(), &env) {
+                Ok((url, key)) => {
                     hooks.insert(
                         def.name.clone(),
                         webhooks::HookTarget {
@@ -248,9 +241,7 @@ impl Jobs {
                         },
                     );
                 }
-                (Err(e), _) | (_, Err(e)) => {
-                    problems.push(format!("[webhooks.{}]: {e}", def.name));
-                }
+                Err(e) => problems.push(format!("[webhooks.{}]: {e}", def.name)),
             }
         }
         if !problems.is_empty() {

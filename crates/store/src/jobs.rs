@@ -509,6 +509,12 @@ pub(crate) fn stats(
     stats.into_values().collect()
 }
 
+/// Claimed jobs in the order a claim picks them (`RETURNING` keeps none): highest
+/// priority first, then the oldest due, then the id.
+pub(crate) fn claim_order(jobs: &mut [Job]) {
+    jobs.sort_by(|a, b| (b.priority, a.run_at, &a.id).cmp(&(a.priority, b.run_at, &b.id)));
+}
+
 /// A job event's columns: seq, at, state, attempt, progress, message.
 pub(crate) type JobEventRow = (i64, i64, String, i32, Option<i32>, Option<String>);
 

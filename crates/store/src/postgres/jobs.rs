@@ -286,8 +286,7 @@ impl JobStore for PgStore {
                 .query(&prepared, &[&queue, &now, &lease_until, &limit])
                 .await?;
             let mut claimed = jobs(rows)?;
-            claimed
-                .sort_by(|a, b| (b.priority, a.run_at, &a.id).cmp(&(a.priority, b.run_at, &b.id)));
+            crate::jobs::claim_order(&mut claimed);
             Ok(claimed)
         })
     }

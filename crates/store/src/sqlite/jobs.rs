@@ -152,9 +152,7 @@ impl JobStore for SqliteStore {
                 for job in &jobs {
                     event(tx, &job.id, now)?;
                 }
-                jobs.sort_by(|a, b| {
-                    (b.priority, a.run_at, &a.id).cmp(&(a.priority, b.run_at, &b.id))
-                });
+                crate::jobs::claim_order(&mut jobs);
                 Ok(jobs)
             })
             .await

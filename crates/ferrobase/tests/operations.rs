@@ -162,7 +162,14 @@ fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
 
     let status = s.wait_exit();
     assert_eq!(status.code(), Some(0), "{}", s.logs.text());
-    assert!(s.logs.text().contains("\"stopped\""), "{}", s.logs.text());
+    // The output pipes may still be draining when the process has exited.
+    assert!(
+        s.logs
+            .wait_for(DEADLINE, |l| l["message"] == "stopped")
+            .is_some(),
+        "{}",
+        s.logs.text()
+    );
 
     // The acknowledged write is there after a restart.
     let s = s.into_project().serve(BIN);

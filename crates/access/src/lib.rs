@@ -11,6 +11,6 @@ mod policy;
 
 pub use caller::{Caller, Identity, Via};
 pub use policy::{
-    Action, Decision, Policy, Refusal, auth_map, check_field_writes, decide, decide_as, readable,
-    refusal, uses_auth,
+    Action, Decision, JsonRecord, Judged, Policy, Refusal, auth_map, check_field_writes, decide,
+    decide_as, judge_view, readable, refusal, uses_auth,
 };

@@ -337,3 +337,72 @@ pub fn check_field_writes(
     }
     Ok(())
 }
+
+/// A record held in memory as JSON (an event's record), for rules to judge: its own
+/// fields only; conditions that follow relations are judged in SQL instead.
+pub struct JsonRecord<'a>(pub &'a Map<String, Value>);
+
+impl Lookup for JsonRecord<'_> {
+    fn value(&self, _resource: &str, _id: &str, column: &str) -> Option<Value> {
+        self.0.get(column).cloned()
+    }
+
+    fn follow(&self, _hop: &ferrobase_query::check::Hop, _id: &str) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// What a rule says about one record held in memory.
+#[derive(Debug, Clone)]
+pub enum Judged {
+    /// The caller may see the record.
+    Admit,
+    /// The caller may not.
+    Deny,
+    /// The rule follows relations: the database decides with this condition, compiled
+    /// for the resource's table (see `RecordStore::judge`).
+    Sql(sea_query::Expr),
+}
+
+/// The view rule for `record` (an event's record; for a delete, the record as it was),
+/// judged in memory when the rule looks only at the record itself and the caller, with
+/// exactly the meaning of its SQL. `auth` is [`auth_map`] of the caller, built once per
+/// subscriber rather than per event.
+pub fn judge_view(
+    policy: &Policy,
+    resource: &Resource,
+    identity: &Identity,
+    auth: Option<&Map<String, Value>>,
+    record: &Map<String, Value>,
+    now: time::OffsetDateTime,
+) -> Judged {
+    if let Some(caller) = identity.caller()
+        && !caller.scope_allows(&resource.name, false)
+    {
+        return Judged::Deny;
+    }
+    let Some(cond) = policy.view.as_ref() else {
+        return match identity.caller() {
+            Some(c) if c.role == "admin" => Judged::Admit,
+            _ => Judged::Deny,
+        };
+    };
+    let env = Env {
+        auth,
+        body: None,
+        now,
+    };
+    if cond.follows_relations() {
+        return match compile(cond, &env, policy.dialect, &resource.name) {
+            Compiled::Always(true) => Judged::Admit,
+            Compiled::Always(false) => Judged::Deny,
+            Compiled::Sql(e) => Judged::Sql(e),
+        };
+    }
+    let id = record.get("id").and_then(Value::as_str).unwrap_or_default();
+    if eval(cond, &env, &JsonRecord(record), &resource.name, id) {
+        Judged::Admit
+    } else {
+        Judged::Deny
+    }
+}

@@ -140,6 +140,7 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>, mode: Mo
     // Started once the node can serve: a node that cannot listen claims no jobs.
     let worker = settings.jobs.worker.then(|| jobs.start_worker());
     let store = state.store.clone();
+    let realtime = state.realtime.clone();
     let (refused_tx, refused_rx) = tokio::sync::oneshot::channel::<String>();
     tokio::spawn(async move {
         // One line when the store can serve (at once on SQLite; on PostgreSQL once its
@@ -149,7 +150,12 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>, mode: Mo
             .wait_ready(std::time::Duration::from_secs(3600))
             .await
         {
-            Ok(()) => tracing::info!("ready to serve"),
+            Ok(()) => {
+                if let Err(e) = realtime.start().await {
+                    tracing::error!(error = %e, "realtime cannot follow the event log");
+                }
+                tracing::info!("ready to serve");
+            }
             Err(StoreError::Config(why)) => {
                 let _ = refused_tx.send(why);
             }
@@ -228,7 +234,17 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>, mode: Mo
             worker.shutdown(grace).await;
         }
     };
-    let (served, ()) = tokio::join!(tokio::time::timeout(grace, server), stopping_worker);
+    // Realtime connections end with a final message each; upgraded WebSockets are not
+    // tracked by the server's own graceful shutdown.
+    let realtime = state.realtime.clone();
+    let realtime_closed = async {
+        let _ = tokio::time::timeout(grace, realtime.closed()).await;
+    };
+    let (served, (), ()) = tokio::join!(
+        tokio::time::timeout(grace, server),
+        stopping_worker,
+        realtime_closed
+    );
     match served {
         Ok(Ok(())) => {
             tracing::info!("stopped");

@@ -198,23 +198,8 @@ fn check_csrf(
     {
         return Err(refuse("Sec-Fetch-Site is not same-origin"));
     }
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        let own = origin
-            .split_once("://")
-            .is_some_and(|(_, rest)| rest == host);
-        let allowed = state
-            .settings
-            .cors
-            .allowed_origins
-            .iter()
-            .any(|o| o == origin);
-        if !own && !allowed {
-            return Err(refuse("Origin is not this site"));
-        }
+    if !origin_allowed(state, headers) {
+        return Err(refuse("Origin is not this site"));
     }
     let sent = headers
         .get("x-csrf-token")
@@ -234,9 +219,84 @@ fn check_csrf(
     Ok(())
 }
 
+/// Whether the request's `Origin` (when it has one) is this site or an allowed CORS
+/// origin: a cookie must not act for a page of another site.
+pub(crate) fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let own = origin
+        .split_once("://")
+        .is_some_and(|(_, rest)| rest == host);
+    own || state
+        .settings
+        .cors
+        .allowed_origins
+        .iter()
+        .any(|o| o == origin)
+}
+
 /// The CSRF token of a cookie session (always made with the current secret).
 pub(crate) fn session_csrf_token(state: &AppState, session_id: &str) -> String {
     csrf_token(&state.csrf_keys[0], session_id)
+}
+
+/// When the request's credential stops being good (unix seconds): the access token's
+/// `exp`. Realtime streams end with an `expired` event then.
+#[derive(Debug, Clone, Copy)]
+pub struct CredentialExpiry(pub i64);
+
+/// The caller a bearer credential (an access token or an API key) names, and when it
+/// expires. Used for `Authorization` headers and for realtime's `auth` messages.
+pub async fn bearer_caller(
+    state: &AppState,
+    token: &str,
+) -> Result<(Caller, Option<i64>), ApiError> {
+    if token.starts_with(API_KEY_PREFIX) {
+        return from_api_key(state, token).await.map(|c| (c, None));
+    }
+    let now = state.clock.now().unix_timestamp();
+    let claims = state.jwt.verify(token, now).map_err(|e| match e {
+        TokenError::Expired => ApiError::new(
+            axum::http::StatusCode::UNAUTHORIZED,
+            "TOKEN_EXPIRED",
+            "the access token has expired; refresh it",
+        ),
+        TokenError::Invalid => invalid("the access token is not valid"),
+    })?;
+    // Rights above the default role are confirmed against the database on every
+    // request: a demoted or deleted admin or editor must not keep them for the rest
+    // of the token's life. A token with the default role (most traffic) is not looked
+    // up: what it grants, every new user has; its holder's sessions end with a role
+    // change, so it lasts at most `access_token_ttl` after one.
+    if claims.role != state.schema.auth.default_role {
+        let user = load_user(state, &claims.sub)
+            .await?
+            .ok_or_else(|| invalid("the access token is not valid"))?;
+        let role = role_in(&user);
+        return Ok((
+            Caller {
+                id: claims.sub,
+                role,
+                user: Some(user),
+                via: Via::Bearer,
+            },
+            Some(claims.exp),
+        ));
+    }
+    Ok((
+        Caller {
+            id: claims.sub,
+            role: claims.role,
+            user: None,
+            via: Via::Bearer,
+        },
+        Some(claims.exp),
+    ))
 }
 
 async fn identify(
@@ -244,7 +304,7 @@ async fn identify(
     headers: &HeaderMap,
     method: &Method,
     path: &str,
-) -> Result<Option<Caller>, ApiError> {
+) -> Result<(Option<Caller>, Option<i64>), ApiError> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let value = value
             .to_str()
@@ -255,49 +315,16 @@ async fn identify(
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| invalid("use Authorization: Bearer <token>"))?;
-        if token.starts_with(API_KEY_PREFIX) {
-            return from_api_key(state, token).await.map(Some);
-        }
-        let now = state.clock.now().unix_timestamp();
-        let claims = state.jwt.verify(token, now).map_err(|e| match e {
-            TokenError::Expired => ApiError::new(
-                axum::http::StatusCode::UNAUTHORIZED,
-                "TOKEN_EXPIRED",
-                "the access token has expired; refresh it",
-            ),
-            TokenError::Invalid => invalid("the access token is not valid"),
-        })?;
-        // Rights above the default role are confirmed against the database on every
-        // request: a demoted or deleted admin or editor must not keep them for the rest
-        // of the token's life. A token with the default role (most traffic) is not looked
-        // up: what it grants, every new user has; its holder's sessions end with a role
-        // change, so it lasts at most `access_token_ttl` after one.
-        if claims.role != state.schema.auth.default_role {
-            let user = load_user(state, &claims.sub)
-                .await?
-                .ok_or_else(|| invalid("the access token is not valid"))?;
-            let role = role_in(&user);
-            return Ok(Some(Caller {
-                id: claims.sub,
-                role,
-                user: Some(user),
-                via: Via::Bearer,
-            }));
-        }
-        return Ok(Some(Caller {
-            id: claims.sub,
-            role: claims.role,
-            user: None,
-            via: Via::Bearer,
-        }));
+        let (caller, expires) = bearer_caller(state, token).await?;
+        return Ok((Some(caller), expires));
     }
     let name = cookie_name(state.settings.auth.cookie_secure);
     let Some(token) = cookie(headers, name) else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let Some(caller) = from_session(state, &token).await? else {
         // A stale cookie is no credential at all: the caller is anonymous.
-        return Ok(None);
+        return Ok((None, None));
     };
     let unsafe_method = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
     if let Via::Cookie { session_id } = &caller.via
@@ -309,16 +336,19 @@ async fn identify(
         );
         check_csrf(state, headers, session_id, !signing_in_or_out)?;
     }
-    Ok(Some(caller))
+    Ok((Some(caller), None))
 }
 
 /// Middleware: resolves the identity of every API request (401 for bad credentials).
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let (headers, method) = (req.headers().clone(), req.method().clone());
     match identify(&state, &headers, &method, req.uri().path()).await {
-        Ok(caller) => {
+        Ok((caller, expires)) => {
             let user = caller.as_ref().map(|c| c.id.clone());
             req.extensions_mut().insert(Identity(caller));
+            if let Some(at) = expires {
+                req.extensions_mut().insert(CredentialExpiry(at));
+            }
             let mut res = next.run(req).await;
             if let Some(id) = user {
                 res.extensions_mut().insert(LoggedUser(id));

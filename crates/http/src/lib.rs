@@ -15,6 +15,7 @@ pub mod metrics;
 mod ops;
 
 pub mod ratelimit;
+mod realtime;
 mod records;
 pub mod redact;
 mod router;

@@ -113,16 +113,23 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new(None)
+        Self::new(None, None)
     }
 }
 
 impl Metrics {
-    /// Registers every metric (the job service's too, when there is one).
-    pub fn new(jobs: Option<&ferrobase_jobs::Jobs>) -> Self {
+    /// Registers every metric (the job service's and realtime's too, when there are
+    /// ones).
+    pub fn new(
+        jobs: Option<&ferrobase_jobs::Jobs>,
+        realtime: Option<&ferrobase_realtime::RealtimeMetrics>,
+    ) -> Self {
         let mut registry = Registry::with_prefix("ferrobase");
         if let Some(jobs) = jobs {
             jobs.metrics().register(&mut registry);
+        }
+        if let Some(realtime) = realtime {
+            realtime.register(&mut registry);
         }
         let queued = Family::<QueueStateLabels, Gauge>::default();
         registry.register(

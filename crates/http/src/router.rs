@@ -19,7 +19,7 @@ use crate::metrics::metrics;
 use crate::ratelimit::rate_limit;
 use crate::records::{batch, create, delete as delete_record, get as get_one, list, update};
 use crate::state::AppState;
-use crate::{jobs, ops};
+use crate::{jobs, ops, realtime};
 
 /// The complete application router.
 pub fn router(state: AppState) -> Router {
@@ -85,10 +85,12 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/admin/webhooks/deliveries/{id}/redeliver",
             post(jobs::redeliver),
         )
+        .route("/api/v1/realtime", get(realtime::websocket))
         .route(
             "/api/v1/{resource}",
             list_get.post(create::create.layer(idempotent())),
         )
+        .route("/api/v1/{resource}/events", get(realtime::sse))
         .route(
             "/api/v1/{resource}/{id}",
             one_get.patch(update::update).delete(delete_record::delete),

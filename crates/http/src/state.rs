@@ -54,6 +54,8 @@ pub struct App {
     pub csrf_keys: Vec<[u8; 32]>,
     /// The record service: every read and write of records goes through it.
     pub records: ferrobase_records::Records,
+    /// Realtime subscriptions (started by the binary: [`ferrobase_realtime::Realtime::start`]).
+    pub realtime: ferrobase_realtime::Realtime,
     /// The job service (`None` until the binary hands one over).
     pub jobs: Option<ferrobase_jobs::Jobs>,
     /// Failed logins per account and client address.
@@ -212,7 +214,12 @@ impl AppState {
             records = records.effect(Arc::new(ForgetCachedReads(cache.clone())));
         }
         let records = records.build();
-        let metrics = crate::metrics::Metrics::new(jobs.as_ref());
+        let realtime = ferrobase_realtime::Realtime::new(
+            records.clone(),
+            settings.realtime.clone(),
+            settings.events.retention,
+        );
+        let metrics = crate::metrics::Metrics::new(jobs.as_ref(), Some(realtime.metrics()));
         Self(Arc::new(App {
             jwt: JwtKeys::derive(&secret, previous),
             csrf_keys: std::iter::once(secret.derive("csrf"))
@@ -221,6 +228,7 @@ impl AppState {
             passwords: Passwords::default(),
             cursors,
             records,
+            realtime,
             jobs,
             pair_throttle: Counter::new(
                 redis.as_ref(),
@@ -269,9 +277,11 @@ impl AppState {
         }))
     }
 
-    /// Marks the start of shutdown.
+    /// Marks the start of shutdown: `/ready` answers 503, realtime streams end with a
+    /// final `shutdown` message.
     pub fn begin_shutdown(&self) {
         self.0.shutting_down.store(true, Ordering::SeqCst);
+        self.0.realtime.shutdown();
     }
 
     /// Whether shutdown has begun.

@@ -51,6 +51,52 @@ fn cursor_error(message: &str) -> RecordError {
 }
 
 impl Records {
+    /// A client's filter as SQL for `res`'s table: related records it looks at must be
+    /// visible to the caller themselves (their view rule guards each join), so a filter
+    /// never reveals what the caller could not read directly.
+    pub fn compile_filter(
+        &self,
+        identity: &Identity,
+        res: ResourceId,
+        cond: &ferrobase_query::check::Cond,
+        now: time::OffsetDateTime,
+    ) -> sea_query::Expr {
+        let auth = identity.caller().map(auth_map);
+        let env = Env {
+            auth: auth.as_ref(),
+            body: None,
+            now,
+        };
+        let guard = |name: &str, alias: &str| -> Option<sea_query::Expr> {
+            let denied = Some(sea_query::Expr::cust("FALSE"));
+            let Ok((id, target)) = self.resource(name) else {
+                return denied;
+            };
+            match decide_as(
+                self.policy(id),
+                target,
+                Action::View,
+                identity,
+                None,
+                now,
+                alias,
+            ) {
+                Ok(Decision::All) => None,
+                Ok(Decision::Where(e)) => Some(e),
+                Ok(Decision::None) | Err(_) => denied,
+            }
+        };
+        let resource = self.resource_at(res);
+        compile_guarded(
+            cond,
+            &env,
+            self.policy(res).dialect,
+            &resource.name,
+            Some(&guard),
+        )
+        .into_expr()
+    }
+
     /// One page of the records the caller may list.
     pub async fn list(
         &self,
@@ -74,35 +120,10 @@ impl Records {
                 allowed: Vec::new(),
             });
         }
-        let auth = identity.caller().map(auth_map);
-        let env = Env {
-            auth: auth.as_ref(),
-            body: None,
-            now,
-        };
-        // Related records a filter looks at must be visible to the caller themselves.
-        let guard = |name: &str, alias: &str| -> Option<sea_query::Expr> {
-            let denied = Some(sea_query::Expr::cust("FALSE"));
-            let Ok((id, target)) = self.resource(name) else {
-                return denied;
-            };
-            match decide_as(
-                self.policy(id),
-                target,
-                Action::View,
-                identity,
-                None,
-                now,
-                alias,
-            ) {
-                Ok(Decision::All) => None,
-                Ok(Decision::Where(e)) => Some(e),
-                Ok(Decision::None) | Err(_) => denied,
-            }
-        };
-        let filter = params.filter.as_ref().map(|cond| {
-            compile_guarded(cond, &env, policy.dialect, &resource.name, Some(&guard)).into_expr()
-        });
+        let filter = params
+            .filter
+            .as_ref()
+            .map(|cond| self.compile_filter(identity, res, cond, now));
         // The rule is part of the query: rows the caller may not see are never read.
         let filter = match (rule, filter) {
             (Some(r), Some(f)) => Some(r.and(f)),

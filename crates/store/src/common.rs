@@ -135,3 +135,48 @@ mod tests {
         assert_eq!(merge_patch(json!({"a": 1}), json!([2])), json!([2]));
     }
 }
+
+/// The statement judging conditions against one record held in memory (an event's
+/// record, which may no longer be stored): the record becomes a one-row derived table
+/// named like the resource, so conditions compiled for the resource's table, with their
+/// joins to related tables, apply to it unchanged. One boolean column per condition.
+pub(crate) fn judge_statement(
+    resource: &Resource,
+    record: &Record,
+    conds: Vec<sea_query::Expr>,
+    encode: impl Fn(&ferrobase_schema::FieldType, &Value) -> sea_query::Expr,
+) -> sea_query::SelectStatement {
+    use ferrobase_schema::FieldType;
+    use sea_query::{Alias, Query};
+    let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
+    let mut row = Query::select();
+    row.expr_as(
+        encode(&FieldType::Uuid, &Value::String(record.id.clone())),
+        Alias::new("id"),
+    )
+    .expr_as(
+        encode(&FieldType::Integer, &Value::from(record.version)),
+        Alias::new("version"),
+    );
+    if resource.timestamps {
+        row.expr_as(
+            encode(&FieldType::Datetime, &text(&record.created_at)),
+            Alias::new("created_at"),
+        )
+        .expr_as(
+            encode(&FieldType::Datetime, &text(&record.updated_at)),
+            Alias::new("updated_at"),
+        );
+    }
+    for (field, value) in resource.fields.iter().zip(&record.values) {
+        if !field.is_many() {
+            row.expr_as(encode(&field.ty, value), Alias::new(field.name.as_str()));
+        }
+    }
+    let mut stmt = Query::select();
+    for cond in conds {
+        stmt.expr(cond);
+    }
+    stmt.from_subquery(row, Alias::new(resource.name.as_str()));
+    stmt
+}

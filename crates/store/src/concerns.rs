@@ -23,6 +23,16 @@ pub trait RecordStore: Send + Sync {
         query: ListQuery,
     ) -> Fut<'_, Result<Vec<String>, StoreError>>;
 
+    /// Judges `conds` (compiled for the resource's table) against `record` as given,
+    /// not as stored: one answer per condition. Realtime judges an event's record with
+    /// it, once per event for every subscriber whose rule or filter follows relations.
+    fn judge(
+        &self,
+        res: ResourceId,
+        record: Record,
+        conds: Vec<Expr>,
+    ) -> Fut<'_, Result<Vec<bool>, StoreError>>;
+
     /// How many records match `filter`.
     fn count(&self, res: ResourceId, filter: Option<Expr>) -> Fut<'_, Result<u64, StoreError>>;
 
@@ -182,6 +192,18 @@ pub trait EventLog: Send + Sync {
 
     /// The highest `seq` of an event written before `at` (canonical datetime text).
     fn last_event_before(&self, at: String) -> Fut<'_, Result<i64, StoreError>>;
+
+    /// The events with `seq` in `(after, upto]`, at most `limit`, in `seq` order. Only
+    /// for positions a follower has already proved final (see [`crate::EventFollower`]).
+    fn events_between(
+        &self,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Fut<'_, Result<Vec<crate::RecordEvent>, StoreError>>;
+
+    /// The `seq` and time of the last event at or before `seq` that is still kept.
+    fn event_at_or_before(&self, seq: i64) -> Fut<'_, Result<Option<(i64, String)>, StoreError>>;
 }
 
 /// The database itself: migrations, readiness, pool statistics.

@@ -184,6 +184,13 @@ impl EventFollower {
         self.position
     }
 
+    /// Whether committed-but-not-yet-final positions are waiting (PostgreSQL: writes
+    /// still running when the last read began); read again soon rather than at the
+    /// next wake-up, which may never come.
+    pub fn pending(&self) -> bool {
+        !self.horizons.is_empty()
+    }
+
     /// The next events after the position, at most `limit`; advances the position.
     /// Returns an empty batch when nothing new is final yet (wait for
     /// [`crate::Store::event_wakeups`] or poll).

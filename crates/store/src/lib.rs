@@ -285,6 +285,16 @@ pub(crate) trait Backend:
         let _ = wake;
     }
 
+    /// Wakes `wake`'s waiters when any node announces record writes (PostgreSQL's
+    /// `LISTEN`); on SQLite every writer of the file is this node or a command whose
+    /// writes a poll finds.
+    fn listen_for_events(&self, wake: Arc<tokio::sync::Notify>) {
+        let _ = wake;
+    }
+
+    /// Announces this node's record writes to the other nodes (PostgreSQL's `NOTIFY`).
+    fn announce_events(&self) {}
+
     /// Reads the event log for a follower (see [`EventFollower`]).
     fn follow<'a>(
         &'a self,
@@ -327,6 +337,14 @@ impl Store {
     /// Wakes `wake`'s waiters whenever another node enqueues a due job.
     pub fn listen_for_jobs(&self, wake: Arc<tokio::sync::Notify>) {
         self.inner.listen_for_jobs(wake);
+    }
+
+    /// Wakes `wake`'s waiters whenever some node announces record writes, and starts
+    /// announcing this node's (PostgreSQL; nothing on SQLite). Realtime follows the log
+    /// on every node with it instead of polling.
+    pub fn listen_for_events(&self, wake: Arc<tokio::sync::Notify>) {
+        self.inner.announce_events();
+        self.inner.listen_for_events(wake);
     }
 
     /// Migrations, readiness, pool statistics.

@@ -108,6 +108,8 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     /// `[email]`: how mail is sent.
     pub email: EmailSettings,
+    /// `[realtime]`: SSE and WebSocket subscriptions.
+    pub realtime: RealtimeSettings,
     /// `FERROBASE_SECRET`, when given (development generates one when absent).
     pub secret: Option<Secret>,
     /// `FERROBASE_SECRET_PREVIOUS`, still accepted during a rotation.
@@ -151,6 +153,24 @@ pub struct EmailSettings {
 
 /// The default webhook retry schedule (SPEC §8).
 pub const DEFAULT_RETRY_SCHEDULE: [u64; 7] = [5, 300, 1800, 7200, 18000, 36000, 36000];
+
+/// `[realtime]` settings: subscriptions to record events over SSE and WebSocket.
+#[derive(Debug, Clone)]
+pub struct RealtimeSettings {
+    /// How often an idle stream gets a heartbeat (`heartbeat`, default 15 s).
+    pub heartbeat: Duration,
+    /// Events queued per connection before it is cut off as too slow (`buffer`, 1000).
+    pub buffer: usize,
+    /// Bytes queued per connection before it is cut off (`buffer_bytes`, 1 MiB).
+    pub buffer_bytes: usize,
+    /// Open connections per user, or per client address for anonymous callers
+    /// (`max_connections_per_user`, 20).
+    pub max_connections_per_user: usize,
+    /// Open connections on this node (`max_connections`, 10000).
+    pub max_connections: usize,
+    /// Subscriptions per WebSocket connection (`max_subscriptions`, 100).
+    pub max_subscriptions: usize,
+}
 
 /// `[jobs]` settings: this node's worker.
 #[derive(Debug, Clone)]
@@ -289,6 +309,17 @@ const KEYS: &[(&str, &[&str])] = &[
     ("jobs", &["worker", "lease", "poll", "queues"]),
     ("webhooks", &["allow_private_addresses", "retry_schedule"]),
     ("email", &["smtp_url", "from", "link_base", "timeout"]),
+    (
+        "realtime",
+        &[
+            "heartbeat",
+            "buffer",
+            "buffer_bytes",
+            "max_connections_per_user",
+            "max_connections",
+            "max_subscriptions",
+        ],
+    ),
 ];
 
 /// Where one setting's raw value came from.
@@ -431,6 +462,16 @@ impl<'a> Loader<'a> {
     }
 
     /// Reads one setting with `parse`, falling back to `default` and recording problems.
+    /// A whole number from 1 to `max`.
+    fn count(&mut self, section: &str, key: &str, default: usize, max: usize) -> usize {
+        self.get(section, key, default, move |v| {
+            usize::try_from(v.integer()?)
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| format!("must be between 1 and {max}"))
+        })
+    }
+
     fn get<T>(
         &mut self,
         section: &str,
@@ -737,6 +778,31 @@ impl<'a> Loader<'a> {
                 positive(parse_duration(&v.string()?)?)
             }),
         };
+        let realtime = RealtimeSettings {
+            heartbeat: self.get("realtime", "heartbeat", Duration::from_secs(15), |v| {
+                let d = parse_duration(&v.string()?)?;
+                if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+                    return Err("must be between 1s and 1h".into());
+                }
+                Ok(d)
+            }),
+            buffer: self.count("realtime", "buffer", 1000, 1_000_000),
+            buffer_bytes: self.get("realtime", "buffer_bytes", 1 << 20, |v| {
+                let n = parse_size(&v.string()?)?;
+                if !(1024..=(1 << 30)).contains(&n) {
+                    return Err("must be between 1KiB and 1GiB".into());
+                }
+                Ok(n)
+            }),
+            max_connections_per_user: self.count(
+                "realtime",
+                "max_connections_per_user",
+                20,
+                1_000_000,
+            ),
+            max_connections: self.count("realtime", "max_connections", 10_000, 10_000_000),
+            max_subscriptions: self.count("realtime", "max_subscriptions", 100, 100_000),
+        };
         let secret = env
             .get("FERROBASE_SECRET")
             .filter(|s| !s.is_empty())
@@ -758,6 +824,7 @@ impl<'a> Loader<'a> {
             ));
         }
         Settings {
+            realtime,
             env: environment,
             server,
             database,

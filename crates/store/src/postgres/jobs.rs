@@ -4,7 +4,6 @@
 //! listening connection per node wakes its idle workers.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -109,45 +108,7 @@ impl PgStore {
     /// drops) and wakes `wake`'s waiters for each; other nodes' enqueues reach this
     /// node's idle workers without polling.
     pub fn listen_for_jobs(&self, wake: Arc<tokio::sync::Notify>) {
-        let config = self.config.clone();
-        tokio::spawn(async move {
-            loop {
-                match config.connect(tokio_postgres::NoTls).await {
-                    Ok((client, mut connection)) => {
-                        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-                        let driver = tokio::spawn(async move {
-                            loop {
-                                let message =
-                                    std::future::poll_fn(|cx| connection.poll_message(cx)).await;
-                                match message {
-                                    Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
-                                        if tx.send(()).is_err() {
-                                            break;
-                                        }
-                                    }
-                                    Some(Ok(_)) => {}
-                                    Some(Err(_)) | None => break,
-                                }
-                            }
-                        });
-                        if client
-                            .batch_execute(&format!("LISTEN {CHANNEL}"))
-                            .await
-                            .is_ok()
-                        {
-                            // Jobs enqueued while not listening are found by this wake-up.
-                            wake.notify_waiters();
-                            while rx.recv().await.is_some() {
-                                wake.notify_waiters();
-                            }
-                        }
-                        driver.abort();
-                    }
-                    Err(e) => tracing::debug!(error = %e, "cannot listen for jobs"),
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        });
+        super::listen(self.config.clone(), CHANNEL, wake);
     }
 }
 

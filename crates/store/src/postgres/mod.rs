@@ -299,6 +299,18 @@ impl crate::RecordStore for PgStore {
         })
     }
 
+    fn judge(
+        &self,
+        res: ResourceId,
+        record: Record,
+        conds: Vec<Expr>,
+    ) -> Fut<'_, Result<Vec<bool>, StoreError>> {
+        Box::pin(async move {
+            let resource = self.resource(res)?;
+            read!(self, c => records::judge(c, resource, &record, conds).await)
+        })
+    }
+
     fn get_many(
         &self,
         res: ResourceId,
@@ -584,6 +596,27 @@ impl crate::EventLog for PgStore {
                 .get(0))
         })
     }
+
+    fn events_between(
+        &self,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Fut<'_, Result<Vec<crate::RecordEvent>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let conn: &deadpool_postgres::ClientWrapper = &client;
+            records::events_between(conn, after, upto, limit).await
+        })
+    }
+
+    fn event_at_or_before(&self, seq: i64) -> Fut<'_, Result<Option<(i64, String)>, StoreError>> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            let conn: &deadpool_postgres::ClientWrapper = &client;
+            records::event_at_or_before(conn, seq).await
+        })
+    }
 }
 
 impl crate::Maintenance for PgStore {
@@ -658,6 +691,14 @@ impl crate::Backend for PgStore {
         PgStore::listen_for_jobs(self, wake);
     }
 
+    fn listen_for_events(&self, wake: Arc<tokio::sync::Notify>) {
+        listen(self.config.clone(), EVENTS_CHANNEL, wake);
+    }
+
+    fn announce_events(&self) {
+        PgStore::announce_events(self);
+    }
+
     fn follow<'a>(
         &'a self,
         position: i64,
@@ -675,5 +716,85 @@ impl PgStore {
             self.written.send_modify(|n| *n = n.wrapping_add(1));
         }
         out
+    }
+}
+
+/// The channel that carries the newest `seq` after record writes, to every node.
+const EVENTS_CHANNEL: &str = "ferrobase_events";
+
+/// Listens on `channel` on a connection of its own (reconnecting when it drops) and
+/// wakes `wake`'s waiters for each notification, and once after every (re)connect:
+/// what was announced while nobody listened is found by that wake-up.
+pub(crate) fn listen(
+    config: tokio_postgres::Config,
+    channel: &'static str,
+    wake: Arc<tokio::sync::Notify>,
+) {
+    tokio::spawn(async move {
+        loop {
+            match config.connect(NoTls).await {
+                Ok((client, mut connection)) => {
+                    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                    let driver = tokio::spawn(async move {
+                        loop {
+                            let message =
+                                std::future::poll_fn(|cx| connection.poll_message(cx)).await;
+                            match message {
+                                Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
+                                    if tx.send(()).is_err() {
+                                        break;
+                                    }
+                                }
+                                Some(Ok(_)) => {}
+                                Some(Err(_)) | None => break,
+                            }
+                        }
+                    });
+                    if client
+                        .batch_execute(&format!("LISTEN {channel}"))
+                        .await
+                        .is_ok()
+                    {
+                        wake.notify_waiters();
+                        while rx.recv().await.is_some() {
+                            // Notifications that queued up meanwhile need one wake-up.
+                            while rx.try_recv().is_ok() {}
+                            wake.notify_waiters();
+                        }
+                    }
+                    driver.abort();
+                }
+                Err(e) => tracing::debug!(error = %e, channel, "cannot listen"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
+impl PgStore {
+    /// Announces this node's record writes to every node (`NOTIFY ferrobase_events`
+    /// with the newest `seq` handed out), outside the writes' transactions: a write
+    /// never waits for it, and writes that commit while one announcement is on its way
+    /// share the next one.
+    pub(crate) fn announce_events(&self) {
+        let mut written = self.written.subscribe();
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            while written.changed().await.is_ok() {
+                let sent = async {
+                    let client = pool.get().await.map_err(|e| e.to_string())?;
+                    client
+                        .execute(
+                            "SELECT pg_notify($1, last_value::text) FROM \"_ferrobase_event_seq\"",
+                            &[&EVENTS_CHANNEL],
+                        )
+                        .await
+                        .map_err(|e| e.to_string())
+                };
+                if let Err(e) = sent.await {
+                    tracing::debug!(error = %e, "cannot announce record writes");
+                }
+            }
+        });
     }
 }

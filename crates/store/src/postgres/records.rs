@@ -564,3 +564,48 @@ pub(crate) async fn explain(
     let rows = conn.rows((format!("EXPLAIN {sql}"), values)).await?;
     Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
 }
+
+/// The `seq` and time of the last event at or before `seq`.
+pub(crate) async fn event_at_or_before(
+    conn: &impl Conn,
+    seq: i64,
+) -> Result<Option<(i64, String)>, StoreError> {
+    let sql = "SELECT \"seq\", \"at\" FROM \"_ferrobase_events\" WHERE \"seq\" <= $1 ORDER BY \"seq\" DESC LIMIT 1";
+    let rows = conn
+        .rows((sql.to_owned(), sea_query::Values(vec![seq.into()])))
+        .await?;
+    match rows.first() {
+        None => Ok(None),
+        Some(row) => Ok(Some((
+            row.try_get(0).map_err(bad("bigint"))?,
+            time_text(row, 1)?.unwrap_or_default(),
+        ))),
+    }
+}
+
+/// Judges conditions against a record held in memory (see
+/// [`crate::common::judge_statement`]).
+pub(crate) async fn judge(
+    conn: &impl Conn,
+    resource: &Resource,
+    record: &Record,
+    conds: Vec<Expr>,
+) -> Result<Vec<bool>, StoreError> {
+    let n = conds.len();
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let stmt = crate::common::judge_statement(resource, record, conds, encode);
+    let rows = conn.rows(stmt.build(PostgresQueryBuilder)).await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| StoreError::Internal("a judgement returned no row".into()))?;
+    (0..n)
+        .map(|i| {
+            Ok(row
+                .try_get::<_, Option<bool>>(i)
+                .map_err(bad("boolean"))?
+                .unwrap_or(false))
+        })
+        .collect()
+}

@@ -308,6 +308,18 @@ impl crate::RecordStore for SqliteStore {
         })
     }
 
+    fn judge(
+        &self,
+        res: ResourceId,
+        record: Record,
+        conds: Vec<Expr>,
+    ) -> Fut<'_, Result<Vec<bool>, StoreError>> {
+        Box::pin(async move {
+            self.read(move |conn, plans| plans.judge(conn, res, &record, conds))
+                .await
+        })
+    }
+
     fn get_many(
         &self,
         res: ResourceId,
@@ -626,6 +638,36 @@ impl crate::EventLog for SqliteStore {
                 Ok(conn
                     .prepare_cached("SELECT COALESCE(MAX(\"seq\"), 0) FROM \"_ferrobase_events\"")?
                     .query_row([], |row| row.get(0))?)
+            })
+            .await
+        })
+    }
+
+    fn events_between(
+        &self,
+        after: i64,
+        upto: i64,
+        limit: usize,
+    ) -> Fut<'_, Result<Vec<crate::RecordEvent>, StoreError>> {
+        Box::pin(async move {
+            self.read(move |conn, _| {
+                Ok(records::events_after(conn, after, Some(upto), limit)?.events)
+            })
+            .await
+        })
+    }
+
+    fn event_at_or_before(&self, seq: i64) -> Fut<'_, Result<Option<(i64, String)>, StoreError>> {
+        Box::pin(async move {
+            self.read(move |conn, _| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT \"seq\", \"at\" FROM \"_ferrobase_events\" WHERE \"seq\" <= ?1 ORDER BY \"seq\" DESC LIMIT 1",
+                )?;
+                let mut rows = stmt.query([seq])?;
+                Ok(match rows.next()? {
+                    Some(row) => Some((row.get(0)?, row.get(1)?)),
+                    None => None,
+                })
             })
             .await
         })

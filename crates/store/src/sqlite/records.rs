@@ -80,6 +80,17 @@ fn encode(ty: &FieldType, v: &Value) -> SqlValue {
     }
 }
 
+/// [`encode`] as a bound expression, for statements built with sea-query.
+fn encode_expr(ty: &FieldType, v: &Value) -> Expr {
+    match encode(ty, v) {
+        SqlValue::Null => Expr::val(None::<String>),
+        SqlValue::Integer(i) => Expr::val(i),
+        SqlValue::Real(f) => Expr::val(f),
+        SqlValue::Text(s) => Expr::val(s),
+        SqlValue::Blob(b) => Expr::val(b),
+    }
+}
+
 /// Decodes a column by the field's declared type.
 pub(crate) fn decode(ty: &FieldType, v: ValueRef<'_>) -> Result<Value, StoreError> {
     let bad = || StoreError::Internal(format!("stored value does not match type {}", ty.name()));
@@ -381,6 +392,31 @@ impl Plans {
             r.get(0)
         })?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Judges conditions against a record held in memory (see
+    /// [`crate::common::judge_statement`]).
+    pub(crate) fn judge(
+        &self,
+        conn: &Connection,
+        res: ResourceId,
+        record: &Record,
+        conds: Vec<Expr>,
+    ) -> Result<Vec<bool>, StoreError> {
+        let (resource, _) = self.parts(res)?;
+        let n = conds.len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let stmt = crate::common::judge_statement(resource, record, conds, encode_expr);
+        let (sql, values) = stmt.build(SqliteQueryBuilder);
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let answers = stmt.query_row(params_from_iter(values.into_iter().map(sql_value)), |r| {
+            (0..n)
+                .map(|i| Ok(r.get::<_, Option<i64>>(i)?.is_some_and(|v| v != 0)))
+                .collect::<Result<Vec<bool>, rusqlite::Error>>()
+        })?;
+        Ok(answers)
     }
 
     pub(crate) fn get_many(

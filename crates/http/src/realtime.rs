@@ -1,0 +1,586 @@
+//! Realtime transports (SPEC §10): Server-Sent Events per resource at
+//! `GET /api/v1/{resource}/events` and the WebSocket protocol at `GET /api/v1/realtime`.
+//! Both only carry what [`ferrobase_realtime`] decides: who sees which event, shaped how.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, extract::ws::rejection::WebSocketUpgradeRejection};
+use ferrobase_realtime::{Close, Connection, Out, RealtimeError, Start, SubscribeRequest};
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+
+use crate::error::ApiError;
+use crate::identity::{CredentialExpiry, Identity, Via, bearer_caller, client_ip, origin_allowed};
+use crate::state::AppState;
+
+/// Each refusal once: the status and code of every [`RealtimeError`].
+impl From<RealtimeError> for ApiError {
+    fn from(e: RealtimeError) -> Self {
+        match e {
+            RealtimeError::Record(e) => e.into(),
+            e @ RealtimeError::TooManyConnectionsForUser { .. } => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED", e.to_string())
+            }
+            e @ (RealtimeError::NodeFull
+            | RealtimeError::ShuttingDown
+            | RealtimeError::NotReady) => Self::unavailable(e.to_string()),
+            e @ RealtimeError::TooManySubscriptions { .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "UNPROCESSABLE",
+                e.to_string(),
+            ),
+            e @ RealtimeError::DuplicateSubscription(_) => Self::bad_request(e.to_string()),
+            e @ RealtimeError::UnknownSubscription(_) => Self::not_found(e.to_string()),
+        }
+    }
+}
+
+/// The key of the caller's connection limit when anonymous: its address.
+fn client(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
+    client_ip(state, headers, peer).map_or_else(|| "ip:unknown".into(), |ip| format!("ip:{ip}"))
+}
+
+fn expiry(expires: Option<Extension<CredentialExpiry>>) -> Option<OffsetDateTime> {
+    expires.and_then(|Extension(CredentialExpiry(at))| OffsetDateTime::from_unix_timestamp(at).ok())
+}
+
+/// `GET /api/v1/{resource}/events?filter=&after=`: the resource's record events the
+/// caller may see, as Server-Sent Events. `Last-Event-ID` (or `after`) resumes.
+pub(crate) async fn sse(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    expires: Option<Extension<CredentialExpiry>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Path(resource): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mut filter = None;
+    let mut after = None;
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "filter" => filter = Some(value.into_owned()),
+            "after" => after = Some(position(&value).ok_or_else(|| bad_position("after"))?),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown parameter '{}' (an event stream takes filter and after)",
+                    other.chars().take(64).collect::<String>()
+                )));
+            }
+        }
+    }
+    if let Some(last) = headers.get("last-event-id") {
+        let last = last.to_str().ok().and_then(position);
+        after = Some(last.ok_or_else(|| bad_position("Last-Event-ID"))?);
+    }
+    let identity = state.records.with_user(identity).await?;
+    let client = client(&state, &headers, peer.map(|Extension(c)| c.0));
+    let mut conn = state
+        .realtime
+        .connect(identity, expiry(expires), &client, "sse")?;
+    let subscribed = conn
+        .subscribe(SubscribeRequest {
+            name: None,
+            resource,
+            filter,
+            record_id: None,
+            after,
+        })
+        .await?;
+    let stream = SseStream {
+        conn,
+        state: state.clone(),
+        replay: None,
+        pending: std::collections::VecDeque::new(),
+        done: false,
+    };
+    let stream = stream.start(subscribed.start);
+    let stream = futures_util::stream::unfold(stream, |mut s| async move {
+        s.next().await.map(|e| (Ok::<Event, Infallible>(e), s))
+    });
+    let mut response = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(state.settings.realtime.heartbeat))
+        .into_response();
+    response.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    // Proxies that buffer responses (nginx) would hold the events back.
+    response.headers_mut().insert(
+        "x-accel-buffering",
+        axum::http::HeaderValue::from_static("no"),
+    );
+    Ok(response)
+}
+
+fn position(text: &str) -> Option<i64> {
+    text.trim().parse::<i64>().ok().filter(|n| *n >= 0)
+}
+
+fn bad_position(what: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "{what} must be the seq of an event (a whole number from 0)"
+    ))
+}
+
+/// One SSE connection's stream: replayed events first, then the live ones.
+struct SseStream {
+    conn: Connection,
+    state: AppState,
+    replay: Option<(i64, i64)>,
+    pending: std::collections::VecDeque<Event>,
+    done: bool,
+}
+
+fn control(name: &str, message: &str) -> Event {
+    Event::default()
+        .event(name)
+        .data(json!({ "message": message }).to_string())
+}
+
+impl SseStream {
+    fn start(mut self, start: Start) -> Self {
+        match start {
+            Start::Live => {}
+            Start::Replay { after, upto } => self.replay = Some((after, upto)),
+            Start::Reset => self.pending.push_back(control(
+                "reset",
+                "the position is older than the event log keeps: refetch, then go on",
+            )),
+        }
+        self
+    }
+
+    fn event(out: Out) -> Event {
+        match out {
+            Out::Event { seq, data, .. } => Event::default().id(seq.to_string()).data(&*data),
+            Out::Reset { .. } => control("reset", "refetch, then go on"),
+        }
+    }
+
+    /// How long until the credential expires (`None`: it does not).
+    fn expires_in(&self) -> Option<Duration> {
+        let at = self.conn.who().expires?;
+        let left = at - self.state.clock.now();
+        Some(Duration::try_from(left).unwrap_or(Duration::ZERO))
+    }
+
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            if self.done {
+                return None;
+            }
+            if self.expires_in().is_some_and(|d| d.is_zero()) {
+                self.done = true;
+                return Some(control(
+                    "expired",
+                    "the access token has expired: refresh it and reconnect with Last-Event-ID",
+                ));
+            }
+            if let Some((after, upto)) = self.replay {
+                match self.conn.replay(None, after, upto).await {
+                    Ok(Some((outs, next))) => {
+                        self.replay = (next < upto).then_some((next, upto));
+                        self.pending.extend(outs.into_iter().map(Self::event));
+                    }
+                    Ok(None) => self.replay = None,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot replay realtime events");
+                        self.done = true;
+                    }
+                }
+                continue;
+            }
+            // Wake up at the heartbeat at the latest, to notice an expired credential
+            // even on a quiet stream.
+            let heartbeat = self.state.settings.realtime.heartbeat;
+            let wait = self.expires_in().map_or(heartbeat, |d| d.min(heartbeat));
+            tokio::select! {
+                out = self.conn.next() => match out {
+                    Ok(out) => return Some(Self::event(out)),
+                    Err(Close::Shutdown) => {
+                        self.done = true;
+                        return Some(control("shutdown", "the server is shutting down: reconnect with Last-Event-ID"));
+                    }
+                    Err(Close::Overflow) => {
+                        self.done = true;
+                        return Some(Event::default().comment(
+                            "overflow: this stream fell a whole buffer behind; reconnect with Last-Event-ID",
+                        ));
+                    }
+                },
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+/// `GET /api/v1/realtime`: the WebSocket protocol (JSON text messages).
+pub(crate) async fn websocket(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    expires: Option<Extension<CredentialExpiry>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let upgrade = upgrade
+        .map_err(|e| ApiError::bad_request(format!("this endpoint speaks WebSocket only: {e}")))?;
+    // A browser sends the session cookie with a WebSocket handshake from any site: the
+    // page must be this site's (or an allowed origin's).
+    if matches!(identity.caller().map(|c| &c.via), Some(Via::Cookie { .. }))
+        && !origin_allowed(&state, &headers)
+    {
+        return Err(ApiError::forbidden_with(
+            "cross-site WebSocket refused: Origin is not this site",
+        ));
+    }
+    let identity = state.records.with_user(identity).await?;
+    let client = client(&state, &headers, peer.map(|Extension(c)| c.0));
+    let conn = state
+        .realtime
+        .connect(identity, expiry(expires), &client, "websocket")?;
+    Ok(upgrade
+        .max_message_size(64 * 1024)
+        .on_upgrade(move |socket| Session::new(state, conn, socket).run()))
+}
+
+/// One WebSocket connection.
+struct Session {
+    state: AppState,
+    conn: Connection,
+    socket: WebSocket,
+    /// The last `seq` sent per subscription (resumed from after a fresh `auth`).
+    positions: HashMap<Option<String>, i64>,
+    expired: bool,
+}
+
+fn error_message(id: Option<&str>, e: &ApiError) -> Value {
+    let mut m = Map::new();
+    m.insert("type".into(), "error".into());
+    if let Some(id) = id {
+        m.insert("id".into(), id.into());
+    }
+    m.insert("code".into(), e.code.into());
+    m.insert("message".into(), e.message.clone().into());
+    if let Some(details) = &e.details {
+        m.insert("details".into(), details.clone());
+    }
+    Value::Object(m)
+}
+
+/// A subscription id: what the client chose, within reason.
+fn subscription_id(v: Option<&Value>) -> Result<String, ApiError> {
+    match v {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 64 => Ok(s.clone()),
+        _ => Err(ApiError::bad_request(
+            "id must be a string of 1 to 64 characters",
+        )),
+    }
+}
+
+impl Session {
+    fn new(state: AppState, conn: Connection, socket: WebSocket) -> Self {
+        Self {
+            state,
+            conn,
+            socket,
+            positions: HashMap::new(),
+            expired: false,
+        }
+    }
+
+    async fn send(&mut self, message: Value) -> bool {
+        self.socket
+            .send(Message::Text(message.to_string().into()))
+            .await
+            .is_ok()
+    }
+
+    async fn send_out(&mut self, out: Out) -> bool {
+        let text = match out {
+            Out::Event {
+                seq,
+                subscription,
+                data,
+            } => {
+                self.positions
+                    .insert(subscription.as_deref().map(str::to_owned), seq);
+                let id = serde_json::to_string(subscription.as_deref().unwrap_or_default())
+                    .unwrap_or_else(|_| "\"\"".into());
+                // `data` is `{"op":...,"record":...}`: spliced, not parsed again.
+                format!(
+                    "{{\"type\":\"event\",\"subscription\":{id},\"seq\":{seq},{}",
+                    data.get(1..).unwrap_or("}")
+                )
+            }
+            Out::Reset { subscription } => json!({
+                "type": "reset",
+                "subscription": subscription.as_deref(),
+            })
+            .to_string(),
+        };
+        self.socket.send(Message::Text(text.into())).await.is_ok()
+    }
+
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        let _ = self
+            .socket
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })))
+            .await;
+    }
+
+    fn expires_in(&self) -> Option<Duration> {
+        let at = self.conn.who().expires?;
+        let left = at - self.state.clock.now();
+        Some(Duration::try_from(left).unwrap_or(Duration::ZERO))
+    }
+
+    async fn run(mut self) {
+        let heartbeat = self.state.settings.realtime.heartbeat;
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        loop {
+            if !self.expired && self.expires_in().is_some_and(|d| d.is_zero()) {
+                self.expired = true;
+                self.conn.pause();
+                let e = ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "TOKEN_EXPIRED",
+                    "the access token has expired: send {\"type\":\"auth\",\"token\":...} with a fresh one to go on",
+                );
+                if !self.send(error_message(None, &e)).await {
+                    return;
+                }
+            }
+            let wait = match (self.expired, self.expires_in()) {
+                (false, Some(d)) => d.min(heartbeat),
+                _ => heartbeat,
+            };
+            tokio::select! {
+                message = self.socket.recv() => match message {
+                    Some(Ok(Message::Text(text))) => {
+                        if !self.handle(text.as_str()).await {
+                            return;
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        let e = ApiError::bad_request("send JSON text messages");
+                        if !self.send(error_message(None, &e)).await {
+                            return;
+                        }
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                },
+                out = self.conn.next() => match out {
+                    Ok(out) => {
+                        if !self.expired && !self.send_out(out).await {
+                            return;
+                        }
+                    }
+                    Err(Close::Shutdown) => {
+                        let _ = self.send(json!({"type": "shutdown", "message": "the server is shutting down: reconnect and resume with after"})).await;
+                        self.close(1001, "server shutting down").await;
+                        return;
+                    }
+                    Err(Close::Overflow) => {
+                        let e = ApiError::unavailable("this connection fell a whole buffer behind: reconnect and resume each subscription with after");
+                        let _ = self.send(error_message(None, &e)).await;
+                        self.close(1013, "buffer overflow").await;
+                        return;
+                    }
+                },
+                _ = ping.tick() => {
+                    if self.socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Handles one client message; false when the connection is gone.
+    async fn handle(&mut self, text: &str) -> bool {
+        let message: Map<String, Value> = match serde_json::from_str(text) {
+            Ok(Value::Object(m)) => m,
+            _ => {
+                let e = ApiError::bad_request("messages are JSON objects with a type");
+                return self.send(error_message(None, &e)).await;
+            }
+        };
+        let id = message.get("id").and_then(Value::as_str).map(str::to_owned);
+        let outcome = match message.get("type").and_then(Value::as_str) {
+            Some("auth") => self.auth(&message).await,
+            Some("subscribe") => self.subscribe(&message).await,
+            Some("unsubscribe") => self.unsubscribe(&message).await,
+            Some("ping") => Ok(self.send(json!({"type": "pong"})).await),
+            _ => Err(ApiError::bad_request(
+                "type must be auth, subscribe, unsubscribe or ping",
+            )),
+        };
+        match outcome {
+            Ok(alive) => alive,
+            Err(e) => self.send(error_message(id.as_deref(), &e)).await,
+        }
+    }
+
+    fn only(message: &Map<String, Value>, keys: &[&str]) -> Result<(), ApiError> {
+        match message.keys().find(|k| !keys.contains(&k.as_str())) {
+            None => Ok(()),
+            Some(k) => Err(ApiError::bad_request(format!(
+                "unknown member '{}' (this message takes {})",
+                k.chars().take(64).collect::<String>(),
+                keys.join(", ")
+            ))),
+        }
+    }
+
+    async fn auth(&mut self, message: &Map<String, Value>) -> Result<bool, ApiError> {
+        Self::only(message, &["type", "token"])?;
+        let token = message
+            .get("token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| ApiError::bad_request("token must be an access token or an API key"))?;
+        let (caller, expires) = bearer_caller(&self.state, token).await?;
+        if self
+            .conn
+            .who()
+            .identity
+            .caller()
+            .is_some_and(|c| c.id != caller.id)
+        {
+            return Err(ApiError::forbidden_with(
+                "a connection stays with one user; open another connection for another",
+            ));
+        }
+        let identity = self.state.records.with_user(Identity(Some(caller))).await?;
+        let expires = expires.and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok());
+        let positions = self.positions.clone();
+        let outcomes = self
+            .conn
+            .reauthenticate(identity, expires, &positions)
+            .await;
+        self.expired = false;
+        if !self.send(json!({"type": "ack", "of": "auth"})).await {
+            return Ok(false);
+        }
+        for (name, outcome) in outcomes {
+            let alive = match outcome {
+                Ok(subscribed) => self.begin(name.as_deref(), subscribed.start).await,
+                Err(e) => {
+                    let e = ApiError::from(e);
+                    self.send(error_message(name.as_deref(), &e)).await
+                }
+            };
+            if !alive {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn subscribe(&mut self, message: &Map<String, Value>) -> Result<bool, ApiError> {
+        Self::only(
+            message,
+            &["type", "id", "resource", "filter", "recordId", "after"],
+        )?;
+        let id = subscription_id(message.get("id"))?;
+        let text = |key: &str| -> Result<Option<String>, ApiError> {
+            match message.get(key) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(ApiError::bad_request(format!("{key} must be a string"))),
+            }
+        };
+        let resource =
+            text("resource")?.ok_or_else(|| ApiError::bad_request("resource is required"))?;
+        let after = match message.get("after") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_i64()
+                    .filter(|n| *n >= 0)
+                    .ok_or_else(|| bad_position("after"))?,
+            ),
+        };
+        if self.expired {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "TOKEN_EXPIRED",
+                "the access token has expired: send a fresh auth message first",
+            ));
+        }
+        let subscribed = self
+            .conn
+            .subscribe(SubscribeRequest {
+                name: Some(id.clone()),
+                resource,
+                filter: text("filter")?,
+                record_id: text("recordId")?,
+                after,
+            })
+            .await?;
+        if !self
+            .send(json!({"type": "ack", "of": "subscribe", "id": id}))
+            .await
+        {
+            return Ok(false);
+        }
+        Ok(self.begin(Some(&id), subscribed.start).await)
+    }
+
+    /// Sends what a subscription owes before its live events: a replay or a reset.
+    async fn begin(&mut self, name: Option<&str>, start: Start) -> bool {
+        match start {
+            Start::Live => true,
+            Start::Reset => {
+                self.send_out(Out::Reset {
+                    subscription: name.map(std::sync::Arc::from),
+                })
+                .await
+            }
+            Start::Replay { mut after, upto } => loop {
+                match self.conn.replay(name, after, upto).await {
+                    Ok(Some((outs, next))) => {
+                        for out in outs {
+                            if !self.send_out(out).await {
+                                return false;
+                            }
+                        }
+                        after = next;
+                    }
+                    Ok(None) => return true,
+                    Err(e) => {
+                        let e = ApiError::from(e);
+                        return self.send(error_message(name, &e)).await;
+                    }
+                }
+            },
+        }
+    }
+
+    async fn unsubscribe(&mut self, message: &Map<String, Value>) -> Result<bool, ApiError> {
+        Self::only(message, &["type", "id"])?;
+        let id = subscription_id(message.get("id"))?;
+        self.conn.unsubscribe(Some(&id)).await?;
+        self.positions.remove(&Some(id.clone()));
+        Ok(self
+            .send(json!({"type": "ack", "of": "unsubscribe", "id": id}))
+            .await)
+    }
+}

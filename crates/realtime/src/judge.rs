@@ -1,0 +1,200 @@
+//! Judging an event for subscribers and shaping what each may see.
+//!
+//! The view rule and the subscriber's filter are judged in memory against the event's
+//! record (for a delete, the record as it was) by the evaluator that agrees with their
+//! SQL. A rule or filter that follows relations needs other records: those are judged by
+//! the database in one statement per event for every subscriber that needs it, the
+//! event's record standing in for the table (`RecordStore::judge`). Field read rules
+//! then decide the fields; subscribers who may read the same fields share one
+//! serialized message.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ferrobase_access::{JsonRecord, Judged, judge_view};
+use ferrobase_query::env::Env;
+use ferrobase_query::eval::eval;
+use ferrobase_records::{RecordJson, Records};
+use ferrobase_schema::Resource;
+use ferrobase_store::{Record, RecordEvent, ResourceId};
+use sea_query::ExprTrait;
+use serde_json::{Map, Value};
+
+use crate::metrics::RealtimeMetrics;
+use crate::{Out, Sub};
+
+/// Conditions per judging statement.
+const PER_STATEMENT: usize = 200;
+
+/// Hands a batch of events to the live subscriptions of `registry`.
+pub(crate) async fn deliver(
+    records: &Records,
+    metrics: &RealtimeMetrics,
+    registry: &[Vec<Arc<Sub>>],
+    events: &[RecordEvent],
+) {
+    for event in events {
+        let Ok((res, _)) = records.resource(&event.resource) else {
+            continue;
+        };
+        let subs: Vec<&Sub> = registry[res.0]
+            .iter()
+            .map(Arc::as_ref)
+            .filter(|s| s.live_from < event.seq && !s.conn.paused())
+            .collect();
+        if subs.is_empty() {
+            continue;
+        }
+        let outs = judge(records, res, event, &subs).await;
+        let mut any = false;
+        for (sub, out) in subs.iter().zip(outs) {
+            if let Some(out) = out {
+                any |= sub.conn.offer(out, metrics);
+            }
+        }
+        if any {
+            observe_lag(records, metrics, event);
+        }
+    }
+}
+
+/// The messages `sub` gets for `events` (a replay from the log).
+pub(crate) async fn judge_for(records: &Records, sub: &Sub, events: &[RecordEvent]) -> Vec<Out> {
+    let mut outs = Vec::new();
+    for event in events {
+        let Ok((res, _)) = records.resource(&event.resource) else {
+            continue;
+        };
+        if res != sub.res {
+            continue;
+        }
+        if let Some(Some(out)) = judge(records, res, event, &[sub]).await.pop() {
+            outs.push(out);
+        }
+    }
+    outs
+}
+
+fn observe_lag(records: &Records, metrics: &RealtimeMetrics, event: &RecordEvent) {
+    if let Ok(at) =
+        time::OffsetDateTime::parse(&event.at, &time::format_description::well_known::Rfc3339)
+    {
+        let lag = (records.clock().now() - at).as_seconds_f64();
+        metrics.lag.observe(lag.max(0.0));
+    }
+}
+
+/// The event's record as the store holds records (hidden fields are not in the log).
+fn stored(resource: &Resource, event: &RecordEvent, map: &Map<String, Value>) -> Record {
+    let text = |key: &str| map.get(key).and_then(Value::as_str).map(str::to_owned);
+    Record {
+        id: event.id.clone(),
+        version: event.version,
+        created_at: text("created_at"),
+        updated_at: text("updated_at"),
+        values: resource
+            .fields
+            .iter()
+            .map(|f| map.get(&f.name).cloned().unwrap_or(Value::Null))
+            .collect(),
+    }
+}
+
+/// Per subscriber, the message it gets for `event`, if any.
+async fn judge(
+    records: &Records,
+    res: ResourceId,
+    event: &RecordEvent,
+    subs: &[&Sub],
+) -> Vec<Option<Out>> {
+    let mut outs: Vec<Option<Out>> = vec![None; subs.len()];
+    let Some(map) = event.record.as_object() else {
+        return outs;
+    };
+    let resource = records.resource_at(res);
+    let policy = records.policy(res);
+    let now = records.clock().now();
+    let mut admitted = vec![false; subs.len()];
+    let mut in_sql: Vec<(usize, sea_query::Expr)> = Vec::new();
+    for (i, sub) in subs.iter().enumerate() {
+        if sub.record_id.as_ref().is_some_and(|id| *id != event.id) {
+            continue;
+        }
+        let who = sub.conn.who();
+        let rule = judge_view(policy, resource, &who.identity, who.auth.as_ref(), map, now);
+        let filter = match &sub.filter {
+            None => Judged::Admit,
+            Some(cond) if cond.follows_relations() => {
+                Judged::Sql(records.compile_filter(&who.identity, res, cond, now))
+            }
+            Some(cond) => {
+                let env = Env {
+                    auth: who.auth.as_ref(),
+                    body: None,
+                    now,
+                };
+                if eval(cond, &env, &JsonRecord(map), &resource.name, &event.id) {
+                    Judged::Admit
+                } else {
+                    Judged::Deny
+                }
+            }
+        };
+        match (rule, filter) {
+            (Judged::Deny, _) | (_, Judged::Deny) => {}
+            (Judged::Admit, Judged::Admit) => admitted[i] = true,
+            (Judged::Admit, Judged::Sql(e)) | (Judged::Sql(e), Judged::Admit) => {
+                in_sql.push((i, e));
+            }
+            (Judged::Sql(a), Judged::Sql(b)) => in_sql.push((i, a.and(b))),
+        }
+    }
+    let record = stored(resource, event, map);
+    for chunk in in_sql.chunks(PER_STATEMENT) {
+        let conds = chunk.iter().map(|(_, e)| e.clone()).collect();
+        match records
+            .store()
+            .records()
+            .judge(res, record.clone(), conds)
+            .await
+        {
+            Ok(answers) => {
+                for ((i, _), yes) in chunk.iter().zip(answers) {
+                    admitted[*i] = yes;
+                }
+            }
+            // Fail closed: a subscriber whose rule cannot be judged gets nothing (and
+            // can resume once the database answers again).
+            Err(e) => tracing::warn!(error = %e, seq = event.seq, "cannot judge a realtime event"),
+        }
+    }
+    // Subscribers who may read the same fields share one message.
+    let mut shaped: HashMap<Vec<bool>, Arc<str>> = HashMap::new();
+    for (i, sub) in subs.iter().enumerate() {
+        if !admitted[i] {
+            continue;
+        }
+        let who = sub.conn.who();
+        let mask = records.readable(res, &record, &who.identity);
+        let data = shaped
+            .entry(mask)
+            .or_insert_with_key(|mask| {
+                let json = RecordJson {
+                    readable: Some(mask),
+                    ..RecordJson::new(resource, &record)
+                };
+                let record = serde_json::to_string(&json).unwrap_or_else(|_| "{}".into());
+                Arc::from(format!(
+                    "{{\"op\":\"{}\",\"record\":{record}}}",
+                    event.op.as_str()
+                ))
+            })
+            .clone();
+        outs[i] = Some(Out::Event {
+            seq: event.seq,
+            subscription: sub.name.clone(),
+            data,
+        });
+    }
+    outs
+}

@@ -208,6 +208,8 @@ impl SseStream {
             let wait = self.expires_in().map_or(heartbeat, |d| d.min(heartbeat));
             tokio::select! {
                 out = self.conn.next() => match out {
+                    // An event that arrives after the credential expired is not its.
+                    Ok(_) if self.expires_in().is_some_and(|d| d.is_zero()) => continue,
                     Ok(out) => return Some(Self::event(out)),
                     Err(Close::Shutdown) => {
                         self.done = true;
@@ -387,8 +389,11 @@ impl Session {
                     Some(Ok(Message::Close(_)) | Err(_)) | None => return,
                 },
                 out = self.conn.next() => match out {
+                    // Not sent once the credential expired: resumed after a fresh
+                    // `auth` from the last seq sent, under the new credential.
+                    Ok(_) if self.expired || self.expires_in().is_some_and(|d| d.is_zero()) => {}
                     Ok(out) => {
-                        if !self.expired && !self.send_out(out).await {
+                        if !self.send_out(out).await {
                             return;
                         }
                     }

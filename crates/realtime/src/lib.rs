@@ -152,9 +152,14 @@ impl ConnShared {
 
     /// Queues a message; a connection that cannot take it is cut off (it resumes).
     pub(crate) fn offer(&self, out: Out, metrics: &RealtimeMetrics) -> bool {
-        if self.close.borrow().is_some() {
-            metrics.dropped.inc();
-            return false;
+        match *self.close.borrow() {
+            None => {}
+            Some(Close::Overflow) => {
+                metrics.dropped.inc();
+                return false;
+            }
+            // A connection that ended is owed nothing.
+            Some(Close::Shutdown) => return false,
         }
         let size = out.size();
         let queued = self.queued_bytes.fetch_add(size, Ordering::Relaxed) + size;

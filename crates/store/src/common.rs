@@ -118,24 +118,6 @@ pub(crate) fn merge_patch(target: Value, patch: Value) -> Value {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn merge_patch_follows_rfc_7386() {
-        let target = json!({"a": "b", "c": {"d": "e", "f": "g"}});
-        let patch = json!({"a": "z", "c": {"f": null}});
-        assert_eq!(
-            merge_patch(target, patch),
-            json!({"a": "z", "c": {"d": "e"}})
-        );
-        assert_eq!(merge_patch(json!([1]), json!({"a": 1})), json!({"a": 1}));
-        assert_eq!(merge_patch(json!({"a": 1}), json!([2])), json!([2]));
-    }
-}
-
 /// The statement judging conditions against one record held in memory (an event's
 /// record, which may no longer be stored): the record becomes a one-row derived table
 /// named like the resource, so conditions compiled for the resource's table, with their
@@ -179,4 +161,22 @@ pub(crate) fn judge_statement(
     }
     stmt.from_subquery(row, Alias::new(resource.name.as_str()));
     stmt
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_follows_rfc_7386() {
+        let target = json!({"a": "b", "c": {"d": "e", "f": "g"}});
+        let patch = json!({"a": "z", "c": {"f": null}});
+        assert_eq!(
+            merge_patch(target, patch),
+            json!({"a": "z", "c": {"d": "e"}})
+        );
+        assert_eq!(merge_patch(json!([1]), json!({"a": 1})), json!({"a": 1}));
+        assert_eq!(merge_patch(json!({"a": 1}), json!([2])), json!([2]));
+    }
 }

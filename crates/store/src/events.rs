@@ -158,6 +158,16 @@ pub struct EventBatch {
     pub position: i64,
 }
 
+/// How far the sequence had been handed out at one reading, and the transactions that
+/// were running just after (PostgreSQL); see [`EventFollower`].
+#[derive(Debug, Clone)]
+pub(crate) struct Horizon {
+    /// The highest `seq` handed out.
+    pub seq: i64,
+    /// Transaction ids running just after it was read.
+    pub running: Vec<u32>,
+}
+
 /// Reads the event log in `seq` order without ever skipping a committed event.
 ///
 /// On SQLite one writer commits in `seq` order, so everything visible is final. On
@@ -165,17 +175,22 @@ pub struct EventBatch {
 /// may commit after another has committed 8: a follower that read "after 6" and saw 8
 /// must not move past 7 until 7's transaction has ended. The follower therefore records
 /// *horizons*: the highest `seq` handed out so far (read from the sequence, which is not
-/// transactional) together with the snapshot's `xmax` taken just after. Every
-/// transaction that took a `seq` up to that value already had a transaction id below
-/// `xmax` (a record write precedes its event in the same transaction). Once the oldest
-/// running transaction (`xmin`) has passed `xmax`, all of them have ended, so every
+/// transactional) together with the ids of the transactions running just after
+/// (`pg_stat_activity.backend_xid`). A transaction that took a `seq` up to that value
+/// already had its id (a record write precedes its event in the same transaction), so
+/// if it was still running it is in that set. Once none of the set runs any more, every
 /// `seq` up to the horizon is either visible or a hole for ever; the follower reads up to
 /// there and no further.
+///
+/// Not the snapshot's `xmax`: since PostgreSQL 14 it is the latest *completed* id + 1,
+/// and a transaction that got its id after the last completion runs above it unlisted
+/// (a follower trusting it skipped events under steady writes). The nodes' database
+/// role must see its own sessions' `backend_xid` (every role sees its own).
 pub struct EventFollower {
     pub(crate) store: crate::Store,
     pub(crate) position: i64,
     /// `(highest seq handed out, xmax just after)`, oldest first (PostgreSQL only).
-    pub(crate) horizons: std::collections::VecDeque<(i64, u64)>,
+    pub(crate) horizons: std::collections::VecDeque<crate::events::Horizon>,
 }
 
 impl EventFollower {

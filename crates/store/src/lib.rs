@@ -299,7 +299,7 @@ pub(crate) trait Backend:
     fn follow<'a>(
         &'a self,
         position: i64,
-        horizons: &'a mut std::collections::VecDeque<(i64, u64)>,
+        horizons: &'a mut std::collections::VecDeque<crate::events::Horizon>,
         limit: usize,
     ) -> Fut<'a, Result<EventBatch, StoreError>>;
 }

@@ -4,6 +4,7 @@
 //! servers tests may use.
 #![forbid(unsafe_code)]
 
+pub mod realtime;
 pub mod receiver;
 pub mod services;
 pub mod tools;

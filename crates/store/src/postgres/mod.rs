@@ -200,12 +200,13 @@ impl PgStore {
     pub(crate) async fn follow_log(
         &self,
         position: i64,
-        horizons: &mut VecDeque<(i64, u64)>,
+        horizons: &mut VecDeque<crate::events::Horizon>,
         limit: usize,
     ) -> Result<EventBatch, StoreError> {
         let client = self.client().await?;
-        // First how far the sequence has been handed out, then the snapshot: every
-        // transaction that took a `seq` up to there already had an id below its xmax.
+        // First how far the sequence has been handed out, then which transactions hold
+        // a transaction id: every transaction that took a `seq` up to there already had
+        // its id (a record write precedes its event), so while it runs it is among them.
         let handed: i64 = client
             .query_one(
                 "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM \"_ferrobase_event_seq\"",
@@ -213,32 +214,32 @@ impl PgStore {
             )
             .await?
             .get(0);
-        let row = client
-            .query_one(
-                "SELECT pg_snapshot_xmin(s)::text, pg_snapshot_xmax(s)::text FROM pg_current_snapshot() AS s",
+        let running: Vec<u32> = client
+            .query(
+                "SELECT backend_xid::text FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()",
                 &[],
             )
-            .await?;
-        let xid = |i: usize| -> Result<u64, StoreError> {
-            let text: String = row.get(i);
-            text.parse()
-                .map_err(|_| StoreError::Internal(format!("unexpected transaction id {text}")))
-        };
-        let (xmin, xmax) = (xid(0)?, xid(1)?);
-        if handed > position && horizons.back().is_none_or(|&(seq, _)| handed > seq) {
+            .await?
+            .iter()
+            .filter_map(|row| row.get::<_, Option<String>>(0)?.parse().ok())
+            .collect();
+        if handed > position && horizons.back().is_none_or(|h| handed > h.seq) {
             if horizons.len() >= MAX_HORIZONS {
-                // A later horizon covers an earlier one (higher seq, later xmax): dropping
-                // one only delays progress, never skips an event.
+                // A later horizon covers an earlier one: whatever took a seq below the
+                // earlier one and still ran at the later reading is in the later set.
                 horizons.pop_back();
             }
-            horizons.push_back((handed, xmax));
+            horizons.push_back(crate::events::Horizon {
+                seq: handed,
+                running: running.clone(),
+            });
         }
         let mut safe = position;
-        while let Some(&(seq, horizon)) = horizons.front() {
-            if horizon > xmin {
+        while let Some(front) = horizons.front() {
+            if front.running.iter().any(|xid| running.contains(xid)) {
                 break;
             }
-            safe = safe.max(seq);
+            safe = safe.max(front.seq);
             horizons.pop_front();
         }
         if safe <= position {
@@ -702,7 +703,7 @@ impl crate::Backend for PgStore {
     fn follow<'a>(
         &'a self,
         position: i64,
-        horizons: &'a mut VecDeque<(i64, u64)>,
+        horizons: &'a mut VecDeque<crate::events::Horizon>,
         limit: usize,
     ) -> Fut<'a, Result<EventBatch, StoreError>> {
         Box::pin(self.follow_log(position, horizons, limit))

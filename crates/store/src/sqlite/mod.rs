@@ -745,7 +745,7 @@ impl crate::Backend for SqliteStore {
     fn follow<'a>(
         &'a self,
         position: i64,
-        _horizons: &'a mut std::collections::VecDeque<(i64, u64)>,
+        _horizons: &'a mut std::collections::VecDeque<crate::events::Horizon>,
         limit: usize,
     ) -> Fut<'a, Result<EventBatch, StoreError>> {
         // One writer commits in `seq` order: everything visible is final.

@@ -222,10 +222,20 @@ fn a_database_outage_answers_503_and_heals_by_itself() {
         201
     );
 
-    // Cut every connection and refuse new ones.
-    psql(&format!(
-        "ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
-    ));
+    // Cut every connection and refuse new ones. A connection the node was opening while
+    // the database still allowed it can finish after the first cut: cut until none is left.
+    psql(&format!("ALTER DATABASE \"{db}\" ALLOW_CONNECTIONS false"));
+    let url = ferrobase_testkit::services::postgres().expect("postgres");
+    let mut admin = postgres_client(&url);
+    eventually("no connection to the database is left", || {
+        admin
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1",
+                &[&db],
+            )
+            .map(|row| row.get::<_, i64>(0) == 0)
+            .unwrap_or(false)
+    });
     let r = s.post("/api/v1/notes", &json!({"text": "during"}));
     assert_eq!(r.status, 503, "{}", r.text);
     assert_eq!(r.code(), "UNAVAILABLE");

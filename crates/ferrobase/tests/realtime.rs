@@ -624,6 +624,15 @@ fn bad_input_gets_errors_in_the_spec_shape() {
     assert_eq!(w.recv().expect("error")["code"], "UNAUTHORIZED");
     w.send(&json!({"type": "ping"}));
     assert_eq!(w.recv().expect("pong"), json!({"type": "pong"}));
+    // A flood of messages: past the burst of 100, some are refused (not the connection).
+    for _ in 0..300 {
+        w.send(&json!({"type": "ping"}));
+    }
+    let refused = (0..300)
+        .filter(|_| w.recv().expect("reply")["code"] == "RATE_LIMITED")
+        .count();
+    assert!(refused > 0, "300 messages at once were all taken");
+    w.send(&json!({"type": "unsubscribe", "id": "n1"}));
 
     // A plain GET of the WebSocket endpoint.
     let r = s.get("/api/v1/realtime");

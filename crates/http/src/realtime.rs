@@ -266,7 +266,15 @@ struct Session {
     /// The last `seq` sent per subscription (resumed from after a fresh `auth`).
     positions: HashMap<Option<String>, i64>,
     expired: bool,
+    /// Messages the client may still send now (refilled over time): subscribing takes
+    /// the hub's registry lock, so a flood of them must not be free.
+    allowance: f64,
+    refilled: tokio::time::Instant,
 }
+
+/// Messages a WebSocket client may send per second, and in one burst.
+const MESSAGES_PER_SECOND: f64 = 50.0;
+const MESSAGE_BURST: f64 = 100.0;
 
 fn error_message(id: Option<&str>, e: &ApiError) -> Value {
     let mut m = Map::new();
@@ -300,6 +308,8 @@ impl Session {
             socket,
             positions: HashMap::new(),
             expired: false,
+            allowance: MESSAGE_BURST,
+            refilled: tokio::time::Instant::now(),
         }
     }
 
@@ -421,6 +431,19 @@ impl Session {
 
     /// Handles one client message; false when the connection is gone.
     async fn handle(&mut self, text: &str) -> bool {
+        let now = tokio::time::Instant::now();
+        let earned = now.duration_since(self.refilled).as_secs_f64() * MESSAGES_PER_SECOND;
+        self.allowance = (self.allowance + earned).min(MESSAGE_BURST);
+        self.refilled = now;
+        if self.allowance < 1.0 {
+            let e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RATE_LIMITED",
+                format!("at most {MESSAGES_PER_SECOND} messages a second; this one was ignored"),
+            );
+            return self.send(error_message(None, &e)).await;
+        }
+        self.allowance -= 1.0;
         let message: Map<String, Value> = match serde_json::from_str(text) {
             Ok(Value::Object(m)) => m,
             _ => {

@@ -123,7 +123,7 @@ def main():
                 results.setdefault((name, rate), []).append(r)
                 print(json.dumps({"target": name, **r}), flush=True)
     print()
-    print(f"| target | writes/s | delivered events/s | delay p50 ms | delay p99 ms | lost | repeated | leaked | server CPU % | load generator CPU % | server peak RSS MiB | idle bytes/connection |")
+    print(f"| target | writes/s | delivered events/s | delay p50 ms | delay p99 ms | lost | repeated | leaked | server CPU % | load generator CPU % | server peak RSS MiB | idle bytes/connection (all / added) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for rate in rates:
         for name in targets:
@@ -132,7 +132,7 @@ def main():
             print(f"| {name} | {rate:g} | {med('delivered_per_s'):,.0f} | {med('delay_ms_p50'):.2f} | {med('delay_ms_p99'):.2f} | "
                   f"{sum(r['lost'] for r in rs)} | {sum(r['repeated'] for r in rs)} | {sum(r['leaked'] for r in rs)} | "
                   f"{med('server_cpu_pct'):.0f} | {med('loadgen_cpu_pct'):.0f} | {med('server_peak_rss_mib'):.1f} | "
-                  f"{med('idle_bytes_per_connection'):,.0f} |")
+                  f"{med('idle_bytes_per_connection'):,.0f} / {med('idle_bytes_per_added_connection'):,.0f} |")
 
 
 if __name__ == "__main__":

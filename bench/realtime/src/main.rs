@@ -275,9 +275,13 @@ async fn main() {
     let pid = cfg.pid.to_string();
     let rss_before = status_kib(cfg.pid, "VmRSS:");
 
-    // Subscribers, 50 at a time.
+    // Subscribers, 50 at a time; the server's RSS is read when half are open and when
+    // all are: the second half's growth is what one more idle connection costs (the
+    // first half's also holds what the allocator kept from serving the handshakes).
     let mut subs: Vec<(bool, Arc<Mutex<Received>>)> = Vec::new();
-    for chunk in (0..cfg.subscribers).collect::<Vec<_>>().chunks(50) {
+    let mut rss_half = 0;
+    let indexes: Vec<usize> = (0..cfg.subscribers).collect();
+    for chunk in indexes.chunks(50) {
         let mut opening = Vec::new();
         for &i in chunk {
             let received = Arc::new(Mutex::new(Received::default()));
@@ -291,8 +295,11 @@ async fn main() {
                 std::process::exit(1);
             }
         }
+        if subs.len() == cfg.subscribers / 2 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            rss_half = status_kib(cfg.pid, "VmRSS:");
+        }
     }
-    // Idle connections: what they cost the server.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle = status_kib(cfg.pid, "VmRSS:");
 
@@ -414,6 +421,7 @@ async fn main() {
         "loadgen_cpu_pct": (own_cpu as f64 / ticks / window * 100.0).round(),
         "server_peak_rss_mib": (status_kib(cfg.pid, "VmHWM:") as f64 / 1024.0 * 10.0).round() / 10.0,
         "idle_bytes_per_connection": ((rss_idle.saturating_sub(rss_before)) as f64 * 1024.0 / cfg.subscribers as f64).round(),
+        "idle_bytes_per_added_connection": ((rss_idle.saturating_sub(rss_half)) as f64 * 1024.0 / (cfg.subscribers - cfg.subscribers / 2) as f64).round(),
     });
     println!("{out}");
 }

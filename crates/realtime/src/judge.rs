@@ -100,7 +100,16 @@ fn stored(resource: &Resource, event: &RecordEvent, map: &Map<String, Value>) ->
     }
 }
 
-/// Per subscriber, the message it gets for `event`, if any.
+/// What the rules say about an event for one group of subscribers (same caller, same
+/// filter).
+struct Group {
+    who: Arc<crate::Who>,
+    admitted: bool,
+    sql: Option<sea_query::Expr>,
+}
+
+/// Per subscriber, the message it gets for `event`, if any. Subscribers with the same
+/// caller and filter are judged once; those with the same caller share one message.
 async fn judge(
     records: &Records,
     res: ResourceId,
@@ -114,14 +123,27 @@ async fn judge(
     let resource = records.resource_at(res);
     let policy = records.policy(res);
     let now = records.clock().now();
-    let mut admitted = vec![false; subs.len()];
-    let mut in_sql: Vec<(usize, sea_query::Expr)> = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
+    let mut by_key: HashMap<(Arc<str>, Option<Arc<str>>), usize> = HashMap::new();
+    let mut group_of: Vec<Option<usize>> = vec![None; subs.len()];
     for (i, sub) in subs.iter().enumerate() {
         if sub.record_id.as_ref().is_some_and(|id| *id != event.id) {
             continue;
         }
         let who = sub.conn.who();
-        let rule = judge_view(policy, resource, &who.identity, who.auth.as_ref(), map, now);
+        let key = (who.key.clone(), sub.filter_text.clone());
+        if let Some(&g) = by_key.get(&key) {
+            group_of[i] = Some(g);
+            continue;
+        }
+        let rule = judge_view(
+            policy,
+            resource,
+            &who.identity,
+            who.auth.as_ref(),
+            map,
+            now,
+        );
         let filter = match &sub.filter {
             None => Judged::Admit,
             Some(cond) if cond.follows_relations() => {
@@ -140,18 +162,26 @@ async fn judge(
                 }
             }
         };
-        match (rule, filter) {
-            (Judged::Deny, _) | (_, Judged::Deny) => {}
-            (Judged::Admit, Judged::Admit) => admitted[i] = true,
-            (Judged::Admit, Judged::Sql(e)) | (Judged::Sql(e), Judged::Admit) => {
-                in_sql.push((i, e));
-            }
-            (Judged::Sql(a), Judged::Sql(b)) => in_sql.push((i, a.and(b))),
-        }
+        let (admitted, sql) = match (rule, filter) {
+            (Judged::Deny, _) | (_, Judged::Deny) => (false, None),
+            (Judged::Admit, Judged::Admit) => (true, None),
+            (Judged::Admit, Judged::Sql(e)) | (Judged::Sql(e), Judged::Admit) => (false, Some(e)),
+            (Judged::Sql(a), Judged::Sql(b)) => (false, Some(a.and(b))),
+        };
+        groups.push(Group { who, admitted, sql });
+        by_key.insert(key, groups.len() - 1);
+        group_of[i] = Some(groups.len() - 1);
     }
     let record = stored(resource, event, map);
+    // One statement per event for every group whose conditions follow relations.
+    let in_sql: Vec<usize> = (0..groups.len())
+        .filter(|&g| groups[g].sql.is_some())
+        .collect();
     for chunk in in_sql.chunks(PER_STATEMENT) {
-        let conds = chunk.iter().map(|(_, e)| e.clone()).collect();
+        let conds = chunk
+            .iter()
+            .filter_map(|&g| groups[g].sql.clone())
+            .collect();
         match records
             .store()
             .records()
@@ -159,8 +189,8 @@ async fn judge(
             .await
         {
             Ok(answers) => {
-                for ((i, _), yes) in chunk.iter().zip(answers) {
-                    admitted[*i] = yes;
+                for (&g, yes) in chunk.iter().zip(answers) {
+                    groups[g].admitted = yes;
                 }
             }
             // Fail closed: a subscriber whose rule cannot be judged gets nothing (and
@@ -168,19 +198,20 @@ async fn judge(
             Err(e) => tracing::warn!(error = %e, seq = event.seq, "cannot judge a realtime event"),
         }
     }
-    // Subscribers who may read the same fields share one message.
-    let mut shaped: HashMap<Vec<bool>, Arc<str>> = HashMap::new();
+    // Callers who may read the same fields share one message.
+    let mut shaped: HashMap<Arc<str>, Arc<str>> = HashMap::new();
     for (i, sub) in subs.iter().enumerate() {
-        if !admitted[i] {
+        let Some(g) = group_of[i] else { continue };
+        let group = &groups[g];
+        if !group.admitted {
             continue;
         }
-        let who = sub.conn.who();
-        let mask = records.readable(res, &record, &who.identity);
         let data = shaped
-            .entry(mask)
-            .or_insert_with_key(|mask| {
+            .entry(group.who.key.clone())
+            .or_insert_with(|| {
+                let mask = records.readable(res, &record, &group.who.identity);
                 let json = RecordJson {
-                    readable: Some(mask),
+                    readable: Some(&mask),
                     ..RecordJson::new(resource, &record)
                 };
                 let record = serde_json::to_string(&json).unwrap_or_else(|_| "{}".into());

@@ -44,6 +44,9 @@ pub struct Who {
     pub identity: Identity,
     /// `@auth` of the caller, built once.
     auth: Option<Map<String, Value>>,
+    /// Equal for callers whom every rule judges alike (same user, role, user record and
+    /// credential scopes): judgements of an event are shared between them.
+    key: Arc<str>,
     /// When the credential expires (bearer access tokens).
     pub expires: Option<OffsetDateTime>,
 }
@@ -123,13 +126,18 @@ pub(crate) struct Sub {
     pub(crate) res: ResourceId,
     pub(crate) record_id: Option<String>,
     pub(crate) filter: Option<Cond>,
+    /// The filter as written: subscribers with the same caller and filter share one
+    /// judgement per event.
+    pub(crate) filter_text: Option<Arc<str>>,
     /// Events up to here are not this subscription's (it began, or resumed, after them).
     pub(crate) live_from: i64,
 }
 
 /// A connection's side shared with the hub: its queue and who it acts for.
 pub(crate) struct ConnShared {
-    tx: mpsc::Sender<Out>,
+    /// Boxed: the queue's slots are allocated in blocks up front, and an idle
+    /// connection's memory matters more than one small allocation per message.
+    tx: mpsc::Sender<Box<Out>>,
     queued_bytes: AtomicUsize,
     max_bytes: usize,
     who: RwLock<Arc<Who>>,
@@ -163,7 +171,7 @@ impl ConnShared {
         }
         let size = out.size();
         let queued = self.queued_bytes.fetch_add(size, Ordering::Relaxed) + size;
-        if queued > self.max_bytes || self.tx.try_send(out).is_err() {
+        if queued > self.max_bytes || self.tx.try_send(Box::new(out)).is_err() {
             self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
             metrics.dropped.inc();
             if self.close.send_if_modified(|c| {
@@ -419,9 +427,20 @@ impl Realtime {
 
     fn who(&self, identity: Identity, expires: Option<OffsetDateTime>) -> Who {
         let auth = identity.caller().map(auth_map);
+        let key = match identity.caller() {
+            None => Arc::from("anonymous"),
+            Some(caller) => {
+                let scopes = match &caller.via {
+                    ferrobase_access::Via::ApiKey { scopes, .. } => Some(scopes),
+                    _ => None,
+                };
+                Arc::from(serde_json::json!([auth, scopes]).to_string())
+            }
+        };
         Who {
             identity,
             auth,
+            key,
             expires,
         }
     }
@@ -465,7 +484,7 @@ pub struct Connection {
     hub: Realtime,
     id: u64,
     shared: Arc<ConnShared>,
-    rx: mpsc::Receiver<Out>,
+    rx: mpsc::Receiver<Box<Out>>,
     subs: HashMap<Option<String>, Arc<Sub>>,
     key: String,
     transport: &'static str,
@@ -506,8 +525,14 @@ impl Connection {
         let (res, resource) = records.resource(&req.resource)?;
         let who = self.shared.who();
         records.refuse_early(res, &who.identity, Action::View)?;
-        let filter = match req.filter.as_deref().map(str::trim) {
-            None | Some("") => None,
+        let filter_text: Option<Arc<str>> = req
+            .filter
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(Arc::from);
+        let filter = match filter_text.as_deref() {
+            None => None,
             Some(text) => {
                 let cond = ferrobase_records::params::filter(records.schema(), resource, text)?;
                 if cond.reaches_beyond_dates(records.clock().now()) {
@@ -526,7 +551,7 @@ impl Connection {
             None => None,
             Some(raw) => Some(records.record_id(res, raw)?),
         };
-        self.register(req.name, res, filter, record_id, req.after)
+        self.register(req.name, res, filter.map(|c| (c, filter_text)), record_id, req.after)
             .await
     }
 
@@ -535,10 +560,11 @@ impl Connection {
         &mut self,
         name: Option<String>,
         res: ResourceId,
-        filter: Option<Cond>,
+        filter: Option<(Cond, Option<Arc<str>>)>,
         record_id: Option<String>,
         after: Option<i64>,
     ) -> Result<Subscribed, RealtimeError> {
+        let (filter, filter_text) = filter.map_or((None, None), |(c, t)| (Some(c), t));
         let hub = self.hub.clone();
         let mut registry = hub.0.registry.write().await;
         let position = hub.0.position.load(Ordering::SeqCst);
@@ -549,6 +575,7 @@ impl Connection {
             res,
             record_id,
             filter,
+            filter_text,
             live_from,
         });
         registry[res.0].push(sub.clone());
@@ -646,7 +673,9 @@ impl Connection {
                     self.register(
                         name.clone(),
                         sub.res,
-                        sub.filter.clone(),
+                        sub.filter
+                            .clone()
+                            .map(|c| (c, sub.filter_text.clone())),
                         sub.record_id.clone(),
                         Some(after),
                     )
@@ -677,7 +706,7 @@ impl Connection {
                 out = self.rx.recv() => match out {
                     Some(out) => {
                         self.shared.queued_bytes.fetch_sub(out.size(), Ordering::Relaxed);
-                        return Ok(out);
+                        return Ok(*out);
                     }
                     None => return Err(Close::Shutdown),
                 },

@@ -202,10 +202,17 @@ impl SseStream {
                 }
                 continue;
             }
-            // Wake up at the heartbeat at the latest, to notice an expired credential
-            // even on a quiet stream.
+            // With a credential that expires, wake up at the heartbeat at the latest to
+            // notice it on a quiet stream (the clock may be moved in tests); without one,
+            // no timer of our own (the heartbeat is the body's).
             let heartbeat = self.state.settings.realtime.heartbeat;
-            let wait = self.expires_in().map_or(heartbeat, |d| d.min(heartbeat));
+            let wait = self.expires_in().map(|d| d.min(heartbeat));
+            let timer = async {
+                match wait {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 out = self.conn.next() => match out {
                     // An event that arrives after the credential expired is not its.
@@ -222,7 +229,7 @@ impl SseStream {
                         ));
                     }
                 },
-                () = tokio::time::sleep(wait) => {}
+                () = timer => {}
             }
         }
     }
@@ -253,7 +260,11 @@ pub(crate) async fn websocket(
     let conn = state
         .realtime
         .connect(identity, expiry(expires), &client, "websocket")?;
+    // Small buffers: tungstenite's default 128 KiB each would make idle connections
+    // expensive; client messages are small and every server message is flushed.
     Ok(upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
         .max_message_size(64 * 1024)
         .on_upgrade(move |socket| Session::new(state, conn, socket).run()))
 }

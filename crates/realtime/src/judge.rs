@@ -136,14 +136,7 @@ async fn judge(
             group_of[i] = Some(g);
             continue;
         }
-        let rule = judge_view(
-            policy,
-            resource,
-            &who.identity,
-            who.auth.as_ref(),
-            map,
-            now,
-        );
+        let rule = judge_view(policy, resource, &who.identity, who.auth.as_ref(), map, now);
         let filter = match &sub.filter {
             None => Judged::Admit,
             Some(cond) if cond.follows_relations() => {

@@ -141,13 +141,39 @@ pub(crate) struct ConnShared {
     queued_bytes: AtomicUsize,
     max_bytes: usize,
     who: RwLock<Arc<Who>>,
-    /// Set when the server ends the connection.
-    close: watch::Sender<Option<Close>>,
+    /// Why the server ends the connection (0: it does not), and the wake-up of its
+    /// reader (smaller than a watch channel: idle connections are many).
+    close: std::sync::atomic::AtomicU8,
+    closing: Notify,
     /// No events while the credential is expired (WebSocket, until a fresh `auth`).
     paused: AtomicBool,
 }
 
 impl ConnShared {
+    fn close_reason(&self) -> Option<Close> {
+        match self.close.load(Ordering::SeqCst) {
+            1 => Some(Close::Overflow),
+            2 => Some(Close::Shutdown),
+            _ => None,
+        }
+    }
+
+    /// Ends the connection for `reason` unless it already ends; true when this did.
+    fn end(&self, reason: Close) -> bool {
+        let code = match reason {
+            Close::Overflow => 1,
+            Close::Shutdown => 2,
+        };
+        let ended = self
+            .close
+            .compare_exchange(0, code, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        if ended {
+            self.closing.notify_one();
+        }
+        ended
+    }
+
     pub(crate) fn who(&self) -> Arc<Who> {
         self.who
             .read()
@@ -160,7 +186,7 @@ impl ConnShared {
 
     /// Queues a message; a connection that cannot take it is cut off (it resumes).
     pub(crate) fn offer(&self, out: Out, metrics: &RealtimeMetrics) -> bool {
-        match *self.close.borrow() {
+        match self.close_reason() {
             None => {}
             Some(Close::Overflow) => {
                 metrics.dropped.inc();
@@ -174,14 +200,7 @@ impl ConnShared {
         if queued > self.max_bytes || self.tx.try_send(Box::new(out)).is_err() {
             self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
             metrics.dropped.inc();
-            if self.close.send_if_modified(|c| {
-                if c.is_none() {
-                    *c = Some(Close::Overflow);
-                    true
-                } else {
-                    false
-                }
-            }) {
+            if self.end(Close::Overflow) {
                 metrics.overflows.inc();
             }
             return false;
@@ -411,7 +430,8 @@ impl Realtime {
             queued_bytes: AtomicUsize::new(0),
             max_bytes: self.0.settings.buffer_bytes,
             who: RwLock::new(Arc::new(self.who(identity, expires))),
-            close: watch::Sender::new(None),
+            close: std::sync::atomic::AtomicU8::new(0),
+            closing: Notify::new(),
             paused: AtomicBool::new(false),
         });
         Ok(Connection {
@@ -551,8 +571,14 @@ impl Connection {
             None => None,
             Some(raw) => Some(records.record_id(res, raw)?),
         };
-        self.register(req.name, res, filter.map(|c| (c, filter_text)), record_id, req.after)
-            .await
+        self.register(
+            req.name,
+            res,
+            filter.map(|c| (c, filter_text)),
+            record_id,
+            req.after,
+        )
+        .await
     }
 
     /// Makes a checked subscription live.
@@ -673,9 +699,7 @@ impl Connection {
                     self.register(
                         name.clone(),
                         sub.res,
-                        sub.filter
-                            .clone()
-                            .map(|c| (c, sub.filter_text.clone())),
+                        sub.filter.clone().map(|c| (c, sub.filter_text.clone())),
                         sub.record_id.clone(),
                         Some(after),
                     )
@@ -690,10 +714,9 @@ impl Connection {
 
     /// The next message, or why the server ends the connection.
     pub async fn next(&mut self) -> Result<Out, Close> {
-        let mut close = self.shared.close.subscribe();
         let mut stop = self.hub.0.shutdown.subscribe();
         loop {
-            if let Some(reason) = *close.borrow_and_update() {
+            if let Some(reason) = self.shared.close_reason() {
                 return Err(reason);
             }
             if *stop.borrow_and_update() {
@@ -701,7 +724,7 @@ impl Connection {
             }
             tokio::select! {
                 biased;
-                _ = close.changed() => {}
+                () = self.shared.closing.notified() => {}
                 _ = stop.changed() => {}
                 out = self.rx.recv() => match out {
                     Some(out) => {
@@ -754,14 +777,7 @@ impl Drop for Connection {
         let hub = self.hub.clone();
         // The registry's lock is async; removal runs on its own (the hub skips
         // subscriptions of closed connections meanwhile).
-        self.shared.close.send_if_modified(|c| {
-            if c.is_none() {
-                *c = Some(Close::Shutdown);
-                true
-            } else {
-                false
-            }
-        });
+        self.shared.end(Close::Shutdown);
         let removal = async move {
             for sub in &subs {
                 hub.remove(sub).await;

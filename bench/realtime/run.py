@@ -19,6 +19,7 @@ server, not the generator, set the pace).
 
 Usage: python3 bench/realtime/run.py [--subscribers 1000] [--rates 50,100,200]
        [--seconds 10] [--repeat 1] [--targets pocketbase,ferrobase] [--rows 10000]
+(`ferrobase-pg` is ferrobase on PostgreSQL, `bench/ferrobase_pg_target.py`.)
 ferrobase is allowed more connections per user than its default 20 (one user holds 500
 here): FERROBASE_REALTIME__MAX_CONNECTIONS_PER_USER.
 """
@@ -40,6 +41,7 @@ import benchlib as bl  # noqa: E402
 HOOKS = {
     "pocketbase": os.path.join(KIT, "targets", "pocketbase.py"),
     "ferrobase": os.path.join(ROOT, "bench", "ferrobase_target.py"),
+    "ferrobase-pg": os.path.join(ROOT, "bench", "ferrobase_pg_target.py"),
 }
 SCRATCH = "/tmp/bench-realtime"
 
@@ -82,7 +84,7 @@ def run_once(name, loadgen, dataset, subscribers, rate, seconds):
         token_a, id_a = login(name, base, users[0])
         token_b, _ = login(name, base, users[1])
         out = subprocess.run(
-            [loadgen, name, base, token_a, token_b, id_a, str(subscribers), str(rate), str(seconds), str(info["pid"])],
+            [loadgen, "pocketbase" if name == "pocketbase" else "ferrobase", base, token_a, token_b, id_a, str(subscribers), str(rate), str(seconds), str(info["pid"])],
             capture_output=True, text=True, timeout=seconds + 300,
         )
         if out.returncode != 0:
@@ -123,13 +125,13 @@ def main():
                 results.setdefault((name, rate), []).append(r)
                 print(json.dumps({"target": name, **r}), flush=True)
     print()
-    print(f"| target | writes/s | delivered events/s | delay p50 ms | delay p99 ms | lost | repeated | leaked | server CPU % | load generator CPU % | server peak RSS MiB | idle bytes/connection (all / added) |")
+    print(f"| target | writes/s asked (achieved) | delivered events/s | delay p50 ms | delay p99 ms | lost | repeated | leaked | server CPU % | load generator CPU % | server peak RSS MiB | idle bytes/connection (all / added) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for rate in rates:
         for name in targets:
             rs = results[(name, rate)]
             med = lambda k: statistics.median(r[k] for r in rs)  # noqa: E731
-            print(f"| {name} | {rate:g} | {med('delivered_per_s'):,.0f} | {med('delay_ms_p50'):.2f} | {med('delay_ms_p99'):.2f} | "
+            print(f"| {name} | {rate:g} ({med('achieved_write_rate'):g}) | {med('delivered_per_s'):,.0f} | {med('delay_ms_p50'):.2f} | {med('delay_ms_p99'):.2f} | "
                   f"{sum(r['lost'] for r in rs)} | {sum(r['repeated'] for r in rs)} | {sum(r['leaked'] for r in rs)} | "
                   f"{med('server_cpu_pct'):.0f} | {med('loadgen_cpu_pct'):.0f} | {med('server_peak_rss_mib'):.1f} | "
                   f"{med('idle_bytes_per_connection'):,.0f} / {med('idle_bytes_per_added_connection'):,.0f} |")

@@ -409,6 +409,7 @@ async fn main() {
         "subscribers": cfg.subscribers,
         "writes": total,
         "write_rate": cfg.rate,
+        "achieved_write_rate": (f64::from(total) / writes_done.duration_since(start).as_secs_f64() * 10.0).round() / 10.0,
         "expected": expected,
         "delivered": delivered,
         "delivered_per_s": (delivered as f64 / window).round(),

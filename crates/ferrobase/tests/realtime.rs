@@ -640,6 +640,33 @@ fn bad_input_gets_errors_in_the_spec_shape() {
 }
 
 #[test]
+fn a_full_node_refuses_new_streams_until_one_ends() {
+    let s = project("max_connections = 2\n").serve(BIN);
+    let first = sse(&s, "/api/v1/posts/events", None, None);
+    let mut second = ws(&s, None);
+    let r = Sse::open(&s.url("/api/v1/posts/events"), &[])
+        .err()
+        .expect("refused");
+    assert_eq!((r.status, r.code()), (503, "UNAVAILABLE".into()));
+    // A closed WebSocket frees its place.
+    second.send(&json!({"type": "ping"}));
+    assert_eq!(second.recv().expect("pong"), json!({"type": "pong"}));
+    drop(second);
+    // The server notices the close when it reads it: ask until then (each ask is a
+    // request answered at once, not a timer).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut reopened = None;
+    while reopened.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place was never freed"
+        );
+        reopened = Sse::open(&s.url("/api/v1/posts/events"), &[]).ok();
+    }
+    drop(first);
+}
+
+#[test]
 fn cookie_sessions_stream_and_foreign_pages_cannot_use_them() {
     let s = project("").serve(BIN);
     let (ta, a) = register(&s, "a@example.com");

@@ -644,6 +644,40 @@ fn a_killed_nodes_job_is_taken_over_after_its_lease_and_its_late_completion_is_r
     assert_eq!(done["state"], "completed");
     assert_eq!(done["attempt"], 2);
     assert_eq!(done["result"], json!(new_token));
+    // The history names every attempt's end, the rescued one too.
+    let bearer = format!("Bearer {admin}");
+    let history = ferrobase_testkit::realtime::Sse::open(
+        &s.url(&format!("/api/v1/jobs/{id}/events")),
+        &[("Authorization", &bearer)],
+    )
+    .expect("history");
+    let mut states = Vec::new();
+    while let Some(e) = history.next() {
+        let d = e.json();
+        states.push((
+            d["state"].as_str().unwrap_or_default().to_owned(),
+            d["attempt"].clone(),
+        ));
+        if d["state"] == "retryable" {
+            assert!(
+                d["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("stopped renewing its lease"),
+                "{d}"
+            );
+        }
+    }
+    assert_eq!(
+        states,
+        vec![
+            ("available".to_owned(), json!(0)),
+            ("running".to_owned(), json!(1)),
+            ("retryable".to_owned(), json!(1)),
+            ("running".to_owned(), json!(2)),
+            ("completed".to_owned(), json!(2)),
+        ]
+    );
 }
 
 #[test]

@@ -374,8 +374,13 @@ pub(crate) mod sql {
     /// Inserts a job unless its unique key is held.
     pub const INSERT: &str = "INSERT INTO \"_ferrobase_jobs\" (\"id\", \"kind\", \"queue\", \"state\", \"priority\", \"payload\", \"attempt\", \"max_attempts\", \"run_at\", \"unique_key\", \"unique_until\", \"created_by\", \"created_at\", \"updated_at\") VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9, $10, $11, $12, $12) ON CONFLICT (\"unique_key\") WHERE \"unique_key\" IS NOT NULL DO NOTHING";
 
-    /// Rescues jobs whose lease expired.
-    pub const RESCUE: &str = "UPDATE \"_ferrobase_jobs\" SET \"state\" = CASE WHEN \"attempt\" >= \"max_attempts\" THEN 'dead' ELSE 'retryable' END, \"last_error\" = 'the worker running attempt ' || \"attempt\" || ' stopped renewing its lease', \"lease_until\" = NULL, \"run_at\" = $1, \"updated_at\" = $1, \"finished_at\" = CASE WHEN \"attempt\" >= \"max_attempts\" THEN $1 ELSE NULL END WHERE \"state\" = 'running' AND \"lease_until\" < $1";
+    /// Records the end of the attempts [`RESCUE`] took back, in the job's history (the
+    /// ids the rescue returned; the message is the one it stored).
+    pub const RESCUE_EVENT: &str = "INSERT INTO \"_ferrobase_job_events\" (\"job_id\", \"at\", \"state\", \"attempt\", \"progress\", \"message\") SELECT \"id\", CAST($2 AS BIGINT), \"state\", \"attempt\", \"progress\", \"last_error\" FROM \"_ferrobase_jobs\" WHERE \"id\" = $1";
+
+    /// Rescues jobs whose lease expired; returns their ids (each gets a
+    /// [`RESCUE_EVENT`]).
+    pub const RESCUE: &str = "UPDATE \"_ferrobase_jobs\" SET \"state\" = CASE WHEN \"attempt\" >= \"max_attempts\" THEN 'dead' ELSE 'retryable' END, \"last_error\" = 'the worker running attempt ' || \"attempt\" || ' stopped renewing its lease', \"lease_until\" = NULL, \"run_at\" = $1, \"updated_at\" = $1, \"finished_at\" = CASE WHEN \"attempt\" >= \"max_attempts\" THEN $1 ELSE NULL END WHERE \"state\" = 'running' AND \"lease_until\" < $1 RETURNING \"id\"";
 
     /// Extends a running attempt's lease, with progress.
     pub const HEARTBEAT: &str = "UPDATE \"_ferrobase_jobs\" SET \"lease_until\" = $3, \"progress\" = COALESCE($4, \"progress\"), \"message\" = COALESCE($5, \"message\"), \"updated_at\" = $6 WHERE \"id\" = $1 AND \"attempt\" = $2 AND \"state\" = 'running'";

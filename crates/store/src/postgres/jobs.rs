@@ -231,7 +231,14 @@ impl JobStore for PgStore {
         Box::pin(async move {
             let client = self.client().await?;
             if rescue {
-                client.execute(sql::RESCUE, &[&now]).await?;
+                // The rescue and its events in one statement (the insert reads what the
+                // update returned: the table itself still shows the rows as they were).
+                let statement = format!(
+                    "WITH \"rescued\" AS ({}, \"state\", \"attempt\", \"progress\", \"last_error\") INSERT INTO \"_ferrobase_job_events\" (\"job_id\", \"at\", \"state\", \"attempt\", \"progress\", \"message\") SELECT \"id\", $1, \"state\", \"attempt\", \"progress\", \"last_error\" FROM \"rescued\"",
+                    sql::RESCUE
+                );
+                let prepared = client.prepare_cached(&statement).await?;
+                client.execute(&prepared, &[&now]).await?;
             }
             // One statement: pick (skipping rows other nodes hold), claim, and record
             // each claim's event.

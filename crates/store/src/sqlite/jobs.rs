@@ -139,7 +139,13 @@ impl JobStore for SqliteStore {
         Box::pin(async move {
             self.write(move |tx, _| {
                 if rescue {
-                    exec(tx, sql::RESCUE, [now])?;
+                    let rescued: Vec<String> = tx
+                        .prepare_cached(&sqlite_params(sql::RESCUE))?
+                        .query_map([now], |row| row.get(0))?
+                        .collect::<Result<_, _>>()?;
+                    for id in rescued {
+                        exec(tx, sql::RESCUE_EVENT, rusqlite::params![id, now])?;
+                    }
                 }
                 let sql = format!(
                     "UPDATE \"_ferrobase_jobs\" SET \"state\" = 'running', \"attempt\" = \"attempt\" + 1, \"lease_until\" = ?3, \"updated_at\" = ?2 WHERE \"id\" IN (SELECT \"id\" FROM \"_ferrobase_jobs\" WHERE \"queue\" = ?1 AND \"state\" IN ('scheduled', 'available', 'retryable') AND \"run_at\" <= ?2 ORDER BY \"priority\" DESC, \"run_at\", \"id\" LIMIT ?4) RETURNING {JOB_COLUMNS}"

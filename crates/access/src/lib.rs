@@ -12,5 +12,5 @@ mod policy;
 pub use caller::{Caller, Identity, Via};
 pub use policy::{
     Action, Decision, JsonRecord, Judged, Policy, Refusal, auth_map, check_field_writes, decide,
-    decide_as, judge_view, readable, refusal, uses_auth,
+    decide_as, judge_view, readable, readable_in_event, refusal, uses_auth,
 };

@@ -352,6 +352,30 @@ impl Lookup for JsonRecord<'_> {
     }
 }
 
+/// Whether `cond` reads a hidden field of the record itself.
+fn reads_hidden(resource: &Resource, cond: &Cond) -> bool {
+    cond.reads_own_column(|column| resource.fields.iter().any(|f| f.hidden && f.name == column))
+}
+
+/// Per field, whether the caller may read it in an event's `record`, which lacks the
+/// hidden fields: a field whose read rule looks at a hidden field is not shown (it would
+/// be judged on a missing value; REST, which has it, decides such fields).
+pub fn readable_in_event(
+    policy: &Policy,
+    resource: &Resource,
+    record: &Record,
+    identity: &Identity,
+    now: time::OffsetDateTime,
+) -> Vec<bool> {
+    let mut mask = readable(policy, resource, record, identity, now);
+    for (readable, rule) in mask.iter_mut().zip(&policy.read) {
+        if rule.as_ref().is_some_and(|c| reads_hidden(resource, c)) {
+            *readable = false;
+        }
+    }
+    mask
+}
+
 /// What a rule says about one record held in memory.
 #[derive(Debug, Clone)]
 pub enum Judged {
@@ -392,7 +416,9 @@ pub fn judge_view(
         body: None,
         now,
     };
-    if cond.follows_relations() {
+    // Events do not carry hidden fields: a rule that reads one is judged by the
+    // database, which has them.
+    if cond.follows_relations() || reads_hidden(resource, cond) {
         return match compile(cond, &env, policy.dialect, &resource.name) {
             Compiled::Always(true) => Judged::Admit,
             Compiled::Always(false) => Judged::Deny,

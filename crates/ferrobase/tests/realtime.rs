@@ -49,6 +49,16 @@ list   = "post.status = 'published' || post.author = @auth.id"
 view   = "post.status = 'published' || post.author = @auth.id"
 create = "@auth.id != null"
 
+[resources.notes.fields]
+text   = { type = "string" }
+gone   = { type = "boolean", hidden = true }
+secret = { type = "string", read = "!(gone = true)" }
+[resources.notes.rules]
+list   = "!(gone = true)"
+view   = "!(gone = true)"
+create = "true"
+update = "true"
+
 [resources.members_only.fields]
 name = { type = "string" }
 [resources.members_only.rules]
@@ -356,6 +366,32 @@ fn each_subscriber_sees_exactly_what_its_rules_admit() {
         vec![pair("create", &seen_comment), pair("create", &last_comment)]
     );
     assert_ne!(id(&hidden_comment), id(&seen_comment));
+}
+
+#[test]
+fn rules_that_read_hidden_fields_are_judged_on_the_stored_values() {
+    let s = project("").serve(BIN);
+    let stream = sse(&s, "/api/v1/notes/events", None, None);
+    let note = |text: &str, gone: bool| {
+        let r = s.post(
+            "/api/v1/notes",
+            &json!({"text": text, "gone": gone, "secret": "s3cret"}),
+        );
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.json()["data"].clone()
+    };
+    let hidden = note("gone", true);
+    let shown = note("kept", false);
+    // REST hides the first and shows the second; so does the stream.
+    assert_eq!(s.get(&format!("/api/v1/notes/{}", id(&hidden))).status, 404);
+    let e = stream.next_record();
+    assert_eq!(op_id(&e), ("create".to_owned(), id(&shown)), "{e:?}");
+    assert!(e.json()["record"].get("gone").is_none());
+    // A read rule on a hidden field is not judged on a missing value: the field is left
+    // out of events (REST, which has the value, shows it).
+    assert!(e.json()["record"].get("secret").is_none(), "{}", e.data);
+    let rest = s.get(&format!("/api/v1/notes/{}", id(&shown))).json();
+    assert_eq!(rest["data"]["secret"], "s3cret");
 }
 
 #[test]
@@ -701,6 +737,44 @@ fn cookie_sessions_stream_and_foreign_pages_cannot_use_them() {
     subscribe(&mut w, "mine", "posts", json!({}));
     let other = create(&s, &ta, &a, json!({"title": "also mine"}));
     assert_eq!(w.recv().expect("event")["record"]["id"], other["id"]);
+}
+
+#[test]
+fn signing_out_or_losing_a_role_ends_what_a_stream_may_see() {
+    // The credential is checked again every heartbeat (1 s here, the shortest allowed).
+    let s = project("heartbeat = \"1s\"\n").serve(BIN);
+    let (_, a) = register(&s, "a@example.com");
+    let r = s.post(
+        "/api/v1/auth/login",
+        &json!({"email": "a@example.com", "password": "correct horse battery", "session": "cookie"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let cookie = r
+        .header("set-cookie")
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned();
+    let stream = Sse::open(&s.url("/api/v1/posts/events"), &[("Cookie", &cookie)]).expect("open");
+    let ta = login(&s, "a@example.com");
+    let draft = create(&s, &ta, &a, json!({"title": "mine"}));
+    assert_eq!(op_id(&stream.next_record()).1, id(&draft));
+    // Signing out in the browser: the stream ends instead of going on with the session.
+    let out = s.send(|c| {
+        c.post(s.url("/api/v1/auth/logout"))
+            .header("Cookie", &cookie)
+            .json(&json!({}))
+    });
+    assert_eq!(out.status, 204, "{}", out.text);
+    let end = loop {
+        let e = stream.next().expect("an event before the end");
+        if e.event.is_some() {
+            break e;
+        }
+    };
+    assert_eq!(end.event.as_deref(), Some("expired"), "{end:?}");
+    assert!(stream.next().is_none());
 }
 
 #[test]

@@ -159,7 +159,10 @@ async fn from_api_key(state: &AppState, key: &str) -> Result<Caller, ApiError> {
     })
 }
 
-async fn from_session(state: &AppState, token: &str) -> Result<Option<Caller>, ApiError> {
+pub(crate) async fn from_session(
+    state: &AppState,
+    token: &str,
+) -> Result<Option<Caller>, ApiError> {
     let Some(ferrobase_store::LiveSession {
         id: session_id,
         user_id,
@@ -243,6 +246,49 @@ pub(crate) fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
 /// The CSRF token of a cookie session (always made with the current secret).
 pub(crate) fn session_csrf_token(state: &AppState, session_id: &str) -> String {
     csrf_token(&state.csrf_keys[0], session_id)
+}
+
+/// The credential a long-lived connection (a realtime stream) was opened with, to check
+/// again while it lasts: a logout, a revoked key or session, a role change or a deleted
+/// user must end what it may see.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// No credential: anonymous.
+    None,
+    /// `Authorization: Bearer` (an access token or an API key), or a realtime `auth`
+    /// message's token.
+    Bearer(String),
+    /// The session cookie's value.
+    Cookie(String),
+}
+
+impl Credential {
+    /// The credential a request carries (the one [`authenticate`] used).
+    pub fn of(state: &AppState, headers: &HeaderMap) -> Self {
+        if let Some(token) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+        {
+            return Credential::Bearer(token.trim().to_owned());
+        }
+        match cookie(headers, cookie_name(state.settings.auth.cookie_secure)) {
+            Some(token) => Credential::Cookie(token),
+            None => Credential::None,
+        }
+    }
+
+    /// Who the credential names now (`None`: nobody any more, or anonymous).
+    pub async fn caller(&self, state: &AppState) -> Result<Option<Caller>, ApiError> {
+        match self {
+            Credential::None => Ok(None),
+            Credential::Bearer(token) => Ok(Some(bearer_caller(state, token).await?.0)),
+            Credential::Cookie(token) => from_session(state, token).await,
+        }
+    }
 }
 
 /// When the request's credential stops being good (unix seconds): the access token's

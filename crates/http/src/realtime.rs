@@ -18,7 +18,9 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use crate::error::ApiError;
-use crate::identity::{CredentialExpiry, Identity, Via, bearer_caller, client_ip, origin_allowed};
+use crate::identity::{
+    Caller, Credential, CredentialExpiry, Identity, Via, bearer_caller, client_ip, origin_allowed,
+};
 use crate::state::AppState;
 
 /// Each refusal once: the status and code of every [`RealtimeError`].
@@ -40,6 +42,47 @@ impl From<RealtimeError> for ApiError {
             e @ RealtimeError::DuplicateSubscription(_) => Self::bad_request(e.to_string()),
             e @ RealtimeError::UnknownSubscription(_) => Self::not_found(e.to_string()),
         }
+    }
+}
+
+/// What checking a connection's credential again found.
+enum Recheck {
+    /// Still the same caller.
+    Same,
+    /// Still valid, but the caller changed (role, user record): judge as this one now.
+    Changed(Identity),
+    /// Gone: logged out, revoked, expired, the user deleted.
+    Ended,
+}
+
+fn same_caller(a: &Caller, b: &Caller) -> bool {
+    a.id == b.id && a.role == b.role && a.user == b.user
+}
+
+/// Checks the credential of a connection acting for `current` again.
+async fn recheck(state: &AppState, credential: &Credential, current: &Identity) -> Recheck {
+    let Some(caller) = current.caller() else {
+        return Recheck::Same;
+    };
+    let now = match credential.caller(state).await {
+        Ok(Some(now)) => now,
+        Ok(None) => return Recheck::Ended,
+        Err(e) if matches!(e.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+            return Recheck::Ended;
+        }
+        // The database or Redis failing is no reason to end anyone's stream.
+        Err(_) => return Recheck::Same,
+    };
+    if now.id != caller.id {
+        return Recheck::Ended;
+    }
+    match state.records.with_user(Identity(Some(now))).await {
+        Ok(identity) => match identity.caller() {
+            Some(now) if same_caller(now, caller) => Recheck::Same,
+            Some(_) => Recheck::Changed(identity),
+            None => Recheck::Ended,
+        },
+        Err(_) => Recheck::Same,
     }
 }
 
@@ -82,6 +125,7 @@ pub(crate) async fn sse(
         after = Some(last.ok_or_else(|| bad_position("Last-Event-ID"))?);
     }
     let identity = state.records.with_user(identity).await?;
+    let credential = Credential::of(&state, &headers);
     let client = client(&state, &headers, peer.map(|Extension(c)| c.0));
     let mut conn = state
         .realtime
@@ -97,6 +141,8 @@ pub(crate) async fn sse(
         .await?;
     let stream = SseStream {
         conn,
+        next_check: tokio::time::Instant::now() + state.settings.realtime.heartbeat,
+        credential,
         state: state.clone(),
         replay: None,
         pending: std::collections::VecDeque::new(),
@@ -134,6 +180,10 @@ fn bad_position(what: &str) -> ApiError {
 /// One SSE connection's stream: replayed events first, then the live ones.
 struct SseStream {
     conn: Connection,
+    /// Checked again every heartbeat: the stream ends when it no longer names the
+    /// caller it was opened for.
+    credential: Credential,
+    next_check: tokio::time::Instant,
     state: AppState,
     replay: Option<(i64, i64)>,
     pending: std::collections::VecDeque<Event>,
@@ -202,15 +252,40 @@ impl SseStream {
                 }
                 continue;
             }
-            // With a credential that expires, wake up at the heartbeat at the latest to
-            // notice it on a quiet stream (the clock may be moved in tests); without one,
-            // no timer of our own (the heartbeat is the body's).
             let heartbeat = self.state.settings.realtime.heartbeat;
+            if !matches!(self.credential, Credential::None)
+                && tokio::time::Instant::now() >= self.next_check
+            {
+                self.next_check = tokio::time::Instant::now() + heartbeat;
+                match recheck(&self.state, &self.credential, &self.conn.who().identity).await {
+                    Recheck::Same => {}
+                    // A stream judges for the caller it was opened for: a changed caller
+                    // reconnects (EventSource does so by itself).
+                    Recheck::Changed(_) | Recheck::Ended => {
+                        self.done = true;
+                        return Some(control(
+                            "expired",
+                            "the credential no longer grants this stream: sign in again and reconnect with Last-Event-ID",
+                        ));
+                    }
+                }
+            }
+            // Wake up for the next check of the credential (and for its expiry, which a
+            // test may reach by moving the clock); anonymous streams need no timer of
+            // their own (the heartbeat is the body's).
+            let check = match self.credential {
+                Credential::None => None,
+                _ => Some(self.next_check),
+            };
             let wait = self.expires_in().map(|d| d.min(heartbeat));
             let timer = async {
-                match wait {
-                    Some(d) => tokio::time::sleep(d).await,
-                    None => std::future::pending().await,
+                match (wait, check) {
+                    (Some(d), Some(at)) => {
+                        tokio::time::sleep_until(at.min(tokio::time::Instant::now() + d)).await;
+                    }
+                    (Some(d), None) => tokio::time::sleep(d).await,
+                    (None, Some(at)) => tokio::time::sleep_until(at).await,
+                    (None, None) => std::future::pending().await,
                 }
             };
             tokio::select! {
@@ -256,6 +331,7 @@ pub(crate) async fn websocket(
         ));
     }
     let identity = state.records.with_user(identity).await?;
+    let credential = Credential::of(&state, &headers);
     let client = client(&state, &headers, peer.map(|Extension(c)| c.0));
     let conn = state
         .realtime
@@ -266,7 +342,7 @@ pub(crate) async fn websocket(
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| Session::new(state, conn, socket).run()))
+        .on_upgrade(move |socket| Session::new(state, conn, socket, credential).run()))
 }
 
 /// One WebSocket connection.
@@ -281,6 +357,8 @@ struct Session {
     /// the hub's registry lock, so a flood of them must not be free.
     allowance: f64,
     refilled: tokio::time::Instant,
+    /// The credential the connection acts by, checked again every heartbeat.
+    credential: Credential,
 }
 
 /// Messages a WebSocket client may send per second, and in one burst.
@@ -312,7 +390,7 @@ fn subscription_id(v: Option<&Value>) -> Result<String, ApiError> {
 }
 
 impl Session {
-    fn new(state: AppState, conn: Connection, socket: WebSocket) -> Self {
+    fn new(state: AppState, conn: Connection, socket: WebSocket, credential: Credential) -> Self {
         Self {
             state,
             conn,
@@ -321,6 +399,7 @@ impl Session {
             expired: false,
             allowance: MESSAGE_BURST,
             refilled: tokio::time::Instant::now(),
+            credential,
         }
     }
 
@@ -434,8 +513,52 @@ impl Session {
                     if self.socket.send(Message::Ping(Vec::new().into())).await.is_err() {
                         return;
                     }
+                    if !self.expired && !self.recheck().await {
+                        return;
+                    }
                 }
                 () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Checks the credential again: a changed caller is judged as it is now; an ended
+    /// one gets `UNAUTHORIZED` and no events until a fresh `auth`. False when the
+    /// connection is gone.
+    async fn recheck(&mut self) -> bool {
+        let identity = self.conn.who().identity.clone();
+        match recheck(&self.state, &self.credential, &identity).await {
+            Recheck::Same => true,
+            Recheck::Changed(identity) => {
+                let expires = self.conn.who().expires;
+                let positions = self.positions.clone();
+                for (name, outcome) in self
+                    .conn
+                    .reauthenticate(identity, expires, &positions)
+                    .await
+                {
+                    let alive = match outcome {
+                        Ok(subscribed) => self.begin(name.as_deref(), subscribed.start).await,
+                        Err(e) => {
+                            let e = ApiError::from(e);
+                            self.send(error_message(name.as_deref(), &e)).await
+                        }
+                    };
+                    if !alive {
+                        return false;
+                    }
+                }
+                true
+            }
+            Recheck::Ended => {
+                self.expired = true;
+                self.conn.pause();
+                let e = ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHORIZED",
+                    "the credential no longer grants this connection (signed out, revoked or changed): send a fresh auth message to go on",
+                );
+                self.send(error_message(None, &e)).await
             }
         }
     }
@@ -508,6 +631,7 @@ impl Session {
                 "a connection stays with one user; open another connection for another",
             ));
         }
+        self.credential = Credential::Bearer(token.to_owned());
         let identity = self.state.records.with_user(Identity(Some(caller))).await?;
         let expires = expires.and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok());
         let positions = self.positions.clone();

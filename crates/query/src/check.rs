@@ -747,6 +747,16 @@ impl Cond {
             .any(|t| matches!(t, Term::Param(Param::Auth(f), _) if f != "id" && f != "role"))
     }
 
+    /// Whether it reads a column of the record itself (not through a relation) that
+    /// `pred` picks (realtime: a hidden field, which events do not carry).
+    pub fn reads_own_column(&self, pred: impl Fn(&str) -> bool) -> bool {
+        let mut terms = Vec::new();
+        self.terms(&mut terms);
+        terms
+            .iter()
+            .any(|t| matches!(t, Term::Column(c) if c.hops.is_empty() && pred(&c.column)))
+    }
+
     /// Whether it follows relations (field rules may not: they are judged per record in
     /// memory).
     pub fn follows_relations(&self) -> bool {

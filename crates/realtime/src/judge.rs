@@ -202,7 +202,7 @@ async fn judge(
         let data = shaped
             .entry(group.who.key.clone())
             .or_insert_with(|| {
-                let mask = records.readable(res, &record, &group.who.identity);
+                let mask = records.readable_in_event(res, &record, &group.who.identity);
                 let json = RecordJson {
                     readable: Some(&mask),
                     ..RecordJson::new(resource, &record)

@@ -265,6 +265,23 @@ impl Records {
         )
     }
 
+    /// Per field, whether the caller may read it in an event's record (which lacks the
+    /// hidden fields; see [`ferrobase_access::readable_in_event`]).
+    pub fn readable_in_event(
+        &self,
+        res: ResourceId,
+        record: &Record,
+        identity: &Identity,
+    ) -> Vec<bool> {
+        ferrobase_access::readable_in_event(
+            self.policy(res),
+            self.resource_at(res),
+            record,
+            identity,
+            self.0.clock.now(),
+        )
+    }
+
     /// A follower of the event log after `position` (0: from the start of what is kept):
     /// webhooks and realtime read every committed write through it, in `seq` order and
     /// without gaps (see [`ferrobase_store::EventFollower`]).

@@ -129,7 +129,7 @@ pub(crate) fn judge_statement(
     encode: impl Fn(&ferrobase_schema::FieldType, &Value) -> sea_query::Expr,
 ) -> sea_query::SelectStatement {
     use ferrobase_schema::FieldType;
-    use sea_query::{Alias, Query};
+    use sea_query::{Alias, ExprTrait, Query};
     let text = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
     let mut row = Query::select();
     row.expr_as(
@@ -151,9 +151,28 @@ pub(crate) fn judge_statement(
         );
     }
     for (field, value) in resource.fields.iter().zip(&record.values) {
-        if !field.is_many() {
-            row.expr_as(encode(&field.ty, value), Alias::new(field.name.as_str()));
+        if field.is_many() {
+            continue;
         }
+        if field.hidden {
+            // Events never carry hidden fields: a rule that reads one gets the stored
+            // value (NULL once the record is gone, which no rule can mistake for a match
+            // it would not make on the stored record: comparisons with NULL are false).
+            let mut stored = Query::select();
+            stored
+                .column((Alias::new("_stored"), Alias::new(field.name.as_str())))
+                .from_as(Alias::new(resource.name.as_str()), Alias::new("_stored"))
+                .and_where(
+                    sea_query::Expr::col((Alias::new("_stored"), Alias::new("id")))
+                        .eq(encode(&FieldType::Uuid, &Value::String(record.id.clone()))),
+                );
+            row.expr_as(
+                sea_query::Expr::SubQuery(None, Box::new(stored.into())),
+                Alias::new(field.name.as_str()),
+            );
+            continue;
+        }
+        row.expr_as(encode(&field.ty, value), Alias::new(field.name.as_str()));
     }
     let mut stmt = Query::select();
     for cond in conds {

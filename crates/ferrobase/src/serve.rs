@@ -151,8 +151,11 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>, mode: Mo
             .await
         {
             Ok(()) => {
-                if let Err(e) = realtime.start().await {
-                    tracing::error!(error = %e, "realtime cannot follow the event log");
+                // Until it follows the log, subscribing answers 503: try again until it
+                // does (a database that fails once must not leave realtime off).
+                while let Err(e) = realtime.start().await {
+                    tracing::error!(error = %e, "realtime cannot follow the event log yet");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                 }
                 tracing::info!("ready to serve");
             }

@@ -441,14 +441,22 @@ fn resuming_loses_and_repeats_nothing_and_old_positions_reset() {
     let old = sse(&s, "/api/v1/posts/events", None, Some(e1.seq()));
     let reset = old.next().expect("reset");
     assert_eq!(reset.event.as_deref(), Some("reset"), "{reset:?}");
+    assert!(
+        reset.seq() >= e2.seq(),
+        "a reconnect resumes after the reset: {reset:?}"
+    );
     let p7 = create(&s, &ta, &a, json!({"title": "p7", "status": "published"}));
     assert_eq!(op_id(&old.next_record()).1, id(&p7));
     let mut w = ws(&s, None);
     subscribe(&mut w, "old", "posts", json!({"after": e1.seq()}));
+    let reset = w.recv().expect("reset");
     assert_eq!(
-        w.recv().expect("reset"),
-        json!({"type": "reset", "subscription": "old"})
+        (reset["type"].as_str(), reset["subscription"].as_str()),
+        (Some("reset"), Some("old")),
+        "{reset}"
     );
+    // It says where to resume from next time, as the SSE reset's id does.
+    assert!(reset["seq"].as_i64().expect("seq") >= e2.seq(), "{reset}");
 }
 
 #[test]

@@ -201,10 +201,14 @@ impl SseStream {
         match start {
             Start::Live => {}
             Start::Replay { after, upto } => self.replay = Some((after, upto)),
-            Start::Reset => self.pending.push_back(control(
-                "reset",
-                "the position is older than the event log keeps: refetch, then go on",
-            )),
+            // With an id: a reconnect resumes from here instead of asking again.
+            Start::Reset { at } => self.pending.push_back(
+                control(
+                    "reset",
+                    "the position is older than the event log keeps: refetch, then go on",
+                )
+                .id(at.to_string()),
+            ),
         }
         self
     }
@@ -361,6 +365,9 @@ struct Session {
     credential: Credential,
 }
 
+/// How long one message may take to go out before the client counts as gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Messages a WebSocket client may send per second, and in one burst.
 const MESSAGES_PER_SECOND: f64 = 50.0;
 const MESSAGE_BURST: f64 = 100.0;
@@ -404,10 +411,15 @@ impl Session {
     }
 
     async fn send(&mut self, message: Value) -> bool {
-        self.socket
-            .send(Message::Text(message.to_string().into()))
-            .await
-            .is_ok()
+        self.write(Message::Text(message.to_string().into())).await
+    }
+
+    /// Writes one message; a client that takes none for a minute is gone.
+    async fn write(&mut self, message: Message) -> bool {
+        matches!(
+            tokio::time::timeout(WRITE_TIMEOUT, self.socket.send(message)).await,
+            Ok(Ok(()))
+        )
     }
 
     async fn send_out(&mut self, out: Out) -> bool {
@@ -433,7 +445,7 @@ impl Session {
             })
             .to_string(),
         };
-        self.socket.send(Message::Text(text.into())).await.is_ok()
+        self.write(Message::Text(text.into())).await
     }
 
     async fn close(&mut self, code: u16, reason: &'static str) {
@@ -510,7 +522,7 @@ impl Session {
                     }
                 },
                 _ = ping.tick() => {
-                    if self.socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    if !self.write(Message::Ping(Vec::new().into())).await {
                         return;
                     }
                     if !self.expired && !self.recheck().await {
@@ -711,11 +723,10 @@ impl Session {
     async fn begin(&mut self, name: Option<&str>, start: Start) -> bool {
         match start {
             Start::Live => true,
-            Start::Reset => {
-                self.send_out(Out::Reset {
-                    subscription: name.map(std::sync::Arc::from),
-                })
-                .await
+            Start::Reset { at } => {
+                self.positions.insert(name.map(str::to_owned), at);
+                self.send(json!({"type": "reset", "subscription": name, "seq": at}))
+                    .await
             }
             Start::Replay { mut after, upto } => loop {
                 match self.conn.replay(name, after, upto).await {

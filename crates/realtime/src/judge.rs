@@ -45,21 +45,32 @@ pub(crate) async fn deliver(
         if subs.is_empty() {
             continue;
         }
-        let outs = judge(records, res, event, &subs).await;
+        let (outs, unjudged) = judge(records, res, event, &subs).await;
         let mut any = false;
         for (sub, out) in subs.iter().zip(outs) {
             if let Some(out) = out {
-                any |= sub.conn.offer(out, metrics);
+                any |= sub.conn.offer(sub.serial, out, metrics);
             }
+        }
+        // Subscribers whose rule the database could not judge are cut off, as if they
+        // had fallen behind: they resume from their last seq instead of missing this.
+        for i in unjudged {
+            subs[i].conn.end(crate::Close::Overflow);
         }
         if any {
             observe_lag(records, metrics, event);
         }
+        // Many subscribers judged in memory: let the node's other tasks run.
+        tokio::task::yield_now().await;
     }
 }
 
 /// The messages `sub` gets for `events` (a replay from the log).
-pub(crate) async fn judge_for(records: &Records, sub: &Sub, events: &[RecordEvent]) -> Vec<Out> {
+pub(crate) async fn judge_for(
+    records: &Records,
+    sub: &Sub,
+    events: &[RecordEvent],
+) -> Result<Vec<Out>, crate::RealtimeError> {
     let mut outs = Vec::new();
     for event in events {
         let Ok((res, _)) = records.resource(&event.resource) else {
@@ -68,11 +79,19 @@ pub(crate) async fn judge_for(records: &Records, sub: &Sub, events: &[RecordEven
         if res != sub.res {
             continue;
         }
-        if let Some(Some(out)) = judge(records, res, event, &[sub]).await.pop() {
+        let (mut judged, unjudged) = judge(records, res, event, &[sub]).await;
+        if !unjudged.is_empty() {
+            return Err(crate::RealtimeError::Record(
+                ferrobase_records::RecordError::Store(ferrobase_store::StoreError::Unavailable(
+                    "the rules of a replayed event could not be judged".into(),
+                )),
+            ));
+        }
+        if let Some(Some(out)) = judged.pop() {
             outs.push(out);
         }
     }
-    outs
+    Ok(outs)
 }
 
 fn observe_lag(records: &Records, metrics: &RealtimeMetrics, event: &RecordEvent) {
@@ -108,17 +127,18 @@ struct Group {
     sql: Option<sea_query::Expr>,
 }
 
-/// Per subscriber, the message it gets for `event`, if any. Subscribers with the same
-/// caller and filter are judged once; those with the same caller share one message.
+/// Per subscriber, the message it gets for `event`, if any, and the subscribers whose
+/// rule the database failed to judge. Subscribers with the same caller and filter are
+/// judged once; those with the same caller share one message.
 async fn judge(
     records: &Records,
     res: ResourceId,
     event: &RecordEvent,
     subs: &[&Sub],
-) -> Vec<Option<Out>> {
+) -> (Vec<Option<Out>>, Vec<usize>) {
     let mut outs: Vec<Option<Out>> = vec![None; subs.len()];
     let Some(map) = event.record.as_object() else {
-        return outs;
+        return (outs, Vec::new());
     };
     let resource = records.resource_at(res);
     let policy = records.policy(res);
@@ -170,6 +190,7 @@ async fn judge(
     let in_sql: Vec<usize> = (0..groups.len())
         .filter(|&g| groups[g].sql.is_some())
         .collect();
+    let mut failed: Vec<usize> = Vec::new();
     for chunk in in_sql.chunks(PER_STATEMENT) {
         let conds = chunk
             .iter()
@@ -186,11 +207,17 @@ async fn judge(
                     groups[g].admitted = yes;
                 }
             }
-            // Fail closed: a subscriber whose rule cannot be judged gets nothing (and
-            // can resume once the database answers again).
-            Err(e) => tracing::warn!(error = %e, seq = event.seq, "cannot judge a realtime event"),
+            // Fail closed: a subscriber whose rule cannot be judged gets nothing now
+            // and is told to resume once the database answers again.
+            Err(e) => {
+                tracing::warn!(error = %e, seq = event.seq, "cannot judge a realtime event");
+                failed.extend(chunk.iter().copied());
+            }
         }
     }
+    let unjudged: Vec<usize> = (0..subs.len())
+        .filter(|&i| group_of[i].is_some_and(|g| failed.contains(&g)))
+        .collect();
     // Callers who may read the same fields share one message.
     let mut shaped: HashMap<Arc<str>, Arc<str>> = HashMap::new();
     for (i, sub) in subs.iter().enumerate() {
@@ -220,5 +247,5 @@ async fn judge(
             data,
         });
     }
-    outs
+    (outs, unjudged)
 }

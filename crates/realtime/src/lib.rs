@@ -121,6 +121,9 @@ struct Counts {
 
 /// One subscription, as the hub sees it.
 pub(crate) struct Sub {
+    /// Unique on the node: queued messages carry it, so those of a subscription that
+    /// ended (unsubscribed, or made again after a fresh `auth`) are never sent.
+    pub(crate) serial: u64,
     pub(crate) conn: Arc<ConnShared>,
     pub(crate) name: Option<Arc<str>>,
     pub(crate) res: ResourceId,
@@ -137,7 +140,7 @@ pub(crate) struct Sub {
 pub(crate) struct ConnShared {
     /// Boxed: the queue's slots are allocated in blocks up front, and an idle
     /// connection's memory matters more than one small allocation per message.
-    tx: mpsc::Sender<Box<Out>>,
+    tx: mpsc::Sender<Box<(u64, Out)>>,
     queued_bytes: AtomicUsize,
     max_bytes: usize,
     who: RwLock<Arc<Who>>,
@@ -159,7 +162,7 @@ impl ConnShared {
     }
 
     /// Ends the connection for `reason` unless it already ends; true when this did.
-    fn end(&self, reason: Close) -> bool {
+    pub(crate) fn end(&self, reason: Close) -> bool {
         let code = match reason {
             Close::Overflow => 1,
             Close::Shutdown => 2,
@@ -185,7 +188,7 @@ impl ConnShared {
     }
 
     /// Queues a message; a connection that cannot take it is cut off (it resumes).
-    pub(crate) fn offer(&self, out: Out, metrics: &RealtimeMetrics) -> bool {
+    pub(crate) fn offer(&self, serial: u64, out: Out, metrics: &RealtimeMetrics) -> bool {
         match self.close_reason() {
             None => {}
             Some(Close::Overflow) => {
@@ -197,7 +200,7 @@ impl ConnShared {
         }
         let size = out.size();
         let queued = self.queued_bytes.fetch_add(size, Ordering::Relaxed) + size;
-        if queued > self.max_bytes || self.tx.try_send(Box::new(out)).is_err() {
+        if queued > self.max_bytes || self.tx.try_send(Box::new((serial, out))).is_err() {
             self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
             metrics.dropped.inc();
             if self.end(Close::Overflow) {
@@ -238,8 +241,12 @@ pub enum Start {
         /// Where the live events begin.
         upto: i64,
     },
-    /// The position is older than the log keeps: a `reset`, then the live events.
-    Reset,
+    /// The position is older than the log keeps: a `reset`, then the live events,
+    /// which begin after `at` (the position to resume from next time).
+    Reset {
+        /// Where the live events begin.
+        at: i64,
+    },
 }
 
 /// A subscription that [`Connection::subscribe`] made live.
@@ -312,6 +319,7 @@ impl Realtime {
         let mut written = records.event_wakeups();
         let mut stop = self.0.shutdown.subscribe();
         let wake = self.0.wake.clone();
+        let mut waiting = Duration::ZERO;
         loop {
             if *stop.borrow() {
                 return;
@@ -345,9 +353,12 @@ impl Realtime {
             }
             // Writes of other transactions still committing below the newest seq
             // (PostgreSQL) are read again shortly, not at the next wake-up.
+            // Back off while a long transaction holds the log back.
             let pause = if follower.pending() {
-                Duration::from_millis(2)
+                waiting = (waiting * 2).clamp(Duration::from_millis(2), Duration::from_millis(100));
+                waiting
             } else {
+                waiting = Duration::ZERO;
                 Duration::from_secs(1)
             };
             tokio::select! {
@@ -481,20 +492,34 @@ impl Realtime {
         let horizon = self.0.records.clock().now()
             - time::Duration::try_from(self.0.retention).unwrap_or(time::Duration::DAY);
         let horizon = ferrobase_schema::validate::format_datetime(horizon);
+        let reset = Start::Reset { at: live_from };
         Ok(match kept {
-            Some((_, at)) if at.as_str() < horizon.as_str() => Start::Reset,
+            Some((_, at)) if at.as_str() < horizon.as_str() => reset,
             Some(_) => Start::Replay {
                 after,
                 upto: live_from,
             },
-            // Nothing kept at or before the position: from the very start of a log
-            // that was never trimmed, or a position that was trimmed away.
-            None if after == 0 => Start::Replay {
+            // Nothing kept at or before the position: the very start of a log that
+            // was never trimmed (its first event is still there), or a position that
+            // was trimmed away.
+            None if after == 0 && self.log_starts_at_one(live_from).await? => Start::Replay {
                 after,
                 upto: live_from,
             },
-            None => Start::Reset,
+            None => reset,
         })
+    }
+
+    /// Whether the log still holds its first event (nothing was trimmed), or is empty.
+    async fn log_starts_at_one(&self, upto: i64) -> Result<bool, RealtimeError> {
+        let first = self
+            .0
+            .records
+            .store()
+            .events()
+            .events_between(0, upto.max(1), 1)
+            .await?;
+        Ok(first.first().is_none_or(|e| e.seq == 1))
     }
 }
 
@@ -504,7 +529,7 @@ pub struct Connection {
     hub: Realtime,
     id: u64,
     shared: Arc<ConnShared>,
-    rx: mpsc::Receiver<Box<Out>>,
+    rx: mpsc::Receiver<Box<(u64, Out)>>,
     subs: HashMap<Option<String>, Arc<Sub>>,
     key: String,
     transport: &'static str,
@@ -596,6 +621,7 @@ impl Connection {
         let position = hub.0.position.load(Ordering::SeqCst);
         let live_from = after.map_or(position, |after| after.max(position));
         let sub = Arc::new(Sub {
+            serial: hub.0.next_id.fetch_add(1, Ordering::Relaxed),
             conn: self.shared.clone(),
             name: name.as_deref().map(Arc::from),
             res,
@@ -607,10 +633,18 @@ impl Connection {
         registry[res.0].push(sub.clone());
         drop(registry);
         hub.0.metrics.subscriptions.inc();
-        self.subs.insert(name, sub);
+        self.subs.insert(name.clone(), sub.clone());
         let start = match after {
             None => Start::Live,
-            Some(after) => hub.resume_from(after, live_from).await?,
+            Some(after) => match hub.resume_from(after, live_from).await {
+                Ok(start) => start,
+                Err(e) => {
+                    // Not live after all: the client may try again under the same id.
+                    self.subs.remove(&name);
+                    hub.remove(&sub).await;
+                    return Err(e);
+                }
+            },
         };
         Ok(Subscribed { start })
     }
@@ -642,7 +676,7 @@ impl Connection {
         } else {
             events.last().map_or(upto, |e| e.seq)
         };
-        let outs = judge::judge_for(&self.hub.0.records, sub, &events).await;
+        let outs = judge::judge_for(&self.hub.0.records, sub, &events).await?;
         Ok(Some((outs, next)))
     }
 
@@ -727,9 +761,12 @@ impl Connection {
                 () = self.shared.closing.notified() => {}
                 _ = stop.changed() => {}
                 out = self.rx.recv() => match out {
-                    Some(out) => {
+                    Some(queued) => {
+                        let (serial, out) = *queued;
                         self.shared.queued_bytes.fetch_sub(out.size(), Ordering::Relaxed);
-                        return Ok(*out);
+                        if self.subs.values().any(|s| s.serial == serial) {
+                            return Ok(out);
+                        }
                     }
                     None => return Err(Close::Shutdown),
                 },

@@ -185,7 +185,10 @@ pub(crate) struct Horizon {
 /// Not the snapshot's `xmax`: since PostgreSQL 14 it is the latest *completed* id + 1,
 /// and a transaction that got its id after the last completion runs above it unlisted
 /// (a follower trusting it skipped events under steady writes). The nodes' database
-/// role must see its own sessions' `backend_xid` (every role sees its own).
+/// role must see its own sessions' `backend_xid` (every role sees its own): every node
+/// connects as the same role, or as roles with `pg_read_all_stats`; writes to the log
+/// by a role the follower cannot see would not be waited for. Only this database's
+/// transactions count (a long one elsewhere on the server does not hold the log back).
 pub struct EventFollower {
     pub(crate) store: crate::Store,
     pub(crate) position: i64,

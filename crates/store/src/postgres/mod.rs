@@ -216,7 +216,7 @@ impl PgStore {
             .get(0);
         let running: Vec<u32> = client
             .query(
-                "SELECT backend_xid::text FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()",
+                "SELECT backend_xid::text FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() AND datname = current_database()",
                 &[],
             )
             .await?

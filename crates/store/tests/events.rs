@@ -397,3 +397,47 @@ fn a_follower_waits_for_a_writer_whose_id_is_above_the_snapshot_on_postgres() {
         assert_eq!(follow_until(&rt, &mut follower, seq), vec![seq]);
     }
 }
+
+/// Statistics taken while the log was small (an `ANALYZE` when it held two events) made
+/// SQLite scan the whole log for every follower read; the store forgets its own tables'
+/// statistics when it opens, so the read seeks to the position again.
+#[test]
+fn early_statistics_do_not_make_followers_scan_the_log_on_sqlite() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let schema = Arc::new(schema_from_str("schema.toml", SCHEMA).expect("schema"));
+    let res = items(&schema);
+    let ids = [
+        "01900000-0000-7000-8000-00000000aa01",
+        "01900000-0000-7000-8000-00000000aa02",
+    ];
+    {
+        let store = open(&rt, dir.path(), None);
+        for id in ids {
+            rt.block_on(store.records().insert(res, new_item(id, "early", T0), None))
+                .expect("insert");
+        }
+    }
+    let file = dir.path().join("data").join("ferrobase.db");
+    let plan = || {
+        let conn = rusqlite::Connection::open(&file).expect("open");
+        conn.query_row(
+            "EXPLAIN QUERY PLAN SELECT \"seq\" FROM \"_ferrobase_events\" WHERE \"seq\" > ?1 AND \"seq\" <= ?2 ORDER BY \"seq\" LIMIT ?3",
+            rusqlite::params![1, i64::MAX, 500],
+            |row| row.get::<_, String>(3),
+        )
+        .expect("plan")
+    };
+    rusqlite::Connection::open(&file)
+        .expect("open")
+        .execute_batch("ANALYZE")
+        .expect("analyze");
+    assert!(
+        plan().starts_with("SCAN"),
+        "the statistics mislead: {}",
+        plan()
+    );
+    // Opening the store again drops them.
+    drop(open(&rt, dir.path(), None));
+    assert!(plan().starts_with("SEARCH"), "{}", plan());
+}

@@ -517,7 +517,7 @@ impl Realtime {
             .records
             .store()
             .events()
-            .events_between(0, upto.max(1), 1)
+            .events_between(0, upto.max(1), None, 1)
             .await?;
         Ok(first.first().is_none_or(|e| e.seq == 1))
     }
@@ -669,7 +669,12 @@ impl Connection {
             .records
             .store()
             .events()
-            .events_between(after, upto, BATCH)
+            .events_between(
+                after,
+                upto,
+                Some(self.hub.0.records.resource_at(sub.res).name.clone()),
+                BATCH,
+            )
             .await?;
         let next = if events.len() < BATCH {
             upto

@@ -193,12 +193,14 @@ pub trait EventLog: Send + Sync {
     /// The highest `seq` of an event written before `at` (canonical datetime text).
     fn last_event_before(&self, at: String) -> Fut<'_, Result<i64, StoreError>>;
 
-    /// The events with `seq` in `(after, upto]`, at most `limit`, in `seq` order. Only
-    /// for positions a follower has already proved final (see [`crate::EventFollower`]).
+    /// The events with `seq` in `(after, upto]`, of `resource` when given, at most
+    /// `limit`, in `seq` order. Only for positions a follower has already proved final
+    /// (see [`crate::EventFollower`]).
     fn events_between(
         &self,
         after: i64,
         upto: i64,
+        resource: Option<String>,
         limit: usize,
     ) -> Fut<'_, Result<Vec<crate::RecordEvent>, StoreError>>;
 

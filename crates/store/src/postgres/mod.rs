@@ -249,7 +249,7 @@ impl PgStore {
             });
         }
         let conn: &deadpool_postgres::ClientWrapper = &client;
-        let events = records::events_between(conn, position, safe, limit).await?;
+        let events = records::events_between(conn, position, safe, None, limit).await?;
         let position = match events.last() {
             Some(last) if events.len() >= limit => last.seq,
             _ => safe,
@@ -602,12 +602,13 @@ impl crate::EventLog for PgStore {
         &self,
         after: i64,
         upto: i64,
+        resource: Option<String>,
         limit: usize,
     ) -> Fut<'_, Result<Vec<crate::RecordEvent>, StoreError>> {
         Box::pin(async move {
             let client = self.client().await?;
             let conn: &deadpool_postgres::ClientWrapper = &client;
-            records::events_between(conn, after, upto, limit).await
+            records::events_between(conn, after, upto, resource.as_deref(), limit).await
         })
     }
 

@@ -474,13 +474,15 @@ pub(crate) async fn events_between(
     conn: &impl Conn,
     position: i64,
     upto: i64,
+    resource: Option<&str>,
     limit: usize,
 ) -> Result<Vec<RecordEvent>, StoreError> {
-    let sql = "SELECT \"seq\", \"resource\", \"op\", \"record_id\", \"version\", \"actor\", \"at\", \"record\", \"previous\" FROM \"_ferrobase_events\" WHERE \"seq\" > $1 AND \"seq\" <= $2 ORDER BY \"seq\" LIMIT $3";
+    let sql = "SELECT \"seq\", \"resource\", \"op\", \"record_id\", \"version\", \"actor\", \"at\", \"record\", \"previous\" FROM \"_ferrobase_events\" WHERE \"seq\" > $1 AND \"seq\" <= $2 AND (CAST($4 AS text) IS NULL OR \"resource\" = CAST($4 AS text)) ORDER BY \"seq\" LIMIT $3";
     let values = sea_query::Values(vec![
         position.into(),
         upto.into(),
         i64::try_from(limit).unwrap_or(i64::MAX).into(),
+        resource.map(str::to_owned).into(),
     ]);
     let rows = conn.rows((sql.to_owned(), values)).await?;
     rows.iter()

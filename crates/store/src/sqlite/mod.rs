@@ -673,11 +673,12 @@ impl crate::EventLog for SqliteStore {
         &self,
         after: i64,
         upto: i64,
+        resource: Option<String>,
         limit: usize,
     ) -> Fut<'_, Result<Vec<crate::RecordEvent>, StoreError>> {
         Box::pin(async move {
             self.read(move |conn, _| {
-                Ok(records::events_after(conn, after, Some(upto), limit)?.events)
+                Ok(records::events_of(conn, after, Some(upto), resource.as_deref(), limit)?.events)
             })
             .await
         })

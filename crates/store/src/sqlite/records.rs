@@ -661,11 +661,28 @@ pub(crate) fn events_after(
     upto: Option<i64>,
     limit: usize,
 ) -> Result<EventBatch, StoreError> {
+    events_of(conn, position, upto, None, limit)
+}
+
+/// [`events_after`] of one resource when `resource` is given (a replay for one
+/// subscription decodes no other resource's records).
+pub(crate) fn events_of(
+    conn: &Connection,
+    position: i64,
+    upto: Option<i64>,
+    resource: Option<&str>,
+    limit: usize,
+) -> Result<EventBatch, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT \"seq\", \"resource\", \"op\", \"record_id\", \"version\", \"actor\", \"at\", \"record\", \"previous\" FROM \"_ferrobase_events\" WHERE \"seq\" > ?1 AND \"seq\" <= ?2 ORDER BY \"seq\" LIMIT ?3",
+        "SELECT \"seq\", \"resource\", \"op\", \"record_id\", \"version\", \"actor\", \"at\", \"record\", \"previous\" FROM \"_ferrobase_events\" WHERE \"seq\" > ?1 AND \"seq\" <= ?2 AND (?4 IS NULL OR \"resource\" = ?4) ORDER BY \"seq\" LIMIT ?3",
     )?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut rows = stmt.query(rusqlite::params![position, upto.unwrap_or(i64::MAX), limit])?;
+    let mut rows = stmt.query(rusqlite::params![
+        position,
+        upto.unwrap_or(i64::MAX),
+        limit,
+        resource
+    ])?;
     let mut batch = EventBatch {
         events: Vec::new(),
         position,

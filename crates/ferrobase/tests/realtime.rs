@@ -575,7 +575,7 @@ fn an_expired_token_ends_the_stream_and_a_fresh_auth_goes_on() {
     set_clock(&s, 16.0 * 60.0);
     let fresh = login(&s, "a@example.com");
     let during = create(&s, &fresh, &a, json!({"title": "during"}));
-    let end = stream.next().expect("expired");
+    let end = stream.next_named().expect("expired");
     assert_eq!(end.event.as_deref(), Some("expired"), "{end:?}");
     assert!(stream.next().is_none(), "the stream ends");
     let m = w.recv().expect("error");
@@ -786,13 +786,44 @@ fn signing_out_or_losing_a_role_ends_what_a_stream_may_see() {
 }
 
 #[test]
+fn a_quiet_filtered_stream_still_moves_its_position() {
+    let s = project("heartbeat = \"1s\"\n").serve(BIN);
+    let (ta, a) = register(&s, "a@example.com");
+    let stream = sse(
+        &s,
+        "/api/v1/posts/events?filter=title%20%3D%20'never'",
+        None,
+        None,
+    );
+    let skipped = create(
+        &s,
+        &ta,
+        &a,
+        json!({"title": "filtered out", "status": "published"}),
+    );
+    // At the next heartbeat: an id without data (EventSource moves its lastEventId and
+    // fires nothing), so a reconnect does not replay what the filter passed over.
+    let moved = stream.next().expect("an id-only event");
+    assert!(moved.data.is_empty() && moved.event.is_none(), "{moved:?}");
+    let again = sse(&s, "/api/v1/posts/events", None, Some(moved.seq()));
+    let later = create(
+        &s,
+        &ta,
+        &a,
+        json!({"title": "later", "status": "published"}),
+    );
+    let first = again.next_record();
+    assert_eq!(op_id(&first).1, id(&later), "{skipped} was not replayed");
+}
+
+#[test]
 fn shutdown_ends_streams_with_a_final_event() {
     let mut s = project("").serve(BIN);
     let stream = sse(&s, "/api/v1/posts/events", None, None);
     let mut w = ws(&s, None);
     subscribe(&mut w, "p", "posts", json!({}));
     s.signal("TERM");
-    let last = stream.next().expect("shutdown event");
+    let last = stream.next_named().expect("shutdown event");
     assert_eq!(last.event.as_deref(), Some("shutdown"), "{last:?}");
     assert!(stream.next().is_none());
     assert_eq!(w.recv().expect("shutdown")["type"], "shutdown");

@@ -142,6 +142,7 @@ pub(crate) async fn sse(
     let stream = SseStream {
         conn,
         next_check: tokio::time::Instant::now() + state.settings.realtime.heartbeat,
+        last_id: after.unwrap_or(0),
         credential,
         state: state.clone(),
         replay: None,
@@ -184,6 +185,8 @@ struct SseStream {
     /// caller it was opened for.
     credential: Credential,
     next_check: tokio::time::Instant,
+    /// The last position the client was given (event ids, a reset, an id-only event).
+    last_id: i64,
     state: AppState,
     replay: Option<(i64, i64)>,
     pending: std::collections::VecDeque<Event>,
@@ -202,20 +205,26 @@ impl SseStream {
             Start::Live => {}
             Start::Replay { after, upto } => self.replay = Some((after, upto)),
             // With an id: a reconnect resumes from here instead of asking again.
-            Start::Reset { at } => self.pending.push_back(
-                control(
-                    "reset",
-                    "the position is older than the event log keeps: refetch, then go on",
-                )
-                .id(at.to_string()),
-            ),
+            Start::Reset { at } => {
+                self.last_id = at;
+                self.pending.push_back(
+                    control(
+                        "reset",
+                        "the position is older than the event log keeps: refetch, then go on",
+                    )
+                    .id(at.to_string()),
+                );
+            }
         }
         self
     }
 
-    fn event(out: Out) -> Event {
+    fn event(&mut self, out: Out) -> Event {
         match out {
-            Out::Event { seq, data, .. } => Event::default().id(seq.to_string()).data(&*data),
+            Out::Event { seq, data, .. } => {
+                self.last_id = self.last_id.max(seq);
+                Event::default().id(seq.to_string()).data(&*data)
+            }
             Out::Reset { .. } => control("reset", "refetch, then go on"),
         }
     }
@@ -246,7 +255,10 @@ impl SseStream {
                 match self.conn.replay(None, after, upto).await {
                     Ok(Some((outs, next))) => {
                         self.replay = (next < upto).then_some((next, upto));
-                        self.pending.extend(outs.into_iter().map(Self::event));
+                        for out in outs {
+                            let event = self.event(out);
+                            self.pending.push_back(event);
+                        }
                     }
                     Ok(None) => self.replay = None,
                     Err(e) => {
@@ -257,46 +269,44 @@ impl SseStream {
                 continue;
             }
             let heartbeat = self.state.settings.realtime.heartbeat;
-            if !matches!(self.credential, Credential::None)
-                && tokio::time::Instant::now() >= self.next_check
-            {
+            if tokio::time::Instant::now() >= self.next_check {
                 self.next_check = tokio::time::Instant::now() + heartbeat;
-                match recheck(&self.state, &self.credential, &self.conn.who().identity).await {
-                    Recheck::Same => {}
-                    // A stream judges for the caller it was opened for: a changed caller
-                    // reconnects (EventSource does so by itself).
-                    Recheck::Changed(_) | Recheck::Ended => {
-                        self.done = true;
-                        return Some(control(
-                            "expired",
-                            "the credential no longer grants this stream: sign in again and reconnect with Last-Event-ID",
-                        ));
+                if !matches!(self.credential, Credential::None) {
+                    match recheck(&self.state, &self.credential, &self.conn.who().identity).await {
+                        Recheck::Same => {}
+                        // A stream judges for the caller it was opened for: a changed
+                        // caller reconnects (EventSource does so by itself).
+                        Recheck::Changed(_) | Recheck::Ended => {
+                            self.done = true;
+                            return Some(control(
+                                "expired",
+                                "the credential no longer grants this stream: sign in again and reconnect with Last-Event-ID",
+                            ));
+                        }
                     }
+                }
+                // A quiet stream (its filter passed nothing) still moves its position:
+                // an id without data sets EventSource's lastEventId and fires nothing,
+                // so a reconnect resumes from here instead of replaying, or resetting.
+                if let Some(at) = self.conn.idle_position()
+                    && at > self.last_id
+                {
+                    self.last_id = at;
+                    return Some(Event::default().id(at.to_string()));
                 }
             }
-            // Wake up for the next check of the credential (and for its expiry, which a
-            // test may reach by moving the clock); anonymous streams need no timer of
-            // their own (the heartbeat is the body's).
-            let check = match self.credential {
-                Credential::None => None,
-                _ => Some(self.next_check),
+            // Wake up for the next heartbeat's checks, and for the credential's expiry
+            // (which a test may reach by moving the clock).
+            let wake = match self.expires_in() {
+                Some(d) => self.next_check.min(tokio::time::Instant::now() + d),
+                None => self.next_check,
             };
-            let wait = self.expires_in().map(|d| d.min(heartbeat));
-            let timer = async {
-                match (wait, check) {
-                    (Some(d), Some(at)) => {
-                        tokio::time::sleep_until(at.min(tokio::time::Instant::now() + d)).await;
-                    }
-                    (Some(d), None) => tokio::time::sleep(d).await,
-                    (None, Some(at)) => tokio::time::sleep_until(at).await,
-                    (None, None) => std::future::pending().await,
-                }
-            };
+            let timer = tokio::time::sleep_until(wake);
             tokio::select! {
                 out = self.conn.next() => match out {
                     // An event that arrives after the credential expired is not its.
                     Ok(_) if self.expires_in().is_some_and(|d| d.is_zero()) => continue,
-                    Ok(out) => return Some(Self::event(out)),
+                    Ok(out) => return Some(self.event(out)),
                     Err(Close::Shutdown) => {
                         self.done = true;
                         return Some(control("shutdown", "the server is shutting down: reconnect with Last-Event-ID"));

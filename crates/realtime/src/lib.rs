@@ -546,6 +546,16 @@ impl Connection {
         self.shared.who()
     }
 
+    /// The hub's position when nothing is queued for this connection: every event up
+    /// to it that the connection's subscriptions may see has been taken from the queue
+    /// (`None` while something is queued).
+    pub fn idle_position(&self) -> Option<i64> {
+        // The position first: events up to it were queued before it moved.
+        let position = self.hub.0.position.load(Ordering::SeqCst);
+        let live_from = self.subs.values().map(|s| s.live_from).max().unwrap_or(0);
+        (self.rx.is_empty() && position >= live_from).then_some(position)
+    }
+
     /// Subscribes; the subscription is live when this returns (see [`Start`] for what
     /// to send before the live events).
     pub async fn subscribe(&mut self, req: SubscribeRequest) -> Result<Subscribed, RealtimeError> {

@@ -226,12 +226,24 @@ impl Sse {
         }
     }
 
-    /// The next record event (skipping comments); panics when none comes in time.
+    /// The next event with data (skipping comments and id-only position updates);
+    /// panics when none comes in time.
     pub fn next_record(&self) -> SseEvent {
         loop {
             let e = self.next().expect("the stream ended before a record event");
-            if e.comment.is_none() {
+            if e.comment.is_none() && !e.data.is_empty() {
                 return e;
+            }
+        }
+    }
+
+    /// The next named (control) event, skipping comments and id-only position updates;
+    /// `None` when the stream ends first.
+    pub fn next_named(&self) -> Option<SseEvent> {
+        loop {
+            let e = self.next()?;
+            if e.event.is_some() {
+                return Some(e);
             }
         }
     }

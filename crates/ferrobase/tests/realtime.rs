@@ -678,6 +678,21 @@ fn bad_input_gets_errors_in_the_spec_shape() {
     assert!(refused > 0, "300 messages at once were all taken");
     w.send(&json!({"type": "unsubscribe", "id": "n1"}));
 
+    // Filters that follow a relation cost the database a condition per event each: at
+    // most 5 per connection.
+    let mut r = ws(&s, None);
+    for i in 0..5 {
+        subscribe(
+            &mut r,
+            &format!("rel{i}"),
+            "comments",
+            json!({"filter": format!("post.title = 't{i}'")}),
+        );
+    }
+    r.send(&json!({"type": "subscribe", "id": "rel5", "resource": "comments", "filter": "post.title = 't5'"}));
+    assert_eq!(r.recv().expect("error")["code"], "UNPROCESSABLE");
+    subscribe(&mut r, "plain", "comments", json!({"filter": "text = 'x'"}));
+
     // A plain GET of the WebSocket endpoint.
     let r = s.get("/api/v1/realtime");
     assert_eq!((r.status, r.code()), (400, "BAD_REQUEST".into()));

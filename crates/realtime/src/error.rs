@@ -64,9 +64,10 @@ impl std::fmt::Display for RealtimeError {
             Self::NodeFull => {
                 f.write_str("this node holds all the realtime connections it may; try again")
             }
-            Self::TooManySubscriptions { limit } => {
-                write!(f, "at most {limit} subscriptions per connection")
-            }
+            Self::TooManySubscriptions { limit } => write!(
+                f,
+                "at most {limit} subscriptions of this kind per connection (filters that follow a relation count separately)"
+            ),
             Self::DuplicateSubscription(id) => {
                 write!(
                     f,

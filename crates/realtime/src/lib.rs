@@ -36,6 +36,10 @@ pub use metrics::RealtimeMetrics;
 /// Events read from the log per step.
 const BATCH: usize = 500;
 
+/// Subscriptions per connection whose filter follows a relation (each adds to the SQL
+/// the database runs for every event of its resource).
+const RELATION_FILTERS: usize = 5;
+
 /// Who a connection acts for: the caller, the caller as rules see it, and when the
 /// credential stops being good.
 #[derive(Debug, Clone)]
@@ -598,6 +602,18 @@ impl Connection {
                         allowed: Vec::new(),
                     }
                     .into());
+                }
+                // Each filter that follows a relation is one more condition in the
+                // statement the database runs for every event of the resource.
+                let following = self
+                    .subs
+                    .values()
+                    .filter(|s| s.filter.as_ref().is_some_and(Cond::follows_relations))
+                    .count();
+                if cond.follows_relations() && following >= RELATION_FILTERS {
+                    return Err(RealtimeError::TooManySubscriptions {
+                        limit: RELATION_FILTERS,
+                    });
                 }
                 Some(cond)
             }

@@ -30,13 +30,24 @@ fn a_write_on_one_node_reaches_subscribers_on_another() {
         assert_eq!(e.json()["record"]["id"], post["id"], "{e:?}");
         assert_eq!(ws_b.recv().expect("event")["record"]["id"], post["id"]);
     }
-    // And back: written on B, seen on A.
-    let on_a = cases::sse(&a, "/api/v1/posts/events", None, None);
-    let post = cases::create(
-        &b,
-        &token,
-        &user,
-        json!({"title": "from b", "status": "published"}),
-    );
-    assert_eq!(on_a.next_record().json()["record"]["id"], post["id"]);
+    // And back: written on B, seen on A; a stream opened right after writes starts
+    // after them (never with an event written before it), on either node.
+    for i in 0..5 {
+        let on_a = cases::sse(&a, "/api/v1/posts/events", None, None);
+        let post = cases::create(
+            &b,
+            &token,
+            &user,
+            json!({"title": format!("from b {i}"), "status": "published"}),
+        );
+        assert_eq!(on_a.next_record().json()["record"]["id"], post["id"]);
+        let on_b = cases::sse(&b, "/api/v1/posts/events", None, None);
+        let post = cases::create(
+            &a,
+            &token,
+            &user,
+            json!({"title": format!("from a {i}"), "status": "published"}),
+        );
+        assert_eq!(on_b.next_record().json()["record"]["id"], post["id"]);
+    }
 }

@@ -114,6 +114,8 @@ struct Inner {
     wake: Arc<Notify>,
     /// Signalled whenever a connection ends.
     ended: Notify,
+    /// Signalled whenever the hub moved its position.
+    advanced: Notify,
     next_id: AtomicU64,
 }
 
@@ -277,6 +279,7 @@ impl Realtime {
             shutdown: watch::Sender::new(false),
             wake: Arc::new(Notify::new()),
             ended: Notify::new(),
+            advanced: Notify::new(),
             next_id: AtomicU64::new(1),
         }))
     }
@@ -352,6 +355,7 @@ impl Realtime {
                 }
                 self.0.position.store(batch.position, Ordering::SeqCst);
             }
+            self.0.advanced.notify_waiters();
             if full {
                 continue;
             }
@@ -477,6 +481,30 @@ impl Realtime {
             auth,
             key,
             expires,
+        }
+    }
+
+    /// Waits until the hub has handed out every event committed before this call, so a
+    /// new subscription starts at "now": neither an event written before it (the hub may
+    /// lag behind the log: another node's write whose notice is on its way, a writer
+    /// still committing below it on PostgreSQL) nor, as ever, one written after it is
+    /// missed. Gives up waiting after a few seconds (a long transaction holding the log
+    /// back): the subscription then starts where the hub is.
+    async fn caught_up(&self) -> Result<(), RealtimeError> {
+        let target = self.0.records.store().events().last_event().await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let advanced = self.0.advanced.notified();
+            tokio::pin!(advanced);
+            advanced.as_mut().enable();
+            if self.0.position.load(Ordering::SeqCst) >= target {
+                return Ok(());
+            }
+            // The hub may be asleep until its next poll: wake it.
+            self.0.wake.notify_one();
+            if tokio::time::timeout_at(deadline, advanced).await.is_err() {
+                return Ok(());
+            }
         }
     }
 
@@ -643,6 +671,9 @@ impl Connection {
     ) -> Result<Subscribed, RealtimeError> {
         let (filter, filter_text) = filter.map_or((None, None), |(c, t)| (Some(c), t));
         let hub = self.hub.clone();
+        if after.is_none() {
+            hub.caught_up().await?;
+        }
         let mut registry = hub.0.registry.write().await;
         let position = hub.0.position.load(Ordering::SeqCst);
         let live_from = after.map_or(position, |after| after.max(position));

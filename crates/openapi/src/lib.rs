@@ -6,6 +6,7 @@
 
 mod jobs;
 mod paths;
+mod realtime;
 mod schemas;
 
 use ferrobase_schema::Schema;

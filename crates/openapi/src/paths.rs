@@ -109,6 +109,10 @@ pub(crate) fn tags(schema: &Schema) -> Value {
             "operations",
             "Health, readiness, keys, metrics and this document.",
         ),
+        (
+            "realtime",
+            "Record events over one WebSocket (each resource also has its own event stream).",
+        ),
     ] {
         tags.push(json!({ "name": name, "description": description }));
     }
@@ -486,7 +490,9 @@ pub(crate) fn paths(schema: &Schema, options: &Options) -> Value {
     crate::jobs::paths(&mut paths);
     for resource in &schema.resources {
         resource_paths(&resource.name, &mut paths);
+        crate::realtime::resource_events(&resource.name, &mut paths);
     }
+    crate::realtime::websocket(&mut paths);
     paths.insert(
         "/api/v1/batch".into(),
         json!({ "post": {

@@ -629,6 +629,10 @@ fn bad_input_gets_errors_in_the_spec_shape() {
         .collect();
     let r = refused("/api/v1/posts/events", &[("Authorization", &bearer)]);
     assert_eq!((r.status, r.code()), (429, "RATE_LIMITED".into()));
+    // Nor may a connection opened anonymously become the user's eleventh.
+    let mut anonymous = ws(&s, None);
+    anonymous.send(&json!({"type": "auth", "token": ta}));
+    assert_eq!(anonymous.recv().expect("error")["code"], "RATE_LIMITED");
     drop(open);
 
     // WebSocket: each bad message gets an error and the connection stays usable.

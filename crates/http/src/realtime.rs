@@ -653,8 +653,9 @@ impl Session {
                 "a connection stays with one user; open another connection for another",
             ));
         }
-        self.credential = Credential::Bearer(token.to_owned());
         let identity = self.state.records.with_user(Identity(Some(caller))).await?;
+        self.conn.rekey(&identity)?;
+        self.credential = Credential::Bearer(token.to_owned());
         let expires = expires.and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok());
         let positions = self.positions.clone();
         let outcomes = self

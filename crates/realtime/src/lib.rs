@@ -759,6 +759,33 @@ impl Connection {
         self.subs.keys().cloned().collect()
     }
 
+    /// Counts the connection against `identity`'s user from now on (a connection opened
+    /// anonymously counted against its address): refused when that user already holds
+    /// all the connections it may.
+    pub fn rekey(&mut self, identity: &Identity) -> Result<(), RealtimeError> {
+        let Some(caller) = identity.caller() else {
+            return Ok(());
+        };
+        let key = format!("user:{}", caller.id);
+        if key == self.key {
+            return Ok(());
+        }
+        let limit = self.hub.0.settings.max_connections_per_user;
+        let mut counts = self.hub.0.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if counts.per_user.get(&key).copied().unwrap_or(0) >= limit {
+            return Err(RealtimeError::TooManyConnectionsForUser { limit });
+        }
+        *counts.per_user.entry(key.clone()).or_default() += 1;
+        if let Some(n) = counts.per_user.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_user.remove(&self.key);
+            }
+        }
+        self.key = key;
+        Ok(())
+    }
+
     /// Stops delivering events until [`Connection::reauthenticate`] (the credential
     /// expired).
     pub fn pause(&self) {

@@ -115,6 +115,22 @@ fn login(s: &Server, email: &str) -> String {
         .to_owned()
 }
 
+/// Signs in with a cookie session (as a browser does); returns the `Cookie` header's
+/// value.
+fn cookie_session(s: &Server, email: &str) -> String {
+    let r = s.post(
+        "/api/v1/auth/login",
+        &json!({"email": email, "password": "correct horse battery", "session": "cookie"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.header("set-cookie")
+        .expect("cookie")
+        .split(';')
+        .next()
+        .expect("pair")
+        .to_owned()
+}
+
 pub(crate) fn call(
     s: &Server,
     token: Option<&str>,
@@ -733,18 +749,7 @@ fn a_full_node_refuses_new_streams_until_one_ends() {
 fn cookie_sessions_stream_and_foreign_pages_cannot_use_them() {
     let s = project("").serve(BIN);
     let (ta, a) = register(&s, "a@example.com");
-    let r = s.post(
-        "/api/v1/auth/login",
-        &json!({"email": "a@example.com", "password": "correct horse battery", "session": "cookie"}),
-    );
-    assert_eq!(r.status, 200, "{}", r.text);
-    let cookie = r
-        .header("set-cookie")
-        .expect("cookie")
-        .split(';')
-        .next()
-        .expect("pair")
-        .to_owned();
+    let cookie = cookie_session(&s, "a@example.com");
     // What a browser's EventSource sends: the cookie, no Authorization.
     let stream = Sse::open(&s.url("/api/v1/posts/events"), &[("Cookie", &cookie)]).expect("open");
     let draft = create(&s, &ta, &a, json!({"title": "only mine"}));
@@ -771,18 +776,7 @@ fn signing_out_or_losing_a_role_ends_what_a_stream_may_see() {
     // The credential is checked again every heartbeat (1 s here, the shortest allowed).
     let s = project("heartbeat = \"1s\"\n").serve(BIN);
     let (_, a) = register(&s, "a@example.com");
-    let r = s.post(
-        "/api/v1/auth/login",
-        &json!({"email": "a@example.com", "password": "correct horse battery", "session": "cookie"}),
-    );
-    assert_eq!(r.status, 200, "{}", r.text);
-    let cookie = r
-        .header("set-cookie")
-        .expect("cookie")
-        .split(';')
-        .next()
-        .expect("pair")
-        .to_owned();
+    let cookie = cookie_session(&s, "a@example.com");
     let stream = Sse::open(&s.url("/api/v1/posts/events"), &[("Cookie", &cookie)]).expect("open");
     let ta = login(&s, "a@example.com");
     let draft = create(&s, &ta, &a, json!({"title": "mine"}));

@@ -220,20 +220,13 @@ impl SseStream {
     }
 
     fn event(&mut self, out: Out) -> Event {
-        match out {
-            Out::Event { seq, data, .. } => {
-                self.last_id = self.last_id.max(seq);
-                Event::default().id(seq.to_string()).data(&*data)
-            }
-            Out::Reset { .. } => control("reset", "refetch, then go on"),
-        }
+        self.last_id = self.last_id.max(out.seq);
+        Event::default().id(out.seq.to_string()).data(&*out.data)
     }
 
     /// How long until the credential expires (`None`: it does not).
     fn expires_in(&self) -> Option<Duration> {
-        let at = self.conn.who().expires?;
-        let left = at - self.state.clock.now();
-        Some(Duration::try_from(left).unwrap_or(Duration::ZERO))
+        self.conn.who().expires_in(self.state.clock.now())
     }
 
     async fn next(&mut self) -> Option<Event> {
@@ -433,28 +426,20 @@ impl Session {
     }
 
     async fn send_out(&mut self, out: Out) -> bool {
-        let text = match out {
-            Out::Event {
-                seq,
-                subscription,
-                data,
-            } => {
-                self.positions
-                    .insert(subscription.as_deref().map(str::to_owned), seq);
-                let id = serde_json::to_string(subscription.as_deref().unwrap_or_default())
-                    .unwrap_or_else(|_| "\"\"".into());
-                // `data` is `{"op":...,"record":...}`: spliced, not parsed again.
-                format!(
-                    "{{\"type\":\"event\",\"subscription\":{id},\"seq\":{seq},{}",
-                    data.get(1..).unwrap_or("}")
-                )
-            }
-            Out::Reset { subscription } => json!({
-                "type": "reset",
-                "subscription": subscription.as_deref(),
-            })
-            .to_string(),
-        };
+        let Out {
+            seq,
+            subscription,
+            data,
+        } = out;
+        self.positions
+            .insert(subscription.as_deref().map(str::to_owned), seq);
+        let id = serde_json::to_string(subscription.as_deref().unwrap_or_default())
+            .unwrap_or_else(|_| "\"\"".into());
+        // `data` is `{"op":...,"record":...}`: spliced, not parsed again.
+        let text = format!(
+            "{{\"type\":\"event\",\"subscription\":{id},\"seq\":{seq},{}",
+            data.get(1..).unwrap_or("}")
+        );
         self.write(Message::Text(text.into())).await
     }
 
@@ -469,9 +454,7 @@ impl Session {
     }
 
     fn expires_in(&self) -> Option<Duration> {
-        let at = self.conn.who().expires?;
-        let left = at - self.state.clock.now();
-        Some(Duration::try_from(left).unwrap_or(Duration::ZERO))
+        self.conn.who().expires_in(self.state.clock.now())
     }
 
     async fn run(mut self) {
@@ -553,24 +536,7 @@ impl Session {
             Recheck::Same => true,
             Recheck::Changed(identity) => {
                 let expires = self.conn.who().expires;
-                let positions = self.positions.clone();
-                for (name, outcome) in self
-                    .conn
-                    .reauthenticate(identity, expires, &positions)
-                    .await
-                {
-                    let alive = match outcome {
-                        Ok(subscribed) => self.begin(name.as_deref(), subscribed.start).await,
-                        Err(e) => {
-                            let e = ApiError::from(e);
-                            self.send(error_message(name.as_deref(), &e)).await
-                        }
-                    };
-                    if !alive {
-                        return false;
-                    }
-                }
-                true
+                self.act_for(identity, expires).await
             }
             Recheck::Ended => {
                 self.expired = true;
@@ -657,15 +623,22 @@ impl Session {
         self.conn.rekey(&identity)?;
         self.credential = Credential::Bearer(token.to_owned());
         let expires = expires.and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok());
+        self.expired = false;
+        if !self.send(json!({"type": "ack", "of": "auth"})).await {
+            return Ok(false);
+        }
+        Ok(self.act_for(identity, expires).await)
+    }
+
+    /// Makes every subscription again for `identity`, each resumed from the last seq
+    /// sent, and sends what each owes (a replay, a reset) or why it was refused. False
+    /// when the connection is gone.
+    async fn act_for(&mut self, identity: Identity, expires: Option<OffsetDateTime>) -> bool {
         let positions = self.positions.clone();
         let outcomes = self
             .conn
             .reauthenticate(identity, expires, &positions)
             .await;
-        self.expired = false;
-        if !self.send(json!({"type": "ack", "of": "auth"})).await {
-            return Ok(false);
-        }
         for (name, outcome) in outcomes {
             let alive = match outcome {
                 Ok(subscribed) => self.begin(name.as_deref(), subscribed.start).await,
@@ -675,10 +648,10 @@ impl Session {
                 }
             };
             if !alive {
-                return Ok(false);
+                return false;
             }
         }
-        Ok(true)
+        true
     }
 
     async fn subscribe(&mut self, message: &Map<String, Value>) -> Result<bool, ApiError> {

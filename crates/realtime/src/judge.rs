@@ -241,7 +241,7 @@ async fn judge(
                 ))
             })
             .clone();
-        outs[i] = Some(Out::Event {
+        outs[i] = Some(Out {
             seq: event.seq,
             subscription: sub.name.clone(),
             data,

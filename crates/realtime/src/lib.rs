@@ -57,32 +57,29 @@ pub struct Who {
     pub expires: Option<OffsetDateTime>,
 }
 
-/// A message for a connection's client.
+impl Who {
+    /// How long until the credential expires at `now` (zero once it has; `None` when it
+    /// does not expire).
+    pub fn expires_in(&self, now: OffsetDateTime) -> Option<Duration> {
+        let left = self.expires? - now;
+        Some(Duration::try_from(left).unwrap_or(Duration::ZERO))
+    }
+}
+
+/// A record event for a connection's client, which its subscriber may see.
 #[derive(Debug, Clone)]
-pub enum Out {
-    /// A record event the subscriber may see.
-    Event {
-        /// The event's position in the log.
-        seq: i64,
-        /// The WebSocket subscription it belongs to (`None` on SSE).
-        subscription: Option<Arc<str>>,
-        /// `{"op":...,"record":{...}}`, shared by every subscriber who sees the same
-        /// fields.
-        data: Arc<str>,
-    },
-    /// The position asked for is older than the log keeps: refetch, then go on.
-    Reset {
-        /// The WebSocket subscription it belongs to (`None` on SSE).
-        subscription: Option<Arc<str>>,
-    },
+pub struct Out {
+    /// The event's position in the log.
+    pub seq: i64,
+    /// The WebSocket subscription it belongs to (`None` on SSE).
+    pub subscription: Option<Arc<str>>,
+    /// `{"op":...,"record":{...}}`, shared by every subscriber who sees the same fields.
+    pub data: Arc<str>,
 }
 
 impl Out {
     fn size(&self) -> usize {
-        match self {
-            Out::Event { data, .. } => data.len() + 64,
-            Out::Reset { .. } => 64,
-        }
+        self.data.len() + 64
     }
 }
 

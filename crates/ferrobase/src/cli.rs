@@ -52,6 +52,8 @@ pub enum Command {
     },
     /// Print the OpenAPI 3.1 document of the project.
     Openapi,
+    /// Print the GraphQL schema of the project (SDL).
+    Graphql,
     /// Write a multi-stage Dockerfile and a compose.yaml (app, PostgreSQL, Redis).
     Docker {
         /// Replace existing files.

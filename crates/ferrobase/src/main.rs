@@ -44,6 +44,30 @@ fn openapi(dir: &std::path::Path) -> ExitCode {
     }
 }
 
+/// `ferrobase graphql`: prints the SDL of the schema `/api/v1/graphql` serves.
+fn graphql(dir: &std::path::Path) -> ExitCode {
+    let project = match project::load(dir) {
+        Ok(p) => p,
+        Err(problems) => {
+            project::report(&problems);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let mut options = ferrobase_http::graphql_options(&project.settings);
+    // The SDL is the whole schema, whatever introspection is set to.
+    options.introspection = true;
+    match ferrobase_graphql::Graphql::build(&project.schema, &options, None) {
+        Ok(api) => {
+            print!("{}", api.sdl());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let dir = cli.dir.clone();
@@ -67,6 +91,7 @@ fn main() -> ExitCode {
         } => scaffold::api_add(&dir, &resource, &fields),
         cli::Command::Docker { force } => scaffold::docker(&dir, force),
         cli::Command::Openapi => openapi(&dir),
+        cli::Command::Graphql => graphql(&dir),
         cli::Command::Users {
             action: cli::UsersAction::Create { email, role },
         } => users::create(&dir, &email, &role),

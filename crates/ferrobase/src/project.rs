@@ -17,6 +17,8 @@ pub struct Project {
     pub schema: Schema,
     /// Whether the schema is the built-in example (no schema.toml in the directory).
     pub builtin_schema: bool,
+    /// The persisted GraphQL documents of `graphql/*.graphql`.
+    pub graphql_documents: ferrobase_graphql::Persisted,
 }
 
 /// A `.env` problem, described without the line's content: it may hold a secret.
@@ -96,12 +98,37 @@ pub fn load(dir: &Path) -> Result<Project, Vec<Diagnostic>> {
     let (schema, schema_problems) = parse_schema_lenient(&schema_src);
     problems.extend(schema_problems);
     problems.extend(ferrobase_query::check_rules(&schema, &schema_src));
+    if problems.is_empty()
+        && let Err(conflicts) =
+            ferrobase_graphql::Graphql::build(&schema, &ferrobase_graphql::Options::default(), None)
+    {
+        problems.extend(conflicts.lines().map(|message| Diagnostic {
+            file: "schema.toml".into(),
+            line: 0,
+            column: 0,
+            message: message.to_owned(),
+            hint: Some("graphql_name = \"Name\" on the resource sets its GraphQL type name".into()),
+        }));
+    }
+    let only = settings.as_ref().is_ok_and(|s| s.graphql.persisted_only);
+    let graphql_documents = ferrobase_graphql::Persisted::load(&dir.join("graphql"), only)
+        .map_err(|message| {
+            problems.push(Diagnostic {
+                file: "graphql/".into(),
+                line: 0,
+                column: 0,
+                message,
+                hint: None,
+            });
+        })
+        .unwrap_or_default();
     match settings {
         Ok(settings) if problems.is_empty() => Ok(Project {
             dir: dir.to_path_buf(),
             settings,
             schema,
             builtin_schema,
+            graphql_documents,
         }),
         _ => Err(problems),
     }

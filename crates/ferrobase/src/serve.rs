@@ -66,6 +66,7 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>, mode: Mo
     }
     let schema = Arc::new(project.schema);
     let settings = Arc::new(project.settings);
+    let graphql_documents = project.graphql_documents;
     let store = match Store::open(&project.dir, &settings, schema.clone()) {
         Ok(store) => store,
         Err(e @ StoreError::Config(_)) => {
@@ -119,6 +120,7 @@ async fn serve(mut project: project::Project, addr: Option<SocketAddr>, mode: Mo
         .redis(redis)
         .clock(clock)
         .jobs(jobs.clone())
+        .graphql_documents(graphql_documents)
         .build();
     if mode == Mode::Worker {
         return work_only(&jobs, &settings).await;

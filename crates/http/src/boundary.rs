@@ -72,6 +72,11 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("panic")
 }
 
+/// The GraphQL operation a request ran (its name, or its kind when it has none), for the
+/// request log.
+#[derive(Debug, Clone)]
+pub struct LoggedOperation(pub String);
+
 /// The boundary middleware; install it outermost.
 pub async fn boundary(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -87,9 +92,10 @@ pub async fn boundary(State(state): State<AppState>, mut req: Request, next: Nex
         tracing::enabled!(tracing::Level::DEBUG).then(|| redact::headers(req.headers()));
     let timeout = state.settings.server.request_timeout;
 
-    let outcome = AssertUnwindSafe(tokio::time::timeout(timeout, next.run(req)))
-        .catch_unwind()
-        .await;
+    let (outcome, db_calls) = ferrobase_store::calls::counted(
+        AssertUnwindSafe(tokio::time::timeout(timeout, next.run(req))).catch_unwind(),
+    )
+    .await;
     let mut res = match outcome {
         Ok(Ok(res)) => res,
         Ok(Err(_elapsed)) => ApiError::unavailable(format!(
@@ -144,6 +150,10 @@ pub async fn boundary(State(state): State<AppState>, mut req: Request, next: Nex
         .extensions()
         .get::<crate::identity::LoggedUser>()
         .map(|u| u.0.clone());
+    let operation = res
+        .extensions()
+        .get::<LoggedOperation>()
+        .map(|o| o.0.clone());
     let latency_ms = started.elapsed().as_micros() as f64 / 1000.0;
     let route = route.as_ref().map_or("-", MatchedPath::as_str);
     let query = query.as_deref().unwrap_or("");
@@ -159,6 +169,8 @@ pub async fn boundary(State(state): State<AppState>, mut req: Request, next: Nex
                 status = status.as_u16(),
                 latency_ms = latency_ms,
                 user_id = user_id.as_deref(),
+                operation = operation.as_deref(),
+                db_calls = db_calls,
                 headers = debug_headers.as_deref(),
                 "request"
             )

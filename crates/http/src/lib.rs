@@ -1,5 +1,5 @@
 //! The HTTP face of ferrobase: routes, extractors, the request boundary and the error
-//! shape. The only crate (with GraphQL later) that knows about axum.
+//! shape. The only crate that knows about axum.
 #![forbid(unsafe_code)]
 
 mod auth;
@@ -8,6 +8,8 @@ mod cache;
 mod docs;
 pub mod error;
 mod extract;
+mod graphql;
+mod graphql_page;
 mod idempotency;
 pub mod identity;
 mod jobs;
@@ -22,10 +24,10 @@ mod router;
 mod state;
 pub mod wire;
 
-pub use boundary::RequestId;
+pub use boundary::{LoggedOperation, RequestId};
 pub use error::ApiError;
 pub use router::{metrics_router, router};
-pub use state::{App, AppState, Clock, SystemClock};
+pub use state::{App, AppState, Clock, SystemClock, graphql_options};
 
 /// The OpenAPI 3.1 document of a schema as this server serves it.
 pub fn openapi_document(

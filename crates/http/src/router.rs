@@ -19,7 +19,7 @@ use crate::metrics::metrics;
 use crate::ratelimit::rate_limit;
 use crate::records::{batch, create, delete as delete_record, get as get_one, list, update};
 use crate::state::AppState;
-use crate::{jobs, ops, realtime};
+use crate::{graphql, jobs, ops, realtime};
 
 /// The complete application router.
 pub fn router(state: AppState) -> Router {
@@ -86,6 +86,7 @@ pub fn router(state: AppState) -> Router {
             post(jobs::redeliver),
         )
         .route("/api/v1/realtime", get(realtime::websocket))
+        .route("/api/v1/graphql", get(graphql::get).post(graphql::post))
         .route(
             "/api/v1/{resource}",
             list_get.post(create::create.layer(idempotent())),
@@ -106,6 +107,8 @@ pub fn router(state: AppState) -> Router {
         .route("/docs", get(crate::docs::page))
         .route("/docs/docs.js", get(crate::docs::script))
         .route("/docs/docs.css", get(crate::docs::style))
+        .route("/api/v1/graphql/page.js", get(crate::graphql_page::script))
+        .route("/api/v1/graphql/page.css", get(crate::graphql_page::style))
         .merge(api);
     let settings = &state.settings;
     if settings.metrics.enabled && settings.metrics.addr.is_none() {

@@ -58,6 +58,10 @@ pub struct App {
     pub realtime: ferrobase_realtime::Realtime,
     /// The job service (`None` until the binary hands one over).
     pub jobs: Option<ferrobase_jobs::Jobs>,
+    /// The GraphQL API (`None` when `[graphql] enabled = false`).
+    pub graphql: Option<ferrobase_graphql::Graphql>,
+    /// The persisted GraphQL documents (`graphql/*.graphql`).
+    pub graphql_documents: ferrobase_graphql::Persisted,
     /// Failed logins per account and client address.
     pub pair_throttle: Counter,
     /// Failed logins per account.
@@ -93,9 +97,16 @@ pub struct AppStateBuilder {
     redis: Option<Redis>,
     clock: Arc<dyn Clock>,
     jobs: Option<ferrobase_jobs::Jobs>,
+    graphql_documents: ferrobase_graphql::Persisted,
 }
 
 impl AppStateBuilder {
+    /// Serves these persisted GraphQL documents (`graphql/*.graphql`).
+    pub fn graphql_documents(mut self, documents: ferrobase_graphql::Persisted) -> Self {
+        self.graphql_documents = documents;
+        self
+    }
+
     /// Uses the shared Redis (rate limits, throttles, read cache across nodes).
     pub fn redis(mut self, redis: Option<Redis>) -> Self {
         self.redis = redis;
@@ -117,6 +128,17 @@ impl AppStateBuilder {
     /// Builds the state; keys are derived from the settings' secret.
     pub fn build(self) -> AppState {
         AppState::build(self)
+    }
+}
+
+/// The GraphQL limits and switches of `settings`.
+pub fn graphql_options(settings: &Settings) -> ferrobase_graphql::Options {
+    let g = &settings.graphql;
+    ferrobase_graphql::Options {
+        max_depth: g.max_depth,
+        max_complexity: g.max_complexity,
+        max_records: g.max_records,
+        introspection: g.introspection,
     }
 }
 
@@ -144,6 +166,7 @@ impl AppState {
             redis: None,
             clock: Arc::new(SystemClock),
             jobs: None,
+            graphql_documents: ferrobase_graphql::Persisted::default(),
         }
     }
 
@@ -165,6 +188,7 @@ impl AppState {
             redis,
             clock,
             jobs,
+            graphql_documents,
         }: AppStateBuilder,
     ) -> Self {
         let secret = settings.secret.clone().unwrap_or_else(|| Secret::new(""));
@@ -220,6 +244,26 @@ impl AppState {
             settings.events.retention,
         );
         let metrics = crate::metrics::Metrics::new(jobs.as_ref(), Some(realtime.metrics()));
+        let graphql = settings.graphql.enabled.then(|| {
+            ferrobase_graphql::Graphql::build(
+                &schema,
+                &graphql_options(&settings),
+                Some(ferrobase_graphql::Services {
+                    records: records.clone(),
+                    realtime: Some(realtime.clone()),
+                    problems: crate::graphql::problems(),
+                }),
+            )
+        });
+        let graphql = match graphql {
+            Some(Ok(graphql)) => Some(graphql),
+            Some(Err(e)) => {
+                // `serve` checks the schema's GraphQL names before it starts.
+                tracing::error!(error = %e, "GraphQL is off: the schema's names conflict");
+                None
+            }
+            None => None,
+        };
         Self(Arc::new(App {
             jwt: JwtKeys::derive(&secret, previous),
             csrf_keys: std::iter::once(secret.derive("csrf"))
@@ -230,6 +274,8 @@ impl AppState {
             records,
             realtime,
             jobs,
+            graphql,
+            graphql_documents,
             pair_throttle: Counter::new(
                 redis.as_ref(),
                 "login-pair",

@@ -97,13 +97,14 @@ impl Records {
         .into_expr()
     }
 
-    /// One page of the records the caller may list.
-    pub async fn list(
+    /// The list rule and the filter of `params` as one condition, and where a cursor
+    /// starts.
+    fn list_condition(
         &self,
         identity: &Identity,
         res: ResourceId,
         params: &ListParams,
-    ) -> Result<ListPage, RecordError> {
+    ) -> Result<(Option<sea_query::Expr>, Option<Vec<Value>>), RecordError> {
         let resource = self.resource_at(res);
         let policy = self.policy(res);
         let now = self.clock().now();
@@ -139,6 +140,87 @@ impl Records {
                 }
             },
         };
+        Ok((filter, after))
+    }
+
+    /// The signed cursor of a page that starts right after `record`, in `params`' order
+    /// (the same cursors as a REST list's `nextCursor`).
+    pub fn cursor_after(&self, res: ResourceId, params: &ListParams, record: &Record) -> String {
+        let resource = self.resource_at(res);
+        self.0.cursors.encode(&Cursor {
+            resource: resource.name.clone(),
+            sort: params.sort.clone(),
+            values: params
+                .order
+                .iter()
+                .map(|k| key_value(resource, record, &k.column))
+                .collect(),
+        })
+    }
+
+    /// For each of `parents`, the first `params.limit` records of `res` (and whether more
+    /// follow) that point at it through `field`, a single relation: the reverse of a
+    /// relation for a whole page of parents in one statement, under the list rule and the
+    /// filter exactly as [`Records::list`]. Parents without records are left out.
+    pub async fn list_by_parent(
+        &self,
+        identity: &Identity,
+        res: ResourceId,
+        field: &str,
+        parents: Vec<String>,
+        params: &ListParams,
+    ) -> Result<Vec<(String, Vec<Record>, bool)>, RecordError> {
+        let resource = self.resource_at(res);
+        let Some(index) = resource.fields.iter().position(|f| f.name == field) else {
+            return Err(RecordError::UnknownResource(format!(
+                "{}.{field}",
+                resource.name
+            )));
+        };
+        if parents.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (filter, after) = self.list_condition(identity, res, params)?;
+        let query = ListQuery {
+            filter,
+            order: params.order.clone(),
+            after,
+            limit: params.limit + 1,
+            offset: 0,
+            per_parent: Some(ferrobase_store::PerParent {
+                column: field.to_owned(),
+                ids: parents,
+            }),
+        };
+        let records = self.store().records().list(res, query).await?;
+        let mut groups: Vec<(String, Vec<Record>, bool)> = Vec::new();
+        for record in records {
+            let Some(parent) = record.values[index].as_str().map(str::to_owned) else {
+                continue;
+            };
+            match groups.last_mut() {
+                Some((p, list, more)) if *p == parent => {
+                    if list.len() < params.limit as usize {
+                        list.push(record);
+                    } else {
+                        *more = true;
+                    }
+                }
+                _ => groups.push((parent, vec![record], false)),
+            }
+        }
+        Ok(groups)
+    }
+
+    /// One page of the records the caller may list.
+    pub async fn list(
+        &self,
+        identity: &Identity,
+        res: ResourceId,
+        params: &ListParams,
+    ) -> Result<ListPage, RecordError> {
+        let resource = self.resource_at(res);
+        let (filter, after) = self.list_condition(identity, res, params)?;
         let total = if params.count {
             Some(self.store().records().count(res, filter.clone()).await?)
         } else {
@@ -150,6 +232,7 @@ impl Records {
             after,
             limit: params.limit + 1,
             offset: params.page.map_or(0, |p| (p - 1) * u64::from(params.limit)),
+            per_parent: None,
         };
         let mut records = self.store().records().list(res, query).await?;
         let has_more = records.len() > params.limit as usize;
@@ -161,17 +244,7 @@ impl Records {
             Some(expand(self, resource, &records, &tree, identity).await?)
         };
         let next_cursor = match (has_more, params.page, records.last()) {
-            (true, None, Some(last)) => Some(
-                self.0.cursors.encode(&Cursor {
-                    resource: resource.name.clone(),
-                    sort: params.sort.clone(),
-                    values: params
-                        .order
-                        .iter()
-                        .map(|k| key_value(resource, last, &k.column))
-                        .collect(),
-                }),
-            ),
+            (true, None, Some(last)) => Some(self.cursor_after(res, params, last)),
             _ => None,
         };
         let readable = records

@@ -66,6 +66,8 @@ pub struct Resource {
     pub rules: Rules,
     /// The resource's previous name (`renamed_from`): migrations rename, keeping data.
     pub renamed_from: Option<String>,
+    /// The GraphQL type name, when not the name singular in PascalCase.
+    pub graphql_name: Option<String>,
 }
 
 impl Resource {

@@ -49,7 +49,14 @@ const FIELD_KEYS: &[&str] = &[
     "on_delete",
     "renamed_from",
 ];
-const RESOURCE_KEYS: &[&str] = &["timestamps", "fields", "indexes", "rules", "renamed_from"];
+const RESOURCE_KEYS: &[&str] = &[
+    "timestamps",
+    "fields",
+    "indexes",
+    "rules",
+    "renamed_from",
+    "graphql_name",
+];
 const RULE_KEYS: &[&str] = &["list", "view", "create", "update", "delete"];
 
 /// Parses and validates a schema. On failure every problem found is returned.
@@ -384,11 +391,31 @@ impl Parser<'_> {
                 indexes: Vec::new(),
                 rules: Rules::default(),
                 renamed_from: None,
+                graphql_name: None,
             }
         };
         resource.rules = rules;
         if let Some(item) = table.get("renamed_from") {
             resource.renamed_from = self.previous_name(item, &what);
+        }
+        if let Some(item) = table.get("graphql_name")
+            && let Some(type_name) = self.string_value(item, "graphql_name")
+        {
+            let valid = type_name.starts_with(|c: char| c.is_ascii_uppercase())
+                && type_name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && type_name.len() <= 64;
+            if valid {
+                resource.graphql_name = Some(type_name);
+            } else {
+                self.error_hint(
+                    item_span(item),
+                    format!("{what}: graphql_name '{type_name}' is not a GraphQL type name"),
+                    "use letters, digits and _, starting with an upper-case letter (e.g. Person)"
+                        .into(),
+                );
+            }
         }
         if let Some(item) = table.get("indexes") {
             resource.indexes = self.indexes(&resource, item);
@@ -488,6 +515,7 @@ pub(crate) fn builtin_users(auth: &AuthSchema, profile: Vec<Field>) -> Resource 
         indexes: Vec::new(),
         rules: Rules::default(),
         renamed_from: None,
+        graphql_name: None,
     }
 }
 

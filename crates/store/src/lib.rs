@@ -34,9 +34,37 @@ pub use events::{EventBatch, EventFollower, EventOp, RecordEvent};
 pub use jobs::{
     Enqueued, Finish, Job, JobEvent, JobFilter, JobState, JobStore, NewJob, QueueStats,
 };
-pub use list::{KeyType, ListQuery, SortKey};
+pub use list::{KeyType, ListQuery, PerParent, SortKey};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+
+/// Counting the store calls (each one statement, or one transaction for a write) that a
+/// piece of work makes: the request log reports them, so a page that loads its relations
+/// one query per level shows it.
+pub mod calls {
+    use std::cell::Cell;
+    use std::future::Future;
+
+    tokio::task_local! {
+        static CALLS: Cell<u32>;
+    }
+
+    /// Runs `work`, counting the store calls made while it is polled (not those of tasks
+    /// it spawns).
+    pub async fn counted<F: Future>(work: F) -> (F::Output, u32) {
+        CALLS
+            .scope(Cell::new(0), async move {
+                let out = work.await;
+                (out, CALLS.with(Cell::get))
+            })
+            .await
+    }
+
+    /// Adds one call to the current count, if any.
+    pub(crate) fn count() {
+        let _ = CALLS.try_with(|c| c.set(c.get().saturating_add(1)));
+    }
+}
 
 /// A boxed future of the store's traits (they are used as trait objects).
 pub type Fut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -311,26 +339,31 @@ impl Store {
 
     /// Records: reads, and the one write routine.
     pub fn records(&self) -> &dyn RecordStore {
+        calls::count();
         &*self.inner
     }
 
     /// Identity state: refresh tokens, sessions, API keys, password hashes.
     pub fn sessions(&self) -> &dyn SessionStore {
+        calls::count();
         &*self.inner
     }
 
     /// Idempotency keys.
     pub fn idempotency(&self) -> &dyn IdempotencyStore {
+        calls::count();
         &*self.inner
     }
 
     /// Trimming the event log and finding its end (followers: [`Store::follow_events`]).
     pub fn events(&self) -> &dyn EventLog {
+        calls::count();
         &*self.inner
     }
 
     /// The job queue.
     pub fn jobs(&self) -> &dyn JobStore {
+        calls::count();
         &*self.inner
     }
 

@@ -1,7 +1,9 @@
 //! The list query: filter, keyset position, order and page, built once for any dialect.
 
 use ferrobase_schema::Resource;
-use sea_query::{Alias, Expr, ExprTrait, NullOrdering, Order, Query, SelectStatement};
+use sea_query::{
+    Alias, Expr, ExprTrait, NullOrdering, Order, Query, SelectStatement, WindowStatement,
+};
 use serde_json::Value;
 
 use crate::StoreError;
@@ -52,6 +54,19 @@ pub struct ListQuery {
     pub limit: u32,
     /// Records to skip (offset pages).
     pub offset: u64,
+    /// Records of several parents at once: `limit` applies to each parent's records.
+    pub per_parent: Option<PerParent>,
+}
+
+/// The records that point at any of several parents through one single relation, each
+/// parent's first `limit` (the reverse of a relation, loaded for a whole page of parents
+/// in one statement).
+#[derive(Debug, Clone, Default)]
+pub struct PerParent {
+    /// The relation column that holds the parent's id.
+    pub column: String,
+    /// The parents' ids.
+    pub ids: Vec<String>,
 }
 
 fn col(table: &str, column: &str) -> Expr {
@@ -174,6 +189,9 @@ pub(crate) fn statement(
     if let Some(after) = &query.after {
         q.and_where(keyset(table, &query.order, after, postgres)?);
     }
+    if let Some(per) = &query.per_parent {
+        return Ok(per_parent(resource, query, per, q, postgres));
+    }
     for key in &query.order {
         let order = if key.descending {
             Order::Desc
@@ -194,6 +212,76 @@ pub(crate) fn statement(
     }
     q.limit(u64::from(query.limit)).offset(query.offset);
     Ok(q)
+}
+
+/// Wraps the filtered SELECT `inner`: each row ranked within its parent in the list's
+/// order, the first `limit` of each parent kept, ordered by parent, then as the list.
+fn per_parent(
+    resource: &Resource,
+    query: &ListQuery,
+    per: &PerParent,
+    mut inner: SelectStatement,
+    postgres: bool,
+) -> SelectStatement {
+    let table = resource.name.as_str();
+    let ids = Value::Array(per.ids.iter().cloned().map(Value::String).collect()).to_string();
+    let among = if postgres {
+        format!(
+            "{}.{} IN (SELECT (jsonb_array_elements_text(CAST($1 AS jsonb)))::uuid)",
+            quoted(table),
+            quoted(&per.column)
+        )
+    } else {
+        format!(
+            "{}.{} IN (SELECT value FROM json_each(?))",
+            quoted(table),
+            quoted(&per.column)
+        )
+    };
+    inner.and_where(Expr::cust_with_values(among, [ids]));
+    let mut window =
+        WindowStatement::partition_by((Alias::new(table), Alias::new(per.column.as_str())));
+    for key in &query.order {
+        let order = if key.descending {
+            Order::Desc
+        } else {
+            Order::Asc
+        };
+        let column = (Alias::new(table), Alias::new(key.column.as_str()));
+        if postgres && key.nullable {
+            let nulls = if key.descending {
+                NullOrdering::Last
+            } else {
+                NullOrdering::First
+            };
+            window.order_by_with_nulls(column, order, nulls);
+        } else {
+            window.order_by(column, order);
+        }
+    }
+    inner.expr_window_as(Expr::cust("ROW_NUMBER()"), window, Alias::new(RANK));
+    let mut outer = Query::select();
+    outer
+        .columns(
+            expected_columns(resource)
+                .iter()
+                .map(|c| (Alias::new(table), Alias::new(c.as_str()))),
+        )
+        .from_subquery(inner, Alias::new(table))
+        .and_where(Expr::col((Alias::new(table), Alias::new(RANK))).lte(i64::from(query.limit)))
+        .order_by(
+            (Alias::new(table), Alias::new(per.column.as_str())),
+            Order::Asc,
+        )
+        .order_by((Alias::new(table), Alias::new(RANK)), Order::Asc);
+    outer
+}
+
+/// The rank column of [`per_parent`]'s inner statement.
+const RANK: &str = "__rank";
+
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 #[cfg(test)]

@@ -554,6 +554,7 @@ fn agree(backend: Backend, data: &Data, exprs: &[Expr]) -> Result<(), TestCaseEr
                 after: None,
                 limit: 1000,
                 offset: 0,
+                per_parent: None,
             };
             let from_sql: BTreeSet<String> = store
                 .records()

@@ -45,6 +45,7 @@ async fn published_newest_first_uses_the_index() {
         after: None,
         limit: 21,
         offset: 0,
+        per_parent: None,
     };
     let plan = store
         .records()

@@ -1,7 +1,8 @@
 //! Protocol peers the tests run for real, installed once into `<target>/test-tools/`:
 //! a Python venv per pinned package set (the `standardwebhooks` verifier, an SMTP
-//! server). Missing tools are a loud skip, or a failure when
-//! `FERROBASE_REQUIRE_SERVICES=1`.
+//! server), an npm package directory per pinned package set (graphql-js, the GraphQL
+//! reference implementation, behind [`graphql_check`]). Missing tools are a loud skip,
+//! or a failure when `FERROBASE_REQUIRE_SERVICES=1`.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -36,6 +37,74 @@ fn checked(cmd: &mut Command) -> Result<(), String> {
 /// installed on first use; `None` (after saying so) when it cannot be installed and
 /// services are not required.
 pub fn python(bin: &str, name: &str, packages: &[&str]) -> Option<PathBuf> {
+    provided(name, || {
+        let dir = locked_install(
+            bin,
+            name,
+            packages,
+            |dir| dir.join("bin").join("python").exists(),
+            |dir| {
+                checked(Command::new("python3").args(["-m", "venv"]).arg(dir))?;
+                checked(
+                    Command::new(dir.join("bin").join("python"))
+                        .args([
+                            "-m",
+                            "pip",
+                            "install",
+                            "--disable-pip-version-check",
+                            "--no-input",
+                            "--quiet",
+                            "--retries",
+                            "2",
+                            "--timeout",
+                            "60",
+                        ])
+                        .args(packages),
+                )
+            },
+        )?;
+        Ok(dir.join("bin").join("python"))
+    })
+}
+
+/// The directory `<target>/test-tools/node-<name>` whose `node_modules` holds the npm
+/// `packages` (pinned `name@version`), installed on first use with `npm`; scripts
+/// placed in it resolve those packages. `None` (after saying so) when `node` or the
+/// packages cannot be installed and services are not required.
+pub fn node(bin: &str, name: &str, packages: &[&str]) -> Option<PathBuf> {
+    let name = format!("node-{name}");
+    provided(&name, || {
+        locked_install(
+            bin,
+            &name,
+            packages,
+            |dir| dir.join("node_modules").is_dir(),
+            |dir| {
+                checked(Command::new("node").arg("--version"))?;
+                checked(
+                    Command::new("npm")
+                        .args([
+                            "install",
+                            "--no-audit",
+                            "--no-fund",
+                            "--no-update-notifier",
+                            "--ignore-scripts",
+                            "--loglevel=error",
+                            "--fetch-retries=2",
+                            "--fetch-timeout=60000",
+                            "--prefix",
+                        ])
+                        .arg(dir)
+                        .args(packages),
+                )
+            },
+        )
+    })
+}
+
+/// `install`'s result for `name`, memoised for the process; a failure is a loud skip
+/// (`None`), or a panic when `FERROBASE_REQUIRE_SERVICES=1`.
+fn provided(name: &str, install: impl FnOnce() -> Result<PathBuf, String>) -> Option<PathBuf> {
     static INSTALLED: OnceLock<Mutex<std::collections::HashMap<String, Result<PathBuf, String>>>> =
         OnceLock::new();
     let mut installed = INSTALLED
@@ -44,10 +113,10 @@ pub fn python(bin: &str, name: &str, packages: &[&str]) -> Option<PathBuf> {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let result = installed
         .entry(name.to_owned())
-        .or_insert_with(|| install(bin, name, packages))
+        .or_insert_with(install)
         .clone();
     match result {
-        Ok(python) => Some(python),
+        Ok(path) => Some(path),
         Err(why) => {
             assert!(
                 !crate::services::required(),
@@ -59,7 +128,17 @@ pub fn python(bin: &str, name: &str, packages: &[&str]) -> Option<PathBuf> {
     }
 }
 
-fn install(bin: &str, name: &str, packages: &[&str]) -> Result<PathBuf, String> {
+/// `<target>/test-tools/<name>`, filled by `fill` unless a previous run already
+/// installed `packages` there (its marker matches and `ready` says so). A lock file
+/// serialises test processes installing the same set; a half-done install (no marker)
+/// is removed and done again.
+fn locked_install(
+    bin: &str,
+    name: &str,
+    packages: &[&str],
+    ready: impl Fn(&Path) -> bool,
+    fill: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<PathBuf, String> {
     let root = tools_dir(bin);
     fs::create_dir_all(&root).map_err(|e| format!("create {}: {e}", root.display()))?;
     // Serialises test processes installing the same set.
@@ -68,32 +147,109 @@ fn install(bin: &str, name: &str, packages: &[&str]) -> Result<PathBuf, String> 
     lock.lock()
         .map_err(|e| format!("lock {}: {e}", lock_path.display()))?;
     let dir = root.join(name);
-    let python = dir.join("bin").join("python");
     let stamp = packages.join(" ");
     let marker = dir.join(".installed");
-    if fs::read_to_string(&marker).is_ok_and(|s| s == stamp) && python.exists() {
-        return Ok(python);
+    if fs::read_to_string(&marker).is_ok_and(|s| s == stamp) && ready(&dir) {
+        return Ok(dir);
     }
     if dir.exists() {
         fs::remove_dir_all(&dir).map_err(|e| format!("remove {}: {e}", dir.display()))?;
     }
-    checked(Command::new("python3").args(["-m", "venv"]).arg(&dir))?;
-    checked(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--quiet",
-                "--retries",
-                "2",
-                "--timeout",
-                "60",
-            ])
-            .args(packages),
-    )?;
+    fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    fill(&dir)?;
     fs::write(&marker, stamp).map_err(|e| format!("write {}: {e}", marker.display()))?;
-    Ok(python)
+    Ok(dir)
+}
+
+/// The graphql-js release [`graphql_check`] runs (the reference implementation).
+pub const GRAPHQL_JS: &str = "graphql@16.15.0";
+
+/// What graphql-js makes of a schema and of documents against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphqlCheck {
+    /// `printSchema(buildSchema(sdl))`, or why the SDL is not a valid schema: the
+    /// error `buildSchema` threw, or `validateSchema`'s errors (each message followed
+    /// by its location in the SDL).
+    pub schema: Result<String, String>,
+    /// Per document, in order: the messages of `validate(schema, parse(document))`, or
+    /// the one syntax error `parse` threw; empty when the document is valid. Empty (no
+    /// entries at all) when the schema is not valid.
+    pub documents: Vec<Vec<String>>,
+}
+
+/// Checks `sdl` and `documents` with graphql-js ([`GRAPHQL_JS`], installed with
+/// [`node`] on first use) in one `node` run. `None` (after saying so) when graphql-js
+/// cannot be installed and services are not required.
+///
+/// # Panics
+/// When the check itself fails to run (node crashes, its output is not the expected
+/// JSON): a harness bug, not a finding about the SDL.
+pub fn graphql_check(bin: &str, sdl: &str, documents: &[&str]) -> Option<GraphqlCheck> {
+    use std::io::Write;
+    use std::process::Stdio;
+    const SCRIPT: &str = include_str!("graphql_check.mjs");
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = node(bin, "graphql", &[GRAPHQL_JS])?;
+    // Next to node_modules, so the script resolves `graphql`. Written through a
+    // temporary file of this write's own and renamed, so a concurrent run (another
+    // thread or test process) never sees it half-written.
+    let script = dir.join("graphql_check.mjs");
+    if !fs::read_to_string(&script).is_ok_and(|s| s == SCRIPT) {
+        let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!(
+            "graphql_check.mjs.{}-{write}.tmp",
+            std::process::id()
+        ));
+        fs::write(&tmp, SCRIPT).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+        fs::rename(&tmp, &script).unwrap_or_else(|e| panic!("rename to {}: {e}", script.display()));
+    }
+    let input = serde_json::json!({ "sdl": sdl, "documents": documents }).to_string();
+    let mut child = Command::new("node")
+        .arg(&script)
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("node {}: {e}", script.display()));
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().expect("node output");
+    writer
+        .join()
+        .expect("stdin writer")
+        .expect("write the input to node");
+    assert!(
+        out.status.success(),
+        "node {} failed ({}):\n{}",
+        script.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "graphql_check.mjs printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    let schema = match (text(&v["schema"]), text(&v["schemaError"])) {
+        (Some(printed), None) => Ok(printed),
+        (None, Some(error)) => Err(error),
+        _ => panic!("graphql_check.mjs: neither a schema nor an error: {v}"),
+    };
+    let documents = v["documents"]
+        .as_array()
+        .unwrap_or_else(|| panic!("graphql_check.mjs: no documents: {v}"))
+        .iter()
+        .map(|errors| {
+            errors
+                .as_array()
+                .unwrap_or_else(|| panic!("graphql_check.mjs: errors not a list: {v}"))
+                .iter()
+                .map(|e| text(e).unwrap_or_else(|| e.to_string()))
+                .collect()
+        })
+        .collect();
+    Some(GraphqlCheck { schema, documents })
 }

@@ -110,6 +110,8 @@ pub struct Settings {
     pub email: EmailSettings,
     /// `[realtime]`: SSE and WebSocket subscriptions.
     pub realtime: RealtimeSettings,
+    /// `[graphql]`: the generated GraphQL API.
+    pub graphql: GraphqlSettings,
     /// `FERROBASE_SECRET`, when given (development generates one when absent).
     pub secret: Option<Secret>,
     /// `FERROBASE_SECRET_PREVIOUS`, still accepted during a rotation.
@@ -170,6 +172,26 @@ pub struct RealtimeSettings {
     pub max_connections: usize,
     /// Subscriptions per WebSocket connection (`max_subscriptions`, 100).
     pub max_subscriptions: usize,
+}
+
+/// `[graphql]` settings: the GraphQL API generated from the schema.
+#[derive(Debug, Clone)]
+pub struct GraphqlSettings {
+    /// Whether `/api/v1/graphql` is served (`enabled`, default true).
+    pub enabled: bool,
+    /// Whether the schema can be introspected (`introspection`; default on, off in
+    /// production).
+    pub introspection: bool,
+    /// Accept only the documents of `graphql/*.graphql`, named by their SHA-256
+    /// (`persisted_only`, default false).
+    pub persisted_only: bool,
+    /// Deepest selection (`max_depth`, default 10).
+    pub max_depth: usize,
+    /// Most fields an operation may select, each counted once (`max_complexity`, 1000).
+    pub max_complexity: usize,
+    /// Most records one operation may load, nested pages included (`max_records`,
+    /// 10000).
+    pub max_records: usize,
 }
 
 /// `[jobs]` settings: this node's worker.
@@ -318,6 +340,17 @@ const KEYS: &[(&str, &[&str])] = &[
             "max_connections_per_user",
             "max_connections",
             "max_subscriptions",
+        ],
+    ),
+    (
+        "graphql",
+        &[
+            "enabled",
+            "introspection",
+            "persisted_only",
+            "max_depth",
+            "max_complexity",
+            "max_records",
         ],
     ),
 ];
@@ -803,6 +836,14 @@ impl<'a> Loader<'a> {
             max_connections: self.count("realtime", "max_connections", 10_000, 10_000_000),
             max_subscriptions: self.count("realtime", "max_subscriptions", 100, 100_000),
         };
+        let graphql = GraphqlSettings {
+            enabled: self.get("graphql", "enabled", true, |v| v.bool()),
+            introspection: self.get("graphql", "introspection", !production, |v| v.bool()),
+            persisted_only: self.get("graphql", "persisted_only", false, |v| v.bool()),
+            max_depth: self.count("graphql", "max_depth", 10, 100),
+            max_complexity: self.count("graphql", "max_complexity", 1000, 1_000_000),
+            max_records: self.count("graphql", "max_records", 10_000, 10_000_000),
+        };
         let secret = env
             .get("FERROBASE_SECRET")
             .filter(|s| !s.is_empty())
@@ -825,6 +866,7 @@ impl<'a> Loader<'a> {
         }
         Settings {
             realtime,
+            graphql,
             env: environment,
             server,
             database,

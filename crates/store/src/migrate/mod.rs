@@ -271,6 +271,7 @@ pub(crate) fn resource_of(
         indexes: spec.indexes.iter().map(|i| i.to_index()).collect(),
         rules: Rules::default(),
         renamed_from: None,
+        graphql_name: None,
     })
 }
 

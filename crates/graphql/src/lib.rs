@@ -1,0 +1,191 @@
+//! GraphQL generated from `schema.toml` (SPEC §10): one object type per resource, single
+//! reads and Relay connections, relations as fields loaded one query per level for a
+//! whole page, mutations and subscriptions, all on the record service and the realtime
+//! service, so the rules, validation, errors and events are those of REST.
+//!
+//! The transport (HTTP, WebSocket) lives in the `http` crate; this crate builds the
+//! schema and runs operations for a caller.
+#![forbid(unsafe_code)]
+
+mod build;
+mod load;
+mod names;
+mod persisted;
+mod subscribe;
+
+use std::sync::Arc;
+
+use async_graphql::dynamic;
+use ferrobase_access::Identity;
+use ferrobase_realtime::{Realtime, RealtimeError};
+use ferrobase_records::{RecordError, Records};
+
+pub use names::{Names, singular};
+pub use persisted::{Persisted, PersistedError};
+
+/// What the transport says about an error of the record or realtime service: the REST
+/// error code, the message, and the details (for validation, `{"fields": {...}}`). The
+/// `http` crate maps each error once, for REST and GraphQL alike.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    /// The REST error code (`NOT_FOUND`, `VALIDATION_FAILED`, ...).
+    pub code: String,
+    /// The message.
+    pub message: String,
+    /// The REST error's `details`.
+    pub details: Option<serde_json::Value>,
+}
+
+/// An error of a service, for [`Problems`] to describe.
+#[derive(Debug)]
+pub enum Failure {
+    /// The record service refused or failed.
+    Record(RecordError),
+    /// The realtime service refused or failed.
+    Realtime(RealtimeError),
+}
+
+/// Describes failures as the REST API would.
+pub type Problems = Arc<dyn Fn(Failure) -> Problem + Send + Sync>;
+
+/// The services operations run on.
+#[derive(Clone)]
+pub struct Services {
+    /// The record service.
+    pub records: Records,
+    /// The realtime service, for subscriptions (none: subscriptions are refused).
+    pub realtime: Option<Realtime>,
+    /// How failures are described.
+    pub problems: Problems,
+}
+
+/// Limits and switches (from `[graphql]`).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Deepest selection.
+    pub max_depth: usize,
+    /// Most fields an operation selects, each counted once.
+    pub max_complexity: usize,
+    /// Most records one operation loads.
+    pub max_records: usize,
+    /// Whether the schema can be introspected.
+    pub introspection: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_depth: 10,
+            max_complexity: 1000,
+            max_records: 10_000,
+            introspection: true,
+        }
+    }
+}
+
+/// The caller of one operation, in the operation's data.
+pub struct Call {
+    /// Who is asking (with the user record loaded when rules need it).
+    pub identity: Identity,
+    /// Records loaded so far, against [`Options::max_records`].
+    loaded: std::sync::atomic::AtomicUsize,
+    /// For subscriptions: when the credential expires, and the client's address (the
+    /// per-user connection limit of anonymous callers).
+    pub expires: Option<time::OffsetDateTime>,
+    /// See [`Call::expires`].
+    pub client: String,
+    /// Errors of nullable fields, which answer null (the schema engine would otherwise
+    /// null the whole answer): added to the response's errors.
+    errors: Arc<std::sync::Mutex<Vec<async_graphql::ServerError>>>,
+}
+
+impl Call {
+    /// A call by `identity`.
+    pub fn new(identity: Identity, expires: Option<time::OffsetDateTime>, client: String) -> Self {
+        Call {
+            identity,
+            loaded: std::sync::atomic::AtomicUsize::new(0),
+            expires,
+            client,
+            errors: Arc::default(),
+        }
+    }
+}
+
+/// The generated GraphQL API of one schema.
+#[derive(Clone)]
+pub struct Graphql {
+    schema: dynamic::Schema,
+}
+
+impl Graphql {
+    /// Builds the API of `schema`; `services` are needed to run operations, not to print
+    /// the SDL. Fails with every naming conflict listed.
+    pub fn build(
+        schema: &ferrobase_schema::Schema,
+        options: &Options,
+        services: Option<Services>,
+    ) -> Result<Self, String> {
+        build::schema(schema, options, services).map(|schema| Graphql { schema })
+    }
+
+    /// The schema in SDL.
+    pub fn sdl(&self) -> String {
+        self.schema.sdl()
+    }
+
+    /// The executable schema (for the WebSocket transport).
+    pub fn schema(&self) -> &dynamic::Schema {
+        &self.schema
+    }
+
+    /// Runs one request for `call`.
+    pub async fn execute(
+        &self,
+        request: async_graphql::Request,
+        call: Call,
+    ) -> async_graphql::Response {
+        let errors = call.errors.clone();
+        let mut response = self.schema.execute(request.data(call)).await;
+        let mut soft = std::mem::take(&mut *errors.lock().unwrap_or_else(|p| p.into_inner()));
+        if !soft.is_empty() {
+            soft.append(&mut response.errors);
+            response.errors = soft;
+        }
+        response
+    }
+}
+
+/// The kind and name of the operation a request runs, for the request log: `query
+/// PostPage`, or `query` when unnamed. `None` when the document does not parse.
+pub fn operation_label(query: &str, operation_name: Option<&str>) -> Option<String> {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    let document = async_graphql::parser::parse_query(query).ok()?;
+    let (name, operation) = match &document.operations {
+        DocumentOperations::Single(op) => (None, op),
+        DocumentOperations::Multiple(ops) => match operation_name {
+            Some(wanted) => {
+                let (name, op) = ops.iter().find(|(n, _)| n.as_str() == wanted)?;
+                (Some(name.as_str().to_owned()), op)
+            }
+            None => {
+                let (name, op) = ops.iter().next()?;
+                (Some(name.as_str().to_owned()), op)
+            }
+        },
+    };
+    let kind = match operation.node.ty {
+        OperationType::Query => "query",
+        OperationType::Mutation => "mutation",
+        OperationType::Subscription => "subscription",
+    };
+    Some(match name.or_else(|| operation_name.map(str::to_owned)) {
+        Some(name) => format!("{kind} {name}"),
+        None => kind.to_owned(),
+    })
+}
+
+/// Whether the operation a request runs is a query (GET may run only queries).
+pub fn is_query(query: &str, operation_name: Option<&str>) -> bool {
+    operation_label(query, operation_name).is_some_and(|l| l.starts_with("query"))
+}

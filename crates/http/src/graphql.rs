@@ -1,0 +1,442 @@
+//! GraphQL over HTTP and WebSocket at `/api/v1/graphql` (SPEC §10): `POST` runs any
+//! operation, `GET` runs queries (and shows the query page to browsers), a WebSocket
+//! upgrade speaks `graphql-transport-ws` for subscriptions. Operations run on
+//! [`ferrobase_graphql`], which runs them on the record and realtime services.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::http::{WebSocket as GqlWebSocket, WebSocketProtocols as Protocols, WsMessage};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, FromRequest, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, extract::ws::rejection::WebSocketUpgradeRejection};
+use ferrobase_graphql::{Call, Failure, PersistedError, Problem};
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+
+use crate::boundary::LoggedOperation;
+use crate::error::ApiError;
+use crate::extract::JsonObject;
+use crate::identity::{CredentialExpiry, Identity, Via, bearer_caller, client_ip, origin_allowed};
+use crate::state::AppState;
+
+/// Every failure of the services described once, as REST describes it.
+pub(crate) fn problems() -> ferrobase_graphql::Problems {
+    Arc::new(|failure| {
+        let e = match failure {
+            Failure::Record(e) => ApiError::from(e),
+            Failure::Realtime(e) => ApiError::from(e),
+        };
+        Problem {
+            code: e.code.to_owned(),
+            message: e.message,
+            details: e.details,
+        }
+    })
+}
+
+/// One GraphQL request as the client sent it.
+struct Incoming {
+    query: String,
+    variables: Option<Value>,
+    operation_name: Option<String>,
+    hash: Option<String>,
+}
+
+fn text(map: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::bad_request(format!("{key} must be a string"))),
+    }
+}
+
+impl Incoming {
+    fn from_json(map: &Map<String, Value>) -> Result<Self, ApiError> {
+        for key in map.keys() {
+            if !matches!(
+                key.as_str(),
+                "query" | "variables" | "operationName" | "extensions"
+            ) {
+                return Err(ApiError::bad_request(format!(
+                    "unknown key '{key}'; a GraphQL request has query, variables, operationName and extensions"
+                )));
+            }
+        }
+        let variables = match map.get("variables") {
+            None | Some(Value::Null) => None,
+            Some(v @ Value::Object(_)) => Some(v.clone()),
+            Some(_) => return Err(ApiError::bad_request("variables must be an object")),
+        };
+        let hash = match map.get("extensions") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(ext)) => ext
+                .get("persistedQuery")
+                .and_then(|p| p.get("sha256Hash"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            Some(_) => return Err(ApiError::bad_request("extensions must be an object")),
+        };
+        Ok(Incoming {
+            query: text(map, "query")?.unwrap_or_default(),
+            variables,
+            operation_name: text(map, "operationName")?,
+            hash,
+        })
+    }
+
+    fn from_query_string(raw: &str) -> Result<Self, ApiError> {
+        let mut map = Map::new();
+        for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
+            let value = match key.as_ref() {
+                "variables" | "extensions" => serde_json::from_str(&value)
+                    .map_err(|_| ApiError::bad_request(format!("{key} must be a JSON object")))?,
+                _ => Value::String(value.into_owned()),
+            };
+            if map.insert(key.to_string(), value).is_some() {
+                return Err(ApiError::bad_request(format!(
+                    "{key} is given more than once"
+                )));
+            }
+        }
+        Self::from_json(&map)
+    }
+}
+
+/// A GraphQL error answer (HTTP 200, as GraphQL over `application/json` answers
+/// errors), with a REST code.
+fn graphql_error(code: &str, message: &str) -> Response {
+    let body = serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": code } }]
+    });
+    json_response(StatusCode::OK, body.to_string())
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    let mut res = (status, body).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// Gives every error a code: the services' errors have theirs; the document's own
+/// (syntax, validation, limits) get `BAD_REQUEST` or `QUERY_TOO_COMPLEX`.
+fn code_errors(response: &mut async_graphql::Response) {
+    for error in &mut response.errors {
+        let has_code = error
+            .extensions
+            .as_ref()
+            .is_some_and(|e| e.get("code").is_some());
+        if has_code {
+            continue;
+        }
+        let code = if error.message.contains("too deep") || error.message.contains("too complex") {
+            "QUERY_TOO_COMPLEX"
+        } else if error.message.starts_with("internal:") {
+            "INTERNAL"
+        } else {
+            "BAD_REQUEST"
+        };
+        error
+            .extensions
+            .get_or_insert_with(Default::default)
+            .set("code", code);
+    }
+}
+
+/// `GET /api/v1/graphql`: a WebSocket upgrade (subscriptions), the query page for a
+/// browser, or a query in the query string.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    expires: Option<Extension<CredentialExpiry>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let Some(graphql) = state.graphql.clone() else {
+        return Err(ApiError::not_found("GraphQL is not enabled on this server"));
+    };
+    if let Ok(upgrade) = upgrade {
+        return websocket(state, graphql, identity, peer, headers, upgrade).await;
+    }
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    let raw = raw.unwrap_or_default();
+    if raw.is_empty() && wants_html {
+        return Ok(crate::graphql_page::page());
+    }
+    let incoming = Incoming::from_query_string(&raw)?;
+    run(
+        &state, &graphql, identity, expires, &headers, peer, incoming, true,
+    )
+    .await
+}
+
+/// `POST /api/v1/graphql`: any operation, as JSON.
+pub(crate) async fn post(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+    expires: Option<Extension<CredentialExpiry>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let Some(graphql) = state.graphql.clone() else {
+        return Err(ApiError::not_found("GraphQL is not enabled on this server"));
+    };
+    let headers = req.headers().clone();
+    let JsonObject(body) = JsonObject::from_request(req, &state).await?;
+    let incoming = Incoming::from_json(&body)?;
+    run(
+        &state, &graphql, identity, expires, &headers, peer, incoming, false,
+    )
+    .await
+}
+
+fn expiry(expires: Option<Extension<CredentialExpiry>>) -> Option<OffsetDateTime> {
+    expires.and_then(|Extension(CredentialExpiry(at))| OffsetDateTime::from_unix_timestamp(at).ok())
+}
+
+fn client(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
+    client_ip(state, headers, peer).map_or_else(|| "ip:unknown".into(), |ip| format!("ip:{ip}"))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    state: &AppState,
+    graphql: &ferrobase_graphql::Graphql,
+    identity: Identity,
+    expires: Option<Extension<CredentialExpiry>>,
+    headers: &HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    incoming: Incoming,
+    by_get: bool,
+) -> Result<Response, ApiError> {
+    let query = match state
+        .graphql_documents
+        .resolve(&incoming.query, incoming.hash.as_deref())
+    {
+        Ok(query) => query,
+        Err(PersistedError::NotFound) => {
+            return Ok(graphql_error(
+                "PERSISTED_QUERY_NOT_FOUND",
+                &PersistedError::NotFound.to_string(),
+            ));
+        }
+        Err(e @ PersistedError::Required) => {
+            return Err(ApiError::forbidden_with(e.to_string()));
+        }
+        Err(e) => return Err(ApiError::bad_request(e.to_string())),
+    };
+    let label = ferrobase_graphql::operation_label(&query, incoming.operation_name.as_deref());
+    if by_get && label.as_deref().is_some_and(|l| !l.starts_with("query")) {
+        let mut e = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "GET runs queries only; send mutations with POST",
+        );
+        e.details = None;
+        let mut res = e.into_response();
+        res.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+        return Ok(res);
+    }
+    let identity = state.records.with_user(identity).await?;
+    let call = Call::new(
+        identity,
+        expiry(expires),
+        client(state, headers, peer.map(|Extension(c)| c.0)),
+    );
+    let mut request = async_graphql::Request::new(query.to_string());
+    if let Some(name) = incoming.operation_name {
+        request = request.operation_name(name);
+    }
+    if let Some(variables) = incoming.variables {
+        request = request.variables(async_graphql::Variables::from_json(variables));
+    }
+    let mut response = graphql.execute(request, call).await;
+    code_errors(&mut response);
+    let body = serde_json::to_string(&response).map_err(ApiError::internal)?;
+    let mut res = json_response(StatusCode::OK, body);
+    res.extensions_mut().insert(LoggedOperation(
+        label.unwrap_or_else(|| "invalid".to_owned()),
+    ));
+    Ok(res)
+}
+
+/// How long a WebSocket client has to send `connection_init`, and how often the server
+/// pings.
+const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+async fn websocket(
+    state: AppState,
+    graphql: ferrobase_graphql::Graphql,
+    identity: Identity,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    // A browser sends the session cookie with a WebSocket handshake from any site: the
+    // page must be this site's (or an allowed origin's).
+    if matches!(identity.caller().map(|c| &c.via), Some(Via::Cookie { .. }))
+        && !origin_allowed(&state, &headers)
+    {
+        return Err(ApiError::forbidden_with(
+            "cross-site WebSocket refused: Origin is not this site",
+        ));
+    }
+    let client = client(&state, &headers, peer.map(|Extension(c)| c.0));
+    Ok(upgrade
+        .protocols(["graphql-transport-ws"])
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_message_size(256 * 1024)
+        .on_upgrade(move |socket| session(state, graphql, identity, client, socket)))
+}
+
+/// The caller a `connection_init` payload names (`{"token": ...}`), or the handshake's.
+async fn init_call(
+    state: &AppState,
+    handshake: Identity,
+    client: String,
+    payload: &Value,
+) -> Result<Call, ApiError> {
+    let token = payload.get("token").and_then(Value::as_str);
+    let (identity, expires) = match token {
+        Some(token) => {
+            let (caller, expires) = bearer_caller(state, token).await?;
+            (Identity(Some(caller)), expires)
+        }
+        None => (handshake, None),
+    };
+    let identity = state.records.with_user(identity).await?;
+    Ok(Call::new(
+        identity,
+        expires.and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok()),
+        client,
+    ))
+}
+
+/// One `graphql-transport-ws` connection.
+async fn session(
+    state: AppState,
+    graphql: ferrobase_graphql::Graphql,
+    handshake: Identity,
+    client: String,
+    mut socket: WebSocket,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(16);
+    let input =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let init_state = state.clone();
+    let output = GqlWebSocket::new(graphql.schema().clone(), input, Protocols::GraphQLWS)
+        .on_connection_init(move |payload| {
+            let state = init_state.clone();
+            let handshake = handshake.clone();
+            let client = client.clone();
+            async move {
+                match init_call(&state, handshake, client, &payload).await {
+                    Ok(call) => {
+                        let mut data = async_graphql::Data::default();
+                        data.insert(call);
+                        Ok(data)
+                    }
+                    Err(e) => Err(async_graphql::Error::new(format!(
+                        "{}: {}",
+                        e.code, e.message
+                    ))),
+                }
+            }
+        })
+        .keepalive_timeout(Some(state.settings.realtime.heartbeat * 2));
+    let mut output = std::pin::pin!(output);
+    let mut shutting_down = state.realtime.shutting_down();
+    let opened = tokio::time::Instant::now();
+    let mut initialised = false;
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(t))) => t.to_string(),
+                    Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                };
+                if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&text) {
+                    match m.get("type").and_then(Value::as_str) {
+                        Some("connection_init") => initialised = true,
+                        Some("subscribe") => log_operation(&m),
+                        _ => {}
+                    }
+                }
+                if tx.send(text).await.is_err() {
+                    break;
+                }
+            }
+            out = output.next() => {
+                let message = match out {
+                    Some(WsMessage::Text(t)) => Message::Text(t.into()),
+                    Some(WsMessage::Close(code, reason)) => {
+                        let _ = write(&mut socket, Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                        break;
+                    }
+                    None => break,
+                };
+                if !write(&mut socket, message).await {
+                    break;
+                }
+            }
+            () = tokio::time::sleep_until(opened + INIT_TIMEOUT), if !initialised => {
+                let _ = write(&mut socket, Message::Close(Some(CloseFrame { code: 4408, reason: "Connection initialisation timeout".into() }))).await;
+                break;
+            }
+            _ = shutting_down.changed() => {
+                if *shutting_down.borrow() {
+                    let _ = write(&mut socket, Message::Close(Some(CloseFrame { code: 1001, reason: "the server is shutting down; reconnect".into() }))).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// One request-log line per subscription operation a WebSocket client starts.
+fn log_operation(message: &Map<String, Value>) {
+    let payload = message.get("payload");
+    let query = payload
+        .and_then(|p| p.get("query"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let name = payload
+        .and_then(|p| p.get("operationName"))
+        .and_then(Value::as_str);
+    let label = ferrobase_graphql::operation_label(query, name);
+    tracing::info!(
+        target: "ferrobase::request",
+        method = "WS",
+        route = "/api/v1/graphql",
+        operation = label.as_deref().unwrap_or("invalid"),
+        id = message.get("id").and_then(|v| v.as_str()),
+        "operation"
+    );
+}
+
+async fn write(socket: &mut WebSocket, message: Message) -> bool {
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, socket.send(message)).await,
+        Ok(Ok(()))
+    )
+}

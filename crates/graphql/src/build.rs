@@ -14,7 +14,8 @@ use ferrobase_store::ResourceId;
 use serde_json::{Map, Value};
 
 use crate::load::{
-    self, Conn, Edge, Loaded, Node, Page, call, charge, coded, nullable, record_error, services,
+    self, Conn, Edge, Loaded, Node, Page, call, charge, coded, list_error, nullable, record_error,
+    services,
 };
 use crate::names::{Names, Reverse, reverses};
 use crate::{Options, Services};
@@ -154,27 +155,7 @@ fn list_params(
         resource,
         (!query.is_empty()).then_some(query.as_str()),
     )
-    .map_err(|e| {
-        let e = match e {
-            ferrobase_records::RecordError::Invalid(fields) => {
-                ferrobase_records::RecordError::Invalid(
-                    fields
-                        .into_iter()
-                        .map(|(k, v)| {
-                            let k = match k.as_str() {
-                                "limit" => "first".to_owned(),
-                                "cursor" => "after".to_owned(),
-                                _ => k,
-                            };
-                            (k, v)
-                        })
-                        .collect(),
-                )
-            }
-            other => other,
-        };
-        record_error(services, e)
-    })
+    .map_err(|e| list_error(services, e))
 }
 
 /// Everything the resolvers of one resource need.
@@ -419,10 +400,12 @@ fn reverse_field(
                     call,
                     max_records,
                     node,
-                    key,
-                    res,
-                    &relation,
-                    params,
+                    load::Referring {
+                        key,
+                        resource: res,
+                        field: relation,
+                        params,
+                    },
                 )
                 .await?;
                 let Loaded::Referring {
@@ -676,7 +659,7 @@ fn root_fields(
                         .records
                         .list(&call.identity, rid, &params)
                         .await
-                        .map_err(|e| record_error(services, e))?;
+                        .map_err(|e| list_error(services, e))?;
                     let n = page.records.len();
                     Ok(Some(connection_value(Conn {
                         page: Page::new(&services.records, rid, page.records, call),

@@ -152,6 +152,12 @@ impl Graphql {
             soft.append(&mut response.errors);
             response.errors = soft;
         }
+        // One failed load answers every node of its page with the same error: report
+        // it once.
+        let mut seen = std::collections::HashSet::new();
+        response
+            .errors
+            .retain(|e| seen.insert((e.message.clone(), e.locations.clone())));
         response
     }
 }

@@ -27,8 +27,11 @@ pub(crate) struct Page {
     /// Each record as a REST read shows it to the caller (read rules and `hidden`).
     pub json: Vec<Map<String, Value>>,
     /// Relations loaded for the whole page, by field and arguments.
-    loads: Mutex<HashMap<String, Arc<OnceCell<Result<Arc<Loaded>, Error>>>>>,
+    loads: Mutex<HashMap<String, LoadCell>>,
 }
+
+/// Where one relation of a page is loaded, once.
+type LoadCell = Arc<OnceCell<Result<Arc<Loaded>, Error>>>;
 
 /// One relation loaded for a page.
 pub(crate) enum Loaded {
@@ -113,6 +116,25 @@ pub(crate) fn record_error(services: &Services, e: RecordError) -> Error {
     problem(services, Failure::Record(e))
 }
 
+/// The error of a list, its parameters named as the GraphQL arguments are (`first`,
+/// `after`, where REST says `limit`, `cursor`).
+pub(crate) fn list_error(services: &Services, e: RecordError) -> Error {
+    let e = match e {
+        RecordError::Invalid(fields) => RecordError::Invalid(
+            fields
+                .into_iter()
+                .map(|(k, v)| match k.as_str() {
+                    "limit" => ("first".to_owned(), v),
+                    "cursor" => ("after".to_owned(), v),
+                    _ => (k, v),
+                })
+                .collect(),
+        ),
+        other => other,
+    };
+    record_error(services, e)
+}
+
 /// An error with a REST code and a message.
 pub(crate) fn coded(code: &'static str, message: impl Into<String>) -> Error {
     Error::new(message.into()).extend_with(|_, ext| ext.set("code", code))
@@ -151,7 +173,7 @@ pub(crate) fn charge(call: &Call, max: usize, n: usize) -> Result<(), Error> {
     let total = call.loaded.fetch_add(n, Ordering::Relaxed) + n;
     if total > max {
         return Err(coded(
-            "QUERY_TOO_LARGE",
+            "QUERY_TOO_COMPLEX",
             format!(
                 "the operation loads more than {max} records; ask for smaller pages or fewer nested connections"
             ),
@@ -212,7 +234,7 @@ impl Page {
     }
 
     /// The cell a relation of this page is loaded into, once.
-    fn cell(&self, key: String) -> Arc<OnceCell<Result<Arc<Loaded>, Error>>> {
+    fn cell(&self, key: String) -> LoadCell {
         let mut loads = self.loads.lock().unwrap_or_else(|p| p.into_inner());
         loads.entry(key).or_default().clone()
     }
@@ -287,6 +309,15 @@ pub(crate) async fn targets(
     .clone()
 }
 
+/// A reverse connection to load: the records of `resource` pointing at a page through
+/// `field`, under `params`, cached under `key`.
+pub(crate) struct Referring {
+    pub key: String,
+    pub resource: ResourceId,
+    pub field: String,
+    pub params: ListParams,
+}
+
 /// The records of `referring` that point at each record of `node`'s page through
 /// `field`, under `params` (the connection's arguments, part of the key: two aliases with
 /// different arguments load twice), loaded once.
@@ -295,11 +326,14 @@ pub(crate) async fn referring(
     call: &Call,
     max: usize,
     node: &Node,
-    key: String,
-    referring: ResourceId,
-    field: &str,
-    params: ListParams,
+    want: Referring,
 ) -> Result<Arc<Loaded>, Error> {
+    let Referring {
+        key,
+        resource: referring,
+        field,
+        params,
+    } = want;
     let cell = node.page.cell(key);
     cell.get_or_init(|| async {
         let records = &services.records;
@@ -310,9 +344,9 @@ pub(crate) async fn referring(
             parents.len().saturating_mul(params.limit as usize),
         )?;
         let groups = records
-            .list_by_parent(&call.identity, referring, field, parents, &params)
+            .list_by_parent(&call.identity, referring, &field, parents, &params)
             .await
-            .map_err(|e| record_error(services, e))?;
+            .map_err(|e| list_error(services, e))?;
         let mut found = Vec::new();
         let mut by_parent = HashMap::with_capacity(groups.len());
         for (parent, list, more) in groups {

@@ -17,12 +17,16 @@ const SCRIPT_JS: &str = include_str!("docs/docs.js");
 const STYLE_CSS: &str = include_str!("docs/docs.css");
 
 /// The page's CSP: same-origin script, style and fetch; nothing inline, no framing.
-const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+pub(crate) const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
     frame-ancestors 'none'";
 
 /// Builds a `200 OK` with the given body, content type and cache policy.
-fn asset(body: &'static str, content_type: &'static str, cache: &'static str) -> Response {
+pub(crate) fn asset(
+    body: &'static str,
+    content_type: &'static str,
+    cache: &'static str,
+) -> Response {
     (
         StatusCode::OK,
         [

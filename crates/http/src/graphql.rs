@@ -21,7 +21,8 @@ use time::OffsetDateTime;
 use crate::boundary::LoggedOperation;
 use crate::error::ApiError;
 use crate::extract::JsonObject;
-use crate::identity::{CredentialExpiry, Identity, Via, bearer_caller, client_ip, origin_allowed};
+use crate::identity::{CredentialExpiry, Identity, Via, bearer_caller, origin_allowed};
+use crate::realtime::{client, expiry};
 use crate::state::AppState;
 
 /// Every failure of the services described once, as REST describes it.
@@ -203,14 +204,6 @@ pub(crate) async fn post(
         &state, &graphql, identity, expires, &headers, peer, incoming, false,
     )
     .await
-}
-
-fn expiry(expires: Option<Extension<CredentialExpiry>>) -> Option<OffsetDateTime> {
-    expires.and_then(|Extension(CredentialExpiry(at))| OffsetDateTime::from_unix_timestamp(at).ok())
-}
-
-fn client(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
-    client_ip(state, headers, peer).map_or_else(|| "ip:unknown".into(), |ip| format!("ip:{ip}"))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -87,11 +87,11 @@ async fn recheck(state: &AppState, credential: &Credential, current: &Identity) 
 }
 
 /// The key of the caller's connection limit when anonymous: its address.
-fn client(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
+pub(crate) fn client(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
     client_ip(state, headers, peer).map_or_else(|| "ip:unknown".into(), |ip| format!("ip:{ip}"))
 }
 
-fn expiry(expires: Option<Extension<CredentialExpiry>>) -> Option<OffsetDateTime> {
+pub(crate) fn expiry(expires: Option<Extension<CredentialExpiry>>) -> Option<OffsetDateTime> {
     expires.and_then(|Extension(CredentialExpiry(at))| OffsetDateTime::from_unix_timestamp(at).ok())
 }
 

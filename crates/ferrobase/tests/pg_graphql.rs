@@ -1,0 +1,10 @@
+//! `graphql.rs` on PostgreSQL: the same test bodies, another store.
+
+use ferrobase_testkit::Backend;
+
+fn backend() -> Backend {
+    Backend::Postgres
+}
+
+#[path = "graphql.rs"]
+mod cases;

@@ -603,7 +603,7 @@ fn relations_load_one_statement_per_level_whatever_the_page_size() {
     let token = &tokens[0].0;
     let query = |name: &str, first: u32| {
         format!(
-            "query {name} {{ posts(first: {first}, sort: \"title\") {{ edges {{ cursor node {{ title author {{ id email posts(first: 3, sort: \"-title\") {{ nodes {{ title author {{ email }} }} pageInfo {{ hasNextPage }} }} }} }} }} pageInfo {{ hasNextPage endCursor }} }} }}"
+            "query {name} {{ posts(first: {first}, sort: \"title\") {{ edges {{ cursor node {{ title author {{ id email posts(first: 3, sort: \"-title\", count: true) {{ totalCount nodes {{ title author {{ email }} }} pageInfo {{ hasNextPage }} }} }} }} }} pageInfo {{ hasNextPage endCursor }} }} }}"
         )
     };
     let small = gql(&s, Some(token), &query("Two", 2), json!({}));
@@ -616,6 +616,7 @@ fn relations_load_one_statement_per_level_whatever_the_page_size() {
         let theirs = author["posts"]["nodes"].as_array().expect("their posts");
         assert_eq!(theirs.len(), 3, "{author}");
         assert_eq!(author["posts"]["pageInfo"]["hasNextPage"], true);
+        assert_eq!(author["posts"]["totalCount"], 12, "60 posts by 5 authors");
         for p in theirs {
             assert_eq!(
                 p["author"]["email"], author["email"],
@@ -650,7 +651,8 @@ fn relations_load_one_statement_per_level_whatever_the_page_size() {
         small["data"]["posts"]["edges"].as_array().map(Vec::len),
         Some(2)
     );
-    // Counted, not timed: the page, its authors, their posts, those posts' authors.
+    // Counted, not timed: the page, its authors, their posts and how many, those posts'
+    // authors.
     let calls = |name: &str| {
         operation_line(&s, name)["db_calls"]
             .as_u64()
@@ -661,7 +663,10 @@ fn relations_load_one_statement_per_level_whatever_the_page_size() {
         two, twenty,
         "the number of statements does not grow with the page"
     );
-    assert!(twenty <= 5, "{twenty} store calls for four levels");
+    assert!(
+        twenty <= 6,
+        "{twenty} store calls for four levels and a count"
+    );
     // Cursors walk on exactly as REST's do.
     let end = large["data"]["posts"]["pageInfo"]["endCursor"]
         .as_str()
@@ -981,4 +986,57 @@ fn persisted_only_runs_the_project_documents_and_introspection_can_be_off() {
     let s = project(Some(SCHEMA), "").serve(BIN);
     let r = gql(&s, None, "{ __schema { queryType { name } } }", json!({}));
     assert_eq!(r["data"]["__schema"]["queryType"]["name"], "Query", "{r}");
+}
+
+#[test]
+fn subscription_ids_are_unique_and_a_revoked_key_ends_the_connection() {
+    let s = project(Some(SCHEMA), "[realtime]\nheartbeat = \"1s\"\n").serve(BIN);
+    let (token, _) = register(&s, "ann@example.com");
+    let r = send(
+        &s,
+        Some(&token),
+        "POST",
+        "/api/v1/auth/api-keys",
+        Some(json!({"name": "watcher", "scopes": ["posts:read"]})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let key = r.json()["data"]["key"].as_str().expect("key").to_owned();
+    let key_id = r.json()["data"]["id"].as_str().expect("id").to_owned();
+    let url = s.url("/api/v1/graphql").replacen("http://", "ws://", 1);
+    let open = || {
+        let mut ws = Ws::connect(&url, &[("sec-websocket-protocol", "graphql-transport-ws")])
+            .expect("upgrade");
+        ws.send(&json!({"type": "connection_init", "payload": {"token": key}}));
+        assert_eq!(ws.recv().expect("ack")["type"], "connection_ack");
+        ws
+    };
+    let subscribe = json!({
+        "id": "same", "type": "subscribe",
+        "payload": {"query": "subscription { postEvents { seq } }"},
+    });
+    let mut ws = open();
+    ws.send(&subscribe);
+    ws.send(&subscribe);
+    assert_eq!(
+        ws.close_code(),
+        Some(4409),
+        "a second subscriber under one id"
+    );
+
+    let mut ws = open();
+    ws.send(&subscribe);
+    let r = send(
+        &s,
+        Some(&token),
+        "DELETE",
+        &format!("/api/v1/auth/api-keys/{key_id}"),
+        None,
+    );
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(ws.close_code(), Some(4403), "the key was revoked");
+    // A bad token is refused at connection_init.
+    let mut ws =
+        Ws::connect(&url, &[("sec-websocket-protocol", "graphql-transport-ws")]).expect("upgrade");
+    ws.send(&json!({"type": "connection_init", "payload": {"token": "not-a-token"}}));
+    assert_eq!(ws.close_code(), Some(4403));
 }

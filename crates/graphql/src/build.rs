@@ -389,11 +389,12 @@ fn reverse_field(
                 // The arguments are part of the key: aliases with other arguments load
                 // on their own.
                 let key = format!(
-                    "{key_base}\u{0}{:?}\u{0}{}\u{0}{}\u{0}{:?}",
+                    "{key_base}\u{0}{:?}\u{0}{}\u{0}{}\u{0}{:?}\u{0}{}",
                     ctx.args.get("filter").map(|v| v.as_value().to_string()),
                     params.sort,
                     params.limit,
-                    params.cursor
+                    params.cursor,
+                    params.count
                 );
                 let loaded = load::referring(
                     services,
@@ -412,6 +413,7 @@ fn reverse_field(
                     page,
                     params,
                     by_parent,
+                    totals,
                 } = &*loaded
                 else {
                     return Ok(None);
@@ -425,13 +427,15 @@ fn reverse_field(
                     indices,
                     has_more,
                     params: params.clone(),
-                    total: None,
+                    total: totals
+                        .as_ref()
+                        .map(|t| t.get(&node.record().id).copied().unwrap_or(0)),
                 })))
             })
         },
     )
     .description(description);
-    list_arguments(field, false)
+    list_arguments(field, true)
 }
 
 fn connection_types(names: &Names) -> Object {
@@ -444,7 +448,12 @@ fn connection_types(names: &Names) -> Object {
             move |ctx| {
                 FieldFuture::from_value(None).or_else_list(conn(&ctx).map(|c| {
                     (0..c.indices.len())
-                        .map(|at| FieldValue::owned_any(Edge { conn: c.clone(), at }))
+                        .map(|at| {
+                            FieldValue::owned_any(Edge {
+                                conn: c.clone(),
+                                at,
+                            })
+                        })
                         .collect()
                 }))
             },
@@ -475,7 +484,9 @@ fn connection_types(names: &Names) -> Object {
             Field::new("totalCount", TypeRef::named(TypeRef::INT), move |ctx| {
                 FieldFuture::from_value(conn(&ctx).and_then(|c| c.total).map(GqlValue::from))
             })
-            .description("the number of records matching the filter, when `count: true` asked for it (top-level lists)"),
+            .description(
+                "the number of records matching the filter, when `count: true` asked for it",
+            ),
         )
 }
 

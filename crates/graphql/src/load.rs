@@ -46,6 +46,8 @@ pub(crate) enum Loaded {
         page: Arc<Page>,
         params: Arc<ListParams>,
         by_parent: HashMap<String, (Vec<usize>, bool)>,
+        /// Per parent, the records matching (when `count: true` asked for them).
+        totals: Option<HashMap<String, u64>>,
     },
 }
 
@@ -343,6 +345,16 @@ pub(crate) async fn referring(
             max,
             parents.len().saturating_mul(params.limit as usize),
         )?;
+        let totals = if params.count {
+            Some(
+                records
+                    .count_by_parent(&call.identity, referring, &field, parents.clone(), &params)
+                    .await
+                    .map_err(|e| list_error(services, e))?,
+            )
+        } else {
+            None
+        };
         let groups = records
             .list_by_parent(&call.identity, referring, &field, parents, &params)
             .await
@@ -358,6 +370,7 @@ pub(crate) async fn referring(
             page: Page::new(records, referring, found, call),
             params: Arc::new(params),
             by_parent,
+            totals,
         }))
     })
     .await

@@ -3,6 +3,7 @@
 //! upgrade speaks `graphql-transport-ws` for subscriptions. Operations run on
 //! [`ferrobase_graphql`], which runs them on the record and realtime services.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +22,8 @@ use time::OffsetDateTime;
 use crate::boundary::LoggedOperation;
 use crate::error::ApiError;
 use crate::extract::JsonObject;
-use crate::identity::{CredentialExpiry, Identity, Via, bearer_caller, origin_allowed};
-use crate::realtime::{client, expiry};
+use crate::identity::{Credential, CredentialExpiry, Identity, Via, bearer_caller, origin_allowed};
+use crate::realtime::{Recheck, client, expiry, recheck};
 use crate::state::AppState;
 
 /// Every failure of the services described once, as REST describes it.
@@ -292,57 +293,115 @@ async fn websocket(
         ));
     }
     let client = client(&state, &headers, peer.map(|Extension(c)| c.0));
+    let handshake = Acting {
+        credential: Credential::of(&state, &headers),
+        identity,
+    };
     Ok(upgrade
         .protocols(["graphql-transport-ws"])
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_message_size(256 * 1024)
-        .on_upgrade(move |socket| session(state, graphql, identity, client, socket)))
+        .on_upgrade(move |socket| session(state, graphql, handshake, client, socket)))
+}
+
+/// Who a connection acts for, and by which credential (checked again every heartbeat).
+struct Acting {
+    identity: Identity,
+    credential: Credential,
 }
 
 /// The caller a `connection_init` payload names (`{"token": ...}`), or the handshake's.
 async fn init_call(
     state: &AppState,
-    handshake: Identity,
+    handshake: &Acting,
     client: String,
     payload: &Value,
-) -> Result<Call, ApiError> {
+) -> Result<(Call, Acting), ApiError> {
     let token = payload.get("token").and_then(Value::as_str);
-    let (identity, expires) = match token {
+    let (identity, expires, credential) = match token {
         Some(token) => {
             let (caller, expires) = bearer_caller(state, token).await?;
-            (Identity(Some(caller)), expires)
+            (
+                Identity(Some(caller)),
+                expires,
+                Credential::Bearer(token.to_owned()),
+            )
         }
-        None => (handshake, None),
+        None => (
+            handshake.identity.clone(),
+            None,
+            handshake.credential.clone(),
+        ),
     };
     let identity = state.records.with_user(identity).await?;
-    Ok(Call::new(
-        identity,
+    let call = Call::new(
+        identity.clone(),
         expires.and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok()),
         client,
+    );
+    Ok((
+        call,
+        Acting {
+            identity,
+            credential,
+        },
     ))
+}
+
+/// The `type` and `id` of a protocol message.
+#[derive(serde::Deserialize)]
+struct Envelope {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    id: Option<String>,
+}
+
+fn envelope(text: &str) -> Envelope {
+    serde_json::from_str(text).unwrap_or(Envelope {
+        kind: None,
+        id: None,
+    })
+}
+
+/// A close frame; its reason cut to the 123 bytes a frame can carry.
+fn close(code: u16, reason: &str) -> Message {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason[..end].into(),
+    }))
 }
 
 /// One `graphql-transport-ws` connection.
 async fn session(
     state: AppState,
     graphql: ferrobase_graphql::Graphql,
-    handshake: Identity,
+    handshake: Acting,
     client: String,
     mut socket: WebSocket,
 ) {
     let (tx, rx) = tokio::sync::mpsc::channel::<String>(16);
     let input =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    // Who the connection acts for once `connection_init` is accepted.
+    let acting: Arc<std::sync::Mutex<Option<Acting>>> = Arc::default();
     let init_state = state.clone();
+    let handshake = Arc::new(handshake);
+    let init_acting = acting.clone();
     let output = GqlWebSocket::new(graphql.schema().clone(), input, Protocols::GraphQLWS)
         .on_connection_init(move |payload| {
             let state = init_state.clone();
             let handshake = handshake.clone();
             let client = client.clone();
+            let acting = init_acting.clone();
             async move {
-                match init_call(&state, handshake, client, &payload).await {
-                    Ok(call) => {
+                match init_call(&state, &handshake, client, &payload).await {
+                    Ok((call, who)) => {
+                        *acting.lock().unwrap_or_else(|p| p.into_inner()) = Some(who);
                         let mut data = async_graphql::Data::default();
                         data.insert(call);
                         Ok(data)
@@ -359,6 +418,9 @@ async fn session(
     let mut shutting_down = state.realtime.shutting_down();
     let opened = tokio::time::Instant::now();
     let mut initialised = false;
+    let mut active: HashSet<String> = HashSet::new();
+    let mut heartbeat = tokio::time::interval(state.settings.realtime.heartbeat);
+    heartbeat.tick().await;
     loop {
         tokio::select! {
             incoming = socket.recv() => {
@@ -366,14 +428,23 @@ async fn session(
                     Some(Ok(Message::Text(t))) => t.to_string(),
                     Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                 };
-                if let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&text) {
-                    match m.get("type").and_then(Value::as_str) {
-                        Some("connection_init") => initialised = true,
-                        Some("subscribe") => log_operation(&m),
-                        _ => {}
+                let Envelope { kind, id } = envelope(&text);
+                match (kind.as_deref(), id) {
+                    (Some("connection_init"), _) => initialised = true,
+                    (Some("subscribe"), Some(id)) => {
+                        if !active.insert(id.clone()) {
+                            let reason = format!("Subscriber for {id} already exists");
+                            let _ = write(&mut socket, close(4409, &reason)).await;
+                            break;
+                        }
+                        log_operation(&text);
                     }
+                    (Some("complete"), Some(id)) => {
+                        active.remove(&id);
+                    }
+                    _ => {}
                 }
                 if tx.send(text).await.is_err() {
                     break;
@@ -381,9 +452,20 @@ async fn session(
             }
             out = output.next() => {
                 let message = match out {
-                    Some(WsMessage::Text(t)) => Message::Text(t.into()),
+                    Some(WsMessage::Text(t)) => {
+                        if let Envelope { kind: Some(kind), id: Some(id) } = envelope(&t)
+                            && matches!(kind.as_str(), "complete" | "error")
+                        {
+                            active.remove(&id);
+                        }
+                        Message::Text(t.into())
+                    }
                     Some(WsMessage::Close(code, reason)) => {
-                        let _ = write(&mut socket, Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                        // A refused connection_init is 4403 Forbidden in the protocol.
+                        let refused = initialised
+                            && acting.lock().unwrap_or_else(|p| p.into_inner()).is_none();
+                        let code = if code == 1002 && refused { 4403 } else { code };
+                        let _ = write(&mut socket, close(code, &reason)).await;
                         break;
                     }
                     None => break,
@@ -393,12 +475,23 @@ async fn session(
                 }
             }
             () = tokio::time::sleep_until(opened + INIT_TIMEOUT), if !initialised => {
-                let _ = write(&mut socket, Message::Close(Some(CloseFrame { code: 4408, reason: "Connection initialisation timeout".into() }))).await;
+                let _ = write(&mut socket, close(4408, "Connection initialisation timeout")).await;
                 break;
+            }
+            _ = heartbeat.tick() => {
+                // Signing out, a revoked key or session, a deleted user or a changed role
+                // ends the connection: the client reconnects with what it has now.
+                let current = acting.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|a| (a.credential.clone(), a.identity.clone()));
+                if let Some((credential, identity)) = current
+                    && !matches!(recheck(&state, &credential, &identity).await, Recheck::Same)
+                {
+                    let _ = write(&mut socket, close(4403, "Forbidden: the credential ended or changed; reconnect")).await;
+                    break;
+                }
             }
             _ = shutting_down.changed() => {
                 if *shutting_down.borrow() {
-                    let _ = write(&mut socket, Message::Close(Some(CloseFrame { code: 1001, reason: "the server is shutting down; reconnect".into() }))).await;
+                    let _ = write(&mut socket, close(1001, "the server is shutting down; reconnect")).await;
                     break;
                 }
             }
@@ -407,7 +500,10 @@ async fn session(
 }
 
 /// One request-log line per subscription operation a WebSocket client starts.
-fn log_operation(message: &Map<String, Value>) {
+fn log_operation(text: &str) {
+    let Ok(Value::Object(message)) = serde_json::from_str::<Value>(text) else {
+        return;
+    };
     let payload = message.get("payload");
     let query = payload
         .and_then(|p| p.get("query"))

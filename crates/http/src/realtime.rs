@@ -46,7 +46,7 @@ impl From<RealtimeError> for ApiError {
 }
 
 /// What checking a connection's credential again found.
-enum Recheck {
+pub(crate) enum Recheck {
     /// Still the same caller.
     Same,
     /// Still valid, but the caller changed (role, user record): judge as this one now.
@@ -60,7 +60,11 @@ fn same_caller(a: &Caller, b: &Caller) -> bool {
 }
 
 /// Checks the credential of a connection acting for `current` again.
-async fn recheck(state: &AppState, credential: &Credential, current: &Identity) -> Recheck {
+pub(crate) async fn recheck(
+    state: &AppState,
+    credential: &Credential,
+    current: &Identity,
+) -> Recheck {
     let Some(caller) = current.caller() else {
         return Recheck::Same;
     };

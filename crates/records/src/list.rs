@@ -212,6 +212,30 @@ impl Records {
         Ok(groups)
     }
 
+    /// For each of `parents`, how many records of `res` the caller may list point at it
+    /// through `field` and match `params`' filter (the totals of
+    /// [`Records::list_by_parent`], one statement for all parents).
+    pub async fn count_by_parent(
+        &self,
+        identity: &Identity,
+        res: ResourceId,
+        field: &str,
+        parents: Vec<String>,
+        params: &ListParams,
+    ) -> Result<std::collections::HashMap<String, u64>, RecordError> {
+        if parents.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        let (filter, _) = self.list_condition(identity, res, params)?;
+        Ok(self
+            .store()
+            .records()
+            .count_by(res, filter, field.to_owned(), parents)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
     /// One page of the records the caller may list.
     pub async fn list(
         &self,

@@ -36,6 +36,16 @@ pub trait RecordStore: Send + Sync {
     /// How many records match `filter`.
     fn count(&self, res: ResourceId, filter: Option<Expr>) -> Fut<'_, Result<u64, StoreError>>;
 
+    /// How many records matching `filter` point at each of `ids` through `column`, a
+    /// single relation (ids no record points at are left out).
+    fn count_by(
+        &self,
+        res: ResourceId,
+        filter: Option<Expr>,
+        column: String,
+        ids: Vec<String>,
+    ) -> Fut<'_, Result<Vec<(String, u64)>, StoreError>>;
+
     /// The records with these ids that satisfy `visible` (in no particular order;
     /// missing ids are skipped).
     fn get_many(

@@ -224,21 +224,7 @@ fn per_parent(
     postgres: bool,
 ) -> SelectStatement {
     let table = resource.name.as_str();
-    let ids = Value::Array(per.ids.iter().cloned().map(Value::String).collect()).to_string();
-    let among = if postgres {
-        format!(
-            "{}.{} IN (SELECT (jsonb_array_elements_text(CAST($1 AS jsonb)))::uuid)",
-            quoted(table),
-            quoted(&per.column)
-        )
-    } else {
-        format!(
-            "{}.{} IN (SELECT value FROM json_each(?))",
-            quoted(table),
-            quoted(&per.column)
-        )
-    };
-    inner.and_where(Expr::cust_with_values(among, [ids]));
+    inner.and_where(among_ids(table, &per.column, &per.ids, postgres));
     let mut window =
         WindowStatement::partition_by((Alias::new(table), Alias::new(per.column.as_str())));
     for key in &query.order {
@@ -275,6 +261,52 @@ fn per_parent(
         )
         .order_by((Alias::new(table), Alias::new(RANK)), Order::Asc);
     outer
+}
+
+/// `"table"."column" IN (ids)`, the ids bound as one JSON array (one statement shape
+/// whatever their number).
+fn among_ids(table: &str, column: &str, ids: &[String], postgres: bool) -> Expr {
+    let list = Value::Array(ids.iter().cloned().map(Value::String).collect()).to_string();
+    let sql = if postgres {
+        format!(
+            "{}.{} IN (SELECT (jsonb_array_elements_text(CAST($1 AS jsonb)))::uuid)",
+            quoted(table),
+            quoted(column)
+        )
+    } else {
+        format!(
+            "{}.{} IN (SELECT value FROM json_each(?))",
+            quoted(table),
+            quoted(column)
+        )
+    };
+    Expr::cust_with_values(sql, [list])
+}
+
+/// How many records satisfying `filter` point at each of `ids` through `column` (a
+/// single relation): `SELECT column, COUNT(*) ... GROUP BY column`, the column as text.
+pub(crate) fn count_by_statement(
+    resource: &Resource,
+    filter: Option<Expr>,
+    column: &str,
+    ids: &[String],
+    postgres: bool,
+) -> SelectStatement {
+    let table = resource.name.as_str();
+    let mut q = Query::select();
+    q.expr(Expr::cust(format!(
+        "CAST({}.{} AS TEXT)",
+        quoted(table),
+        quoted(column)
+    )))
+    .expr(Expr::cust("COUNT(*)"))
+    .from(Alias::new(table))
+    .and_where(among_ids(table, column, ids, postgres))
+    .group_by_col((Alias::new(table), Alias::new(column)));
+    if let Some(filter) = filter {
+        q.and_where(filter);
+    }
+    q
 }
 
 /// The rank column of [`per_parent`]'s inner statement.

@@ -300,6 +300,19 @@ impl crate::RecordStore for PgStore {
         })
     }
 
+    fn count_by(
+        &self,
+        res: ResourceId,
+        filter: Option<Expr>,
+        column: String,
+        ids: Vec<String>,
+    ) -> Fut<'_, Result<Vec<(String, u64)>, StoreError>> {
+        Box::pin(async move {
+            let resource = self.resource(res)?;
+            read!(self, c => records::count_by(c, resource, filter, &column, &ids).await)
+        })
+    }
+
     fn judge(
         &self,
         res: ResourceId,

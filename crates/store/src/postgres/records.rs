@@ -523,6 +523,28 @@ pub(crate) async fn count(
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
+pub(crate) async fn count_by(
+    conn: &impl Conn,
+    resource: &Resource,
+    filter: Option<Expr>,
+    column: &str,
+    ids: &[String],
+) -> Result<Vec<(String, u64)>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let statement = crate::list::count_by_statement(resource, filter, column, ids, true)
+        .build(PostgresQueryBuilder);
+    let rows = conn.rows(statement).await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let n: i64 = r.get(1);
+            (r.get::<_, String>(0), u64::try_from(n).unwrap_or(0))
+        })
+        .collect())
+}
+
 pub(crate) async fn get_many(
     conn: &impl Conn,
     resource: &Resource,

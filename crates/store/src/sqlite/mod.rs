@@ -334,6 +334,19 @@ impl crate::RecordStore for SqliteStore {
         })
     }
 
+    fn count_by(
+        &self,
+        res: ResourceId,
+        filter: Option<Expr>,
+        column: String,
+        ids: Vec<String>,
+    ) -> Fut<'_, Result<Vec<(String, u64)>, StoreError>> {
+        Box::pin(async move {
+            self.read(move |conn, plans| plans.count_by(conn, res, filter, &column, &ids))
+                .await
+        })
+    }
+
     fn judge(
         &self,
         res: ResourceId,

@@ -394,6 +394,32 @@ impl Plans {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    /// Counts per parent (see [`crate::RecordStore::count_by`]).
+    pub(crate) fn count_by(
+        &self,
+        conn: &Connection,
+        res: ResourceId,
+        filter: Option<Expr>,
+        column: &str,
+        ids: &[String],
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        let (resource, _) = self.parts(res)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (sql, values) = crate::list::count_by_statement(resource, filter, column, ids, false)
+            .build(SqliteQueryBuilder);
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(params_from_iter(values.into_iter().map(sql_value)), |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        rows.map(|r| {
+            r.map(|(id, n)| (id, u64::try_from(n).unwrap_or(0)))
+                .map_err(StoreError::from)
+        })
+        .collect()
+    }
+
     /// Judges conditions against a record held in memory (see
     /// [`crate::common::judge_statement`]).
     pub(crate) fn judge(

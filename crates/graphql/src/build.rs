@@ -83,6 +83,9 @@ fn enum_name(resource: &Resource, field: &SchemaField) -> String {
 fn gql(value: &Value) -> Option<GqlValue> {
     match value {
         Value::Null => None,
+        Value::Bool(b) => Some(GqlValue::Boolean(*b)),
+        Value::String(s) => Some(GqlValue::String(s.clone())),
+        Value::Number(n) => Some(GqlValue::Number(n.clone())),
         other => GqlValue::from_json(other.clone()).ok(),
     }
 }
@@ -228,7 +231,12 @@ fn resource_types(
                 .map(|n| GqlValue::String(n.record().id.clone())),
         )
     }));
-    for field in resource.fields.iter().filter(|f| !f.hidden) {
+    for (index, field) in resource
+        .fields
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !f.hidden)
+    {
         if let FieldType::Enum(values) = &field.ty
             && enum_values_fit(values)
         {
@@ -265,7 +273,7 @@ fn resource_types(
                             call,
                             max_records,
                             node,
-                            &name,
+                            (index, &name),
                             ResourceId(target),
                         )
                         .await
@@ -287,7 +295,7 @@ fn resource_types(
                                 })
                             })
                         };
-                        Ok(match node.json().get(&name) {
+                        Ok(match node.value(index, &name) {
                             Some(Value::String(id)) => at(id),
                             Some(Value::Array(ids)) => Some(FieldValue::list(
                                 ids.iter().filter_map(Value::as_str).filter_map(at),
@@ -307,7 +315,7 @@ fn resource_types(
                     FieldFuture::from_value(
                         ctx.parent_value
                             .downcast_ref::<Node>()
-                            .and_then(|n| n.json().get(&name))
+                            .and_then(|n| n.value(index, &name))
                             .and_then(gql),
                     )
                 });
@@ -332,20 +340,13 @@ fn resource_types(
         },
     ));
     if resource.timestamps {
-        for (name, pick) in [
-            (
-                "created_at",
-                (|n: &Node| n.json().get("created_at").cloned()) as fn(&Node) -> Option<Value>,
-            ),
-            ("updated_at", |n: &Node| n.json().get("updated_at").cloned()),
-        ] {
+        for (name, updated) in [("created_at", false), ("updated_at", true)] {
             object = object.field(Field::new(name, TypeRef::named_nn(DATETIME), move |ctx| {
                 FieldFuture::from_value(
                     ctx.parent_value
                         .downcast_ref::<Node>()
-                        .and_then(pick)
-                        .as_ref()
-                        .and_then(gql),
+                        .and_then(|n| n.timestamp(updated))
+                        .map(|t| GqlValue::String(t.to_owned())),
                 )
             }));
         }

@@ -165,8 +165,16 @@ impl Graphql {
 /// The kind and name of the operation a request runs, for the request log: `query
 /// PostPage`, or `query` when unnamed. `None` when the document does not parse.
 pub fn operation_label(query: &str, operation_name: Option<&str>) -> Option<String> {
-    use async_graphql::parser::types::{DocumentOperations, OperationType};
     let document = async_graphql::parser::parse_query(query).ok()?;
+    operation_label_of(&document, operation_name)
+}
+
+/// [`operation_label`] of a parsed document; `None` when it has no such operation.
+pub fn operation_label_of(
+    document: &async_graphql::parser::types::ExecutableDocument,
+    operation_name: Option<&str>,
+) -> Option<String> {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
     let (name, operation) = match &document.operations {
         DocumentOperations::Single(op) => (None, op),
         DocumentOperations::Multiple(ops) => match operation_name {
@@ -174,10 +182,11 @@ pub fn operation_label(query: &str, operation_name: Option<&str>) -> Option<Stri
                 let (name, op) = ops.iter().find(|(n, _)| n.as_str() == wanted)?;
                 (Some(name.as_str().to_owned()), op)
             }
-            None => {
+            None if ops.len() == 1 => {
                 let (name, op) = ops.iter().next()?;
                 (Some(name.as_str().to_owned()), op)
             }
+            None => return None,
         },
     };
     let kind = match operation.node.ty {
@@ -185,13 +194,8 @@ pub fn operation_label(query: &str, operation_name: Option<&str>) -> Option<Stri
         OperationType::Mutation => "mutation",
         OperationType::Subscription => "subscription",
     };
-    Some(match name.or_else(|| operation_name.map(str::to_owned)) {
+    Some(match name {
         Some(name) => format!("{kind} {name}"),
         None => kind.to_owned(),
     })
-}
-
-/// Whether the operation a request runs is a query (GET may run only queries).
-pub fn is_query(query: &str, operation_name: Option<&str>) -> bool {
-    operation_label(query, operation_name).is_some_and(|l| l.starts_with("query"))
 }

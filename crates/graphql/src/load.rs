@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use async_graphql::dynamic::ResolverContext;
 use async_graphql::{Error, ErrorExtensions};
 use ferrobase_access::{Action, Decision, decide};
-use ferrobase_records::{ListParams, RecordError, RecordJson, Records};
+use ferrobase_records::{ListParams, RecordError, Records};
 use ferrobase_store::{Record, ResourceId};
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
@@ -24,10 +24,19 @@ use crate::{Call, Failure, Services};
 pub(crate) struct Page {
     pub res: ResourceId,
     pub records: Vec<Record>,
-    /// Each record as a REST read shows it to the caller (read rules and `hidden`).
-    pub json: Vec<Map<String, Value>>,
+    /// What the caller may read of each record.
+    shape: Shape,
     /// Relations loaded for the whole page, by field and arguments.
     loads: Mutex<HashMap<String, LoadCell>>,
+}
+
+/// How a page's records are shown to the caller.
+enum Shape {
+    /// Stored records: per record, which fields the caller may read (read rules and
+    /// `hidden`, as a REST read applies them).
+    Masked(Vec<Vec<bool>>),
+    /// Records already shaped for the caller (realtime events), by field name.
+    Shaped(Vec<Map<String, Value>>),
 }
 
 /// Where one relation of a page is loaded, once.
@@ -59,8 +68,26 @@ pub(crate) struct Node {
 }
 
 impl Node {
-    pub fn json(&self) -> &Map<String, Value> {
-        &self.page.json[self.index]
+    /// The value of field `index` (named `name`), when the caller may read it.
+    pub fn value(&self, index: usize, name: &str) -> Option<&Value> {
+        self.page.value(self.index, index, name)
+    }
+
+    /// `created_at` or `updated_at`.
+    pub fn timestamp(&self, updated: bool) -> Option<&str> {
+        match &self.page.shape {
+            Shape::Masked(_) => {
+                let r = self.record();
+                if updated {
+                    r.updated_at.as_deref()
+                } else {
+                    r.created_at.as_deref()
+                }
+            }
+            Shape::Shaped(json) => json[self.index]
+                .get(if updated { "updated_at" } else { "created_at" })
+                .and_then(Value::as_str),
+        }
     }
 
     pub fn record(&self) -> &Record {
@@ -187,27 +214,29 @@ pub(crate) fn charge(call: &Call, max: usize, n: usize) -> Result<(), Error> {
 impl Page {
     /// A page of `records` of `res` as `call`'s caller may read them.
     pub fn new(records: &Records, res: ResourceId, found: Vec<Record>, call: &Call) -> Arc<Page> {
-        let resource = records.resource_at(res);
-        let json = found
+        let masks = found
             .iter()
-            .map(|record| {
-                let mask = records.readable(res, record, &call.identity);
-                let json = RecordJson {
-                    readable: Some(&mask),
-                    ..RecordJson::new(resource, record)
-                };
-                match serde_json::to_value(&json) {
-                    Ok(Value::Object(map)) => map,
-                    _ => Map::new(),
-                }
-            })
+            .map(|record| records.readable(res, record, &call.identity))
             .collect();
         Arc::new(Page {
             res,
             records: found,
-            json,
+            shape: Shape::Masked(masks),
             loads: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Field `field` (named `name`) of record `at`, when the caller may read it.
+    fn value(&self, at: usize, field: usize, name: &str) -> Option<&Value> {
+        match &self.shape {
+            Shape::Masked(masks) => masks[at]
+                .get(field)
+                .copied()
+                .unwrap_or(false)
+                .then(|| self.records[at].values.get(field))
+                .flatten(),
+            Shape::Shaped(json) => json[at].get(name),
+        }
     }
 
     /// A page of records already shaped for the caller (realtime events): their
@@ -230,7 +259,7 @@ impl Page {
         Arc::new(Page {
             res,
             records,
-            json,
+            shape: Shape::Shaped(json),
             loads: Mutex::new(HashMap::new()),
         })
     }
@@ -241,11 +270,12 @@ impl Page {
         loads.entry(key).or_default().clone()
     }
 
-    /// The ids the page's records hold in `field` (when the caller may read it).
-    fn ids_in(&self, field: &str) -> Vec<String> {
+    /// The ids the page's records hold in field `index` (named `name`), when the caller
+    /// may read it.
+    fn ids_in(&self, index: usize, name: &str) -> Vec<String> {
         let mut ids: Vec<String> = Vec::new();
-        for json in &self.json {
-            match json.get(field) {
+        for at in 0..self.records.len() {
+            match self.value(at, index, name) {
                 Some(Value::String(id)) => ids.push(id.clone()),
                 Some(Value::Array(list)) => {
                     ids.extend(list.iter().filter_map(Value::as_str).map(str::to_owned));
@@ -265,7 +295,7 @@ pub(crate) async fn targets(
     call: &Call,
     max: usize,
     node: &Node,
-    field: &str,
+    (index, field): (usize, &str),
     target: ResourceId,
 ) -> Result<Arc<Loaded>, Error> {
     let cell = node.page.cell(field.to_owned());
@@ -287,7 +317,7 @@ pub(crate) async fn targets(
         let found = match visible {
             None => Vec::new(),
             Some(visible) => {
-                let ids = node.page.ids_in(field);
+                let ids = node.page.ids_in(index, field);
                 charge(call, max, ids.len())?;
                 records
                     .store()

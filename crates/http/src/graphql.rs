@@ -234,18 +234,31 @@ async fn run(
         }
         Err(e) => return Err(ApiError::bad_request(e.to_string())),
     };
-    let label = ferrobase_graphql::operation_label(&query, incoming.operation_name.as_deref());
-    if by_get && label.as_deref().is_some_and(|l| !l.starts_with("query")) {
-        let mut e = ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "METHOD_NOT_ALLOWED",
-            "GET runs queries only; send mutations with POST",
-        );
-        e.details = None;
-        let mut res = e.into_response();
-        res.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
-        return Ok(res);
+    let mut request = async_graphql::Request::new(query.to_string());
+    if let Some(name) = &incoming.operation_name {
+        request = request.operation_name(name);
+    }
+    // Parsed once, here: the log names the operation, and GET may run only queries (a
+    // GET must never write: no CSRF token guards it). The schema executes this parse.
+    let label = match request.parsed_query() {
+        Ok(document) => {
+            ferrobase_graphql::operation_label_of(document, incoming.operation_name.as_deref())
+        }
+        Err(_) => None,
+    };
+    if by_get && !label.as_deref().is_some_and(|l| l.starts_with("query")) {
+        let parses = label.is_some() || request.parsed_query().is_ok();
+        if parses {
+            let mut res = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "GET runs queries only; send mutations with POST",
+            )
+            .into_response();
+            res.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+            return Ok(res);
+        }
     }
     let identity = state.records.with_user(identity).await?;
     let call = Call::new(
@@ -253,10 +266,6 @@ async fn run(
         expiry(expires),
         client(state, headers, peer.map(|Extension(c)| c.0)),
     );
-    let mut request = async_graphql::Request::new(query.to_string());
-    if let Some(name) = incoming.operation_name {
-        request = request.operation_name(name);
-    }
     if let Some(variables) = incoming.variables {
         request = request.variables(async_graphql::Variables::from_json(variables));
     }

@@ -196,6 +196,55 @@ fn id_arg(ctx: &ResolverContext<'_>) -> Result<String, Error> {
     }
 }
 
+/// The single relations of `resource` selected on the records at the end of one of
+/// `paths` below this field (look-ahead), with their targets: read them in the same
+/// statement as the records.
+fn selected_relations(
+    ctx: &ResolverContext<'_>,
+    schema: &ferrobase_schema::Schema,
+    resource: &Resource,
+    paths: &[&[&str]],
+) -> Vec<(usize, String, ResourceId)> {
+    resource
+        .fields
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| !f.hidden)
+        .filter_map(|(i, f)| {
+            let rel = f.relation().filter(|r| !r.many)?;
+            let target = schema
+                .resources
+                .iter()
+                .position(|r| r.name == rel.resource)?;
+            let selected = paths.iter().any(|path| {
+                let mut at = ctx.look_ahead();
+                for step in *path {
+                    at = at.field(step);
+                }
+                at.field(&f.name).exists()
+            });
+            selected.then(|| (i, f.name.clone(), ResourceId(target)))
+        })
+        .collect()
+}
+
+/// Joins for the `selected` relations the caller may see targets of, and the subset
+/// they serve.
+fn joins_for(
+    services: &Services,
+    call: &crate::Call,
+    res: ResourceId,
+    selected: Vec<(usize, String, ResourceId)>,
+) -> (Vec<ferrobase_store::Join>, Vec<(usize, String, ResourceId)>) {
+    let fields: Vec<usize> = selected.iter().map(|(i, _, _)| *i).collect();
+    let (joins, served) = services.records.joins(&call.identity, res, &fields);
+    let joined = selected
+        .into_iter()
+        .filter(|(i, _, _)| served.contains(i))
+        .collect();
+    (joins, joined)
+}
+
 /// A node of a freshly loaded single record.
 async fn one_node(
     services: &Services,
@@ -635,12 +684,32 @@ fn root_fields(
                         let services = services(&ctx)?;
                         let call = call(&ctx)?;
                         let id = id_arg(&ctx)?;
-                        let record = services
+                        let resource = services.records.resource_at(rid);
+                        let selected =
+                            selected_relations(&ctx, services.records.schema(), resource, &[&[]]);
+                        let (joins, joined) = joins_for(services, call, rid, selected);
+                        if joins.is_empty() {
+                            let record = services
+                                .records
+                                .get(&call.identity, rid, &id)
+                                .await
+                                .map_err(|e| record_error(services, e))?;
+                            return one_node(services, &ctx, rid, record).await;
+                        }
+                        let (record, targets) = services
                             .records
-                            .get(&call.identity, rid, &id)
+                            .get_joined(&call.identity, rid, &id, joins)
                             .await
                             .map_err(|e| record_error(services, e))?;
-                        one_node(services, &ctx, rid, record).await
+                        let page = Page::with_joined(
+                            &services.records,
+                            rid,
+                            vec![record],
+                            &joined,
+                            vec![targets],
+                            call,
+                        );
+                        Ok(Some(FieldValue::owned_any(Node { page, index: 0 })))
                     }
                     .await;
                     nullable(&ctx, found)
@@ -666,15 +735,31 @@ fn root_fields(
                     let resource = services.records.resource_at(rid);
                     let params = list_params(services, resource, &ctx)?;
                     let max = ctx.data::<MaxRecords>()?.0;
+                    let selected = selected_relations(
+                        &ctx,
+                        services.records.schema(),
+                        resource,
+                        &[&["edges", "node"], &["nodes"]],
+                    );
+                    let (joins, joined) = joins_for(services, call, rid, selected);
                     charge(call, max, params.limit as usize)?;
-                    let page = services
+                    let (page, targets) = services
                         .records
-                        .list(&call.identity, rid, &params)
+                        .list_joined(&call.identity, rid, &params, joins)
                         .await
                         .map_err(|e| list_error(services, e))?;
                     let n = page.records.len();
+                    let joined_found = targets.iter().flatten().flatten().count();
+                    charge(call, max, joined_found)?;
                     Ok(Some(connection_value(Conn {
-                        page: Page::new(&services.records, rid, page.records, call),
+                        page: Page::with_joined(
+                            &services.records,
+                            rid,
+                            page.records,
+                            &joined,
+                            targets,
+                            call,
+                        ),
                         indices: (0..n).collect(),
                         has_more: page.has_more,
                         params: Arc::new(params),

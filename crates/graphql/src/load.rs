@@ -239,6 +239,43 @@ impl Page {
         }
     }
 
+    /// A page whose single relations `joined` (field index and name, target) were read
+    /// in the statement that read it: `targets[i][j]` is record `i`'s target of join `j`.
+    /// Those relations need no statement of their own.
+    pub fn with_joined(
+        records: &Records,
+        res: ResourceId,
+        found: Vec<Record>,
+        joined: &[(usize, String, ResourceId)],
+        targets: Vec<Vec<Option<Record>>>,
+        call: &Call,
+    ) -> Arc<Page> {
+        let page = Page::new(records, res, found, call);
+        let mut columns: Vec<Vec<Record>> = vec![Vec::new(); joined.len()];
+        for row in targets {
+            for (j, target) in row.into_iter().enumerate() {
+                if let (Some(target), Some(column)) = (target, columns.get_mut(j)) {
+                    column.push(target);
+                }
+            }
+        }
+        for ((_, name, target), mut found) in joined.iter().zip(columns) {
+            found.sort_by(|a, b| a.id.cmp(&b.id));
+            found.dedup_by(|a, b| a.id == b.id);
+            let by_id = found
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (r.id.clone(), i))
+                .collect();
+            let loaded = Loaded::Targets {
+                page: Page::new(records, *target, found, call),
+                by_id,
+            };
+            let _ = page.cell(name.clone()).set(Ok(Arc::new(loaded)));
+        }
+        page
+    }
+
     /// A page of records already shaped for the caller (realtime events): their
     /// relations load as any page's do.
     pub fn shaped(res: ResourceId, json: Vec<Map<String, Value>>) -> Arc<Page> {

@@ -123,8 +123,11 @@ pub fn reverses(schema: &Schema, target: &Resource) -> Vec<Reverse> {
         let pointing: Vec<&str> = resource
             .fields
             .iter()
+            // As REST's filters and `expand`: a relation whose values some callers may
+            // not read cannot be followed backwards either (it would tell them).
             .filter(|f| {
                 !f.hidden
+                    && f.read.as_ref().is_none_or(|r| r.is_public())
                     && f.relation()
                         .is_some_and(|r| !r.many && r.resource == target.name)
             })

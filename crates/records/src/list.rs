@@ -236,6 +236,95 @@ impl Records {
             .collect())
     }
 
+    /// The joins that read the targets of single relations `fields` (indexes into
+    /// `res`'s fields) in the same statement, each target under its view rule for the
+    /// caller. Relations whose target has many relations, or that the caller may see
+    /// none of, are left out (load them on their own); the second vector says which
+    /// field each join serves.
+    pub fn joins(
+        &self,
+        identity: &Identity,
+        res: ResourceId,
+        fields: &[usize],
+    ) -> (Vec<ferrobase_store::Join>, Vec<usize>) {
+        let resource = self.resource_at(res);
+        let now = self.clock().now();
+        let mut joins = Vec::new();
+        let mut served = Vec::new();
+        for &index in fields {
+            let Some(field) = resource.fields.get(index) else {
+                continue;
+            };
+            let Some(relation) = field.relation().filter(|r| !r.many) else {
+                continue;
+            };
+            let Ok((target_id, target)) = self.resource(&relation.resource) else {
+                continue;
+            };
+            if target.fields.iter().any(|f| f.is_many()) {
+                continue;
+            }
+            let alias = format!("__join_{index}");
+            let visible = match decide_as(
+                self.policy(target_id),
+                target,
+                Action::View,
+                identity,
+                None,
+                now,
+                &alias,
+            ) {
+                Ok(Decision::All) => None,
+                Ok(Decision::Where(e)) => Some(e),
+                Ok(Decision::None) | Err(_) => continue,
+            };
+            joins.push(ferrobase_store::Join {
+                column: field.name.clone(),
+                target: target_id,
+                alias,
+                visible,
+            });
+            served.push(index);
+        }
+        (joins, served)
+    }
+
+    /// Record `id` as [`Records::get`] reads it, with the targets of `joins` (from
+    /// [`Records::joins`]) read in the same statement.
+    pub async fn get_joined(
+        &self,
+        identity: &Identity,
+        res: ResourceId,
+        id: &str,
+        joins: Vec<ferrobase_store::Join>,
+    ) -> Result<(Record, Vec<Option<Record>>), RecordError> {
+        let resource = self.resource_at(res);
+        let decision = decide(
+            self.policy(res),
+            resource,
+            Action::View,
+            identity,
+            None,
+            self.clock().now(),
+        )?;
+        let id = self.record_id(res, id)?;
+        let mut filter = self.store().id_is(&resource.name, &id);
+        if let Some(rule) = decision.into_condition() {
+            filter = filter.and(rule);
+        }
+        let query = ListQuery {
+            filter: Some(filter),
+            limit: 1,
+            ..ListQuery::default()
+        };
+        self.store()
+            .records()
+            .list_joined(res, query, joins)
+            .await?
+            .pop()
+            .ok_or_else(|| self.not_found(res))
+    }
+
     /// One page of the records the caller may list.
     pub async fn list(
         &self,
@@ -243,6 +332,20 @@ impl Records {
         res: ResourceId,
         params: &ListParams,
     ) -> Result<ListPage, RecordError> {
+        self.list_joined(identity, res, params, Vec::new())
+            .await
+            .map(|(page, _)| page)
+    }
+
+    /// [`Records::list`], with the targets of `joins` (from [`Records::joins`]) read in
+    /// the same statement, per record.
+    pub async fn list_joined(
+        &self,
+        identity: &Identity,
+        res: ResourceId,
+        params: &ListParams,
+        joins: Vec<ferrobase_store::Join>,
+    ) -> Result<(ListPage, Vec<Vec<Option<Record>>>), RecordError> {
         let resource = self.resource_at(res);
         let (filter, after) = self.list_condition(identity, res, params)?;
         let total = if params.count {
@@ -258,9 +361,19 @@ impl Records {
             offset: params.page.map_or(0, |p| (p - 1) * u64::from(params.limit)),
             per_parent: None,
         };
-        let mut records = self.store().records().list(res, query).await?;
+        let (mut records, mut joined) = if joins.is_empty() {
+            (self.store().records().list(res, query).await?, Vec::new())
+        } else {
+            self.store()
+                .records()
+                .list_joined(res, query, joins)
+                .await?
+                .into_iter()
+                .unzip()
+        };
         let has_more = records.len() > params.limit as usize;
         records.truncate(params.limit as usize);
+        joined.truncate(params.limit as usize);
         let tree = Tree::new(&params.expand);
         let expanded = if tree.is_empty() {
             None
@@ -275,13 +388,16 @@ impl Records {
             .iter()
             .map(|r| self.readable(res, r, identity))
             .collect();
-        Ok(ListPage {
-            records,
-            readable,
-            expanded,
-            has_more,
-            next_cursor,
-            total,
-        })
+        Ok((
+            ListPage {
+                records,
+                readable,
+                expanded,
+                has_more,
+                next_cursor,
+                total,
+            },
+            joined,
+        ))
     }
 }

@@ -33,6 +33,16 @@ pub trait RecordStore: Send + Sync {
         conds: Vec<Expr>,
     ) -> Fut<'_, Result<Vec<bool>, StoreError>>;
 
+    /// Records as [`RecordStore::list`] lists them, each with the targets of `joins` read
+    /// in the same statement (`None` where the relation is empty or its target is not
+    /// visible).
+    fn list_joined(
+        &self,
+        res: ResourceId,
+        query: ListQuery,
+        joins: Vec<crate::Join>,
+    ) -> Fut<'_, Result<Vec<(Record, Vec<Option<Record>>)>, StoreError>>;
+
     /// How many records match `filter`.
     fn count(&self, res: ResourceId, filter: Option<Expr>) -> Fut<'_, Result<u64, StoreError>>;
 

@@ -34,7 +34,7 @@ pub use events::{EventBatch, EventFollower, EventOp, RecordEvent};
 pub use jobs::{
     Enqueued, Finish, Job, JobEvent, JobFilter, JobState, JobStore, NewJob, QueueStats,
 };
-pub use list::{KeyType, ListQuery, PerParent, SortKey};
+pub use list::{Join, KeyType, ListQuery, PerParent, SortKey};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -452,5 +452,18 @@ impl Store {
     /// Which SQL dialect the store speaks.
     pub fn is_postgres(&self) -> bool {
         self.postgres
+    }
+
+    /// `"table"."id" = id`, typed as the store keeps ids.
+    pub fn id_is(&self, table: &str, id: &str) -> sea_query::Expr {
+        use sea_query::ExprTrait;
+        let column =
+            sea_query::Expr::col((sea_query::Alias::new(table), sea_query::Alias::new("id")));
+        let value = sea_query::Expr::val(id.to_owned());
+        column.eq(if self.postgres {
+            value.cast_as("uuid".to_owned())
+        } else {
+            value
+        })
     }
 }

@@ -6,8 +6,8 @@ use sea_query::{
 };
 use serde_json::Value;
 
-use crate::StoreError;
 use crate::common::expected_columns;
+use crate::{ResourceId, StoreError};
 
 /// How a sort key's values are stored, to bind cursor values with the right type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +56,49 @@ pub struct ListQuery {
     pub offset: u64,
     /// Records of several parents at once: `limit` applies to each parent's records.
     pub per_parent: Option<PerParent>,
+}
+
+/// A single relation whose target records are read in the same statement as the records
+/// pointing at them (`LEFT JOIN`): a page and, say, every post's author in one round trip.
+#[derive(Debug, Clone)]
+pub struct Join {
+    /// The relation column of the listed resource.
+    pub column: String,
+    /// The target resource (one without many relations: those need a query of their own).
+    pub target: ResourceId,
+    /// The alias the target's table goes by in the statement (and in `visible`).
+    pub alias: String,
+    /// Which target records the caller may see, over `alias` (`None`: all).
+    pub visible: Option<Expr>,
+}
+
+/// Adds each join's `LEFT JOIN` and its columns (after the listed resource's own, in
+/// join order) to a list statement over `table`.
+pub(crate) fn add_joins(
+    q: &mut SelectStatement,
+    table: &str,
+    joins: &[Join],
+    targets: &[&Resource],
+) {
+    for (join, target) in joins.iter().zip(targets) {
+        let alias = Alias::new(join.alias.as_str());
+        let mut on = Expr::col((alias.clone(), Alias::new("id")))
+            .equals((Alias::new(table), Alias::new(join.column.as_str())));
+        if let Some(visible) = &join.visible {
+            on = on.and(visible.clone());
+        }
+        q.join_as(
+            sea_query::JoinType::LeftJoin,
+            Alias::new(target.name.as_str()),
+            alias.clone(),
+            on,
+        );
+        q.columns(
+            expected_columns(target)
+                .iter()
+                .map(|c| (alias.clone(), Alias::new(c.as_str()))),
+        );
+    }
 }
 
 /// The records that point at any of several parents through one single relation, each

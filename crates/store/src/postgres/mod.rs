@@ -293,6 +293,22 @@ impl crate::RecordStore for PgStore {
         })
     }
 
+    fn list_joined(
+        &self,
+        res: ResourceId,
+        query: ListQuery,
+        joins: Vec<crate::Join>,
+    ) -> Fut<'_, Result<Vec<(Record, Vec<Option<Record>>)>, StoreError>> {
+        Box::pin(async move {
+            let resource = self.resource(res)?;
+            let targets = joins
+                .iter()
+                .map(|j| self.resource(j.target))
+                .collect::<Result<Vec<_>, _>>()?;
+            read!(self, c => records::select_joined(c, resource, &query, &joins, &targets).await)
+        })
+    }
+
     fn count(&self, res: ResourceId, filter: Option<Expr>) -> Fut<'_, Result<u64, StoreError>> {
         Box::pin(async move {
             let resource = self.resource(res)?;

@@ -112,7 +112,13 @@ fn column_fields(resource: &Resource) -> Vec<usize> {
 }
 
 pub(crate) fn decode_row(resource: &Resource, row: &Row) -> Result<Record, StoreError> {
-    let system = if resource.timestamps { 4 } else { 2 };
+    decode_at(resource, row, 0)
+}
+
+/// Decodes the record whose columns start at `at` (joined records follow the listed
+/// one's).
+fn decode_at(resource: &Resource, row: &Row, at: usize) -> Result<Record, StoreError> {
+    let system = at + if resource.timestamps { 4 } else { 2 };
     let mut values = vec![Value::Null; resource.fields.len()];
     for (i, f) in resource.fields.iter().enumerate() {
         if f.is_many() {
@@ -123,13 +129,13 @@ pub(crate) fn decode_row(resource: &Resource, row: &Row) -> Result<Record, Store
         values[i] = decode(&resource.fields[i].ty, row, system + n)?;
     }
     let (created_at, updated_at) = if resource.timestamps {
-        (time_text(row, 2)?, time_text(row, 3)?)
+        (time_text(row, at + 2)?, time_text(row, at + 3)?)
     } else {
         (None, None)
     };
     Ok(Record {
-        id: uuid_text(row, 0)?.unwrap_or_default(),
-        version: row.try_get(1).map_err(bad("bigint"))?,
+        id: uuid_text(row, at)?.unwrap_or_default(),
+        version: row.try_get(at + 1).map_err(bad("bigint"))?,
         created_at,
         updated_at,
         values,
@@ -138,6 +144,50 @@ pub(crate) fn decode_row(resource: &Resource, row: &Row) -> Result<Record, Store
 
 fn id_is(table: &str, id: &str) -> Expr {
     col(table, "id").eq(cast(Some(id.to_owned()), "uuid"))
+}
+
+/// See [`crate::RecordStore::list_joined`].
+pub(crate) async fn select_joined(
+    conn: &impl Conn,
+    resource: &Resource,
+    query: &ListQuery,
+    joins: &[crate::Join],
+    targets: &[&Resource],
+) -> Result<Vec<(Record, Vec<Option<Record>>)>, StoreError> {
+    if let Some(target) = targets
+        .iter()
+        .find(|t| t.fields.iter().any(|f| f.is_many()))
+    {
+        return Err(StoreError::Internal(format!(
+            "{} has many relations and cannot be joined",
+            target.name
+        )));
+    }
+    let mut statement = statement(resource, query, true)?;
+    crate::list::add_joins(&mut statement, &resource.name, joins, targets);
+    let rows = conn.rows(statement.build(PostgresQueryBuilder)).await?;
+    let own = crate::common::expected_columns(resource).len();
+    let widths: Vec<usize> = targets
+        .iter()
+        .map(|t| crate::common::expected_columns(t).len())
+        .collect();
+    let mut records = Vec::with_capacity(rows.len());
+    let mut joined = Vec::with_capacity(rows.len());
+    for row in &rows {
+        records.push(decode_row(resource, row)?);
+        let mut at = own;
+        let mut found = Vec::with_capacity(targets.len());
+        for (target, width) in targets.iter().zip(&widths) {
+            found.push(match uuid_text(row, at)? {
+                None => None,
+                Some(_) => Some(decode_at(target, row, at)?),
+            });
+            at += width;
+        }
+        joined.push(found);
+    }
+    load_links(conn, resource, &mut records).await?;
+    Ok(records.into_iter().zip(joined).collect())
 }
 
 /// Runs a list-shaped SELECT and decodes the rows, links included.

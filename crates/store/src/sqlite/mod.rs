@@ -327,6 +327,18 @@ impl crate::RecordStore for SqliteStore {
         })
     }
 
+    fn list_joined(
+        &self,
+        res: ResourceId,
+        query: ListQuery,
+        joins: Vec<crate::Join>,
+    ) -> Fut<'_, Result<Vec<(Record, Vec<Option<Record>>)>, StoreError>> {
+        Box::pin(async move {
+            self.read(move |conn, plans| plans.list_joined(conn, res, query, &joins))
+                .await
+        })
+    }
+
     fn count(&self, res: ResourceId, filter: Option<Expr>) -> Fut<'_, Result<u64, StoreError>> {
         Box::pin(async move {
             self.read(move |conn, plans| plans.count(conn, res, filter))

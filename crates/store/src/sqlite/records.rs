@@ -202,25 +202,89 @@ impl Plans {
         plan: &Plan,
         row: &rusqlite::Row<'_>,
     ) -> Result<Record, StoreError> {
+        Self::decode_at(resource, plan, row, 0)
+    }
+
+    /// Decodes the record whose columns start at `at` (joined records follow the
+    /// listed one's).
+    fn decode_at(
+        resource: &Resource,
+        plan: &Plan,
+        row: &rusqlite::Row<'_>,
+        at: usize,
+    ) -> Result<Record, StoreError> {
         let mut values = vec![Value::Null; resource.fields.len()];
         for m in &plan.many {
             values[m.field] = Value::Array(Vec::new());
         }
         for (col, &field) in plan.column_fields.iter().enumerate() {
-            values[field] = decode(&resource.fields[field].ty, row.get_ref(plan.system + col)?)?;
+            values[field] = decode(
+                &resource.fields[field].ty,
+                row.get_ref(at + plan.system + col)?,
+            )?;
         }
         let (created_at, updated_at) = if resource.timestamps {
-            (Some(text(row.get_ref(2)?)?), Some(text(row.get_ref(3)?)?))
+            (
+                Some(text(row.get_ref(at + 2)?)?),
+                Some(text(row.get_ref(at + 3)?)?),
+            )
         } else {
             (None, None)
         };
         Ok(Record {
-            id: text(row.get_ref(0)?)?,
-            version: row.get(1)?,
+            id: text(row.get_ref(at)?)?,
+            version: row.get(at + 1)?,
             created_at,
             updated_at,
             values,
         })
+    }
+
+    /// See [`crate::RecordStore::list_joined`].
+    pub(crate) fn list_joined(
+        &self,
+        conn: &Connection,
+        res: ResourceId,
+        query: ListQuery,
+        joins: &[crate::Join],
+    ) -> Result<Vec<(Record, Vec<Option<Record>>)>, StoreError> {
+        let (resource, plan) = self.parts(res)?;
+        let mut targets = Vec::with_capacity(joins.len());
+        for join in joins {
+            let (target, target_plan) = self.parts(join.target)?;
+            if !target_plan.many.is_empty() {
+                return Err(StoreError::Internal(format!(
+                    "{} has many relations and cannot be joined",
+                    target.name
+                )));
+            }
+            targets.push((target, target_plan));
+        }
+        let mut statement = list_statement(resource, &query)?;
+        let resources: Vec<&Resource> = targets.iter().map(|(r, _)| *r).collect();
+        crate::list::add_joins(&mut statement, &resource.name, joins, &resources);
+        let (sql, values) = statement.build(SqliteQueryBuilder);
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params_from_iter(values.into_iter().map(sql_value)))?;
+        let mut records = Vec::new();
+        let mut joined = Vec::new();
+        while let Some(row) = rows.next()? {
+            records.push(Self::decode_row(resource, plan, row)?);
+            let mut at = crate::common::expected_columns(resource).len();
+            let mut found = Vec::with_capacity(targets.len());
+            for (target, target_plan) in &targets {
+                found.push(match row.get_ref(at)? {
+                    rusqlite::types::ValueRef::Null => None,
+                    _ => Some(Self::decode_at(target, target_plan, row, at)?),
+                });
+                at += crate::common::expected_columns(target).len();
+            }
+            joined.push(found);
+        }
+        drop(rows);
+        drop(stmt);
+        Self::load_links(conn, plan, &mut records)?;
+        Ok(records.into_iter().zip(joined).collect())
     }
 
     /// Whether record `id` of `resource` satisfies `cond`.

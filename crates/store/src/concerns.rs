@@ -41,7 +41,7 @@ pub trait RecordStore: Send + Sync {
         res: ResourceId,
         query: ListQuery,
         joins: Vec<crate::Join>,
-    ) -> Fut<'_, Result<Vec<(Record, Vec<Option<Record>>)>, StoreError>>;
+    ) -> Fut<'_, Result<Vec<crate::Joined>, StoreError>>;
 
     /// How many records match `filter`.
     fn count(&self, res: ResourceId, filter: Option<Expr>) -> Fut<'_, Result<u64, StoreError>>;

@@ -34,7 +34,7 @@ pub use events::{EventBatch, EventFollower, EventOp, RecordEvent};
 pub use jobs::{
     Enqueued, Finish, Job, JobEvent, JobFilter, JobState, JobStore, NewJob, QueueStats,
 };
-pub use list::{Join, KeyType, ListQuery, PerParent, SortKey};
+pub use list::{Join, Joined, KeyType, ListQuery, PerParent, SortKey};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

@@ -72,6 +72,9 @@ pub struct Join {
     pub visible: Option<Expr>,
 }
 
+/// A record with the targets of its joins (`None`: no target, or not visible).
+pub type Joined = (crate::Record, Vec<Option<crate::Record>>);
+
 /// Adds each join's `LEFT JOIN` and its columns (after the listed resource's own, in
 /// join order) to a list statement over `table`.
 pub(crate) fn add_joins(

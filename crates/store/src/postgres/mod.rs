@@ -298,7 +298,7 @@ impl crate::RecordStore for PgStore {
         res: ResourceId,
         query: ListQuery,
         joins: Vec<crate::Join>,
-    ) -> Fut<'_, Result<Vec<(Record, Vec<Option<Record>>)>, StoreError>> {
+    ) -> Fut<'_, Result<Vec<crate::Joined>, StoreError>> {
         Box::pin(async move {
             let resource = self.resource(res)?;
             let targets = joins

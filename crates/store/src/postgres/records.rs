@@ -153,7 +153,7 @@ pub(crate) async fn select_joined(
     query: &ListQuery,
     joins: &[crate::Join],
     targets: &[&Resource],
-) -> Result<Vec<(Record, Vec<Option<Record>>)>, StoreError> {
+) -> Result<Vec<crate::Joined>, StoreError> {
     if let Some(target) = targets
         .iter()
         .find(|t| t.fields.iter().any(|f| f.is_many()))

@@ -332,7 +332,7 @@ impl crate::RecordStore for SqliteStore {
         res: ResourceId,
         query: ListQuery,
         joins: Vec<crate::Join>,
-    ) -> Fut<'_, Result<Vec<(Record, Vec<Option<Record>>)>, StoreError>> {
+    ) -> Fut<'_, Result<Vec<crate::Joined>, StoreError>> {
         Box::pin(async move {
             self.read(move |conn, plans| plans.list_joined(conn, res, query, &joins))
                 .await

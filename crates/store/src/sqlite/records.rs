@@ -247,7 +247,7 @@ impl Plans {
         res: ResourceId,
         query: ListQuery,
         joins: &[crate::Join],
-    ) -> Result<Vec<(Record, Vec<Option<Record>>)>, StoreError> {
+    ) -> Result<Vec<crate::Joined>, StoreError> {
         let (resource, plan) = self.parts(res)?;
         let mut targets = Vec::with_capacity(joins.len());
         for join in joins {

@@ -699,9 +699,9 @@ fn limits_refuse_deep_wide_and_large_operations() {
     let (token, _) = register(&s, "ann@example.com");
     let mut inner = String::from("title");
     for _ in 0..4 {
-        inner = format!("author {{ posts {{ nodes {{ {inner} }} }} }}");
+        inner = format!("author {{ posts(first: 1) {{ nodes {{ {inner} }} }} }}");
     }
-    let deep = format!("{{ posts {{ nodes {{ {inner} }} }} }}");
+    let deep = format!("{{ posts(first: 1) {{ nodes {{ {inner} }} }} }}");
     let r = gql(&s, Some(&token), &deep, json!({}));
     assert_eq!(codes(&r), ["QUERY_TOO_COMPLEX"], "{r}");
     assert!(
@@ -710,16 +710,14 @@ fn limits_refuse_deep_wide_and_large_operations() {
             .expect("message")
             .contains("deep")
     );
-    let wide: String = (0..600)
-        .map(|i| format!("a{i}: post(id: \"x\") {{ id }} "))
-        .collect();
+    let wide: String = (0..1100).map(|i| format!("a{i}: __typename ")).collect();
     let r = gql(&s, Some(&token), &format!("{{ {wide} }}"), json!({}));
     assert_eq!(codes(&r), ["QUERY_TOO_COMPLEX"], "{r}");
     assert!(
         r["errors"][0]["message"]
             .as_str()
             .expect("message")
-            .contains("complex")
+            .contains("fields")
     );
     let r = gql(
         &s,
@@ -728,30 +726,49 @@ fn limits_refuse_deep_wide_and_large_operations() {
         json!({}),
     );
     assert_eq!(codes(&r), ["VALIDATION_FAILED"], "{r}");
-    // Pages within the limit, but nested: 100 posts × 100 of each author's posts.
-    let r = gql(
-        &s,
-        Some(&token),
-        "{ posts(first: 100) { nodes { author { posts(first: 100) { nodes { title } } } } } }",
-        json!({}),
-    );
-    assert!(r["errors"].is_null(), "no posts, no records loaded: {r}");
-    for i in 0..10 {
-        let r = gql(
-            &s,
-            Some(&token),
-            "mutation($t: String!) { createPost(input: {title: $t, status: published}) { id } }",
-            json!({"t": format!("post {i}")}),
-        );
-        assert!(r["errors"].is_null(), "{r}");
-    }
-    let r = gql(
-        &s,
-        Some(&token),
-        "{ posts(first: 100) { nodes { author { posts(first: 100) { nodes { title } } } } } }",
-        json!({}),
-    );
+    // Pages within the limit, but nested: 100 posts × 100 of each author's posts is
+    // refused before anything runs, whatever the data; one level fits.
+    let nested =
+        "{ posts(first: 100) { nodes { author { posts(first: 100) { nodes { title } } } } } }";
+    let r = gql(&s, Some(&token), nested, json!({}));
     assert_eq!(codes(&r), ["QUERY_TOO_COMPLEX"], "{r}");
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .expect("message")
+            .contains("records")
+    );
+    let r = gql(
+        &s,
+        Some(&token),
+        "{ posts(first: 70) { nodes { author { id } } } }",
+        json!({}),
+    );
+    assert!(r["errors"].is_null(), "{r}");
+    // Fragments that spread each other twice: 2^40 fields in a few hundred bytes, sized
+    // once each and refused at once.
+    let mut bomb = String::from("query Bomb { ...F0 }\n");
+    for i in 0..40 {
+        bomb.push_str(&format!(
+            "fragment F{i} on Query {{ ...F{n} ...F{n} }}\n",
+            n = i + 1
+        ));
+    }
+    bomb.push_str("fragment F40 on Query { __typename }\n");
+    let r = gql(&s, None, &bomb, json!({}));
+    assert_eq!(codes(&r), ["QUERY_TOO_COMPLEX"], "{r}");
+    // Many cheap lists with counts: each is a query of its own.
+    let storm: String = (0..30)
+        .map(|i| format!("a{i}: posts(first: 1, count: true) {{ totalCount }} "))
+        .collect();
+    let r = gql(&s, Some(&token), &format!("{{ {storm} }}"), json!({}));
+    assert_eq!(codes(&r), ["QUERY_TOO_COMPLEX"], "{r}");
+    assert!(
+        r["errors"][0]["message"]
+            .as_str()
+            .expect("message")
+            .contains("queries")
+    );
     // The body limit is the server's, as for REST.
     let huge = "x".repeat(3 << 20);
     let r = send(
@@ -974,6 +991,23 @@ fn persisted_only_runs_the_project_documents_and_introspection_can_be_off() {
     s.logs
         .wait_for(DEADLINE, |l| l["operation"] == "query Titles")
         .expect("the operation is named in the request log");
+    // Over the WebSocket too: text is refused, the hash runs.
+    let url = s.url("/api/v1/graphql").replacen("http://", "ws://", 1);
+    let mut ws =
+        Ws::connect(&url, &[("sec-websocket-protocol", "graphql-transport-ws")]).expect("upgrade");
+    ws.send(&json!({"type": "connection_init"}));
+    assert_eq!(ws.recv().expect("ack")["type"], "connection_ack");
+    ws.send(&json!({"id": "t", "type": "subscribe", "payload": {"query": "{ posts { nodes { title } } }"}}));
+    let m = ws.recv().expect("refusal");
+    assert_eq!(m["type"], "error", "{m}");
+    assert_eq!(m["payload"][0]["extensions"]["code"], "FORBIDDEN", "{m}");
+    ws.send(&json!({
+        "id": "h", "type": "subscribe",
+        "payload": {"extensions": {"persistedQuery": {"version": 1, "sha256Hash": hash}}},
+    }));
+    let m = ws.recv().expect("result");
+    assert_eq!(m["type"], "next", "{m}");
+    assert!(m["payload"]["data"]["posts"]["nodes"].is_array(), "{m}");
 
     // Introspection off (as in production by default): __schema is refused.
     let s = project(Some(SCHEMA), "[graphql]\nintrospection = false\n").serve(BIN);
@@ -1022,6 +1056,44 @@ fn subscription_ids_are_unique_and_a_revoked_key_ends_the_connection() {
         Some(4409),
         "a second subscriber under one id"
     );
+
+    // The protocol's other refusals: no subscribe before the acknowledgement, no
+    // message that is not JSON.
+    let connect = || {
+        Ws::connect(&url, &[("sec-websocket-protocol", "graphql-transport-ws")]).expect("upgrade")
+    };
+    let mut ws = connect();
+    ws.send(&subscribe);
+    assert_eq!(ws.close_code(), Some(4401));
+    let mut ws = connect();
+    ws.send_text("{not json");
+    assert_eq!(ws.close_code(), Some(4400));
+
+    // Each operation on a connection has a budget of its own; a quiet connection is
+    // pinged by the server and stays open.
+    let mut ws = open();
+    for i in 0..3 {
+        ws.send(&json!({
+            "id": format!("q{i}"), "type": "subscribe",
+            "payload": {"query": "{ posts(first: 100) { nodes { id } } }"},
+        }));
+        let m = loop {
+            let m = ws.recv().expect("result");
+            if m["type"] != "ping" && m["type"] != "complete" {
+                break m;
+            }
+        };
+        assert_eq!(m["type"], "next", "{m}");
+        assert_eq!(m["id"], format!("q{i}"), "{m}");
+        assert!(m["payload"]["errors"].is_null(), "{m}");
+    }
+    let ping = loop {
+        let m = ws.recv().expect("message");
+        if m["type"] == "ping" {
+            break m;
+        }
+    };
+    assert_eq!(ping, json!({"type": "ping"}));
 
     let mut ws = open();
     ws.send(&subscribe);

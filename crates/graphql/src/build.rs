@@ -852,6 +852,31 @@ fn root_fields(
     (query, mutation)
 }
 
+/// The fields that load records, by name, for [`crate::admit`].
+pub(crate) fn loaders(schema: &ferrobase_schema::Schema) -> crate::admit::Loaders {
+    let mut loaders = crate::admit::Loaders::default();
+    for resource in &schema.resources {
+        let names = Names::of(resource);
+        loaders.connections.insert(names.many);
+        loaders.singles.insert(names.one);
+        for reverse in reverses(schema, resource) {
+            loaders.connections.insert(reverse.name);
+        }
+        for field in resource.fields.iter().filter(|f| !f.hidden) {
+            match field.relation() {
+                Some(rel) if rel.many => {
+                    loaders.many.insert(field.name.clone());
+                }
+                Some(_) => {
+                    loaders.singles.insert(field.name.clone());
+                }
+                None => {}
+            }
+        }
+    }
+    loaders
+}
+
 /// The record budget of an operation, in the schema's data.
 pub(crate) struct MaxRecords(pub usize);
 
@@ -916,9 +941,11 @@ pub(crate) fn schema(
     .limit_complexity(options.max_complexity)
     .limit_recursive_depth(options.max_depth.max(32))
     .limit_directives(10)
+    .extension(crate::PerOperation)
     .data(MaxRecords(options.max_records));
     if !options.introspection {
-        builder = builder.disable_introspection();
+        // Suggestions ("did you mean ...") would tell the schema's names too.
+        builder = builder.disable_introspection().disable_suggestions();
     }
     let mut query = Object::new("Query");
     let mut mutation = Object::new("Mutation");

@@ -7,6 +7,7 @@
 //! schema and runs operations for a caller.
 #![forbid(unsafe_code)]
 
+mod admit;
 mod build;
 mod load;
 mod names;
@@ -95,8 +96,58 @@ pub struct Call {
     /// See [`Call::expires`].
     pub client: String,
     /// Errors of nullable fields, which answer null (the schema engine would otherwise
-    /// null the whole answer): added to the response's errors.
-    errors: Arc<std::sync::Mutex<Vec<async_graphql::ServerError>>>,
+    /// null the whole answer): added to the response's errors. `None` where nothing
+    /// drains them (operations over the WebSocket): such errors fail their field's
+    /// parent instead.
+    errors: Option<Arc<std::sync::Mutex<Vec<async_graphql::ServerError>>>>,
+}
+
+/// Who the operations of one WebSocket connection act for: each operation gets a
+/// [`Call`] of its own from it (its own record budget).
+#[derive(Debug, Clone)]
+pub struct CallTemplate {
+    /// The caller (with the user record loaded when rules need it).
+    pub identity: Identity,
+    /// When the credential expires.
+    pub expires: Option<time::OffsetDateTime>,
+    /// The client's address key.
+    pub client: String,
+}
+
+impl CallTemplate {
+    fn call(&self) -> Call {
+        Call {
+            errors: None,
+            ..Call::new(self.identity.clone(), self.expires, self.client.clone())
+        }
+    }
+}
+
+/// Gives every operation without a [`Call`] of its own one from the connection's
+/// [`CallTemplate`].
+struct PerOperation;
+
+impl async_graphql::extensions::ExtensionFactory for PerOperation {
+    fn create(&self) -> Arc<dyn async_graphql::extensions::Extension> {
+        Arc::new(PerOperation)
+    }
+}
+
+#[async_graphql::async_trait::async_trait]
+impl async_graphql::extensions::Extension for PerOperation {
+    async fn prepare_request(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        request: async_graphql::Request,
+        next: async_graphql::extensions::NextPrepareRequest<'_>,
+    ) -> async_graphql::ServerResult<async_graphql::Request> {
+        let has_call = request.data.contains_key(&std::any::TypeId::of::<Call>());
+        let request = match ctx.data_opt::<CallTemplate>() {
+            Some(template) if !has_call => request.data(template.call()),
+            _ => request,
+        };
+        next.run(ctx, request).await
+    }
 }
 
 impl Call {
@@ -107,15 +158,21 @@ impl Call {
             loaded: std::sync::atomic::AtomicUsize::new(0),
             expires,
             client,
-            errors: Arc::default(),
+            errors: Some(Arc::default()),
         }
     }
 }
+
+/// Queries one operation may need (each connection, relation, single read and count
+/// takes one per level): more is refused before anything runs.
+pub const MAX_STATEMENTS: u64 = 50;
 
 /// The generated GraphQL API of one schema.
 #[derive(Clone)]
 pub struct Graphql {
     schema: dynamic::Schema,
+    loaders: Arc<admit::Loaders>,
+    limits: admit::Limits,
 }
 
 impl Graphql {
@@ -126,7 +183,27 @@ impl Graphql {
         options: &Options,
         services: Option<Services>,
     ) -> Result<Self, String> {
-        build::schema(schema, options, services).map(|schema| Graphql { schema })
+        let loaders = Arc::new(build::loaders(schema));
+        let limits = admit::Limits {
+            fields: options.max_complexity as u64,
+            records: options.max_records as u64,
+            statements: MAX_STATEMENTS,
+        };
+        build::schema(schema, options, services).map(|schema| Graphql {
+            schema,
+            loaders,
+            limits,
+        })
+    }
+
+    /// Refuses a document whose fields (fragments expanded), records (page sizes
+    /// multiplied through the nesting) or queries exceed the limits, before it runs
+    /// (the message says which).
+    pub fn admit(
+        &self,
+        document: &async_graphql::parser::types::ExecutableDocument,
+    ) -> Result<(), String> {
+        admit::admit(document, &self.loaders, self.limits)
     }
 
     /// The schema in SDL.
@@ -145,7 +222,7 @@ impl Graphql {
         request: async_graphql::Request,
         call: Call,
     ) -> async_graphql::Response {
-        let errors = call.errors.clone();
+        let errors = call.errors.clone().unwrap_or_default();
         let mut response = self.schema.execute(request.data(call)).await;
         let mut soft = std::mem::take(&mut *errors.lock().unwrap_or_else(|p| p.into_inner()));
         if !soft.is_empty() {

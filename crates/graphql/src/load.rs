@@ -186,12 +186,11 @@ pub(crate) fn nullable<T>(
     match result {
         Ok(v) => Ok(v),
         Err(e) => {
-            let Ok(call) = call(ctx) else { return Err(e) };
+            let Some(errors) = call(ctx).ok().and_then(|c| c.errors.as_ref()) else {
+                return Err(e);
+            };
             let error = ctx.set_error_path(e.into_server_error(ctx.item.pos));
-            call.errors
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(error);
+            errors.lock().unwrap_or_else(|p| p.into_inner()).push(error);
             Ok(None)
         }
     }

@@ -190,6 +190,18 @@ pub(crate) fn field(resource: &Resource, res: ResourceId, names: &Names) -> Subs
                     Some(v) if !v.is_null() => Some(v.i64()?),
                     _ => None,
                 };
+                if after.is_some_and(|a| a < 0) {
+                    return Err(problem(
+                        services,
+                        Failure::Record(ferrobase_records::RecordError::Invalid(
+                            [(
+                                "after".to_owned(),
+                                vec!["must be a seq, 0 or more".to_owned()],
+                            )]
+                            .into(),
+                        )),
+                    ));
+                }
                 let fail = |e| problem(services, Failure::Realtime(e));
                 let mut conn = realtime
                     .connect(call.identity.clone(), call.expires, &call.client, "graphql")

@@ -14,7 +14,7 @@ use axum::extract::{ConnectInfo, FromRequest, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, extract::ws::rejection::WebSocketUpgradeRejection};
-use ferrobase_graphql::{Call, Failure, PersistedError, Problem};
+use ferrobase_graphql::{Call, CallTemplate, Failure, PersistedError, Problem};
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -240,12 +240,20 @@ async fn run(
     }
     // Parsed once, here: the log names the operation, and GET may run only queries (a
     // GET must never write: no CSRF token guards it). The schema executes this parse.
-    let label = match request.parsed_query() {
-        Ok(document) => {
-            ferrobase_graphql::operation_label_of(document, incoming.operation_name.as_deref())
-        }
-        Err(_) => None,
+    let (label, admitted) = match request.parsed_query() {
+        Ok(document) => (
+            ferrobase_graphql::operation_label_of(document, incoming.operation_name.as_deref()),
+            graphql.admit(document),
+        ),
+        Err(_) => (None, Ok(())),
     };
+    if let Err(e) = admitted {
+        let mut res = graphql_error("QUERY_TOO_COMPLEX", &e);
+        res.extensions_mut().insert(LoggedOperation(
+            label.unwrap_or_else(|| "invalid".to_owned()),
+        ));
+        return Ok(res);
+    }
     if by_get && !label.as_deref().is_some_and(|l| l.starts_with("query")) {
         let parses = label.is_some() || request.parsed_query().is_ok();
         if parses {
@@ -326,7 +334,7 @@ async fn init_call(
     handshake: &Acting,
     client: String,
     payload: &Value,
-) -> Result<(Call, Acting), ApiError> {
+) -> Result<(CallTemplate, Acting), ApiError> {
     let token = payload.get("token").and_then(Value::as_str);
     let (identity, expires, credential) = match token {
         Some(token) => {
@@ -344,11 +352,11 @@ async fn init_call(
         ),
     };
     let identity = state.records.with_user(identity).await?;
-    let call = Call::new(
-        identity.clone(),
-        expires.and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok()),
+    let call = CallTemplate {
+        identity: identity.clone(),
+        expires: expires.and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok()),
         client,
-    );
+    };
     Ok((
         call,
         Acting {
@@ -385,6 +393,63 @@ fn close(code: u16, reason: &str) -> Message {
     }))
 }
 
+/// Messages a client may have in flight to the engine before the connection counts as
+/// flooding it.
+const IN_FLIGHT: usize = 64;
+
+/// A `subscribe` message made ready to run: its document resolved (persisted documents),
+/// parsed and admitted (cost limits), or the error message to answer instead.
+fn screen(
+    state: &AppState,
+    graphql: &ferrobase_graphql::Graphql,
+    id: &str,
+    mut message: Map<String, Value>,
+) -> Result<String, String> {
+    let refuse = |code: &str, text: String| {
+        serde_json::json!({
+            "id": id, "type": "error",
+            "payload": [{ "message": text, "extensions": { "code": code } }],
+        })
+        .to_string()
+    };
+    let payload = match message.get_mut("payload") {
+        Some(Value::Object(p)) => p,
+        _ => {
+            return Err(refuse(
+                "BAD_REQUEST",
+                "subscribe needs a payload object".into(),
+            ));
+        }
+    };
+    let query = payload
+        .get("query")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let hash = payload
+        .get("extensions")
+        .and_then(|e| e.get("persistedQuery"))
+        .and_then(|p| p.get("sha256Hash"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let query = match state.graphql_documents.resolve(&query, hash.as_deref()) {
+        Ok(query) => query,
+        Err(e @ PersistedError::NotFound) => {
+            return Err(refuse("PERSISTED_QUERY_NOT_FOUND", e.to_string()));
+        }
+        Err(e @ PersistedError::Required) => return Err(refuse("FORBIDDEN", e.to_string())),
+        Err(e) => return Err(refuse("BAD_REQUEST", e.to_string())),
+    };
+    // A document that does not parse is the engine's to report, in its own words.
+    if let Ok(document) = async_graphql::parser::parse_query(&*query)
+        && let Err(e) = graphql.admit(&document)
+    {
+        return Err(refuse("QUERY_TOO_COMPLEX", e));
+    }
+    payload.insert("query".into(), Value::String(query.to_string()));
+    Ok(Value::Object(message).to_string())
+}
+
 /// One `graphql-transport-ws` connection.
 async fn session(
     state: AppState,
@@ -393,7 +458,7 @@ async fn session(
     client: String,
     mut socket: WebSocket,
 ) {
-    let (tx, rx) = tokio::sync::mpsc::channel::<String>(16);
+    let (tx, rx) = tokio::sync::mpsc::channel::<String>(IN_FLIGHT);
     let input =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
     // Who the connection acts for once `connection_init` is accepted.
@@ -409,10 +474,11 @@ async fn session(
             let acting = init_acting.clone();
             async move {
                 match init_call(&state, &handshake, client, &payload).await {
-                    Ok((call, who)) => {
+                    Ok((template, who)) => {
                         *acting.lock().unwrap_or_else(|p| p.into_inner()) = Some(who);
                         let mut data = async_graphql::Data::default();
-                        data.insert(call);
+                        // Each operation gets a Call of its own from this.
+                        data.insert(template);
                         Ok(data)
                     }
                     Err(e) => Err(async_graphql::Error::new(format!(
@@ -422,12 +488,16 @@ async fn session(
                 }
             }
         })
-        .keepalive_timeout(Some(state.settings.realtime.heartbeat * 2));
+        // The server pings (below); a quiet client is not a dead one.
+        .keepalive_timeout(None);
     let mut output = std::pin::pin!(output);
     let mut shutting_down = state.realtime.shutting_down();
     let opened = tokio::time::Instant::now();
     let mut initialised = false;
+    let mut acknowledged = false;
     let mut active: HashSet<String> = HashSet::new();
+    // Operations the client completed: the engine's own `complete` for them follows.
+    let mut completed: HashSet<String> = HashSet::new();
     let mut heartbeat = tokio::time::interval(state.settings.realtime.heartbeat);
     heartbeat.tick().await;
     loop {
@@ -439,33 +509,69 @@ async fn session(
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Close(_)) | Err(_)) | None => break,
                 };
-                let Envelope { kind, id } = envelope(&text);
-                match (kind.as_deref(), id) {
-                    (Some("connection_init"), _) => initialised = true,
-                    (Some("subscribe"), Some(id)) => {
-                        if !active.insert(id.clone()) {
+                let Ok(Value::Object(message)) = serde_json::from_str::<Value>(&text) else {
+                    let _ = write(&mut socket, close(4400, "Invalid message")).await;
+                    break;
+                };
+                let kind = message.get("type").and_then(Value::as_str).unwrap_or_default().to_owned();
+                let id = message.get("id").and_then(Value::as_str).map(str::to_owned);
+                let forward = match (kind.as_str(), id) {
+                    ("connection_init", _) => {
+                        initialised = true;
+                        Some(text)
+                    }
+                    ("subscribe", _) if !acknowledged => {
+                        let _ = write(&mut socket, close(4401, "Unauthorized")).await;
+                        break;
+                    }
+                    ("subscribe", Some(id)) => {
+                        if active.contains(&id) {
                             let reason = format!("Subscriber for {id} already exists");
                             let _ = write(&mut socket, close(4409, &reason)).await;
                             break;
                         }
-                        log_operation(&text);
+                        match screen(&state, &graphql, &id, message) {
+                            Ok(text) => {
+                                log_operation(&text);
+                                active.insert(id);
+                                Some(text)
+                            }
+                            Err(refusal) => {
+                                if !write(&mut socket, Message::Text(refusal.into())).await {
+                                    break;
+                                }
+                                None
+                            }
+                        }
                     }
-                    (Some("complete"), Some(id)) => {
-                        active.remove(&id);
+                    ("complete", Some(id)) => {
+                        if active.remove(&id) {
+                            completed.insert(id);
+                        }
+                        Some(text)
                     }
-                    _ => {}
-                }
-                if tx.send(text).await.is_err() {
+                    _ => Some(text),
+                };
+                // The engine takes messages as it can: a client that keeps it further
+                // behind than this is flooding it.
+                if let Some(text) = forward
+                    && tx.try_send(text).is_err()
+                {
+                    let _ = write(&mut socket, close(1008, "too many messages in flight")).await;
                     break;
                 }
             }
             out = output.next() => {
                 let message = match out {
                     Some(WsMessage::Text(t)) => {
-                        if let Envelope { kind: Some(kind), id: Some(id) } = envelope(&t)
-                            && matches!(kind.as_str(), "complete" | "error")
-                        {
-                            active.remove(&id);
+                        if let Envelope { kind: Some(kind), id } = envelope(&t) {
+                            match (kind.as_str(), id) {
+                                ("connection_ack", _) => acknowledged = true,
+                                ("complete" | "error", Some(id)) if !completed.remove(&id) => {
+                                    active.remove(&id);
+                                }
+                                _ => {}
+                            }
                         }
                         Message::Text(t.into())
                     }
@@ -495,6 +601,10 @@ async fn session(
                     && !matches!(recheck(&state, &credential, &identity).await, Recheck::Same)
                 {
                     let _ = write(&mut socket, close(4403, "Forbidden: the credential ended or changed; reconnect")).await;
+                    break;
+                }
+                // The protocol's ping keeps idle connections (and their proxies) open.
+                if acknowledged && !write(&mut socket, Message::Text(r#"{"type":"ping"}"#.into())).await {
                     break;
                 }
             }

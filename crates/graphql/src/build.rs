@@ -885,6 +885,7 @@ pub(crate) fn schema(
     schema: &ferrobase_schema::Schema,
     options: &Options,
     services: Option<Services>,
+    per_operation: bool,
 ) -> Result<Schema, String> {
     let all: Vec<Names> = schema.resources.iter().map(Names::of).collect();
     let mut problems = Vec::new();
@@ -941,8 +942,12 @@ pub(crate) fn schema(
     .limit_complexity(options.max_complexity)
     .limit_recursive_depth(options.max_depth.max(32))
     .limit_directives(10)
-    .extension(crate::PerOperation)
     .data(MaxRecords(options.max_records));
+    if per_operation {
+        // Only where operations share a connection's data: an extension adds a hop to
+        // every field the engine resolves.
+        builder = builder.extension(crate::PerOperation);
+    }
     if !options.introspection {
         // Suggestions ("did you mean ...") would tell the schema's names too.
         builder = builder.disable_introspection().disable_suggestions();

@@ -14,6 +14,7 @@ mod names;
 mod persisted;
 mod subscribe;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_graphql::dynamic;
@@ -170,10 +171,29 @@ pub const MAX_STATEMENTS: u64 = 50;
 /// The generated GraphQL API of one schema.
 #[derive(Clone)]
 pub struct Graphql {
+    /// For requests that bring their own [`Call`] (HTTP).
     schema: dynamic::Schema,
+    /// For WebSocket connections: each operation gets a [`Call`] from the connection's
+    /// [`CallTemplate`].
+    per_operation: dynamic::Schema,
     loaders: Arc<admit::Loaders>,
     limits: admit::Limits,
+    /// Documents parsed and sized before, by text (clients send the same few).
+    parsed: Arc<std::sync::Mutex<HashMap<Arc<str>, Parsed>>>,
 }
+
+/// A document parsed once, and what [`Graphql::admit`] said of it.
+#[derive(Clone)]
+pub struct Parsed {
+    /// The document.
+    pub document: async_graphql::parser::types::ExecutableDocument,
+    /// Why it may not run, if so.
+    pub refused: Option<String>,
+}
+
+/// Documents kept parsed, and the longest kept.
+const PARSED_ENTRIES: usize = 512;
+const PARSED_LENGTH: usize = 16 * 1024;
 
 impl Graphql {
     /// Builds the API of `schema`; `services` are needed to run operations, not to print
@@ -189,11 +209,39 @@ impl Graphql {
             records: options.max_records as u64,
             statements: MAX_STATEMENTS,
         };
-        build::schema(schema, options, services).map(|schema| Graphql {
+        let per_operation = build::schema(schema, options, services.clone(), true)?;
+        build::schema(schema, options, services, false).map(|schema| Graphql {
             schema,
+            per_operation,
             loaders,
             limits,
+            parsed: Arc::default(),
         })
+    }
+
+    /// `query` parsed (from the cache when it was parsed before) and sized.
+    pub fn parse(&self, query: &str) -> Result<Parsed, async_graphql::parser::Error> {
+        let cacheable = query.len() <= PARSED_LENGTH;
+        if cacheable
+            && let Some(hit) = self
+                .parsed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(query)
+        {
+            return Ok(hit.clone());
+        }
+        let document = async_graphql::parser::parse_query(query)?;
+        let refused = self.admit(&document).err();
+        let parsed = Parsed { document, refused };
+        if cacheable {
+            let mut cache = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.len() >= PARSED_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(Arc::from(query), parsed.clone());
+        }
+        Ok(parsed)
     }
 
     /// Refuses a document whose fields (fragments expanded), records (page sizes
@@ -211,9 +259,10 @@ impl Graphql {
         self.schema.sdl()
     }
 
-    /// The executable schema (for the WebSocket transport).
-    pub fn schema(&self) -> &dynamic::Schema {
-        &self.schema
+    /// The executable schema for WebSocket connections (operations take their [`Call`]
+    /// from the connection's [`CallTemplate`]).
+    pub fn websocket_schema(&self) -> &dynamic::Schema {
+        &self.per_operation
     }
 
     /// Runs one request for `call`.

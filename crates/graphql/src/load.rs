@@ -27,7 +27,7 @@ pub(crate) struct Page {
     /// What the caller may read of each record.
     shape: Shape,
     /// Relations loaded for the whole page, by field and arguments.
-    loads: Mutex<HashMap<String, LoadCell>>,
+    loads: Mutex<Vec<(String, LoadCell)>>,
 }
 
 /// How a page's records are shown to the caller.
@@ -221,7 +221,7 @@ impl Page {
             res,
             records: found,
             shape: Shape::Masked(masks),
-            loads: Mutex::new(HashMap::new()),
+            loads: Mutex::new(Vec::new()),
         })
     }
 
@@ -296,14 +296,20 @@ impl Page {
             res,
             records,
             shape: Shape::Shaped(json),
-            loads: Mutex::new(HashMap::new()),
+            loads: Mutex::new(Vec::new()),
         })
     }
 
     /// The cell a relation of this page is loaded into, once.
     fn cell(&self, key: String) -> LoadCell {
+        // A page loads a handful of relations: a short list beats hashing the key.
         let mut loads = self.loads.lock().unwrap_or_else(|p| p.into_inner());
-        loads.entry(key).or_default().clone()
+        if let Some((_, cell)) = loads.iter().find(|(k, _)| *k == key) {
+            return cell.clone();
+        }
+        let cell = LoadCell::default();
+        loads.push((key, cell.clone()));
+        cell
     }
 
     /// The ids the page's records hold in field `index` (named `name`), when the caller

@@ -238,16 +238,21 @@ async fn run(
     if let Some(name) = &incoming.operation_name {
         request = request.operation_name(name);
     }
-    // Parsed once, here: the log names the operation, and GET may run only queries (a
-    // GET must never write: no CSRF token guards it). The schema executes this parse.
-    let (label, admitted) = match request.parsed_query() {
-        Ok(document) => (
-            ferrobase_graphql::operation_label_of(document, incoming.operation_name.as_deref()),
-            graphql.admit(document),
-        ),
-        Err(_) => (None, Ok(())),
+    // Parsed once, here (or taken from the documents parsed before): the log names the
+    // operation, its cost is judged, and GET may run only queries (a GET must never
+    // write: no CSRF token guards it). The schema executes this parse.
+    let (label, refused) = match graphql.parse(&query) {
+        Ok(parsed) => {
+            let label = ferrobase_graphql::operation_label_of(
+                &parsed.document,
+                incoming.operation_name.as_deref(),
+            );
+            request.set_parsed_query(parsed.document);
+            (label, parsed.refused)
+        }
+        Err(_) => (None, None),
     };
-    if let Err(e) = admitted {
+    if let Some(e) = refused {
         let mut res = graphql_error("QUERY_TOO_COMPLEX", &e);
         res.extensions_mut().insert(LoggedOperation(
             label.unwrap_or_else(|| "invalid".to_owned()),
@@ -255,7 +260,7 @@ async fn run(
         return Ok(res);
     }
     if by_get && !label.as_deref().is_some_and(|l| l.starts_with("query")) {
-        let parses = label.is_some() || request.parsed_query().is_ok();
+        let parses = label.is_some() || graphql.parse(&query).is_ok();
         if parses {
             let mut res = ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -441,8 +446,8 @@ fn screen(
         Err(e) => return Err(refuse("BAD_REQUEST", e.to_string())),
     };
     // A document that does not parse is the engine's to report, in its own words.
-    if let Ok(document) = async_graphql::parser::parse_query(&*query)
-        && let Err(e) = graphql.admit(&document)
+    if let Ok(parsed) = graphql.parse(&query)
+        && let Some(e) = parsed.refused
     {
         return Err(refuse("QUERY_TOO_COMPLEX", e));
     }
@@ -466,7 +471,7 @@ async fn session(
     let init_state = state.clone();
     let handshake = Arc::new(handshake);
     let init_acting = acting.clone();
-    let output = GqlWebSocket::new(graphql.schema().clone(), input, Protocols::GraphQLWS)
+    let output = GqlWebSocket::new(graphql.websocket_schema().clone(), input, Protocols::GraphQLWS)
         .on_connection_init(move |payload| {
             let state = init_state.clone();
             let handshake = handshake.clone();

@@ -1112,3 +1112,38 @@ fn subscription_ids_are_unique_and_a_revoked_key_ends_the_connection() {
     ws.send(&json!({"type": "connection_init", "payload": {"token": "not-a-token"}}));
     assert_eq!(ws.close_code(), Some(4403));
 }
+
+#[test]
+fn operations_over_the_websocket_count_against_the_rate_limit() {
+    let s = Project::on(crate::backend())
+        .schema(SCHEMA)
+        .settings("[rate_limit]\ndefault = \"4/1m\"\n")
+        .serve(BIN);
+    let url = s.url("/api/v1/graphql").replacen("http://", "ws://", 1);
+    // The upgrade itself is one request.
+    let mut ws =
+        Ws::connect(&url, &[("sec-websocket-protocol", "graphql-transport-ws")]).expect("upgrade");
+    ws.send(&json!({"type": "connection_init"}));
+    assert_eq!(ws.recv().expect("ack")["type"], "connection_ack");
+    let mut codes_seen = Vec::new();
+    for i in 0..4 {
+        ws.send(&json!({
+            "id": format!("q{i}"), "type": "subscribe",
+            "payload": {"query": "{ posts(first: 1) { nodes { id } } }"},
+        }));
+        let m = loop {
+            let m = ws.recv().expect("answer");
+            if m["type"] != "complete" {
+                break m;
+            }
+        };
+        codes_seen.push(match m["type"].as_str() {
+            Some("next") => "ok".to_owned(),
+            _ => m["payload"][0]["extensions"]["code"]
+                .as_str()
+                .unwrap_or("?")
+                .to_owned(),
+        });
+    }
+    assert_eq!(codes_seen, ["ok", "ok", "ok", "RATE_LIMITED"]);
+}

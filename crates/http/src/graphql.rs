@@ -314,7 +314,9 @@ async fn websocket(
             "cross-site WebSocket refused: Origin is not this site",
         ));
     }
-    let client = client(&state, &headers, peer.map(|Extension(c)| c.0));
+    let peer = peer.map(|Extension(c)| c.0);
+    let client = client(&state, &headers, peer);
+    let quota_key = crate::identity::client_key_of(&state, &headers, peer);
     let handshake = Acting {
         credential: Credential::of(&state, &headers),
         identity,
@@ -324,7 +326,7 @@ async fn websocket(
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_message_size(256 * 1024)
-        .on_upgrade(move |socket| session(state, graphql, handshake, client, socket)))
+        .on_upgrade(move |socket| session(state, graphql, handshake, (client, quota_key), socket)))
 }
 
 /// Who a connection acts for, and by which credential (checked again every heartbeat).
@@ -460,7 +462,7 @@ async fn session(
     state: AppState,
     graphql: ferrobase_graphql::Graphql,
     handshake: Acting,
-    client: String,
+    (client, quota_key): (String, String),
     mut socket: WebSocket,
 ) {
     let (tx, rx) = tokio::sync::mpsc::channel::<String>(IN_FLIGHT);
@@ -471,30 +473,34 @@ async fn session(
     let init_state = state.clone();
     let handshake = Arc::new(handshake);
     let init_acting = acting.clone();
-    let output = GqlWebSocket::new(graphql.websocket_schema().clone(), input, Protocols::GraphQLWS)
-        .on_connection_init(move |payload| {
-            let state = init_state.clone();
-            let handshake = handshake.clone();
-            let client = client.clone();
-            let acting = init_acting.clone();
-            async move {
-                match init_call(&state, &handshake, client, &payload).await {
-                    Ok((template, who)) => {
-                        *acting.lock().unwrap_or_else(|p| p.into_inner()) = Some(who);
-                        let mut data = async_graphql::Data::default();
-                        // Each operation gets a Call of its own from this.
-                        data.insert(template);
-                        Ok(data)
-                    }
-                    Err(e) => Err(async_graphql::Error::new(format!(
-                        "{}: {}",
-                        e.code, e.message
-                    ))),
+    let output = GqlWebSocket::new(
+        graphql.websocket_schema().clone(),
+        input,
+        Protocols::GraphQLWS,
+    )
+    .on_connection_init(move |payload| {
+        let state = init_state.clone();
+        let handshake = handshake.clone();
+        let client = client.clone();
+        let acting = init_acting.clone();
+        async move {
+            match init_call(&state, &handshake, client, &payload).await {
+                Ok((template, who)) => {
+                    *acting.lock().unwrap_or_else(|p| p.into_inner()) = Some(who);
+                    let mut data = async_graphql::Data::default();
+                    // Each operation gets a Call of its own from this.
+                    data.insert(template);
+                    Ok(data)
                 }
+                Err(e) => Err(async_graphql::Error::new(format!(
+                    "{}: {}",
+                    e.code, e.message
+                ))),
             }
-        })
-        // The server pings (below); a quiet client is not a dead one.
-        .keepalive_timeout(None);
+        }
+    })
+    // The server pings (below); a quiet client is not a dead one.
+    .keepalive_timeout(None);
     let mut output = std::pin::pin!(output);
     let mut shutting_down = state.realtime.shutting_down();
     let opened = tokio::time::Instant::now();
@@ -535,7 +541,22 @@ async fn session(
                             let _ = write(&mut socket, close(4409, &reason)).await;
                             break;
                         }
-                        match screen(&state, &graphql, &id, message) {
+                        // Each operation counts against the caller's quota, as a POST would.
+                        let quota = acting
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .as_ref()
+                            .and_then(|a| a.identity.caller().map(|c| format!("user:{}", c.id)))
+                            .unwrap_or_else(|| quota_key.clone());
+                        let screened = match crate::ratelimit::charge_operation(&state, &quota).await {
+                            Ok(()) => screen(&state, &graphql, &id, message),
+                            Err(text) => Err(serde_json::json!({
+                                "id": id, "type": "error",
+                                "payload": [{ "message": text, "extensions": { "code": "RATE_LIMITED" } }],
+                            })
+                            .to_string()),
+                        };
+                        match screened {
                             Ok(text) => {
                                 log_operation(&text);
                                 active.insert(id);

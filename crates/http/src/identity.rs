@@ -81,7 +81,12 @@ pub fn client_ip(
 /// The key of an anonymous client for throttles and limits: its address, or its /64 for
 /// IPv6 (one host usually owns a whole /64, so finer keys would be free to multiply).
 pub fn client_key(state: &AppState, req: &Request) -> String {
-    match client_ip(state, req.headers(), peer(req)) {
+    client_key_of(state, req.headers(), peer(req))
+}
+
+/// [`client_key`] from a request's headers and peer address.
+pub fn client_key_of(state: &AppState, headers: &HeaderMap, peer: Option<SocketAddr>) -> String {
+    match client_ip(state, headers, peer) {
         Some(IpAddr::V6(v6)) => {
             let s = v6.segments();
             format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])

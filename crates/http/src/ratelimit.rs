@@ -251,6 +251,27 @@ pub(crate) async fn charge_operations(
     Ok(())
 }
 
+/// Charges one GraphQL operation sent over a WebSocket to the default quota of `client`
+/// (`user:<id>` or the address key), as a POST of it would be; the refusal's message
+/// when the quota is spent.
+pub(crate) async fn charge_operation(state: &AppState, client: &str) -> Result<(), String> {
+    let Some(limits) = state.limits.as_ref() else {
+        return Ok(());
+    };
+    let class = limits.class(None, "POST");
+    match limits
+        .refuse(state, class, &format!("{}:{client}", class.name))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!(
+            "too many requests; {} allowed per {}s",
+            class.limit.requests,
+            class.limit.window.as_secs()
+        )),
+    }
+}
+
 /// Counts a request whose credentials were refused against its address's `auth` quota,
 /// so that guessing tokens or API keys is as limited as guessing passwords. `Some` is
 /// the 429 once the quota is spent.

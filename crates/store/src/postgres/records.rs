@@ -165,7 +165,7 @@ pub(crate) async fn select_joined(
     }
     let mut statement = statement(resource, query, true)?;
     crate::list::add_joins(&mut statement, &resource.name, joins, targets);
-    let rows = conn.rows(statement.build(PostgresQueryBuilder)).await?;
+    let rows = conn.rows(crate::list::pg_build(&statement, query)).await?;
     let own = crate::common::expected_columns(resource).len();
     let widths: Vec<usize> = targets
         .iter()
@@ -196,7 +196,7 @@ pub(crate) async fn select(
     resource: &Resource,
     query: &ListQuery,
 ) -> Result<Vec<Record>, StoreError> {
-    let stmt = statement(resource, query, true)?.build(PostgresQueryBuilder);
+    let stmt = crate::list::pg_build(&statement(resource, query, true)?, query);
     let rows = conn.rows(stmt).await?;
     let mut records = rows
         .iter()
@@ -604,7 +604,8 @@ pub(crate) async fn get_many(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let limit = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+    // No LIMIT: the ids bound the rows, and one statement serves every number of ids.
+    let limit = u32::MAX;
     let list = Value::Array(ids.into_iter().map(Value::String).collect()).to_string();
     let among = Expr::cust_with_values(
         format!(
@@ -634,7 +635,7 @@ pub(crate) async fn explain(
     resource: &Resource,
     query: &ListQuery,
 ) -> Result<Vec<String>, StoreError> {
-    let (sql, values) = statement(resource, query, true)?.build(PostgresQueryBuilder);
+    let (sql, values) = crate::list::pg_build(&statement(resource, query, true)?, query);
     let rows = conn.rows((format!("EXPLAIN {sql}"), values)).await?;
     Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
 }

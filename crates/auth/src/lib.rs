@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod jwt;
+pub mod mfa;
 pub mod password;
 pub mod secrets;
 pub mod throttle;

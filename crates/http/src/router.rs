@@ -10,7 +10,7 @@ use axum::routing::{delete, get, post};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::auth::{api_keys, email, jwks, session};
+use crate::auth::{api_keys, email, jwks, mfa, session};
 use crate::boundary::{boundary, method_not_allowed, not_found};
 use crate::cache::read_cache;
 use crate::idempotency::idempotency;
@@ -43,6 +43,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/auth/logout", post(session::logout))
         .route("/api/v1/auth/me", get(session::me))
         .route("/api/v1/auth/password", post(session::change_password))
+        .route(
+            "/api/v1/auth/mfa/totp",
+            post(mfa::begin).delete(mfa::disable),
+        )
+        .route("/api/v1/auth/mfa/totp/confirm", post(mfa::confirm))
+        .route("/api/v1/auth/mfa/verify", post(mfa::verify))
         .route(
             "/api/v1/auth/verify-email/request",
             post(email::verify_request),

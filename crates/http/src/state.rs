@@ -46,6 +46,8 @@ pub struct App {
     pub cursors: CursorCodec,
     /// Signs and verifies access tokens.
     pub jwt: JwtKeys,
+    /// Signs and verifies the tokens of sign-ins waiting for their second factor.
+    pub mfa_tokens: ferrobase_auth::mfa::MfaTokens,
     /// Password hashing.
     pub passwords: Passwords,
     /// Key of session CSRF tokens.
@@ -266,6 +268,7 @@ impl AppState {
         };
         Self(Arc::new(App {
             jwt: JwtKeys::derive(&secret, previous),
+            mfa_tokens: ferrobase_auth::mfa::MfaTokens::new(secret.derive("mfa")),
             csrf_keys: std::iter::once(secret.derive("csrf"))
                 .chain(previous.map(|s| s.derive("csrf")))
                 .collect(),

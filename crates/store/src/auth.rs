@@ -37,6 +37,19 @@ pub enum Rotation {
     Unknown,
 }
 
+/// A user's TOTP second factor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MfaRow {
+    /// The TOTP secret, base32.
+    pub secret: String,
+    /// Whether a first code confirmed it (only then does sign-in ask for codes).
+    pub confirmed: bool,
+    /// The last TOTP step accepted: each step is accepted once.
+    pub last_step: i64,
+    /// Recovery codes not used yet.
+    pub recovery_left: u32,
+}
+
 /// A stored API key (without its secret).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiKeyRow {
@@ -126,6 +139,19 @@ CREATE TABLE IF NOT EXISTS "_ferrobase_api_keys" (
   "revoked_at" TEXT
 ) STRICT;
 CREATE INDEX IF NOT EXISTS "fk___ferrobase_api_keys__user_id" ON "_ferrobase_api_keys" ("user_id");
+CREATE TABLE IF NOT EXISTS "_ferrobase_mfa" (
+  "user_id" TEXT PRIMARY KEY NOT NULL REFERENCES "users"("id") ON DELETE CASCADE,
+  "secret" TEXT NOT NULL,
+  "confirmed" INTEGER NOT NULL,
+  "last_step" INTEGER NOT NULL,
+  "created_at" TEXT NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS "_ferrobase_recovery_codes" (
+  "user_id" TEXT NOT NULL REFERENCES "users"("id") ON DELETE CASCADE,
+  "code_hash" TEXT NOT NULL,
+  "used_at" TEXT,
+  PRIMARY KEY ("user_id", "code_hash")
+) STRICT, WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS "_ferrobase_email_tokens" (
   "token_hash" TEXT PRIMARY KEY NOT NULL,
   "user_id" TEXT NOT NULL REFERENCES "users"("id") ON DELETE CASCADE,

@@ -151,6 +151,40 @@ pub trait SessionStore: Send + Sync {
     /// Stores an API key.
     fn insert_api_key(&self, key: ApiKeyRow) -> Fut<'_, Result<(), StoreError>>;
 
+    /// The user's TOTP second factor, if one was begun.
+    fn mfa(&self, user_id: String) -> Fut<'_, Result<Option<crate::MfaRow>, StoreError>>;
+
+    /// Begins (or begins again) TOTP with a new secret; `false` when TOTP is on already.
+    fn begin_mfa(
+        &self,
+        user_id: String,
+        secret: String,
+        now: String,
+    ) -> Fut<'_, Result<bool, StoreError>>;
+
+    /// Turns TOTP on at the first code's `step`, with the recovery codes' hashes;
+    /// `false` when it was on already.
+    fn confirm_mfa(
+        &self,
+        user_id: String,
+        step: i64,
+        recovery: Vec<String>,
+    ) -> Fut<'_, Result<bool, StoreError>>;
+
+    /// Accepts TOTP `step` for the user, once: `false` for a step already used or older.
+    fn use_mfa_step(&self, user_id: String, step: i64) -> Fut<'_, Result<bool, StoreError>>;
+
+    /// Uses a recovery code, once.
+    fn use_recovery_code(
+        &self,
+        user_id: String,
+        hash: String,
+        now: String,
+    ) -> Fut<'_, Result<bool, StoreError>>;
+
+    /// Turns TOTP off and forgets the recovery codes; `false` when it was not on.
+    fn delete_mfa(&self, user_id: String) -> Fut<'_, Result<bool, StoreError>>;
+
     /// One API key by id.
     fn api_key(&self, id: String) -> Fut<'_, Result<Option<ApiKeyRow>, StoreError>>;
 

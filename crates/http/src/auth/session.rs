@@ -45,6 +45,28 @@ async fn blocking_hash<T: Send + 'static>(
         .map_err(ApiError::internal)
 }
 
+/// Whether `password` is `user`'s password (hashed off the async threads).
+pub(crate) async fn blocking_verify_password(
+    state: &AppState,
+    user: &str,
+    password: String,
+) -> Result<bool, ApiError> {
+    let (res, users) = state.users();
+    let stored = state
+        .store
+        .records()
+        .get(res, user.to_owned(), None)
+        .await?
+        .and_then(|u| {
+            users
+                .fields
+                .iter()
+                .position(|f| f.name == "password_hash")
+                .and_then(|i| u.values[i].as_str().map(str::to_owned))
+        });
+    blocking_hash(state, move |p| p.verify(&password, stored.as_deref()).ok).await
+}
+
 pub(crate) async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
     blocking_hash(state, move |p| p.hash(&password)).await
 }
@@ -166,15 +188,41 @@ pub(crate) async fn login(
             "confirm your email address first (POST /api/v1/auth/verify-email/request sends the link again)",
         ));
     }
-    let now = format_datetime(state.clock.now());
     if verified.needs_rehash {
         let hash = hash_password(&state, password).await?;
         state.records.set_password_hash(&user.id, hash).await?;
     }
-    let role = role_of(&state, &user);
-    let user_value = user_json(&state, &user, &role)?;
+    // With a second factor on, the password step only earns a short-lived token for the
+    // code step (POST /api/v1/auth/mfa/verify).
+    if let Some(mfa) = state.store.sessions().mfa(user.id.clone()).await?
+        && mfa.confirmed
+    {
+        let pending = ferrobase_auth::mfa::PendingSignIn {
+            user_id: user.id.clone(),
+            cookie: cookie_session,
+            expires: now_unix + ferrobase_auth::mfa::MFA_TOKEN_TTL_SECS,
+        };
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({ "data": { "mfaRequired": true, "mfaToken": state.mfa_tokens.issue(&pending) } }),
+        ));
+    }
+    sign_in(&state, &user, cookie_session, replaced).await
+}
+
+/// The end of every sign-in: a token pair, or a cookie session (replacing the one the
+/// browser held) with its CSRF token.
+pub(crate) async fn sign_in(
+    state: &AppState,
+    user: &ferrobase_store::Record,
+    cookie_session: bool,
+    replaced: Option<String>,
+) -> Result<Response, ApiError> {
+    let now = format_datetime(state.clock.now());
+    let role = role_of(state, user);
+    let user_value = user_json(state, user, &role)?;
     if !cookie_session {
-        let tokens = issue_tokens(&state, &user.id, &role).await?;
+        let tokens = issue_tokens(state, &user.id, &role).await?;
         return Ok(token_response(StatusCode::OK, user_value, tokens));
     }
     // Signing in again in the same browser replaces the session the cookie holds.
@@ -201,7 +249,7 @@ pub(crate) async fn login(
             expires_at,
         })
         .await?;
-    let csrf = session_csrf_token(&state, &session_id);
+    let csrf = session_csrf_token(state, &session_id);
     let mut response = json_response(
         StatusCode::OK,
         &json!({ "data": { "user": user_value, "csrfToken": csrf } }),

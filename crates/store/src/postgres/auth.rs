@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 
 use super::conn::Conn;
 use crate::StoreError;
-use crate::auth::{ApiKeyRow, RefreshGrant, Rotation};
+use crate::auth::{ApiKeyRow, MfaRow, RefreshGrant, Rotation};
 
 fn v(items: &[&str]) -> Values {
     Values(items.iter().map(|s| (*s).to_owned().into()).collect())
@@ -252,6 +252,119 @@ pub(crate) async fn set_password_hash(
         .rows((
             "UPDATE \"users\" SET \"password_hash\" = $1, \"version\" = \"version\" + 1, \"updated_at\" = CAST($2 AS timestamptz) WHERE \"id\" = CAST($3 AS uuid) RETURNING 1".into(),
             v(&[hash, now, user_id]),
+        ))
+        .await?;
+    Ok(!rows.is_empty())
+}
+
+pub(crate) async fn mfa(conn: &impl Conn, user_id: &str) -> Result<Option<MfaRow>, StoreError> {
+    let rows = conn
+        .rows((
+            "SELECT \"secret\", \"confirmed\", \"last_step\", (SELECT COUNT(*) FROM \"_ferrobase_recovery_codes\" r WHERE r.\"user_id\" = m.\"user_id\" AND r.\"used_at\" IS NULL) FROM \"_ferrobase_mfa\" m WHERE m.\"user_id\" = CAST($1 AS uuid)".into(),
+            v(&[user_id]),
+        ))
+        .await?;
+    Ok(rows.first().map(|r| MfaRow {
+        secret: r.get(0),
+        confirmed: r.get(1),
+        last_step: r.get(2),
+        recovery_left: u32::try_from(r.get::<_, i64>(3)).unwrap_or(0),
+    }))
+}
+
+pub(crate) async fn begin_mfa(
+    conn: &impl Conn,
+    user_id: &str,
+    secret: &str,
+    now: &str,
+) -> Result<bool, StoreError> {
+    let rows = conn
+        .rows((
+            "INSERT INTO \"_ferrobase_mfa\" (\"user_id\", \"secret\", \"confirmed\", \"last_step\", \"created_at\") VALUES (CAST($1 AS uuid), $2, false, 0, CAST($3 AS timestamptz)) ON CONFLICT (\"user_id\") DO UPDATE SET \"secret\" = excluded.\"secret\", \"created_at\" = excluded.\"created_at\" WHERE NOT \"_ferrobase_mfa\".\"confirmed\" RETURNING 1".into(),
+            v(&[user_id, secret, now]),
+        ))
+        .await?;
+    Ok(!rows.is_empty())
+}
+
+pub(crate) async fn confirm_mfa(
+    conn: &impl Conn,
+    user_id: &str,
+    step: i64,
+    recovery: &[String],
+) -> Result<bool, StoreError> {
+    let step = step.to_string();
+    let rows = conn
+        .rows((
+            "UPDATE \"_ferrobase_mfa\" SET \"confirmed\" = true, \"last_step\" = CAST($1 AS bigint) WHERE \"user_id\" = CAST($2 AS uuid) AND NOT \"confirmed\" AND \"last_step\" < CAST($1 AS bigint) RETURNING 1".into(),
+            v(&[&step, user_id]),
+        ))
+        .await?;
+    if rows.is_empty() {
+        return Ok(false);
+    }
+    conn.rows((
+        "DELETE FROM \"_ferrobase_recovery_codes\" WHERE \"user_id\" = CAST($1 AS uuid)".into(),
+        v(&[user_id]),
+    ))
+    .await?;
+    let hashes = serde_json::Value::Array(
+        recovery
+            .iter()
+            .cloned()
+            .map(serde_json::Value::String)
+            .collect(),
+    )
+    .to_string();
+    conn.rows((
+        "INSERT INTO \"_ferrobase_recovery_codes\" (\"user_id\", \"code_hash\", \"used_at\") SELECT CAST($1 AS uuid), h, NULL FROM jsonb_array_elements_text(CAST($2 AS jsonb)) AS h".into(),
+        v(&[user_id, &hashes]),
+    ))
+    .await?;
+    Ok(true)
+}
+
+pub(crate) async fn use_mfa_step(
+    conn: &impl Conn,
+    user_id: &str,
+    step: i64,
+) -> Result<bool, StoreError> {
+    let step = step.to_string();
+    let rows = conn
+        .rows((
+            "UPDATE \"_ferrobase_mfa\" SET \"last_step\" = CAST($1 AS bigint) WHERE \"user_id\" = CAST($2 AS uuid) AND \"confirmed\" AND \"last_step\" < CAST($1 AS bigint) RETURNING 1".into(),
+            v(&[&step, user_id]),
+        ))
+        .await?;
+    Ok(!rows.is_empty())
+}
+
+pub(crate) async fn use_recovery_code(
+    conn: &impl Conn,
+    user_id: &str,
+    hash: &str,
+    now: &str,
+) -> Result<bool, StoreError> {
+    let rows = conn
+        .rows((
+            "UPDATE \"_ferrobase_recovery_codes\" SET \"used_at\" = CAST($1 AS timestamptz) WHERE \"user_id\" = CAST($2 AS uuid) AND \"code_hash\" = $3 AND \"used_at\" IS NULL RETURNING 1".into(),
+            v(&[now, user_id, hash]),
+        ))
+        .await?;
+    Ok(!rows.is_empty())
+}
+
+pub(crate) async fn delete_mfa(conn: &impl Conn, user_id: &str) -> Result<bool, StoreError> {
+    conn.rows((
+        "DELETE FROM \"_ferrobase_recovery_codes\" WHERE \"user_id\" = CAST($1 AS uuid)".into(),
+        v(&[user_id]),
+    ))
+    .await?;
+    let rows = conn
+        .rows((
+            "DELETE FROM \"_ferrobase_mfa\" WHERE \"user_id\" = CAST($1 AS uuid) RETURNING 1"
+                .into(),
+            v(&[user_id]),
         ))
         .await?;
     Ok(!rows.is_empty())

@@ -178,6 +178,19 @@ CREATE TABLE IF NOT EXISTS "_ferrobase_api_keys" (
   "revoked_at" timestamptz
 );
 CREATE INDEX IF NOT EXISTS "fk___ferrobase_api_keys__user_id" ON "_ferrobase_api_keys" ("user_id");
+CREATE TABLE IF NOT EXISTS "_ferrobase_mfa" (
+  "user_id" uuid PRIMARY KEY REFERENCES "users"("id") ON DELETE CASCADE,
+  "secret" text NOT NULL,
+  "confirmed" boolean NOT NULL,
+  "last_step" bigint NOT NULL,
+  "created_at" timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS "_ferrobase_recovery_codes" (
+  "user_id" uuid NOT NULL REFERENCES "users"("id") ON DELETE CASCADE,
+  "code_hash" text NOT NULL,
+  "used_at" timestamptz,
+  PRIMARY KEY ("user_id", "code_hash")
+);
 CREATE TABLE IF NOT EXISTS "_ferrobase_email_tokens" (
   "token_hash" text PRIMARY KEY,
   "user_id" uuid NOT NULL REFERENCES "users"("id") ON DELETE CASCADE,

@@ -531,6 +531,51 @@ impl crate::SessionStore for PgStore {
         Box::pin(async move { read!(self, c => auth::api_keys_of(c, &user_id).await) })
     }
 
+    fn mfa(&self, user_id: String) -> Fut<'_, Result<Option<crate::MfaRow>, StoreError>> {
+        Box::pin(async move { read!(self, c => auth::mfa(c, &user_id).await) })
+    }
+
+    fn begin_mfa(
+        &self,
+        user_id: String,
+        secret: String,
+        now: String,
+    ) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(
+            async move { write!(self, tx => auth::begin_mfa(tx, &user_id, &secret, &now).await) },
+        )
+    }
+
+    fn confirm_mfa(
+        &self,
+        user_id: String,
+        step: i64,
+        recovery: Vec<String>,
+    ) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            write!(self, tx => auth::confirm_mfa(tx, &user_id, step, &recovery).await)
+        })
+    }
+
+    fn use_mfa_step(&self, user_id: String, step: i64) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(async move { write!(self, tx => auth::use_mfa_step(tx, &user_id, step).await) })
+    }
+
+    fn use_recovery_code(
+        &self,
+        user_id: String,
+        hash: String,
+        now: String,
+    ) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            write!(self, tx => auth::use_recovery_code(tx, &user_id, &hash, &now).await)
+        })
+    }
+
+    fn delete_mfa(&self, user_id: String) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(async move { write!(self, tx => auth::delete_mfa(tx, &user_id).await) })
+    }
+
     fn revoke_api_key(
         &self,
         user_id: String,

@@ -4,7 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::StoreError;
-use crate::auth::{ApiKeyRow, RefreshGrant, Rotation};
+use crate::auth::{ApiKeyRow, MfaRow, RefreshGrant, Rotation};
 
 pub(crate) fn insert_refresh(conn: &Connection, g: &RefreshGrant) -> Result<(), StoreError> {
     conn.prepare_cached(
@@ -222,5 +222,96 @@ pub(crate) fn set_password_hash(
             "UPDATE \"users\" SET \"password_hash\" = ?, \"version\" = \"version\" + 1, \"updated_at\" = ? WHERE \"id\" = ?",
         )?
         .execute(params![hash, now, user_id])?
+        > 0)
+}
+
+pub(crate) fn mfa(conn: &Connection, user_id: &str) -> Result<Option<MfaRow>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT \"secret\", \"confirmed\", \"last_step\", (SELECT COUNT(*) FROM \"_ferrobase_recovery_codes\" r WHERE r.\"user_id\" = m.\"user_id\" AND r.\"used_at\" IS NULL) FROM \"_ferrobase_mfa\" m WHERE m.\"user_id\" = ?",
+        )?
+        .query_row(params![user_id], |r| {
+            Ok(MfaRow {
+                secret: r.get(0)?,
+                confirmed: r.get::<_, i64>(1)? != 0,
+                last_step: r.get(2)?,
+                recovery_left: u32::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+            })
+        })
+        .optional()?)
+}
+
+pub(crate) fn begin_mfa(
+    conn: &Connection,
+    user_id: &str,
+    secret: &str,
+    now: &str,
+) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "INSERT INTO \"_ferrobase_mfa\" (\"user_id\", \"secret\", \"confirmed\", \"last_step\", \"created_at\") VALUES (?, ?, 0, 0, ?) ON CONFLICT (\"user_id\") DO UPDATE SET \"secret\" = excluded.\"secret\", \"created_at\" = excluded.\"created_at\" WHERE \"_ferrobase_mfa\".\"confirmed\" = 0",
+        )?
+        .execute(params![user_id, secret, now])?
+        > 0)
+}
+
+pub(crate) fn confirm_mfa(
+    conn: &Connection,
+    user_id: &str,
+    step: i64,
+    recovery: &[String],
+) -> Result<bool, StoreError> {
+    let confirmed = conn
+        .prepare_cached(
+            "UPDATE \"_ferrobase_mfa\" SET \"confirmed\" = 1, \"last_step\" = ? WHERE \"user_id\" = ? AND \"confirmed\" = 0 AND \"last_step\" < ?",
+        )?
+        .execute(params![step, user_id, step])?
+        > 0;
+    if confirmed {
+        conn.prepare_cached("DELETE FROM \"_ferrobase_recovery_codes\" WHERE \"user_id\" = ?")?
+            .execute(params![user_id])?;
+        let mut insert = conn.prepare_cached(
+            "INSERT INTO \"_ferrobase_recovery_codes\" (\"user_id\", \"code_hash\", \"used_at\") VALUES (?, ?, NULL)",
+        )?;
+        for hash in recovery {
+            insert.execute(params![user_id, hash])?;
+        }
+    }
+    Ok(confirmed)
+}
+
+pub(crate) fn use_mfa_step(
+    conn: &Connection,
+    user_id: &str,
+    step: i64,
+) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE \"_ferrobase_mfa\" SET \"last_step\" = ? WHERE \"user_id\" = ? AND \"confirmed\" = 1 AND \"last_step\" < ?",
+        )?
+        .execute(params![step, user_id, step])?
+        > 0)
+}
+
+pub(crate) fn use_recovery_code(
+    conn: &Connection,
+    user_id: &str,
+    hash: &str,
+    now: &str,
+) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "UPDATE \"_ferrobase_recovery_codes\" SET \"used_at\" = ? WHERE \"user_id\" = ? AND \"code_hash\" = ? AND \"used_at\" IS NULL",
+        )?
+        .execute(params![now, user_id, hash])?
+        > 0)
+}
+
+pub(crate) fn delete_mfa(conn: &Connection, user_id: &str) -> Result<bool, StoreError> {
+    conn.prepare_cached("DELETE FROM \"_ferrobase_recovery_codes\" WHERE \"user_id\" = ?")?
+        .execute(params![user_id])?;
+    Ok(conn
+        .prepare_cached("DELETE FROM \"_ferrobase_mfa\" WHERE \"user_id\" = ?")?
+        .execute(params![user_id])?
         > 0)
 }

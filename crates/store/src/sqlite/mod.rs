@@ -584,6 +584,60 @@ impl crate::SessionStore for SqliteStore {
         })
     }
 
+    fn mfa(&self, user_id: String) -> Fut<'_, Result<Option<crate::MfaRow>, StoreError>> {
+        Box::pin(async move { self.read(move |conn, _| auth::mfa(conn, &user_id)).await })
+    }
+
+    fn begin_mfa(
+        &self,
+        user_id: String,
+        secret: String,
+        now: String,
+    ) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            self.write(move |tx, _| auth::begin_mfa(tx, &user_id, &secret, &now))
+                .await
+        })
+    }
+
+    fn confirm_mfa(
+        &self,
+        user_id: String,
+        step: i64,
+        recovery: Vec<String>,
+    ) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            self.write(move |tx, _| auth::confirm_mfa(tx, &user_id, step, &recovery))
+                .await
+        })
+    }
+
+    fn use_mfa_step(&self, user_id: String, step: i64) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            self.write(move |tx, _| auth::use_mfa_step(tx, &user_id, step))
+                .await
+        })
+    }
+
+    fn use_recovery_code(
+        &self,
+        user_id: String,
+        hash: String,
+        now: String,
+    ) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            self.write(move |tx, _| auth::use_recovery_code(tx, &user_id, &hash, &now))
+                .await
+        })
+    }
+
+    fn delete_mfa(&self, user_id: String) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            self.write(move |tx, _| auth::delete_mfa(tx, &user_id))
+                .await
+        })
+    }
+
     fn api_key(&self, id: String) -> Fut<'_, Result<Option<ApiKeyRow>, StoreError>> {
         Box::pin(async move { self.read(move |conn, _| auth::api_key(conn, &id)).await })
     }

@@ -1,0 +1,10 @@
+//! `mfa.rs` on PostgreSQL: the same test bodies, another store.
+
+use ferrobase_testkit::Backend;
+
+fn backend() -> Backend {
+    Backend::Postgres
+}
+
+#[path = "mfa.rs"]
+mod cases;

@@ -158,7 +158,7 @@ fn totp_sign_in_in_two_steps_with_codes_used_once() {
     let r = confirm(&wrong);
     assert_eq!(
         (r.status, r.code().as_str()),
-        (401, "INVALID_CODE"),
+        (401, "INVALID_CREDENTIALS"),
         "{}",
         r.text
     );
@@ -183,7 +183,7 @@ fn totp_sign_in_in_two_steps_with_codes_used_once() {
     );
     let pending = step["mfaToken"].as_str().expect("mfaToken").to_owned();
     let r = verify(s, &pending, &code(t0));
-    assert_eq!(r.code(), "INVALID_CODE", "a reused step: {}", r.text);
+    assert_eq!(r.code(), "INVALID_CREDENTIALS", "a reused step: {}", r.text);
 
     // The next step's code passes, once.
     let t1 = clock.advance(30.0);
@@ -197,7 +197,7 @@ fn totp_sign_in_in_two_steps_with_codes_used_once() {
         .to_owned();
     assert_eq!(
         verify(s, &again, &code(t1)).code(),
-        "INVALID_CODE",
+        "INVALID_CREDENTIALS",
         "reused"
     );
 
@@ -206,7 +206,7 @@ fn totp_sign_in_in_two_steps_with_codes_used_once() {
     let s = &clock.server;
     assert_eq!(
         verify(s, &again, &code(t3 - 60)).code(),
-        "INVALID_CODE",
+        "INVALID_CREDENTIALS",
         "two steps back"
     );
     let r = verify(s, &again, &code(t3 - 30));
@@ -225,7 +225,7 @@ fn totp_sign_in_in_two_steps_with_codes_used_once() {
         .to_owned();
     assert_eq!(
         verify(s, &pending, &recovery[0]).code(),
-        "INVALID_CODE",
+        "INVALID_CREDENTIALS",
         "used"
     );
 
@@ -283,7 +283,7 @@ fn totp_sign_in_in_two_steps_with_codes_used_once() {
     };
     assert_eq!(
         off(json!({"password": "not it at all"})).code(),
-        "INVALID_CODE"
+        "INVALID_CREDENTIALS"
     );
     assert_eq!(off(json!({})).code(), "VALIDATION_FAILED");
     let r = off(json!({"password": PASSWORD}));

@@ -249,6 +249,62 @@ pub(crate) fn object(props: Value, required: &[&str]) -> Value {
     json!({ "type": "object", "properties": props, "required": required, "additionalProperties": false })
 }
 
+/// `/api/v1/auth/mfa/*`: TOTP and the sign-in's second step.
+fn mfa_paths(paths: &mut Map<String, Value>) {
+    let code = json!({ "type": "string", "description": "a 6-digit TOTP code, or a recovery code (xxxxx-xxxxx)" });
+    let mut begin = post(
+        "begin_totp",
+        "auth",
+        "Set up TOTP: a new secret and its otpauth:// URI, to confirm with a first code",
+        None,
+        (
+            "200",
+            ok(
+                "The secret (base32) and the URI an authenticator app scans.",
+                data(object(
+                    json!({ "secret": { "type": "string" }, "uri": { "type": "string" } }),
+                    &["secret", "uri"],
+                )),
+            ),
+        ),
+        &["401", "403", "409"],
+    );
+    begin.as_object_mut().map(|o| o.remove("requestBody"));
+    let mut disable = post(
+        "disable_totp",
+        "auth",
+        "Turn TOTP off, with a current code or the password",
+        Some(object(
+            json!({ "code": code.clone(), "password": { "type": "string" } }),
+            &[],
+        )),
+        ("204", json!({ "description": "TOTP is off." })),
+        &["400", "401", "403", "404", "413", "415"],
+    );
+    disable["operationId"] = json!("disable_totp");
+    paths.insert(
+        "/api/v1/auth/mfa/totp".into(),
+        json!({ "post": begin, "delete": disable }),
+    );
+    paths.insert(
+        "/api/v1/auth/mfa/totp/confirm".into(),
+        json!({ "post": post("confirm_totp", "auth", "Turn TOTP on with a first code; answers the ten recovery codes (shown once)",
+            Some(object(json!({ "code": code.clone() }), &["code"])),
+            ("200", ok("TOTP is on.", data(object(json!({ "recoveryCodes": {
+                "type": "array", "items": { "type": "string" }, "minItems": 10, "maxItems": 10
+            } }), &["recoveryCodes"])))),
+            &["400", "401", "403", "404", "409", "413", "415"]) }),
+    );
+    paths.insert(
+        "/api/v1/auth/mfa/verify".into(),
+        json!({ "post": post("verify_mfa", "auth", "Finish a sign-in with a TOTP code or a recovery code",
+            Some(object(json!({ "mfaToken": { "type": "string" }, "code": code }), &["mfaToken", "code"])),
+            ("200", ok("Signed in: tokens, or a cookie session with its CSRF token.",
+                json!({ "anyOf": [reference("TokenPair"), reference("CookieSession")] }))),
+            &["400", "401", "413", "415"]) }),
+    );
+}
+
 fn auth_paths(paths: &mut Map<String, Value>) {
     let users = ferrobase_schema::USERS;
     let body_errors = ["400", "401", "413", "415"];
@@ -267,10 +323,11 @@ fn auth_paths(paths: &mut Map<String, Value>) {
                 "password": { "type": "string" },
                 "session": { "type": "string", "enum": ["cookie"], "description": "set a cookie session instead of returning tokens" }
             }), &["email", "password"])),
-            ("200", ok("Signed in: tokens, or a cookie session with its CSRF token.",
-                json!({ "anyOf": [reference("TokenPair"), reference("CookieSession")] }))),
+            ("200", ok("Signed in: tokens, or a cookie session with its CSRF token; or, with a second factor on, the token of the code step.",
+                json!({ "anyOf": [reference("TokenPair"), reference("CookieSession"), reference("MfaRequired")] }))),
             &body_errors) }),
     );
+    mfa_paths(paths);
     paths.insert(
         "/api/v1/auth/refresh".into(),
         json!({ "post": post("refresh", "auth", "Trade a refresh token for a new pair (the old one dies; reuse revokes the family)",

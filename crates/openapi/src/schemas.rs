@@ -345,6 +345,19 @@ pub(crate) fn components(schema: &Schema) -> Value {
         })),
     );
     schemas.insert(
+        "MfaRequired".into(),
+        data(json!({
+            "type": "object",
+            "description": "The password was right and a second factor is on: finish at POST /api/v1/auth/mfa/verify within five minutes",
+            "properties": {
+                "mfaRequired": { "type": "boolean", "enum": [true] },
+                "mfaToken": { "type": "string" }
+            },
+            "required": ["mfaRequired", "mfaToken"],
+            "additionalProperties": false
+        })),
+    );
+    schemas.insert(
         "CookieSession".into(),
         data(json!({
             "type": "object",

@@ -24,7 +24,7 @@ const ISSUER: &str = "ferrobase";
 fn wrong_code() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
-        "INVALID_CODE",
+        "INVALID_CREDENTIALS",
         "the code is not valid (or was used already)",
     )
 }

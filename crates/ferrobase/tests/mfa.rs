@@ -171,6 +171,11 @@ fn totp_sign_in_in_two_steps_with_codes_used_once() {
         .map(|c| c.as_str().expect("code").to_owned())
         .collect();
     assert_eq!(recovery.len(), 10);
+    let status = send(s, Some(&token), "GET", "/api/v1/auth/mfa", None).json();
+    assert_eq!(
+        status["data"],
+        json!({"totp": "on", "recoveryCodesLeft": 10})
+    );
     let r = send(s, Some(&token), "POST", "/api/v1/auth/mfa/totp", None);
     assert_eq!(r.status, 409, "on already: {}", r.text);
 
@@ -228,6 +233,8 @@ fn totp_sign_in_in_two_steps_with_codes_used_once() {
         "INVALID_CREDENTIALS",
         "used"
     );
+    let status = send(s, Some(&token), "GET", "/api/v1/auth/mfa", None).json();
+    assert_eq!(status["data"]["recoveryCodesLeft"], 9);
 
     // The step's token lasts five minutes.
     let late = login(s, "ann@example.com")["mfaToken"]

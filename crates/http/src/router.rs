@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/auth/mfa/totp",
             post(mfa::begin).delete(mfa::disable),
         )
+        .route("/api/v1/auth/mfa", get(mfa::status))
         .route("/api/v1/auth/mfa/totp/confirm", post(mfa::confirm))
         .route("/api/v1/auth/mfa/verify", post(mfa::verify))
         .route(

@@ -287,6 +287,17 @@ fn mfa_paths(paths: &mut Map<String, Value>) {
         json!({ "post": begin, "delete": disable }),
     );
     paths.insert(
+        "/api/v1/auth/mfa".into(),
+        json!({ "get": {
+            "operationId": "mfa_status", "tags": ["auth"], "summary": "The caller's second factors",
+            "responses": with_errors(Map::from_iter([("200".to_owned(), ok("TOTP's state and the recovery codes left.",
+                data(object(json!({
+                    "totp": { "type": "string", "enum": ["off", "pending", "on"] },
+                    "recoveryCodesLeft": { "type": "integer", "minimum": 0 }
+                }), &["totp", "recoveryCodesLeft"]))))]), &["401", "403"])
+        } }),
+    );
+    paths.insert(
         "/api/v1/auth/mfa/totp/confirm".into(),
         json!({ "post": post("confirm_totp", "auth", "Turn TOTP on with a first code; answers the ten recovery codes (shown once)",
             Some(object(json!({ "code": code.clone() }), &["code"])),

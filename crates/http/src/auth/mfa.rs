@@ -86,6 +86,25 @@ fn body_code(body: &mut Map<String, Value>) -> Result<String, ApiError> {
     required_string(body, "code")
 }
 
+/// `GET /api/v1/auth/mfa`: the caller's second factors: TOTP `off`, `pending` (set up,
+/// not confirmed) or `on`, and how many recovery codes are left.
+pub(crate) async fn status(
+    State(state): State<AppState>,
+    Extension(identity): Extension<Identity>,
+) -> Result<Response, ApiError> {
+    let caller = identity.caller().ok_or_else(ApiError::unauthorized)?;
+    let row = state.store.sessions().mfa(caller.id.clone()).await?;
+    let (totp, left) = match row {
+        None => ("off", 0),
+        Some(m) if !m.confirmed => ("pending", 0),
+        Some(m) => ("on", m.recovery_left),
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "data": { "totp": totp, "recoveryCodesLeft": left } }),
+    ))
+}
+
 /// `POST /api/v1/auth/mfa/totp`: a new secret and its `otpauth://` URI, to confirm with
 /// a first code. Starting again replaces an unconfirmed secret; a confirmed one must be
 /// turned off first.

@@ -87,22 +87,39 @@ pub fn new_recovery_codes() -> Vec<String> {
         .collect()
 }
 
-/// Whether a text is shaped like a recovery code (rather than a TOTP code).
+/// Whether a text is shaped like a recovery code (ten characters) rather than a TOTP
+/// code (six digits).
 pub fn looks_like_recovery_code(code: &str) -> bool {
-    let bare: String = code.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    bare.len() == 10 && bare.chars().any(|c| c.is_ascii_alphabetic())
+    code.chars().filter(|c| c.is_ascii_alphanumeric()).count() == 10
 }
 
-/// The stored form of a recovery code: hex SHA-256 of its characters, lower-cased,
-/// dashes and spaces ignored (50 random bits and single use make a fast hash enough).
-pub fn recovery_hash(code: &str) -> String {
+/// The stored form of `user`'s recovery code: an HMAC-SHA256 under a key derived from
+/// the deployment's secret, over the user and the code's characters (lower-cased, dashes
+/// and spaces ignored), so a copy of the database alone cannot be searched for codes.
+pub fn recovery_hash(key: &[u8; 32], user: &str, code: &str) -> String {
     let bare: String = code
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .map(|c| c.to_ascii_lowercase())
         .collect();
-    Sha256::digest(bare.as_bytes())
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    mac.update(b"recovery:");
+    mac.update(user.as_bytes());
+    mac.update(b":");
+    mac.update(bare.as_bytes());
+    mac.finalize()
+        .into_bytes()
         .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What an MFA token is bound to: the password (its stored hash) and the TOTP secret at
+/// the password step. Changing either refuses the tokens handed out before.
+pub fn binding(password_hash: &str, totp_secret: &str) -> String {
+    Sha256::digest(format!("{password_hash}\u{0}{totp_secret}").as_bytes())
+        .iter()
+        .take(12)
         .map(|b| format!("{b:02x}"))
         .collect()
 }
@@ -117,6 +134,8 @@ pub struct PendingSignIn {
     pub cookie: bool,
     /// Unix seconds after which the token is refused.
     pub expires: i64,
+    /// [`binding`] at the password step.
+    pub binding: String,
 }
 
 /// Why an MFA token is refused.
@@ -158,10 +177,11 @@ impl MfaTokens {
     /// A token for `pending`.
     pub fn issue(&self, pending: &PendingSignIn) -> String {
         let payload = format!(
-            "{}.{}.{}",
+            "{}.{}.{}.{}",
             pending.user_id,
             u8::from(pending.cookie),
-            pending.expires
+            pending.expires,
+            pending.binding
         );
         let payload = URL_SAFE_NO_PAD.encode(payload);
         let sig = self.mac(&payload);
@@ -179,8 +199,9 @@ impl MfaTokens {
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
             .ok_or(MfaTokenError::Invalid)?;
-        let mut parts = text.split('.');
-        let (Some(user_id), Some(cookie), Some(expires), None) =
+        // From the right: the user id is whatever is left.
+        let mut parts = text.rsplitn(4, '.');
+        let (Some(binding), Some(expires), Some(cookie), Some(user_id)) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(MfaTokenError::Invalid);
@@ -193,6 +214,7 @@ impl MfaTokens {
             user_id: user_id.to_owned(),
             cookie: cookie == "1",
             expires,
+            binding: binding.to_owned(),
         })
     }
 }
@@ -254,21 +276,40 @@ mod tests {
         assert_eq!(unique.len(), RECOVERY_CODES);
         let code = &codes[0];
         assert!(looks_like_recovery_code(code));
-        assert!(!looks_like_recovery_code("123456"));
-        assert_eq!(
-            recovery_hash(code),
-            recovery_hash(&code.replace('-', " ").to_uppercase())
+        assert!(
+            looks_like_recovery_code("23456-78923"),
+            "all digits, still ten"
         );
-        assert_ne!(recovery_hash(code), recovery_hash(&codes[1]));
+        assert!(!looks_like_recovery_code("123456"));
+        let key = [3; 32];
+        assert_eq!(
+            recovery_hash(&key, "u1", code),
+            recovery_hash(&key, "u1", &code.replace('-', " ").to_uppercase())
+        );
+        assert_ne!(
+            recovery_hash(&key, "u1", code),
+            recovery_hash(&key, "u1", &codes[1])
+        );
+        assert_ne!(
+            recovery_hash(&key, "u1", code),
+            recovery_hash(&key, "u2", code),
+            "per user"
+        );
+        assert_ne!(
+            recovery_hash(&key, "u1", code),
+            recovery_hash(&[4; 32], "u1", code),
+            "keyed"
+        );
     }
 
     #[test]
     fn mfa_tokens_are_signed_and_expire() {
         let tokens = MfaTokens::new([7; 32]);
         let pending = PendingSignIn {
-            user_id: "0190a5b4-1c2d-7e3f-8a9b-0c1d2e3f4a5b".into(),
+            user_id: "0190a5b4-1c2d.7e3f-8a9b-0c1d2e3f4a5b".into(),
             cookie: true,
             expires: 1000,
+            binding: binding("$argon2id$...", "JBSWY3DP"),
         };
         let token = tokens.issue(&pending);
         assert_eq!(tokens.verify(&token, 999), Ok(pending));

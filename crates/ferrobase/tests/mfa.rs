@@ -128,6 +128,10 @@ fn totp_sign_in_in_two_steps_with_codes_used_once() {
         .as_str()
         .expect("token")
         .to_owned();
+    let refresh = r.json()["data"]["refreshToken"]
+        .as_str()
+        .expect("refresh")
+        .to_owned();
     let (mut clock, t0) = Clock::start(s);
     let s = &clock.server;
 
@@ -176,6 +180,15 @@ fn totp_sign_in_in_two_steps_with_codes_used_once() {
         status["data"],
         json!({"totp": "on", "recoveryCodesLeft": 10})
     );
+    // What signed in with the password alone is over: the refresh token from before.
+    let r = send(
+        s,
+        None,
+        "POST",
+        "/api/v1/auth/refresh",
+        Some(json!({"refreshToken": refresh})),
+    );
+    assert_eq!(r.status, 401, "{}", r.text);
     let r = send(s, Some(&token), "POST", "/api/v1/auth/mfa/totp", None);
     assert_eq!(r.status, 409, "on already: {}", r.text);
 
@@ -337,4 +350,52 @@ fn code_guesses_are_throttled() {
     assert_eq!(statuses[11], 429, "{statuses:?}");
     // Even the right code waits now.
     assert_eq!(verify(s, &pending, &mfa::code_at(&secret, t0)).status, 429);
+}
+#[test]
+fn a_password_change_ends_sign_ins_waiting_for_their_code() {
+    let s = project().serve(BIN);
+    let r = send(
+        &s,
+        None,
+        "POST",
+        "/api/v1/auth/register",
+        Some(json!({"email": "cy@example.com", "password": PASSWORD})),
+    );
+    let token = r.json()["data"]["accessToken"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let (mut clock, t0) = Clock::start(s);
+    let s = &clock.server;
+    let setup = send(s, Some(&token), "POST", "/api/v1/auth/mfa/totp", None).json();
+    let secret =
+        mfa::decode_secret(setup["data"]["secret"].as_str().expect("secret")).expect("base32");
+    let r = send(
+        s,
+        Some(&token),
+        "POST",
+        "/api/v1/auth/mfa/totp/confirm",
+        Some(json!({"code": mfa::code_at(&secret, t0)})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let pending = login(s, "cy@example.com")["mfaToken"]
+        .as_str()
+        .expect("t")
+        .to_owned();
+    let r = send(
+        s,
+        Some(&token),
+        "POST",
+        "/api/v1/auth/password",
+        Some(json!({"currentPassword": PASSWORD, "newPassword": "another good passphrase"})),
+    );
+    assert_eq!(r.status, 204, "{}", r.text);
+    let t1 = clock.advance(30.0);
+    let r = verify(&clock.server, &pending, &mfa::code_at(&secret, t1));
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (401, "UNAUTHORIZED"),
+        "{}",
+        r.text
+    );
 }

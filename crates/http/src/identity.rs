@@ -383,7 +383,10 @@ async fn identify(
     {
         let signing_in_or_out = matches!(
             path,
-            "/api/v1/auth/login" | "/api/v1/auth/logout" | "/api/v1/auth/register"
+            "/api/v1/auth/login"
+                | "/api/v1/auth/logout"
+                | "/api/v1/auth/register"
+                | "/api/v1/auth/mfa/verify"
         );
         check_csrf(state, headers, session_id, !signing_in_or_out)?;
     }

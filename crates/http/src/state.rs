@@ -48,6 +48,8 @@ pub struct App {
     pub jwt: JwtKeys,
     /// Signs and verifies the tokens of sign-ins waiting for their second factor.
     pub mfa_tokens: ferrobase_auth::mfa::MfaTokens,
+    /// Keys the stored hashes of recovery codes.
+    pub recovery_key: [u8; 32],
     /// Password hashing.
     pub passwords: Passwords,
     /// Key of session CSRF tokens.
@@ -269,6 +271,7 @@ impl AppState {
         Self(Arc::new(App {
             jwt: JwtKeys::derive(&secret, previous),
             mfa_tokens: ferrobase_auth::mfa::MfaTokens::new(secret.derive("mfa")),
+            recovery_key: secret.derive("recovery-codes"),
             csrf_keys: std::iter::once(secret.derive("csrf"))
                 .chain(previous.map(|s| s.derive("csrf")))
                 .collect(),

@@ -164,9 +164,11 @@ pub trait SessionStore: Send + Sync {
 
     /// Turns TOTP on at the first code's `step`, with the recovery codes' hashes;
     /// `false` when it was on already.
+    /// (Only while the secret is still `secret`: the one the code was checked against.)
     fn confirm_mfa(
         &self,
         user_id: String,
+        secret: String,
         step: i64,
         recovery: Vec<String>,
     ) -> Fut<'_, Result<bool, StoreError>>;

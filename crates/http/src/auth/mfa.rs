@@ -14,7 +14,7 @@ use super::session::{blocking_verify_password, sign_in};
 use super::{rate_limited, required_string};
 use crate::error::ApiError;
 use crate::extract::JsonObject;
-use crate::identity::{Caller, Identity, Via, cookie, cookie_name};
+use crate::identity::{Caller, Identity, Via, client_key, cookie, cookie_name};
 use crate::records::json_response;
 use crate::state::AppState;
 
@@ -40,21 +40,26 @@ fn person(identity: &Identity) -> Result<&Caller, ApiError> {
     Ok(caller)
 }
 
-/// Counts a code attempt for `user`: `Err` is the 429 once the user's attempts are spent.
-async fn throttle(state: &AppState, user: &str) -> Result<String, Response> {
-    let key = format!("mfa:{user}");
+/// Counts a code attempt for `user` from `address`, as login counts passwords: a low
+/// limit per user and address, a higher one per user (so nobody locks a user out from
+/// one address). `Err` is the 429 once either is spent; `Ok` the keys to forgive.
+async fn throttle(state: &AppState, user: &str, address: &str) -> Result<[String; 2], Response> {
+    let keys = [format!("mfa:{user}|{address}"), format!("mfa:{user}")];
     let now = state.clock.now().unix_timestamp();
-    match state.pair_throttle.hit(&key, now).await {
-        Ok(()) => Ok(key),
-        Err(wait) => Err(rate_limited(wait)),
+    if let Err(wait) = state.pair_throttle.hit(&keys[0], now).await {
+        return Err(rate_limited(wait));
     }
+    if let Err(wait) = state.account_throttle.hit(&keys[1], now).await {
+        state.pair_throttle.forgive(&keys[0], now).await;
+        return Err(rate_limited(wait));
+    }
+    Ok(keys)
 }
 
-async fn forgive(state: &AppState, key: &str) {
-    state
-        .pair_throttle
-        .forgive(key, state.clock.now().unix_timestamp())
-        .await;
+async fn forgive(state: &AppState, keys: &[String; 2]) {
+    let now = state.clock.now().unix_timestamp();
+    state.pair_throttle.forgive(&keys[0], now).await;
+    state.account_throttle.forgive(&keys[1], now).await;
 }
 
 /// Whether `code` is a valid TOTP code (whose step is then spent) or an unused recovery
@@ -66,8 +71,9 @@ async fn spend_code(state: &AppState, user: &str, code: &str) -> Result<bool, Ap
     };
     if mfa::looks_like_recovery_code(code) {
         let now = format_datetime(state.clock.now());
+        let hash = mfa::recovery_hash(&state.recovery_key, user, code);
         return Ok(sessions
-            .use_recovery_code(user.to_owned(), mfa::recovery_hash(code), now)
+            .use_recovery_code(user.to_owned(), hash, now)
             .await?);
     }
     let Some(secret) = mfa::decode_secret(&row.secret) else {
@@ -159,6 +165,7 @@ pub(crate) async fn confirm(
     req: Request,
 ) -> Result<Response, ApiError> {
     let caller = person(&identity)?;
+    let address = client_key(&state, &req);
     let JsonObject(mut body) = JsonObject::from_request(req, &state).await?;
     let code = body_code(&mut body)?;
     let sessions = state.store.sessions();
@@ -174,7 +181,7 @@ pub(crate) async fn confirm(
             "TOTP is on already",
         ));
     }
-    let key = match throttle(&state, &caller.id).await {
+    let key = match throttle(&state, &caller.id, &address).await {
         Ok(key) => key,
         Err(refused) => return Ok(refused),
     };
@@ -184,10 +191,14 @@ pub(crate) async fn confirm(
         return Err(wrong_code());
     };
     let codes = mfa::new_recovery_codes();
-    let hashes = codes.iter().map(|c| mfa::recovery_hash(c)).collect();
+    let hashes = codes
+        .iter()
+        .map(|c| mfa::recovery_hash(&state.recovery_key, &caller.id, c))
+        .collect();
     let confirmed = sessions
         .confirm_mfa(
             caller.id.clone(),
+            row.secret.clone(),
             i64::try_from(step).unwrap_or(i64::MAX),
             hashes,
         )
@@ -196,6 +207,11 @@ pub(crate) async fn confirm(
         return Err(wrong_code());
     }
     forgive(&state, &key).await;
+    // Whatever signed in with the password alone (sessions, refresh tokens) ends: from
+    // now on a sign-in takes a code. API keys stay: they are credentials of their own.
+    sessions
+        .revoke_user(caller.id.clone(), format_datetime(state.clock.now()))
+        .await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({ "data": { "recoveryCodes": codes } }),
@@ -209,8 +225,9 @@ pub(crate) async fn disable(
     req: Request,
 ) -> Result<Response, ApiError> {
     let caller = person(&identity)?;
+    let address = client_key(&state, &req);
     let JsonObject(mut body) = JsonObject::from_request(req, &state).await?;
-    let key = match throttle(&state, &caller.id).await {
+    let key = match throttle(&state, &caller.id, &address).await {
         Ok(key) => key,
         Err(refused) => return Ok(refused),
     };
@@ -249,6 +266,7 @@ pub(crate) async fn verify(
         req.headers(),
         cookie_name(state.settings.auth.cookie_secure),
     );
+    let address = client_key(&state, &req);
     let JsonObject(mut body) = JsonObject::from_request(req, &state).await?;
     let token = required_string(&mut body, "mfaToken")?;
     let code = body_code(&mut body)?;
@@ -267,7 +285,37 @@ pub(crate) async fn verify(
             },
         )
     })?;
-    let key = match throttle(&state, &pending.user_id).await {
+    // The password and the TOTP secret must be those of the password step: changing
+    // either ends sign-ins half done.
+    let (res, users) = state.users();
+    let user = state
+        .store
+        .records()
+        .get(res, pending.user_id.clone(), None)
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
+    let password_hash = users
+        .fields
+        .iter()
+        .position(|f| f.name == "password_hash")
+        .and_then(|i| user.values[i].as_str())
+        .unwrap_or_default();
+    let secret = state
+        .store
+        .sessions()
+        .mfa(pending.user_id.clone())
+        .await?
+        .filter(|m| m.confirmed)
+        .map(|m| m.secret)
+        .unwrap_or_default();
+    if mfa::binding(password_hash, &secret) != pending.binding {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "the password or the second factor changed since; sign in again",
+        ));
+    }
+    let key = match throttle(&state, &pending.user_id, &address).await {
         Ok(key) => key,
         Err(refused) => return Ok(refused),
     };
@@ -275,12 +323,5 @@ pub(crate) async fn verify(
         return Err(wrong_code());
     }
     forgive(&state, &key).await;
-    let (res, _) = state.users();
-    let user = state
-        .store
-        .records()
-        .get(res, pending.user_id.clone(), None)
-        .await?
-        .ok_or_else(ApiError::unauthorized)?;
     sign_in(&state, &user, pending.cookie, replaced).await
 }

@@ -188,8 +188,14 @@ pub(crate) async fn login(
             "confirm your email address first (POST /api/v1/auth/verify-email/request sends the link again)",
         ));
     }
+    // The stored hash as it is after this sign-in (an MFA token is bound to it).
+    let mut current_hash = hash_index
+        .and_then(|i| user.values[i].as_str())
+        .unwrap_or_default()
+        .to_owned();
     if verified.needs_rehash {
         let hash = hash_password(&state, password).await?;
+        current_hash.clone_from(&hash);
         state.records.set_password_hash(&user.id, hash).await?;
     }
     // With a second factor on, the password step only earns a short-lived token for the
@@ -201,6 +207,7 @@ pub(crate) async fn login(
             user_id: user.id.clone(),
             cookie: cookie_session,
             expires: now_unix + ferrobase_auth::mfa::MFA_TOKEN_TTL_SECS,
+            binding: ferrobase_auth::mfa::binding(&current_hash, &mfa.secret),
         };
         return Ok(json_response(
             StatusCode::OK,

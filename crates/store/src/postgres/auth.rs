@@ -290,14 +290,15 @@ pub(crate) async fn begin_mfa(
 pub(crate) async fn confirm_mfa(
     conn: &impl Conn,
     user_id: &str,
+    secret: &str,
     step: i64,
     recovery: &[String],
 ) -> Result<bool, StoreError> {
     let step = step.to_string();
     let rows = conn
         .rows((
-            "UPDATE \"_ferrobase_mfa\" SET \"confirmed\" = true, \"last_step\" = CAST($1 AS bigint) WHERE \"user_id\" = CAST($2 AS uuid) AND NOT \"confirmed\" AND \"last_step\" < CAST($1 AS bigint) RETURNING 1".into(),
-            v(&[&step, user_id]),
+            "UPDATE \"_ferrobase_mfa\" SET \"confirmed\" = true, \"last_step\" = CAST($1 AS bigint) WHERE \"user_id\" = CAST($2 AS uuid) AND \"secret\" = $3 AND NOT \"confirmed\" AND \"last_step\" < CAST($1 AS bigint) RETURNING 1".into(),
+            v(&[&step, user_id, secret]),
         ))
         .await?;
     if rows.is_empty() {

@@ -549,11 +549,12 @@ impl crate::SessionStore for PgStore {
     fn confirm_mfa(
         &self,
         user_id: String,
+        secret: String,
         step: i64,
         recovery: Vec<String>,
     ) -> Fut<'_, Result<bool, StoreError>> {
         Box::pin(async move {
-            write!(self, tx => auth::confirm_mfa(tx, &user_id, step, &recovery).await)
+            write!(self, tx => auth::confirm_mfa(tx, &user_id, &secret, step, &recovery).await)
         })
     }
 

@@ -258,14 +258,15 @@ pub(crate) fn begin_mfa(
 pub(crate) fn confirm_mfa(
     conn: &Connection,
     user_id: &str,
+    secret: &str,
     step: i64,
     recovery: &[String],
 ) -> Result<bool, StoreError> {
     let confirmed = conn
         .prepare_cached(
-            "UPDATE \"_ferrobase_mfa\" SET \"confirmed\" = 1, \"last_step\" = ? WHERE \"user_id\" = ? AND \"confirmed\" = 0 AND \"last_step\" < ?",
+            "UPDATE \"_ferrobase_mfa\" SET \"confirmed\" = 1, \"last_step\" = ? WHERE \"user_id\" = ? AND \"secret\" = ? AND \"confirmed\" = 0 AND \"last_step\" < ?",
         )?
-        .execute(params![step, user_id, step])?
+        .execute(params![step, user_id, secret, step])?
         > 0;
     if confirmed {
         conn.prepare_cached("DELETE FROM \"_ferrobase_recovery_codes\" WHERE \"user_id\" = ?")?

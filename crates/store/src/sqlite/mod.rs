@@ -603,11 +603,12 @@ impl crate::SessionStore for SqliteStore {
     fn confirm_mfa(
         &self,
         user_id: String,
+        secret: String,
         step: i64,
         recovery: Vec<String>,
     ) -> Fut<'_, Result<bool, StoreError>> {
         Box::pin(async move {
-            self.write(move |tx, _| auth::confirm_mfa(tx, &user_id, step, &recovery))
+            self.write(move |tx, _| auth::confirm_mfa(tx, &user_id, &secret, step, &recovery))
                 .await
         })
     }

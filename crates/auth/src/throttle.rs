@@ -35,9 +35,15 @@ impl Throttle {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let window = self.window(now);
         if counts.len() >= MAX_KEYS {
-            counts.retain(|_, (w, _)| *w == window);
+            // Memory stays bounded under a flood of distinct keys, and the flood must not
+            // wipe the counts that matter: first what past windows and forgiven attempts
+            // left, then keys still below the limit; a key at its limit goes last.
+            let limit = self.limit;
+            counts.retain(|_, (w, n)| *w == window && *n > 0);
             if counts.len() >= MAX_KEYS {
-                // Memory stays bounded even under a flood of distinct keys.
+                counts.retain(|_, (_, n)| *n >= limit);
+            }
+            if counts.len() >= MAX_KEYS {
                 counts.clear();
             }
         }
@@ -74,6 +80,21 @@ mod tests {
         assert_eq!(t.hit("a", 110), Err(10));
         assert_eq!(t.hit("b", 110), Ok(()));
         assert_eq!(t.hit("a", 120), Ok(()), "new window");
+    }
+
+    #[test]
+    fn a_flood_of_keys_does_not_free_a_blocked_one() {
+        let t = Throttle::new(3, 60);
+        for _ in 0..3 {
+            assert_eq!(t.hit("victim", 100), Ok(()));
+        }
+        assert!(t.hit("victim", 100).is_err());
+        for i in 0..MAX_KEYS + 10 {
+            let key = format!("flood{i}");
+            let _ = t.hit(&key, 101);
+            t.forgive(&key);
+        }
+        assert!(t.hit("victim", 102).is_err(), "still blocked");
     }
 
     #[test]

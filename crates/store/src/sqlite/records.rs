@@ -266,18 +266,23 @@ impl Plans {
         let (sql, values) = statement.build(SqliteQueryBuilder);
         let mut stmt = conn.prepare_cached(&sql)?;
         let mut rows = stmt.query(params_from_iter(values.into_iter().map(sql_value)))?;
+        let own = crate::common::expected_columns(resource).len();
+        let widths: Vec<usize> = resources
+            .iter()
+            .map(|t| crate::common::expected_columns(t).len())
+            .collect();
         let mut records = Vec::new();
         let mut joined = Vec::new();
         while let Some(row) = rows.next()? {
             records.push(Self::decode_row(resource, plan, row)?);
-            let mut at = crate::common::expected_columns(resource).len();
+            let mut at = own;
             let mut found = Vec::with_capacity(targets.len());
-            for (target, target_plan) in &targets {
+            for ((target, target_plan), width) in targets.iter().zip(&widths) {
                 found.push(match row.get_ref(at)? {
                     rusqlite::types::ValueRef::Null => None,
                     _ => Some(Self::decode_at(target, target_plan, row, at)?),
                 });
-                at += crate::common::expected_columns(target).len();
+                at += width;
             }
             joined.push(found);
         }

@@ -11,7 +11,7 @@ use ferrobase_schema::validate::format_datetime;
 use serde_json::{Map, Value, json};
 
 use super::session::{blocking_verify_password, sign_in};
-use super::{rate_limited, required_string};
+use super::{rate_limited, required_string, user_record, user_text};
 use crate::error::ApiError;
 use crate::extract::JsonObject;
 use crate::identity::{Caller, Identity, Via, client_key, cookie, cookie_name};
@@ -119,18 +119,8 @@ pub(crate) async fn begin(
     Extension(identity): Extension<Identity>,
 ) -> Result<Response, ApiError> {
     let caller = person(&identity)?;
-    let (res, users) = state.users();
-    let user = state
-        .store
-        .records()
-        .get(res, caller.id.clone(), None)
-        .await?
-        .ok_or_else(ApiError::unauthorized)?;
-    let email = users
-        .fields
-        .iter()
-        .position(|f| f.name == "email")
-        .and_then(|i| user.values[i].as_str())
+    let user = user_record(&state, &caller.id).await?;
+    let email = user_text(&state, &user, "email")
         .unwrap_or_default()
         .to_owned();
     let secret = mfa::new_secret();
@@ -287,19 +277,8 @@ pub(crate) async fn verify(
     })?;
     // The password and the TOTP secret must be those of the password step: changing
     // either ends sign-ins half done.
-    let (res, users) = state.users();
-    let user = state
-        .store
-        .records()
-        .get(res, pending.user_id.clone(), None)
-        .await?
-        .ok_or_else(ApiError::unauthorized)?;
-    let password_hash = users
-        .fields
-        .iter()
-        .position(|f| f.name == "password_hash")
-        .and_then(|i| user.values[i].as_str())
-        .unwrap_or_default();
+    let user = user_record(&state, &pending.user_id).await?;
+    let password_hash = user_text(&state, &user, "password_hash").unwrap_or_default();
     let secret = state
         .store
         .sessions()

@@ -49,6 +49,27 @@ pub(crate) fn rate_limited(retry_after: i64) -> Response {
     res
 }
 
+/// The stored user record `id` (401 once it is gone: its credentials are void).
+pub(crate) async fn user_record(state: &AppState, id: &str) -> Result<Record, ApiError> {
+    let (res, _) = state.users();
+    state
+        .store
+        .records()
+        .get(res, id.to_owned(), None)
+        .await?
+        .ok_or_else(ApiError::unauthorized)
+}
+
+/// A text field of a stored user record (`email`, `password_hash`), by name.
+pub(crate) fn user_text<'r>(state: &AppState, record: &'r Record, field: &str) -> Option<&'r str> {
+    let (_, users) = state.users();
+    users
+        .fields
+        .iter()
+        .position(|f| f.name == field)
+        .and_then(|i| record.values[i].as_str())
+}
+
 /// A user record as its owner sees it.
 pub(crate) fn user_json(state: &AppState, record: &Record, role: &str) -> Result<Value, ApiError> {
     let (res, users) = state.users();

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::{
     issue_tokens, rate_limited, refresh_grant, required_string, role_of, token_response, user_json,
+    user_record, user_text,
 };
 use crate::error::ApiError;
 use crate::extract::JsonObject;
@@ -51,19 +52,8 @@ pub(crate) async fn blocking_verify_password(
     user: &str,
     password: String,
 ) -> Result<bool, ApiError> {
-    let (res, users) = state.users();
-    let stored = state
-        .store
-        .records()
-        .get(res, user.to_owned(), None)
-        .await?
-        .and_then(|u| {
-            users
-                .fields
-                .iter()
-                .position(|f| f.name == "password_hash")
-                .and_then(|i| u.values[i].as_str().map(str::to_owned))
-        });
+    let user = user_record(state, user).await?;
+    let stored = user_text(state, &user, "password_hash").map(str::to_owned);
     blocking_hash(state, move |p| p.verify(&password, stored.as_deref()).ok).await
 }
 
@@ -422,18 +412,8 @@ pub(crate) async fn change_password(
     let new = required_string(&mut body, "newPassword")?;
     check_length(&new)
         .map_err(|m| ApiError::validation([("newPassword".to_owned(), vec![m])].into()))?;
-    let (res, users) = state.users();
-    let user = state
-        .store
-        .records()
-        .get(res, caller.id.clone(), None)
-        .await?
-        .ok_or_else(ApiError::unauthorized)?;
-    let stored = users
-        .fields
-        .iter()
-        .position(|f| f.name == "password_hash")
-        .and_then(|i| user.values[i].as_str().map(str::to_owned));
+    let user = user_record(&state, &caller.id).await?;
+    let stored = user_text(&state, &user, "password_hash").map(str::to_owned);
     let attempts = format!("password-change:{}", caller.id);
     let now_unix = state.clock.now().unix_timestamp();
     if let Err(wait) = state.pair_throttle.hit(&attempts, now_unix).await {

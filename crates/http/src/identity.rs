@@ -381,13 +381,19 @@ async fn identify(
     if let Via::Cookie { session_id } = &caller.via
         && unsafe_method
     {
+        // Sign-in steps carry their own proof (a password, a code, a provider's state);
+        // a provider's form post back (Apple) cannot carry a CSRF token.
         let signing_in_or_out = matches!(
             path,
             "/api/v1/auth/login"
                 | "/api/v1/auth/logout"
                 | "/api/v1/auth/register"
                 | "/api/v1/auth/mfa/verify"
-        );
+                | "/api/v1/auth/oauth/exchange"
+                | "/api/v1/auth/passkeys/login/start"
+                | "/api/v1/auth/passkeys/login/finish"
+        ) || (path.starts_with("/api/v1/auth/oauth/")
+            && path.ends_with("/callback"));
         check_csrf(state, headers, session_id, !signing_in_or_out)?;
     }
     Ok((Some(caller), None))

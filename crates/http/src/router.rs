@@ -10,7 +10,7 @@ use axum::routing::{delete, get, post};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::auth::{api_keys, email, jwks, mfa, session};
+use crate::auth::{api_keys, email, jwks, mfa, oauth, session};
 use crate::boundary::{boundary, method_not_allowed, not_found};
 use crate::cache::read_cache;
 use crate::idempotency::idempotency;
@@ -50,6 +50,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/auth/mfa", get(mfa::status))
         .route("/api/v1/auth/mfa/totp/confirm", post(mfa::confirm))
         .route("/api/v1/auth/mfa/verify", post(mfa::verify))
+        .route("/api/v1/auth/oauth/exchange", post(oauth::exchange))
+        .route("/api/v1/auth/oauth/{provider}", get(oauth::start))
+        .route(
+            "/api/v1/auth/oauth/{provider}/callback",
+            get(oauth::callback).post(oauth::callback),
+        )
+        .route("/api/v1/auth/identities", get(oauth::identities))
+        .route("/api/v1/auth/identities/{provider}", delete(oauth::unlink))
         .route(
             "/api/v1/auth/verify-email/request",
             post(email::verify_request),

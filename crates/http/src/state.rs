@@ -48,6 +48,10 @@ pub struct App {
     pub jwt: JwtKeys,
     /// Signs and verifies the tokens of sign-ins waiting for their second factor.
     pub mfa_tokens: ferrobase_auth::mfa::MfaTokens,
+    /// The OAuth / OpenID providers of `[auth.oauth]`.
+    pub oauth: ferrobase_oauth::Providers,
+    /// Signs the `state` of OAuth sign-ins.
+    pub oauth_key: [u8; 32],
     /// Keys the stored hashes of recovery codes.
     pub recovery_key: [u8; 32],
     /// Password hashing.
@@ -272,6 +276,11 @@ impl AppState {
             jwt: JwtKeys::derive(&secret, previous),
             mfa_tokens: ferrobase_auth::mfa::MfaTokens::new(secret.derive("mfa")),
             recovery_key: secret.derive("recovery-codes"),
+            oauth: ferrobase_oauth::Providers::new(&settings.auth.oauth).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "OAuth sign-in is off");
+                ferrobase_oauth::Providers::none()
+            }),
+            oauth_key: secret.derive("oauth-state"),
             csrf_keys: std::iter::once(secret.derive("csrf"))
                 .chain(previous.map(|s| s.derive("csrf")))
                 .collect(),

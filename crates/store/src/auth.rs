@@ -50,6 +50,58 @@ pub struct MfaRow {
     pub recovery_left: u32,
 }
 
+/// A single-use, expiring ticket: an OAuth sign-in under way, a one-time exchange code, a
+/// passkey ceremony. Kept in the database so that any node finishes what another began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    /// What it is for (`oauth`, `oauth-code`, `passkey-register`, ...).
+    pub kind: String,
+    /// Its key (a random id, or the hash of a secret).
+    pub id: String,
+    /// The user it belongs to, when known.
+    pub user_id: Option<String>,
+    /// What the ceremony needs to finish, as JSON.
+    pub payload: String,
+    /// After this it cannot be taken (canonical datetime).
+    pub expires_at: String,
+}
+
+/// An account at an OAuth/OpenID provider linked to a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityRow {
+    /// The provider's name in `ferrobase.toml`.
+    pub provider: String,
+    /// The provider's stable id of the account (`sub`).
+    pub subject: String,
+    /// The user it signs in.
+    pub user_id: String,
+    /// The email the provider gave, if any.
+    pub email: Option<String>,
+    /// When it was linked.
+    pub created_at: String,
+}
+
+/// A registered passkey.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasskeyRow {
+    /// The credential id (base64url).
+    pub id: String,
+    /// Its owner.
+    pub user_id: String,
+    /// The WebAuthn user handle of the owner (the same for all of one user's passkeys).
+    pub user_handle: String,
+    /// A label.
+    pub name: String,
+    /// The credential as the WebAuthn library stores it (JSON).
+    pub credential: String,
+    /// The last signature counter seen.
+    pub counter: i64,
+    /// When it was registered.
+    pub created_at: String,
+    /// When it last signed in.
+    pub last_used_at: Option<String>,
+}
+
 /// A stored API key (without its secret).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiKeyRow {
@@ -139,6 +191,36 @@ CREATE TABLE IF NOT EXISTS "_ferrobase_api_keys" (
   "revoked_at" TEXT
 ) STRICT;
 CREATE INDEX IF NOT EXISTS "fk___ferrobase_api_keys__user_id" ON "_ferrobase_api_keys" ("user_id");
+CREATE TABLE IF NOT EXISTS "_ferrobase_tickets" (
+  "kind" TEXT NOT NULL,
+  "id" TEXT NOT NULL,
+  "user_id" TEXT REFERENCES "users"("id") ON DELETE CASCADE,
+  "payload" TEXT NOT NULL,
+  "expires_at" TEXT NOT NULL,
+  PRIMARY KEY ("kind", "id")
+) STRICT;
+CREATE INDEX IF NOT EXISTS "ix___ferrobase_tickets__expires_at" ON "_ferrobase_tickets" ("expires_at");
+CREATE TABLE IF NOT EXISTS "_ferrobase_identities" (
+  "provider" TEXT NOT NULL,
+  "subject" TEXT NOT NULL,
+  "user_id" TEXT NOT NULL REFERENCES "users"("id") ON DELETE CASCADE,
+  "email" TEXT,
+  "created_at" TEXT NOT NULL,
+  PRIMARY KEY ("provider", "subject")
+) STRICT;
+CREATE INDEX IF NOT EXISTS "fk___ferrobase_identities__user_id" ON "_ferrobase_identities" ("user_id");
+CREATE TABLE IF NOT EXISTS "_ferrobase_passkeys" (
+  "id" TEXT PRIMARY KEY NOT NULL,
+  "user_id" TEXT NOT NULL REFERENCES "users"("id") ON DELETE CASCADE,
+  "user_handle" TEXT NOT NULL,
+  "name" TEXT NOT NULL,
+  "credential" TEXT NOT NULL,
+  "counter" INTEGER NOT NULL,
+  "created_at" TEXT NOT NULL,
+  "last_used_at" TEXT
+) STRICT;
+CREATE INDEX IF NOT EXISTS "fk___ferrobase_passkeys__user_id" ON "_ferrobase_passkeys" ("user_id");
+CREATE INDEX IF NOT EXISTS "ix___ferrobase_passkeys__user_handle" ON "_ferrobase_passkeys" ("user_handle");
 CREATE TABLE IF NOT EXISTS "_ferrobase_mfa" (
   "user_id" TEXT PRIMARY KEY NOT NULL REFERENCES "users"("id") ON DELETE CASCADE,
   "secret" TEXT NOT NULL,

@@ -187,6 +187,63 @@ pub trait SessionStore: Send + Sync {
     /// Turns TOTP off and forgets the recovery codes; `false` when it was not on.
     fn delete_mfa(&self, user_id: String) -> Fut<'_, Result<bool, StoreError>>;
 
+    /// Stores a single-use ticket (and drops tickets past their expiry).
+    fn put_ticket(&self, ticket: crate::Ticket, now: String) -> Fut<'_, Result<(), StoreError>>;
+
+    /// Takes a ticket once: `None` when it is unknown, taken already or past its expiry.
+    fn take_ticket(
+        &self,
+        kind: String,
+        id: String,
+        now: String,
+    ) -> Fut<'_, Result<Option<crate::Ticket>, StoreError>>;
+
+    /// The user a provider's account is linked to.
+    fn identity_user(
+        &self,
+        provider: String,
+        subject: String,
+    ) -> Fut<'_, Result<Option<String>, StoreError>>;
+
+    /// Links a provider's account to a user; `false` when it is linked already.
+    fn link_identity(&self, row: crate::IdentityRow) -> Fut<'_, Result<bool, StoreError>>;
+
+    /// A user's linked provider accounts.
+    fn identities(&self, user_id: String) -> Fut<'_, Result<Vec<crate::IdentityRow>, StoreError>>;
+
+    /// Unlinks a user's accounts at `provider`; whether there was one.
+    fn unlink_identity(
+        &self,
+        user_id: String,
+        provider: String,
+    ) -> Fut<'_, Result<bool, StoreError>>;
+
+    /// Stores a registered passkey.
+    fn add_passkey(&self, row: crate::PasskeyRow) -> Fut<'_, Result<(), StoreError>>;
+
+    /// A user's passkeys.
+    fn passkeys_of(&self, user_id: String) -> Fut<'_, Result<Vec<crate::PasskeyRow>, StoreError>>;
+
+    /// The passkeys of a WebAuthn user handle.
+    fn passkeys_by_handle(
+        &self,
+        handle: String,
+    ) -> Fut<'_, Result<Vec<crate::PasskeyRow>, StoreError>>;
+
+    /// Records a sign-in with a passkey: its new state and counter, only when the counter
+    /// went up (or the authenticator keeps none: 0 and 0). `false` means a counter that
+    /// did not increase: a cloned authenticator, or a concurrent sign-in.
+    fn use_passkey(
+        &self,
+        id: String,
+        credential: String,
+        counter: i64,
+        now: String,
+    ) -> Fut<'_, Result<bool, StoreError>>;
+
+    /// Removes a user's passkey; whether it existed.
+    fn delete_passkey(&self, user_id: String, id: String) -> Fut<'_, Result<bool, StoreError>>;
+
     /// One API key by id.
     fn api_key(&self, id: String) -> Fut<'_, Result<Option<ApiKeyRow>, StoreError>>;
 

@@ -27,7 +27,10 @@ use ferrobase_schema::{Schema, Settings};
 use sea_query::Expr;
 use serde_json::Value;
 
-pub use auth::{ApiKeyRow, LiveSession, MfaRow, RefreshGrant, Rotation, SessionRow};
+pub use auth::{
+    ApiKeyRow, IdentityRow, LiveSession, MfaRow, PasskeyRow, RefreshGrant, Rotation, SessionRow,
+    Ticket,
+};
 pub use concerns::{EventLog, IdempotencyStore, Maintenance, RecordStore, SessionStore};
 pub use error::StoreError;
 pub use events::{EventBatch, EventFollower, EventOp, RecordEvent};

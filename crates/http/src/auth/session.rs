@@ -106,20 +106,7 @@ pub(crate) async fn login(
     let JsonObject(mut body) = JsonObject::from_request(req, &state).await?;
     let email = required_string(&mut body, "email")?.to_lowercase();
     let password = required_string(&mut body, "password")?;
-    let cookie_session = match body.remove("session") {
-        None => false,
-        Some(Value::String(s)) if s == "cookie" => true,
-        Some(Value::String(s)) if s == "token" => false,
-        Some(_) => {
-            return Err(ApiError::validation(
-                [(
-                    "session".to_owned(),
-                    vec!["must be \"cookie\" or \"token\"".to_owned()],
-                )]
-                .into(),
-            ));
-        }
-    };
+    let cookie_session = session_choice(&mut body)?;
     if email.len() > 254 || password.len() > ferrobase_auth::password::MAX_PASSWORD_LEN {
         return Err(invalid_credentials());
     }
@@ -188,23 +175,51 @@ pub(crate) async fn login(
         current_hash.clone_from(&hash);
         state.records.set_password_hash(&user.id, hash).await?;
     }
-    // With a second factor on, the password step only earns a short-lived token for the
-    // code step (POST /api/v1/auth/mfa/verify).
+    first_factor_done(&state, &user, cookie_session, replaced, &current_hash).await
+}
+
+/// `session` of a sign-in body: `"cookie"` for a cookie session, `"token"` (the default)
+/// for a token pair.
+pub(crate) fn session_choice(body: &mut serde_json::Map<String, Value>) -> Result<bool, ApiError> {
+    match body.remove("session") {
+        None => Ok(false),
+        Some(Value::String(s)) if s == "cookie" => Ok(true),
+        Some(Value::String(s)) if s == "token" => Ok(false),
+        Some(_) => Err(ApiError::validation(
+            [(
+                "session".to_owned(),
+                vec!["must be \"cookie\" or \"token\"".to_owned()],
+            )]
+            .into(),
+        )),
+    }
+}
+
+/// A first factor (password, provider, passkey) succeeded: with TOTP on, only a
+/// short-lived token for the code step (`POST /api/v1/auth/mfa/verify`), bound to the
+/// current password hash; otherwise the sign-in itself.
+pub(crate) async fn first_factor_done(
+    state: &AppState,
+    user: &ferrobase_store::Record,
+    cookie_session: bool,
+    replaced: Option<String>,
+    current_hash: &str,
+) -> Result<Response, ApiError> {
     if let Some(mfa) = state.store.sessions().mfa(user.id.clone()).await?
         && mfa.confirmed
     {
         let pending = ferrobase_auth::mfa::PendingSignIn {
             user_id: user.id.clone(),
             cookie: cookie_session,
-            expires: now_unix + ferrobase_auth::mfa::MFA_TOKEN_TTL_SECS,
-            binding: ferrobase_auth::mfa::binding(&current_hash, &mfa.secret),
+            expires: state.clock.now().unix_timestamp() + ferrobase_auth::mfa::MFA_TOKEN_TTL_SECS,
+            binding: ferrobase_auth::mfa::binding(current_hash, &mfa.secret),
         };
         return Ok(json_response(
             StatusCode::OK,
             &json!({ "data": { "mfaRequired": true, "mfaToken": state.mfa_tokens.issue(&pending) } }),
         ));
     }
-    sign_in(&state, &user, cookie_session, replaced).await
+    sign_in(state, user, cookie_session, replaced).await
 }
 
 /// The end of every sign-in: a token pair, or a cookie session (replacing the one the

@@ -16,7 +16,10 @@ use toml_edit::Item;
 use crate::diag::{Diagnostic, Diagnostics, SourceFile};
 use crate::parse::suggest;
 
+mod identity;
 mod protection;
+
+pub use identity::{OAUTH_PRESETS, OAuthProvider, PasskeySettings, ProviderKind};
 
 pub use protection::{
     CacheSettings, CorsSettings, Limit, LimitStore, MetricsSettings, RateAlgorithm,
@@ -240,6 +243,9 @@ pub struct ServerSettings {
     pub hsts: bool,
     /// Compress responses (gzip, brotli) when the client accepts it.
     pub compression: bool,
+    /// The address users reach this deployment at (`https://api.example.com`): OAuth
+    /// callbacks and the passkey origin are built from it.
+    pub public_url: Option<String>,
 }
 
 /// `[database]` settings.
@@ -272,6 +278,31 @@ pub struct AuthSettings {
     pub cookie_secure: bool,
     /// Refuse to sign in accounts whose email is not verified.
     pub require_verified_email: bool,
+    /// Exact URLs or origins a sign-in (OAuth) may send the browser back to.
+    pub redirect_allowlist: Vec<String>,
+    /// `[auth.oauth.<name>]` providers.
+    pub oauth: Vec<OAuthProvider>,
+    /// `[auth.passkeys]`; `None` when off or when no origin is known.
+    pub passkeys: Option<PasskeySettings>,
+}
+
+impl AuthSettings {
+    /// Whether a sign-in may return to `url`: it equals an allowed URL, or its origin is an
+    /// allowed origin.
+    pub fn redirect_allowed(&self, url: &str) -> bool {
+        let Ok(parsed) = url::Url::parse(url) else {
+            return false;
+        };
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.fragment().is_some() {
+            return false;
+        }
+        let origin = parsed.origin().ascii_serialization();
+        self.redirect_allowlist.iter().any(|allowed| {
+            let allowed = allowed.trim_end_matches('/');
+            allowed == url.trim_end_matches('/')
+                || (allowed == origin && url::Url::parse(allowed).is_ok_and(|a| a.path() == "/"))
+        })
+    }
 }
 
 /// `[log]` settings.
@@ -297,6 +328,7 @@ const KEYS: &[(&str, &[&str])] = &[
             "debug_errors",
             "hsts",
             "compression",
+            "public_url",
         ],
     ),
     ("database", &["url", "pool_size"]),
@@ -308,6 +340,9 @@ const KEYS: &[(&str, &[&str])] = &[
             "refresh_token_ttl",
             "cookie_secure",
             "require_verified_email",
+            "redirect_allowlist",
+            "oauth",
+            "passkeys",
         ],
     ),
     (
@@ -602,6 +637,7 @@ impl<'a> Loader<'a> {
             debug_errors: self.get("server", "debug_errors", false, |v| v.bool()),
             hsts: self.get("server", "hsts", false, |v| v.bool()),
             compression: self.get("server", "compression", true, |v| v.bool()),
+            public_url: self.public_url(),
         };
         let database = DatabaseSettings {
             url: self.get(
@@ -664,7 +700,17 @@ impl<'a> Loader<'a> {
             ),
             cookie_secure: self.get("auth", "cookie_secure", true, |v| v.bool()),
             require_verified_email: self.get("auth", "require_verified_email", false, |v| v.bool()),
+            redirect_allowlist: self.redirect_allowlist(),
+            oauth: self.oauth(env, environment),
+            passkeys: self.passkeys(server.public_url.as_deref(), server.addr, environment),
         };
+        if production && !auth.oauth.is_empty() && server.public_url.is_none() {
+            self.problem(
+                "server",
+                "public_url",
+                "OAuth providers need [server] public_url in production (their callback is built from it)",
+            );
+        }
         let rate_limit = self.rate_limit(redis.url.is_some());
         let cache = self.cache(redis.url.is_some());
         let cors = self.cors();

@@ -178,6 +178,36 @@ CREATE TABLE IF NOT EXISTS "_ferrobase_api_keys" (
   "revoked_at" timestamptz
 );
 CREATE INDEX IF NOT EXISTS "fk___ferrobase_api_keys__user_id" ON "_ferrobase_api_keys" ("user_id");
+CREATE TABLE IF NOT EXISTS "_ferrobase_tickets" (
+  "kind" text NOT NULL,
+  "id" text NOT NULL,
+  "user_id" uuid REFERENCES "users"("id") ON DELETE CASCADE,
+  "payload" text NOT NULL,
+  "expires_at" text NOT NULL,
+  PRIMARY KEY ("kind", "id")
+);
+CREATE INDEX IF NOT EXISTS "ix___ferrobase_tickets__expires_at" ON "_ferrobase_tickets" ("expires_at");
+CREATE TABLE IF NOT EXISTS "_ferrobase_identities" (
+  "provider" text NOT NULL,
+  "subject" text NOT NULL,
+  "user_id" uuid NOT NULL REFERENCES "users"("id") ON DELETE CASCADE,
+  "email" text,
+  "created_at" text NOT NULL,
+  PRIMARY KEY ("provider", "subject")
+);
+CREATE INDEX IF NOT EXISTS "fk___ferrobase_identities__user_id" ON "_ferrobase_identities" ("user_id");
+CREATE TABLE IF NOT EXISTS "_ferrobase_passkeys" (
+  "id" text PRIMARY KEY,
+  "user_id" uuid NOT NULL REFERENCES "users"("id") ON DELETE CASCADE,
+  "user_handle" text NOT NULL,
+  "name" text NOT NULL,
+  "credential" text NOT NULL,
+  "counter" bigint NOT NULL,
+  "created_at" text NOT NULL,
+  "last_used_at" text
+);
+CREATE INDEX IF NOT EXISTS "fk___ferrobase_passkeys__user_id" ON "_ferrobase_passkeys" ("user_id");
+CREATE INDEX IF NOT EXISTS "ix___ferrobase_passkeys__user_handle" ON "_ferrobase_passkeys" ("user_handle");
 CREATE TABLE IF NOT EXISTS "_ferrobase_mfa" (
   "user_id" uuid PRIMARY KEY REFERENCES "users"("id") ON DELETE CASCADE,
   "secret" text NOT NULL,

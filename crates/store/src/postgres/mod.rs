@@ -7,6 +7,7 @@ mod auth;
 mod conn;
 pub(crate) mod ddl;
 mod idempotency;
+mod identity;
 mod jobs;
 pub(crate) mod records;
 
@@ -529,6 +530,84 @@ impl crate::SessionStore for PgStore {
 
     fn api_keys_of(&self, user_id: String) -> Fut<'_, Result<Vec<ApiKeyRow>, StoreError>> {
         Box::pin(async move { read!(self, c => auth::api_keys_of(c, &user_id).await) })
+    }
+
+    fn put_ticket(&self, ticket: crate::Ticket, now: String) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move { write!(self, tx => identity::put_ticket(tx, &ticket, &now).await) })
+    }
+
+    fn take_ticket(
+        &self,
+        kind: String,
+        id: String,
+        now: String,
+    ) -> Fut<'_, Result<Option<crate::Ticket>, StoreError>> {
+        Box::pin(
+            async move { write!(self, tx => identity::take_ticket(tx, &kind, &id, &now).await) },
+        )
+    }
+
+    fn identity_user(
+        &self,
+        provider: String,
+        subject: String,
+    ) -> Fut<'_, Result<Option<String>, StoreError>> {
+        Box::pin(
+            async move { read!(self, c => identity::identity_user(c, &provider, &subject).await) },
+        )
+    }
+
+    fn link_identity(&self, row: crate::IdentityRow) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(async move { write!(self, tx => identity::link_identity(tx, &row).await) })
+    }
+
+    fn identities(&self, user_id: String) -> Fut<'_, Result<Vec<crate::IdentityRow>, StoreError>> {
+        Box::pin(async move { read!(self, c => identity::identities(c, &user_id).await) })
+    }
+
+    fn unlink_identity(
+        &self,
+        user_id: String,
+        provider: String,
+    ) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            write!(self, tx => identity::unlink_identity(tx, &user_id, &provider).await)
+        })
+    }
+
+    fn add_passkey(&self, row: crate::PasskeyRow) -> Fut<'_, Result<(), StoreError>> {
+        Box::pin(async move { write!(self, tx => identity::add_passkey(tx, &row).await) })
+    }
+
+    fn passkeys_of(&self, user_id: String) -> Fut<'_, Result<Vec<crate::PasskeyRow>, StoreError>> {
+        Box::pin(async move { read!(self, c => identity::passkeys(c, "user_id", &user_id).await) })
+    }
+
+    fn passkeys_by_handle(
+        &self,
+        handle: String,
+    ) -> Fut<'_, Result<Vec<crate::PasskeyRow>, StoreError>> {
+        Box::pin(
+            async move { read!(self, c => identity::passkeys(c, "user_handle", &handle).await) },
+        )
+    }
+
+    fn use_passkey(
+        &self,
+        id: String,
+        credential: String,
+        counter: i64,
+        now: String,
+    ) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            write!(self, tx => identity::use_passkey(tx, &id, &credential, counter, &now).await)
+        })
+    }
+
+    fn delete_passkey(&self, user_id: String, id: String) -> Fut<'_, Result<bool, StoreError>> {
+        Box::pin(
+            async move { write!(self, tx => identity::delete_passkey(tx, &user_id, &id).await) },
+        )
     }
 
     fn mfa(&self, user_id: String) -> Fut<'_, Result<Option<crate::MfaRow>, StoreError>> {

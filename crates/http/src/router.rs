@@ -10,7 +10,7 @@ use axum::routing::{delete, get, post};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use crate::auth::{api_keys, email, jwks, mfa, oauth, session};
+use crate::auth::{api_keys, email, jwks, mfa, oauth, passkeys, session};
 use crate::boundary::{boundary, method_not_allowed, not_found};
 use crate::cache::read_cache;
 use crate::idempotency::idempotency;
@@ -58,6 +58,24 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/auth/identities", get(oauth::identities))
         .route("/api/v1/auth/identities/{provider}", delete(oauth::unlink))
+        .route("/api/v1/auth/passkeys", get(passkeys::list))
+        .route("/api/v1/auth/passkeys/{id}", delete(passkeys::remove))
+        .route(
+            "/api/v1/auth/passkeys/register/start",
+            post(passkeys::register_start),
+        )
+        .route(
+            "/api/v1/auth/passkeys/register/finish",
+            post(passkeys::register_finish),
+        )
+        .route(
+            "/api/v1/auth/passkeys/login/start",
+            post(passkeys::login_start),
+        )
+        .route(
+            "/api/v1/auth/passkeys/login/finish",
+            post(passkeys::login_finish),
+        )
         .route(
             "/api/v1/auth/verify-email/request",
             post(email::verify_request),

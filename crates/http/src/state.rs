@@ -50,6 +50,8 @@ pub struct App {
     pub mfa_tokens: ferrobase_auth::mfa::MfaTokens,
     /// The OAuth / OpenID providers of `[auth.oauth]`.
     pub oauth: ferrobase_oauth::Providers,
+    /// The WebAuthn relying party of `[auth.passkeys]` (`None`: passkeys off).
+    pub passkeys: Option<webauthn_rs::Webauthn>,
     /// Signs the `state` of OAuth sign-ins.
     pub oauth_key: [u8; 32],
     /// Keys the stored hashes of recovery codes.
@@ -281,6 +283,11 @@ impl AppState {
                 ferrobase_oauth::Providers::none()
             }),
             oauth_key: secret.derive("oauth-state"),
+            passkeys: settings.auth.passkeys.as_ref().and_then(|p| {
+                crate::auth::passkeys::relying_party(p)
+                    .map_err(|e| tracing::error!(error = %e, "passkeys are off"))
+                    .ok()
+            }),
             csrf_keys: std::iter::once(secret.derive("csrf"))
                 .chain(previous.map(|s| s.derive("csrf")))
                 .collect(),

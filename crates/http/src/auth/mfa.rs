@@ -260,8 +260,26 @@ pub(crate) async fn verify(
     let JsonObject(mut body) = JsonObject::from_request(req, &state).await?;
     let token = required_string(&mut body, "mfaToken")?;
     let code = body_code(&mut body)?;
+    let (pending, user) = pending_sign_in(&state, &token).await?;
+    let key = match throttle(&state, &pending.user_id, &address).await {
+        Ok(key) => key,
+        Err(refused) => return Ok(refused),
+    };
+    if !spend_code(&state, &pending.user_id, &code).await? {
+        return Err(wrong_code());
+    }
+    forgive(&state, &key).await;
+    sign_in(&state, &user, pending.cookie, replaced).await
+}
+
+/// The sign-in an `mfaToken` carries, and its user, while its password and second factor
+/// are still those of the password step (changing either ends sign-ins half done).
+pub(crate) async fn pending_sign_in(
+    state: &AppState,
+    token: &str,
+) -> Result<(mfa::PendingSignIn, ferrobase_store::Record), ApiError> {
     let now = state.clock.now().unix_timestamp();
-    let pending = state.mfa_tokens.verify(&token, now).map_err(|e| {
+    let pending = state.mfa_tokens.verify(token, now).map_err(|e| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             if e == MfaTokenError::Expired {
@@ -277,8 +295,8 @@ pub(crate) async fn verify(
     })?;
     // The password and the TOTP secret must be those of the password step: changing
     // either ends sign-ins half done.
-    let user = user_record(&state, &pending.user_id).await?;
-    let password_hash = user_text(&state, &user, "password_hash").unwrap_or_default();
+    let user = user_record(state, &pending.user_id).await?;
+    let password_hash = user_text(state, &user, "password_hash").unwrap_or_default();
     let secret = state
         .store
         .sessions()
@@ -294,13 +312,5 @@ pub(crate) async fn verify(
             "the password or the second factor changed since; sign in again",
         ));
     }
-    let key = match throttle(&state, &pending.user_id, &address).await {
-        Ok(key) => key,
-        Err(refused) => return Ok(refused),
-    };
-    if !spend_code(&state, &pending.user_id, &code).await? {
-        return Err(wrong_code());
-    }
-    forgive(&state, &key).await;
-    sign_in(&state, &user, pending.cookie, replaced).await
+    Ok((pending, user))
 }

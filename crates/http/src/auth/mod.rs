@@ -5,6 +5,7 @@ pub(crate) mod api_keys;
 pub(crate) mod email;
 pub(crate) mod mfa;
 pub(crate) mod oauth;
+pub(crate) mod passkeys;
 pub(crate) mod session;
 
 use axum::http::{HeaderValue, StatusCode, header};

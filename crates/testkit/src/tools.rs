@@ -164,6 +164,80 @@ fn locked_install(
 /// The graphql-js release [`graphql_check`] runs (the reference implementation).
 pub const GRAPHQL_JS: &str = "graphql@16.15.0";
 
+/// Writes `text` as `name` into `dir` (next to its node_modules, so the script resolves
+/// them) unless it is there already. Written through a temporary file of this write's own
+/// and renamed, so a concurrent run (another thread or test process) never sees it
+/// half-written.
+fn place_script(dir: &Path, name: &str, text: &str) -> PathBuf {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let script = dir.join(name);
+    if !fs::read_to_string(&script).is_ok_and(|s| s == text) {
+        let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = dir.join(format!("{name}.{}-{write}.tmp", std::process::id()));
+        fs::write(&tmp, text).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
+        fs::rename(&tmp, &script).unwrap_or_else(|e| panic!("rename to {}: {e}", script.display()));
+    }
+    script
+}
+
+/// The OpenID provider the OAuth tests sign in at (npm `oidc-provider`).
+pub const OIDC_PROVIDER_JS: &str = "oidc-provider@9.13.3";
+
+/// A running OpenID provider; stopped when dropped.
+pub struct OidcProvider {
+    child: std::process::Child,
+    /// Its issuer URL (`http://127.0.0.1:<port>`).
+    pub issuer: String,
+}
+
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a real OpenID provider on a free loopback port with two confidential clients,
+/// `ferrobase` and `other-app` (secret: the id + `-secret-0123456789abcdef0123456789`),
+/// both redirecting to any of `redirect_uris`, and the accounts `accounts` (id → claims such as
+/// `email`, `email_verified`, `name`). `None` (skipped loudly) when Node or the package
+/// cannot be had, unless services are required.
+pub fn oidc_provider(
+    bin: &str,
+    redirect_uris: &[&str],
+    accounts: &serde_json::Value,
+) -> Option<OidcProvider> {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    const SCRIPT: &str = include_str!("oidc_provider.mjs");
+    let dir = node(bin, "oidc-provider", &[OIDC_PROVIDER_JS])?;
+    let script = place_script(&dir, "oidc_provider.mjs", SCRIPT);
+    let mut child = Command::new("node")
+        .arg(&script)
+        .current_dir(&dir)
+        .env(
+            "OIDC_REDIRECT_URIS",
+            serde_json::json!(redirect_uris).to_string(),
+        )
+        .env("OIDC_ACCOUNTS", accounts.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("node {}: {e}", script.display()));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    // The first line it prints says where it listens (it prints nothing else).
+    let first = lines.next().and_then(Result::ok).unwrap_or_default();
+    let Some(issuer) = first.strip_prefix("listening ") else {
+        let _ = child.kill();
+        panic!("the OpenID provider did not start: {first:?}");
+    };
+    let issuer = issuer.trim().to_owned();
+    // Whatever it prints later is read (and dropped): a closed pipe would end it.
+    std::thread::spawn(move || lines.for_each(drop));
+    Some(OidcProvider { issuer, child })
+}
+
 /// What graphql-js makes of a schema and of documents against it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GraphqlCheck {
@@ -188,21 +262,8 @@ pub fn graphql_check(bin: &str, sdl: &str, documents: &[&str]) -> Option<Graphql
     use std::io::Write;
     use std::process::Stdio;
     const SCRIPT: &str = include_str!("graphql_check.mjs");
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = node(bin, "graphql", &[GRAPHQL_JS])?;
-    // Next to node_modules, so the script resolves `graphql`. Written through a
-    // temporary file of this write's own and renamed, so a concurrent run (another
-    // thread or test process) never sees it half-written.
-    let script = dir.join("graphql_check.mjs");
-    if !fs::read_to_string(&script).is_ok_and(|s| s == SCRIPT) {
-        let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = dir.join(format!(
-            "graphql_check.mjs.{}-{write}.tmp",
-            std::process::id()
-        ));
-        fs::write(&tmp, SCRIPT).unwrap_or_else(|e| panic!("write {}: {e}", tmp.display()));
-        fs::rename(&tmp, &script).unwrap_or_else(|e| panic!("rename to {}: {e}", script.display()));
-    }
+    let script = place_script(&dir, "graphql_check.mjs", SCRIPT);
     let input = serde_json::json!({ "sdl": sdl, "documents": documents }).to_string();
     let mut child = Command::new("node")
         .arg(&script)

@@ -1,0 +1,10 @@
+//! `oauth.rs` on PostgreSQL: the same test bodies, another store.
+
+use ferrobase_testkit::Backend;
+
+fn backend() -> Backend {
+    Backend::Postgres
+}
+
+#[path = "oauth.rs"]
+mod cases;

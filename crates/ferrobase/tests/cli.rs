@@ -194,3 +194,69 @@ fn a_broken_env_file_is_reported_without_its_content() {
     assert!(err.contains(".env: cannot be parsed"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+#[test]
+fn oauth_and_passkey_settings_report_every_problem() {
+    let project = Project::new().settings(
+        r#"[auth]
+redirect_allowlist = ["not a url"]
+
+[auth.oauth.google]
+client_id = "id"
+
+[auth.oauth.corp]
+issuer = "http://login.corp.example"
+client_id = "id"
+client_secret = "env:CORP_SECRET"
+colour = "blue"
+
+[auth.oauth.what]
+preset = "myspace"
+client_id = "id"
+client_secret = "s"
+
+[auth.oauth.github]
+issuer = "https://github.com"
+client_id = "id"
+client_secret = "s"
+
+[auth.passkeys]
+origins = ["https://app.example.com/login"]
+"#,
+    );
+    let out = project.run(BIN, &["check"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for line in [
+        "auth.redirect_allowlist: 'not a url' is not an absolute URL",
+        "auth.oauth.google: client_secret is required",
+        "auth.oauth.corp: an http:// issuer is accepted only on a loopback address outside production",
+        "auth.oauth.corp: client_secret names CORP_SECRET, which is not set",
+        "auth.oauth.corp: unknown key 'colour'",
+        "auth.oauth.what: unknown preset 'myspace'",
+        "auth.oauth.github: GitHub and Discord are not OpenID providers",
+        "auth.passkeys: origins must list origins",
+        "8 problems found",
+    ] {
+        assert!(err.contains(line), "missing {line:?} in:\n{err}");
+    }
+
+    // A loopback http issuer is fine for development, refused in production (where OAuth
+    // also needs the public URL its callbacks are built from).
+    let local = "[auth.oauth.dev]\nissuer = \"http://127.0.0.1:9000\"\nclient_id = \"id\"\nclient_secret = \"s\"\n";
+    let out = Project::new().settings(local).run(BIN, &["check"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = Project::new()
+        .settings(local)
+        .env("FERROBASE_ENV", "production")
+        .env(
+            "FERROBASE_SECRET",
+            "a-production-secret-of-enough-length-000",
+        )
+        .run(BIN, &["check"]);
+    let err = stderr(&out);
+    assert!(
+        err.contains("auth.oauth.dev: an http:// issuer is accepted only"),
+        "{err}"
+    );
+}

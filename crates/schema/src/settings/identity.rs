@@ -186,10 +186,10 @@ impl Loader<'_> {
                     problem(at(keys.get(key)), format!("{key} must be a string"));
                 }
             }
-            let preset = text("preset").or_else(|| {
-                (OAUTH_PRESETS.contains(&name) && keys.get("issuer").is_none())
-                    .then(|| name.to_owned())
-            });
+            // A provider named after a preset is that preset (an issuer then points it at
+            // a self-hosted instance, such as a GitLab of one's own).
+            let preset =
+                text("preset").or_else(|| OAUTH_PRESETS.contains(&name).then(|| name.to_owned()));
             let issuer = text("issuer");
             let kind = match (preset.as_deref(), issuer) {
                 (Some(p), _) if !OAUTH_PRESETS.contains(&p) => {

@@ -40,6 +40,8 @@ pub fn openapi_document(
             cookie_name: identity::cookie_name(settings.auth.cookie_secure).to_owned(),
             metrics: settings.metrics.enabled && settings.metrics.addr.is_none(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            oauth_providers: settings.auth.oauth.iter().map(|p| p.name.clone()).collect(),
+            passkeys: settings.auth.passkeys.is_some(),
         },
     )
 }

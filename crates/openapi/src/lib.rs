@@ -8,6 +8,7 @@ mod jobs;
 mod paths;
 mod realtime;
 mod schemas;
+mod signin;
 
 use ferrobase_schema::Schema;
 use serde_json::{Value, json};
@@ -21,6 +22,10 @@ pub struct Options {
     pub metrics: bool,
     /// The version reported in `info`.
     pub version: String,
+    /// The configured OAuth providers' names.
+    pub oauth_providers: Vec<String>,
+    /// Whether passkeys are on.
+    pub passkeys: bool,
 }
 
 /// The stable error codes of SPEC §5.
@@ -103,6 +108,8 @@ mod tests {
                 cookie_name: "__Host-ferrobase_session".into(),
                 metrics: true,
                 version: "snapshot".into(),
+                oauth_providers: vec!["google".into(), "corp".into()],
+                passkeys: true,
             },
         )
     }

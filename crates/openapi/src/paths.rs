@@ -587,6 +587,10 @@ pub(crate) fn paths(schema: &Schema, options: &Options) -> Value {
         } }),
     );
     auth_paths(&mut paths);
+    crate::signin::oauth_paths(&mut paths, &options.oauth_providers);
+    if options.passkeys {
+        crate::signin::passkey_paths(&mut paths);
+    }
     operations_paths(&mut paths, options);
     Value::Object(paths)
 }

@@ -161,6 +161,10 @@ fn add_passkey(s: &Server, token: &str, device: &mut Device, name: &str) -> Stri
         start["publicKey"]["authenticatorSelection"]["userVerification"], "required",
         "user verification is required: {start}"
     );
+    assert_eq!(
+        start["publicKey"]["authenticatorSelection"]["residentKey"], "required",
+        "discoverable, so that it can sign in alone: {start}"
+    );
     let credential = create(device, &start);
     let r = send(
         s,

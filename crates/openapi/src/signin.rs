@@ -135,12 +135,26 @@ pub(crate) fn passkey_paths(paths: &mut Map<String, Value>) {
         &["id", "name", "createdAt", "lastUsedAt"],
     );
     let credential = json!({ "type": "object", "description": "the credential's JSON, as PublicKeyCredential.toJSON() gives it" });
+    let mut register = post(
+        "passkey_register_start",
+        "auth",
+        "Begin registering a passkey for the caller",
+        Some(object(
+            json!({ "name": { "type": "string", "minLength": 1, "maxLength": 100 } }),
+            &[],
+        )),
+        (
+            "200",
+            options(
+                "The creation options (user verification and a discoverable credential required).",
+            ),
+        ),
+        &["400", "401", "403", "404", "413", "415"],
+    );
+    register["requestBody"]["required"] = json!(false);
     paths.insert(
         "/api/v1/auth/passkeys/register/start".into(),
-        json!({ "post": post("passkey_register_start", "auth", "Begin registering a passkey for the caller",
-            Some(object(json!({ "name": { "type": "string", "minLength": 1, "maxLength": 100 } }), &[])),
-            ("200", options("The creation options (user verification required).")),
-            &["400", "401", "403", "404", "413", "415"]) }),
+        json!({ "post": register }),
     );
     paths.insert(
         "/api/v1/auth/passkeys/register/finish".into(),
@@ -149,12 +163,21 @@ pub(crate) fn passkey_paths(paths: &mut Map<String, Value>) {
             ("201", ok("The passkey.", data(passkey.clone()))),
             &["400", "401", "403", "404", "409", "413", "415"]) }),
     );
+    let mut login = post(
+        "passkey_login_start",
+        "auth",
+        "Begin a sign-in by passkey: alone (the authenticator names the account), or with an mfaToken as the second factor",
+        Some(object(json!({ "mfaToken": { "type": "string" } }), &[])),
+        (
+            "200",
+            options("The request options (user verification required)."),
+        ),
+        &["400", "401", "404", "409", "413", "415"],
+    );
+    login["requestBody"]["required"] = json!(false);
     paths.insert(
         "/api/v1/auth/passkeys/login/start".into(),
-        json!({ "post": post("passkey_login_start", "auth", "Begin a sign-in by passkey: alone (the authenticator names the account), or with an mfaToken as the second factor",
-            Some(object(json!({ "mfaToken": { "type": "string" } }), &[])),
-            ("200", options("The request options (user verification required).")),
-            &["400", "401", "404", "409", "413", "415"]) }),
+        json!({ "post": login }),
     );
     paths.insert(
         "/api/v1/auth/passkeys/login/finish".into(),

@@ -151,6 +151,20 @@ async fn take_ceremony(
         .ok_or_else(ceremony_gone)
 }
 
+/// Refuses members a body does not have (a typo must not pass unnoticed).
+fn no_other_members(body: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
+    match body.keys().next() {
+        Some(key) => Err(ApiError::validation(
+            [(
+                key.clone(),
+                vec!["is not a member of this request".to_owned()],
+            )]
+            .into(),
+        )),
+        None => Ok(()),
+    }
+}
+
 fn options_response(ceremony: String, options: Value) -> Response {
     // `options` is `{"publicKey": {...}}` (and `mediation` for discoverable sign-in).
     let mut data = json!({ "ceremonyId": ceremony });
@@ -189,6 +203,7 @@ pub(crate) async fn register_start(
             ));
         }
     };
+    no_other_members(&body)?;
     let user = user_record(&state, &user_id).await?;
     let email = user_text(&state, &user, "email")
         .unwrap_or(&user_id)
@@ -214,7 +229,16 @@ pub(crate) async fn register_start(
     })
     .map_err(ApiError::internal)?;
     let ceremony = put_ceremony(&state, TICKET_REGISTER, Some(user_id), payload).await?;
-    let options = serde_json::to_value(&options).map_err(ApiError::internal)?;
+    let mut options = serde_json::to_value(&options).map_err(ApiError::internal)?;
+    // Sign-in by passkey alone is discoverable: the authenticator must keep the
+    // credential (a resident key), or it could not name the account later.
+    if let Some(selection) = options
+        .pointer_mut("/publicKey/authenticatorSelection")
+        .and_then(Value::as_object_mut)
+    {
+        selection.insert("residentKey".into(), json!("required"));
+        selection.insert("requireResidentKey".into(), json!(true));
+    }
     Ok(options_response(ceremony, options))
 }
 
@@ -288,8 +312,13 @@ pub(crate) async fn login_start(
     } else {
         serde_json::Map::new()
     };
-    let (options, signing_in, user_id) = if body.contains_key("mfaToken") {
-        let token = required_string(&mut body, "mfaToken")?;
+    let token = if body.contains_key("mfaToken") {
+        Some(required_string(&mut body, "mfaToken")?)
+    } else {
+        None
+    };
+    no_other_members(&body)?;
+    let (options, signing_in, user_id) = if let Some(token) = token {
         let (pending, _) = super::mfa::pending_sign_in(&state, &token).await?;
         let passkeys: Vec<Passkey> = state
             .store

@@ -353,6 +353,52 @@ fn sign_in_through_the_provider_and_link_a_second_one() {
     let r = authed(&s, &token, "DELETE", "/api/v1/auth/identities/twin");
     assert_eq!(r.status, 404, "{}", r.text);
 
+    // With TOTP on, a provider sign-in is a first factor like a password: the exchange
+    // asks for the code step.
+    let r = authed(&s, &token, "POST", "/api/v1/auth/mfa/totp");
+    assert_eq!(r.status, 200, "{}", r.text);
+    let secret =
+        ferrobase_auth::mfa::decode_secret(r.json()["data"]["secret"].as_str().expect("secret"))
+            .expect("base32");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let r = s.send(|c| {
+        c.post(s.url("/api/v1/auth/mfa/totp/confirm"))
+            .bearer_auth(&token)
+            .json(&json!({"code": ferrobase_auth::mfa::code_at(&secret, now)}))
+    });
+    assert_eq!(r.status, 200, "{}", r.text);
+    let code = app_code(&Browser::new(&s).sign_in("local", "alice"));
+    let r = s.post(
+        "/api/v1/auth/oauth/exchange",
+        &json!({"code": code, "session": "cookie"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["data"]["mfaRequired"], true, "{}", r.text);
+    assert!(
+        r.header("set-cookie").is_none(),
+        "no session before the code"
+    );
+    let r = s.post(
+        "/api/v1/auth/mfa/verify",
+        &json!({
+            "mfaToken": r.json()["data"]["mfaToken"],
+            "code": ferrobase_auth::mfa::code_at(&secret, now + 30),
+        }),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.json()["data"]["csrfToken"].is_string(),
+        "a cookie session: {}",
+        r.text
+    );
+    assert!(
+        r.header("set-cookie")
+            .is_some_and(|c| c.contains("HttpOnly"))
+    );
+
     // The account has no password: a password login cannot get in.
     let r = s.post(
         "/api/v1/auth/login",

@@ -80,6 +80,16 @@ pub fn csrf_token(key: &[u8; 32], session_id: &str) -> String {
     URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
 }
 
+/// A keyed MAC (HMAC-SHA256, base64url) of `payload` under `label`: signs values that
+/// travel through a browser (an OAuth `state`) so that they cannot be forged.
+pub fn mac(key: &[u8; 32], label: &str, payload: &str) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    mac.update(label.as_bytes());
+    mac.update(b":");
+    mac.update(payload.as_bytes());
+    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,12 +117,3 @@ mod tests {
     }
 }
 
-/// A keyed MAC (HMAC-SHA256, base64url) of `payload` under `label`: signs values that
-/// travel through a browser (an OAuth `state`) so that they cannot be forged.
-pub fn mac(key: &[u8; 32], label: &str, payload: &str) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-    mac.update(label.as_bytes());
-    mac.update(b":");
-    mac.update(payload.as_bytes());
-    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-}

@@ -116,4 +116,3 @@ mod tests {
         assert_ne!(csrf_token(&[1; 32], "s1"), csrf_token(&[1; 32], "s2"));
     }
 }
-

@@ -101,6 +101,60 @@ pub(crate) fn role_of(state: &AppState, record: &Record) -> String {
         .to_owned()
 }
 
+/// Stores a single-use ticket of `kind` that expires in `ttl_secs` (by the server's clock).
+pub(crate) async fn put_ticket(
+    state: &AppState,
+    kind: &str,
+    id: String,
+    user_id: Option<String>,
+    payload: String,
+    ttl_secs: i64,
+) -> Result<(), ApiError> {
+    let now = state.clock.now();
+    state
+        .store
+        .sessions()
+        .put_ticket(
+            ferrobase_store::Ticket {
+                kind: kind.into(),
+                id,
+                user_id,
+                payload,
+                expires_at: format_datetime(now + time::Duration::seconds(ttl_secs)),
+            },
+            format_datetime(now),
+        )
+        .await?;
+    Ok(())
+}
+
+/// 409 unless the user keeps another way to sign in after losing one.
+pub(crate) async fn keep_a_way_in(
+    state: &AppState,
+    user_id: &str,
+    message: &str,
+) -> Result<(), ApiError> {
+    if oauth::sign_in_methods(state, user_id).await? <= 1 {
+        return Err(ApiError::new(StatusCode::CONFLICT, "CONFLICT", message));
+    }
+    Ok(())
+}
+
+/// A JSON body that may be absent (no `Content-Type`: empty).
+pub(crate) async fn optional_body(
+    state: &AppState,
+    req: axum::extract::Request,
+) -> Result<Map<String, Value>, ApiError> {
+    use axum::extract::FromRequest;
+    if req.headers().contains_key(header::CONTENT_TYPE) {
+        Ok(crate::extract::JsonObject::from_request(req, state)
+            .await?
+            .0)
+    } else {
+        Ok(Map::new())
+    }
+}
+
 /// A new access token and a new refresh token (a new family unless `family` is given).
 pub(crate) async fn issue_tokens(
     state: &AppState,

@@ -17,11 +17,11 @@ use axum::response::{IntoResponse, Response};
 use ferrobase_auth::secrets::{constant_time_eq, mac, random_token, token_hash};
 use ferrobase_records::Registrant;
 use ferrobase_schema::validate::format_datetime;
-use ferrobase_store::{IdentityRow, Ticket};
+use ferrobase_store::IdentityRow;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::{required_string, user_record, user_text};
+use super::{keep_a_way_in, put_ticket, required_string, user_record, user_text};
 use crate::error::ApiError;
 use crate::extract::JsonObject;
 use crate::identity::{Identity, Via, cookie, cookie_name};
@@ -178,21 +178,8 @@ pub(crate) async fn start(
         )
         .await
         .map_err(|e| provider_down(&provider, &e))?;
-    let now = state.clock.now();
-    state
-        .store
-        .sessions()
-        .put_ticket(
-            Ticket {
-                kind: TICKET_STATE.into(),
-                id,
-                user_id: None,
-                payload: serde_json::to_string(&pending).map_err(ApiError::internal)?,
-                expires_at: format_datetime(now + time::Duration::seconds(STATE_TTL_SECS)),
-            },
-            format_datetime(now),
-        )
-        .await?;
+    let payload = serde_json::to_string(&pending).map_err(ApiError::internal)?;
+    put_ticket(&state, TICKET_STATE, id, None, payload, STATE_TTL_SECS).await?;
     let mut res = redirect(StatusCode::FOUND, &location);
     // SameSite=None lets a provider's form post (Apple) bring it back; it authenticates
     // nothing by itself. Without Secure, browsers refuse None: Lax then.
@@ -333,20 +320,16 @@ pub(crate) async fn callback(
         Err((error, description)) => return fail(error, description),
     };
     let code = random_token();
-    state
-        .store
-        .sessions()
-        .put_ticket(
-            Ticket {
-                kind: TICKET_CODE.into(),
-                id: token_hash(&code),
-                user_id: Some(user_id),
-                payload: "{}".into(),
-                expires_at: format_datetime(now + time::Duration::seconds(CODE_TTL_SECS)),
-            },
-            format_datetime(now),
-        )
-        .await?;
+    let id = token_hash(&code);
+    put_ticket(
+        &state,
+        TICKET_CODE,
+        id,
+        Some(user_id),
+        "{}".into(),
+        CODE_TTL_SECS,
+    )
+    .await?;
     Ok(redirect(
         StatusCode::SEE_OTHER,
         &with_query(&pending.redirect_to, &[("code", &code)]),
@@ -566,13 +549,12 @@ pub(crate) async fn unlink(
             "no identity from '{provider}' is linked"
         )));
     }
-    if sign_in_methods(&state, &user).await? <= 1 {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "CONFLICT",
-            "this is the last way to sign in to the account; set a password or add a passkey first",
-        ));
-    }
+    keep_a_way_in(
+        &state,
+        &user,
+        "this is the last way to sign in to the account; set a password or add a passkey first",
+    )
+    .await?;
     state
         .store
         .sessions()

@@ -20,8 +20,8 @@ use webauthn_rs::prelude::{
     PublicKeyCredential, RegisterPublicKeyCredential, Url, Uuid, Webauthn, WebauthnError,
 };
 
-use super::oauth::{account_owner, sign_in_methods};
-use super::{required_string, user_record, user_text};
+use super::oauth::account_owner;
+use super::{keep_a_way_in, optional_body, put_ticket, required_string, user_record, user_text};
 use crate::error::ApiError;
 use crate::extract::JsonObject;
 use crate::identity::{Identity, cookie, cookie_name};
@@ -119,21 +119,7 @@ async fn put_ceremony(
     payload: String,
 ) -> Result<String, ApiError> {
     let id = ferrobase_auth::secrets::random_token();
-    let now = state.clock.now();
-    state
-        .store
-        .sessions()
-        .put_ticket(
-            Ticket {
-                kind: kind.into(),
-                id: id.clone(),
-                user_id,
-                payload,
-                expires_at: format_datetime(now + time::Duration::seconds(CEREMONY_TTL_SECS)),
-            },
-            format_datetime(now),
-        )
-        .await?;
+    put_ticket(state, kind, id.clone(), user_id, payload, CEREMONY_TTL_SECS).await?;
     Ok(id)
 }
 
@@ -183,11 +169,7 @@ pub(crate) async fn register_start(
 ) -> Result<Response, ApiError> {
     let rp = webauthn(&state)?;
     let user_id = account_owner(&identity)?;
-    let mut body = if req.headers().contains_key(axum::http::header::CONTENT_TYPE) {
-        JsonObject::from_request(req, &state).await?.0
-    } else {
-        serde_json::Map::new()
-    };
+    let mut body = optional_body(&state, req).await?;
     let name = match body.remove("name") {
         None => "passkey".to_owned(),
         Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= 100 => {
@@ -307,11 +289,7 @@ pub(crate) async fn login_start(
     req: Request,
 ) -> Result<Response, ApiError> {
     let rp = webauthn(&state)?;
-    let mut body = if req.headers().contains_key(axum::http::header::CONTENT_TYPE) {
-        JsonObject::from_request(req, &state).await?.0
-    } else {
-        serde_json::Map::new()
-    };
+    let mut body = optional_body(&state, req).await?;
     let token = if body.contains_key("mfaToken") {
         Some(required_string(&mut body, "mfaToken")?)
     } else {
@@ -480,13 +458,12 @@ pub(crate) async fn remove(
     if !mine.iter().any(|p| p.id == id) {
         return Err(ApiError::not_found("no such passkey"));
     }
-    if sign_in_methods(&state, &user).await? <= 1 {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "CONFLICT",
-            "this is the last way to sign in to the account; set a password or link a provider first",
-        ));
-    }
+    keep_a_way_in(
+        &state,
+        &user,
+        "this is the last way to sign in to the account; set a password or link a provider first",
+    )
+    .await?;
     state.store.sessions().delete_passkey(user, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

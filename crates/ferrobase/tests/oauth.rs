@@ -36,8 +36,18 @@ fn accounts() -> Value {
         "alice": {"email": "Alice@Example.com", "email_verified": true, "name": "Alice"},
         "mallory": {"email": "victim@example.com", "email_verified": false},
         "bob": {"email": "bob@example.com", "email_verified": true},
+        "carol": {"email": "carol@example.com", "email_verified": true},
     })
 }
+
+/// Users who may read and change their own record (their email, say).
+const SCHEMA: &str = r#"
+[resources.users.fields]
+name = { type = "string", min_length = 2, max_length = 100 }
+[resources.users.rules]
+view = "id = @auth.id"
+update = "id = @auth.id"
+"#;
 
 /// The provider and a ferrobase with two sign-ins at it: `local` (client `ferrobase`) and
 /// `twin` (client `other-app`).
@@ -73,6 +83,7 @@ client_secret = "other-app-secret-0123456789abcdef0123456789"
             "LOCAL_SECRET",
             "ferrobase-secret-0123456789abcdef0123456789",
         )
+        .schema(SCHEMA)
         .settings(&settings)
         .file("clock", "0");
     let clock = project.path().join("clock");
@@ -240,6 +251,25 @@ impl<'s> Browser<'s> {
         panic!("the provider never sent the browser back");
     }
 
+    /// Trades a one-time code for tokens from this browser (its binding cookie goes along).
+    fn exchange(&self, code: &str) -> Reply {
+        self.exchange_with(&json!({ "code": code }))
+    }
+
+    fn exchange_with(&self, body: &Value) -> Reply {
+        let r = self
+            .client
+            .post(self.server.url("/api/v1/auth/oauth/exchange"))
+            .json(body)
+            .send()
+            .expect("exchange");
+        Reply {
+            status: r.status().as_u16(),
+            headers: r.headers().clone(),
+            text: r.text().expect("body"),
+        }
+    }
+
     /// The whole sign-in as `account`, to where ferrobase finally sends the browser.
     fn sign_in(&self, provider: &str, account: &str) -> Stop {
         let start = self.begin(provider, APP);
@@ -247,11 +277,6 @@ impl<'s> Browser<'s> {
         let callback = self.at_provider(&start.location.expect("to the provider"), account);
         self.get(&callback)
     }
-}
-
-/// Trades a one-time code for tokens.
-fn exchange(s: &Server, code: &str) -> Reply {
-    s.post("/api/v1/auth/oauth/exchange", &json!({ "code": code }))
 }
 
 fn app_code(stop: &Stop) -> String {
@@ -309,8 +334,13 @@ fn sign_in_through_the_provider_and_link_a_second_one() {
     let landed = browser.get(&callback);
     let code = app_code(&landed);
 
+    // Only the browser that signed in can trade the code (a code carried to another
+    // browser would sign its user in as alice: login CSRF).
+    let r = Browser::new(&s).exchange(&code);
+    assert_eq!(r.status, 401, "{}", r.text);
+    let code = app_code(&browser.sign_in("local", "alice"));
     // The code is traded once for the usual pair; no token ever travelled in a URL.
-    let r = exchange(&s, &code);
+    let r = browser.exchange(&code);
     let token = access_token(&r);
     assert!(r.json()["data"]["refreshToken"].is_string());
     let me = authed(&s, &token, "GET", "/api/v1/auth/me").json()["data"].clone();
@@ -320,18 +350,19 @@ fn sign_in_through_the_provider_and_link_a_second_one() {
         "the provider verified the address: {me}"
     );
     let user_id = me["id"].as_str().expect("id").to_owned();
-    let r = exchange(&s, &code);
+    let r = browser.exchange(&code);
     assert_eq!(r.status, 401, "a code is used once: {}", r.text);
 
     // Signing in again finds the same account through the link.
-    let code = app_code(&Browser::new(&s).sign_in("local", "alice"));
-    let token = access_token(&exchange(&s, &code));
+    let again = Browser::new(&s);
+    let code = app_code(&again.sign_in("local", "alice"));
+    let token = access_token(&again.exchange(&code));
     let me = authed(&s, &token, "GET", "/api/v1/auth/me").json()["data"].clone();
     assert_eq!(me["id"], user_id.as_str());
 
     // A second provider with the same verified email links to the same account.
-    let code = app_code(&Browser::new(&s).sign_in("twin", "alice"));
-    let token = access_token(&exchange(&s, &code));
+    let code = app_code(&again.sign_in("twin", "alice"));
+    let token = access_token(&again.exchange(&code));
     let me = authed(&s, &token, "GET", "/api/v1/auth/me").json()["data"].clone();
     assert_eq!(me["id"], user_id.as_str());
     let r = authed(&s, &token, "GET", "/api/v1/auth/identities");
@@ -370,11 +401,8 @@ fn sign_in_through_the_provider_and_link_a_second_one() {
             .json(&json!({"code": ferrobase_auth::mfa::code_at(&secret, now)}))
     });
     assert_eq!(r.status, 200, "{}", r.text);
-    let code = app_code(&Browser::new(&s).sign_in("local", "alice"));
-    let r = s.post(
-        "/api/v1/auth/oauth/exchange",
-        &json!({"code": code, "session": "cookie"}),
-    );
+    let code = app_code(&again.sign_in("local", "alice"));
+    let r = again.exchange_with(&json!({"code": code, "session": "cookie"}));
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json()["data"]["mfaRequired"], true, "{}", r.text);
     assert!(
@@ -485,8 +513,8 @@ fn wrong_nonce_other_audience_and_expired_id_tokens_are_refused() {
     std::fs::write(s.dir().join("clock"), "0").expect("clock");
 
     // None of it linked anything: the first sign-in that passes makes the one link.
-    let code = app_code(&Browser::new(&s).sign_in("local", "alice"));
-    let token = access_token(&exchange(&s, &code));
+    let code = app_code(&browser.sign_in("local", "alice"));
+    let token = access_token(&browser.exchange(&code));
     let r = authed(&s, &token, "GET", "/api/v1/auth/identities");
     assert_eq!(r.json()["data"].as_array().map(Vec::len), Some(1));
 }
@@ -541,9 +569,87 @@ fn redirects_and_unverified_emails_cannot_take_accounts() {
     assert_eq!(app_error(&stop), "account_exists");
 
     // A forged or unknown exchange code gets nothing.
-    let r = exchange(&s, "not-a-code");
+    let r = browser.exchange("not-a-code");
     assert_eq!(r.status, 401, "{}", r.text);
     let r = s.post("/api/v1/auth/oauth/exchange", &json!({}));
     assert_eq!(r.status, 400, "{}", r.text);
     assert_eq!(r.code(), "VALIDATION_FAILED");
+    let r = s.post(
+        "/api/v1/auth/oauth/exchange",
+        &json!({"code": "x", "codeVerifier": "typo"}),
+    );
+    assert_eq!(r.status, 400, "unknown members are refused: {}", r.text);
+}
+
+#[test]
+fn an_app_on_another_site_proves_the_code_with_pkce() {
+    let Some((_provider, s)) = setup() else {
+        return;
+    };
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let verifier = "an-app-verifier-of-enough-length-0123456789abcdefgh";
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let browser = Browser::new(&s);
+    let query: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("redirect_to", "http://other.test/cb?code=ATTACKER&keep=1")
+        .append_pair("code_challenge", &challenge)
+        .finish();
+    let start = browser.get(&format!("{PUBLIC}/api/v1/auth/oauth/local?{query}"));
+    assert_eq!(start.status, 302, "{}", start.body);
+    let callback = browser.at_provider(&start.location.expect("location"), "carol");
+    let landed = browser.get(&callback);
+    assert_eq!(landed.status, 303, "{}", landed.body);
+    let location = landed.location.expect("location");
+    // The app's own parameters stay; a `code` planted in redirect_to does not.
+    let url = url::Url::parse(&location).expect("url");
+    let codes: Vec<String> = url
+        .query_pairs()
+        .filter(|(k, _)| k == "code")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    assert_eq!(codes.len(), 1, "{location}");
+    assert_ne!(codes[0], "ATTACKER");
+    assert_eq!(param(&location, "keep").as_deref(), Some("1"));
+    // The app (another client: no cookie of the browser) shows the verifier.
+    let app = Browser::new(&s);
+    let r = app.exchange_with(
+        &json!({"code": codes[0], "code_verifier": "a-wrong-verifier-0123456789abcdefghijklmnop"}),
+    );
+    assert_eq!(r.status, 401, "{}", r.text);
+    let code = app_code_at(&browser, "carol", &query);
+    let r = app.exchange_with(&json!({"code": code}));
+    assert_eq!(
+        r.status, 401,
+        "the challenge's verifier is required: {}",
+        r.text
+    );
+    let code = app_code_at(&browser, "carol", &query);
+    let r = app.exchange_with(&json!({"code": code, "code_verifier": verifier}));
+    let token = access_token(&r);
+
+    // Carol changes her address: it is no longer verified, so the old verification
+    // cannot vouch for it (a provider account with the new address is not joined).
+    let me = authed(&s, &token, "GET", "/api/v1/auth/me").json()["data"].clone();
+    assert_eq!(me["verified"], true, "{me}");
+    let r = s.send(|c| {
+        c.patch(s.url(&format!("/api/v1/users/{}", me["id"].as_str().expect("id"))))
+            .bearer_auth(&token)
+            .header("content-type", "application/merge-patch+json")
+            .body(r#"{"email":"Bob@Example.com"}"#)
+    });
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["data"]["email"], "bob@example.com");
+    assert_eq!(r.json()["data"]["verified"], false, "{}", r.text);
+    let stop = Browser::new(&s).sign_in("local", "bob");
+    assert_eq!(app_error(&stop), "account_exists");
+}
+
+/// A sign-in at `query` (a start URL's query) as `account`, to the code on the app's page.
+fn app_code_at(browser: &Browser<'_>, account: &str, query: &str) -> String {
+    let start = browser.get(&format!("{PUBLIC}/api/v1/auth/oauth/local?{query}"));
+    let callback = browser.at_provider(&start.location.expect("location"), account);
+    let landed = browser.get(&callback);
+    param(&landed.location.expect("location"), "code").expect("code")
 }

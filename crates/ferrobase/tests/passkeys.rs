@@ -153,7 +153,7 @@ fn add_passkey(s: &Server, token: &str, device: &mut Device, name: &str) -> Stri
         Some(token),
         "POST",
         "/api/v1/auth/passkeys/register/start",
-        Some(json!({"name": name})),
+        Some(json!({"name": name, "password": PASSWORD})),
     );
     assert_eq!(r.status, 200, "{}", r.text);
     let start = r.json()["data"].clone();
@@ -213,10 +213,25 @@ fn register_then_sign_in_by_passkey_alone_across_nodes() {
         Some(&token),
         "POST",
         "/api/v1/auth/passkeys/register/start",
-        None,
+        Some(json!({"password": PASSWORD})),
     );
     let excluded = r.json()["data"]["publicKey"]["excludeCredentials"].clone();
     assert_eq!(excluded[0]["id"], id, "{excluded}");
+
+    // Adding a factor takes the password again: a stolen access token cannot plant one.
+    for (body, status) in [
+        (None, 400),
+        (Some(json!({"password": "not the password"})), 401),
+    ] {
+        let r = send(
+            &a,
+            Some(&token),
+            "POST",
+            "/api/v1/auth/passkeys/register/start",
+            body,
+        );
+        assert_eq!(r.status, status, "{}", r.text);
+    }
 
     // Sign in with nothing but the passkey: the authenticator names the account.
     let start = login_start(&a, None);
@@ -412,10 +427,38 @@ fn a_passkey_as_the_second_factor_after_a_password() {
         DefaultClientData,
     ));
     assert!(refused.is_err());
-    // And her discoverable assertion does not fit sam's ceremony.
-    let eve_start = login_start(&s, None);
-    let eve_assertion = get(&mut eves, &eve_start);
+    // And her authenticator signing sam's very challenge (no allow-list given to it)
+    // does not finish sam's sign-in: the credential is not one of his.
+    let mut open = start.clone();
+    open["publicKey"]["allowCredentials"] = json!([]);
+    let eve_assertion = get(&mut eves, &open);
     let r = login_finish(&s, &start, &eve_assertion);
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert!(r.text.contains("not one of the account's"), "{}", r.text);
+
+    // A password change between the start and the finish ends the half-done sign-in.
+    let r = send(
+        &s,
+        None,
+        "POST",
+        "/api/v1/auth/login",
+        Some(json!({"email": "sam@example.com", "password": PASSWORD})),
+    );
+    let mfa_token = r.json()["data"]["mfaToken"]
+        .as_str()
+        .expect("mfa token")
+        .to_owned();
+    let start = login_start(&s, Some(json!({"mfaToken": mfa_token})));
+    let r = send(
+        &s,
+        Some(&access),
+        "POST",
+        "/api/v1/auth/password",
+        Some(json!({"currentPassword": PASSWORD, "newPassword": "another long password"})),
+    );
+    assert_eq!(r.status, 204, "{}", r.text);
+    let assertion = get(&mut key, &start);
+    let r = login_finish(&s, &start, &assertion);
     assert_eq!(r.status, 401, "{}", r.text);
 
     // Malformed credentials are a validation error, never a 500.

@@ -121,9 +121,23 @@ pub fn verify_id_token(
     if !allowed.contains(&header.alg) {
         return Err(invalid("uses an algorithm that is not accepted"));
     }
+    // Signing keys only: a key published for encryption verifies nothing.
+    let signing: Vec<&jsonwebtoken::jwk::Jwk> = keys
+        .keys
+        .iter()
+        .filter(|k| {
+            !matches!(
+                k.common.public_key_use,
+                Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+            )
+        })
+        .collect();
     let jwk = match &header.kid {
-        Some(kid) => keys.find(kid).ok_or(Failure::UnknownKey)?,
-        None if keys.keys.len() == 1 => &keys.keys[0],
+        Some(kid) => *signing
+            .iter()
+            .find(|k| k.common.key_id.as_deref() == Some(kid.as_str()))
+            .ok_or(Failure::UnknownKey)?,
+        None if signing.len() == 1 => signing[0],
         None => return Err(invalid("names no key and the provider publishes several")),
     };
     if let Some(key_alg) = jwk.common.key_algorithm
@@ -153,8 +167,10 @@ pub fn verify_id_token(
         }
         _ => expected.issuer.to_owned(),
     };
-    if claims.iss.as_deref().map(|i| i.trim_end_matches('/')) != Some(issuer.trim_end_matches('/'))
-    {
+    if claims.sub.is_empty() {
+        return Err(invalid("names no subject"));
+    }
+    if claims.iss.as_deref() != Some(issuer.as_str()) {
         return Err(invalid("was issued by someone else"));
     }
     let audiences: Vec<&str> = match &claims.aud {
@@ -165,7 +181,10 @@ pub fn verify_id_token(
     if !audiences.contains(&expected.client_id) {
         return Err(invalid("is for another audience"));
     }
-    if audiences.len() > 1 && claims.azp.as_deref() != Some(expected.client_id) {
+    // `azp`, when present, must be us (OpenID Core 3.1.3.7, 4-5).
+    if (audiences.len() > 1 || claims.azp.is_some())
+        && claims.azp.as_deref() != Some(expected.client_id)
+    {
         return Err(invalid(
             "is for several audiences and not authorized for this one",
         ));
@@ -265,6 +284,15 @@ mod tests {
         refused(
             with("iss", json!("https://evil.example")),
             "was issued by someone else",
+        );
+        refused(
+            with("iss", json!("https://id.example/")),
+            "was issued by someone else",
+        );
+        refused(with("sub", json!("")), "names no subject");
+        refused(
+            with("azp", json!("other")),
+            "is for several audiences and not authorized for this one",
         );
         refused(with("exp", json!(1400)), "has expired");
         refused(with("iat", json!(1600)), "is not valid yet");

@@ -457,7 +457,21 @@ impl Providers {
                 return Ok(c.value.clone());
             }
         }
-        let keys: JwkSet = self.get_json(&metadata.jwks_uri, "").await?;
+        let keys: JwkSet = match self.get_json(&metadata.jwks_uri, "").await {
+            Ok(keys) => keys,
+            // The provider's keys rotate rarely: while it cannot be reached, the keys
+            // known before still verify the tokens they signed.
+            Err(e) => match cached.as_ref() {
+                Some(stale) => {
+                    tracing::warn!(
+                        error = e.message(),
+                        "OAuth keys not refreshed; using the known ones"
+                    );
+                    return Ok(stale.value.clone());
+                }
+                None => return Err(e),
+            },
+        };
         let keys = Arc::new(keys);
         *cached = Some(Cached {
             value: keys.clone(),

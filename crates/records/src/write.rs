@@ -222,6 +222,11 @@ impl Records {
             Err(e) => (None, Some(e)),
         };
         let written: Vec<usize> = changes.iter().map(|(i, _)| *i).collect();
+        let changes = if resource.is_users() {
+            new_address_unverified(resource, changes)
+        } else {
+            changes
+        };
         let targets = self.relation_targets(res, identity, written.iter().copied(), clock);
         let guard = {
             let (records, identity) = (self.clone(), identity.clone());
@@ -499,4 +504,31 @@ impl Records {
 /// Whether a write that failed this way may still have committed.
 fn may_have_committed(error: &StoreError) -> bool {
     matches!(error, StoreError::Unavailable(_) | StoreError::Internal(_))
+}
+
+/// A user's new email address is lowercased (one account per address, as at
+/// registration) and is not verified: the old address's verification must not vouch for
+/// it (sign-in with a provider links by verified address). An admin who sets `verified`
+/// in the same patch decides it.
+fn new_address_unverified(
+    users: &ferrobase_schema::Resource,
+    mut changes: Vec<(usize, Change)>,
+) -> Vec<(usize, Change)> {
+    let field = |name: &str| users.fields.iter().position(|f| f.name == name);
+    let (Some(email), Some(verified)) = (field("email"), field("verified")) else {
+        return changes;
+    };
+    let mut new_address = false;
+    for (i, change) in &mut changes {
+        if *i == email
+            && let Change::Set(Value::String(address)) = change
+        {
+            *address = address.to_lowercase();
+            new_address = true;
+        }
+    }
+    if new_address && !changes.iter().any(|(i, _)| *i == verified) {
+        changes.push((verified, Change::Set(Value::Bool(false))));
+    }
+    changes
 }

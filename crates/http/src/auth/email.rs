@@ -200,7 +200,20 @@ pub(crate) async fn reset_confirm(
         .ok_or_else(invalid_token)?;
     let hash = super::session::hash_password(&state, password).await?;
     state.records.set_password_hash(&user, hash).await?;
-    state.store.sessions().revoke_user(user, now).await?;
+    state
+        .store
+        .sessions()
+        .revoke_user(user.clone(), now)
+        .await?;
+    // Whoever holds the address owns the account now: passkeys someone else may have
+    // added (to an account made in the owner's name) go with the old password.
+    for passkey in state.store.sessions().passkeys_of(user.clone()).await? {
+        state
+            .store
+            .sessions()
+            .delete_passkey(user.clone(), passkey.id)
+            .await?;
+    }
     Ok(json_response(
         StatusCode::OK,
         &json!({"data": {"reset": true}}),

@@ -217,29 +217,9 @@ pub(crate) async fn disable(
     let caller = person(&identity)?;
     let address = client_key(&state, &req);
     let JsonObject(mut body) = JsonObject::from_request(req, &state).await?;
-    let key = match throttle(&state, &caller.id, &address).await {
-        Ok(key) => key,
-        Err(refused) => return Ok(refused),
-    };
-    let proven = match (body.remove("code"), body.remove("password")) {
-        (Some(Value::String(code)), None) => spend_code(&state, &caller.id, &code).await?,
-        (None, Some(Value::String(password))) => {
-            blocking_verify_password(&state, &caller.id, password).await?
-        }
-        _ => {
-            return Err(ApiError::validation(
-                [(
-                    "code".to_owned(),
-                    vec!["send a current code or the password (one of code, password)".to_owned()],
-                )]
-                .into(),
-            ));
-        }
-    };
-    if !proven {
-        return Err(wrong_code());
+    if let Some(refused) = prove_again(&state, &caller.id, &address, &mut body).await? {
+        return Ok(refused);
     }
-    forgive(&state, &key).await;
     if !state.store.sessions().delete_mfa(caller.id.clone()).await? {
         return Err(ApiError::not_found("TOTP is not on"));
     }
@@ -313,4 +293,39 @@ pub(crate) async fn pending_sign_in(
         ));
     }
     Ok((pending, user))
+}
+
+/// A signed-in caller proves again that they are the account's owner, with `password`
+/// or a current TOTP (or recovery) `code`, before a change that adds or removes a
+/// factor; throttled like the code step. `Some` is the answer to give instead (429).
+pub(crate) async fn prove_again(
+    state: &AppState,
+    user: &str,
+    address: &str,
+    body: &mut Map<String, Value>,
+) -> Result<Option<Response>, ApiError> {
+    let key = match throttle(state, user, address).await {
+        Ok(key) => key,
+        Err(refused) => return Ok(Some(refused)),
+    };
+    let proven = match (body.remove("code"), body.remove("password")) {
+        (Some(Value::String(code)), None) => spend_code(state, user, &code).await?,
+        (None, Some(Value::String(password))) => {
+            blocking_verify_password(state, user, password).await?
+        }
+        _ => {
+            return Err(ApiError::validation(
+                [(
+                    "code".to_owned(),
+                    vec!["send a current code or the password (one of code, password)".to_owned()],
+                )]
+                .into(),
+            ));
+        }
+    };
+    if !proven {
+        return Err(wrong_code());
+    }
+    forgive(state, &key).await;
+    Ok(None)
 }

@@ -21,7 +21,7 @@ use ferrobase_store::IdentityRow;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::{keep_a_way_in, put_ticket, required_string, user_record, user_text};
+use super::{put_ticket, required_string, user_record, user_text};
 use crate::error::ApiError;
 use crate::extract::JsonObject;
 use crate::identity::{Identity, Via, cookie, cookie_name};
@@ -45,6 +45,19 @@ struct Pending {
     redirect_uri: String,
     /// Hash of the browser's binding cookie.
     binding: String,
+    /// The app's own PKCE challenge (S256) for the exchange, when it sent one.
+    #[serde(default)]
+    app_challenge: Option<String>,
+}
+
+/// What the one-time code's exchange must show: the app's PKCE verifier when it sent a
+/// challenge, otherwise the binding cookie of the browser that signed in. A code carried
+/// to another browser (login CSRF: signing a victim in as the attacker) is worthless.
+#[derive(Serialize, Deserialize)]
+struct Redeem {
+    binding: String,
+    #[serde(default)]
+    app_challenge: Option<String>,
 }
 
 fn binding_cookie_name(secure: bool) -> &'static str {
@@ -87,12 +100,20 @@ fn callback_uri(state: &AppState, headers: &HeaderMap, provider: &str) -> Result
     Ok(format!("{base}/api/v1/auth/oauth/{provider}/callback"))
 }
 
-/// `url` with `pairs` added to its query.
+/// `url` with `pairs` in its query, replacing any parameters of the same names (an
+/// allowed page named with `?code=` of the attacker's must not carry it along).
 fn with_query(url: &str, pairs: &[(&str, &str)]) -> String {
+    const OURS: [&str; 3] = ["code", "error", "error_description"];
     match url::Url::parse(url) {
         Ok(mut u) => {
+            let kept: Vec<(String, String)> = u
+                .query_pairs()
+                .filter(|(k, _)| !OURS.contains(&k.as_ref()))
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
             {
                 let mut q = u.query_pairs_mut();
+                q.clear().extend_pairs(kept);
                 for (k, v) in pairs {
                     q.append_pair(k, v);
                 }
@@ -101,6 +122,23 @@ fn with_query(url: &str, pairs: &[(&str, &str)]) -> String {
         }
         Err(_) => url.to_owned(),
     }
+}
+
+/// A new binding cookie value: random, signed, so that only values this server set are
+/// used again (a sibling subdomain cannot plant one).
+fn new_binding(state: &AppState) -> String {
+    let value = random_token();
+    let sig = mac(&state.oauth_key, "binding", &value);
+    format!("{value}.{sig}")
+}
+
+fn binding_is_ours(state: &AppState, cookie: &str) -> bool {
+    cookie.split_once('.').is_some_and(|(value, sig)| {
+        constant_time_eq(
+            sig.as_bytes(),
+            mac(&state.oauth_key, "binding", value).as_bytes(),
+        )
+    })
 }
 
 fn redirect(status: StatusCode, location: &str) -> Response {
@@ -152,8 +190,29 @@ pub(crate) async fn start(
     let name = binding_cookie_name(secure);
     // One binding per browser: sign-ins begun in two tabs both finish.
     let binding = cookie(req.headers(), name)
-        .filter(|b| b.len() == 43)
-        .unwrap_or_else(random_token);
+        .filter(|b| binding_is_ours(&state, b))
+        .unwrap_or_else(|| new_binding(&state));
+    let app_challenge = match query.get("code_challenge") {
+        None => None,
+        Some(Value::String(c))
+            if (43..=128).contains(&c.len())
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            Some(c.clone())
+        }
+        Some(_) => {
+            return Err(ApiError::validation(
+                [(
+                    "code_challenge".to_owned(),
+                    vec![
+                        "must be a PKCE S256 challenge (43 to 128 base64url characters)".to_owned(),
+                    ],
+                )]
+                .into(),
+            ));
+        }
+    };
     let redirect_uri = callback_uri(&state, req.headers(), &provider)?;
     let id = random_token();
     let signed_state = format!("{id}.{}", mac(&state.oauth_key, "state", &id));
@@ -164,6 +223,7 @@ pub(crate) async fn start(
         redirect_to,
         redirect_uri: redirect_uri.clone(),
         binding: token_hash(&binding),
+        app_challenge,
     };
     let location = state
         .oauth
@@ -312,7 +372,7 @@ pub(crate) async fn callback(
                 ferrobase_oauth::OAuthError::Rejected(_) => "invalid_grant",
                 ferrobase_oauth::OAuthError::Unavailable(_) => "provider_error",
             };
-            return fail(error, e.message());
+            return fail(error, "the provider's answer was not accepted; try again");
         }
     };
     let user_id = match account_user(&state, &provider, &account).await? {
@@ -321,12 +381,17 @@ pub(crate) async fn callback(
     };
     let code = random_token();
     let id = token_hash(&code);
+    let redeem = serde_json::to_string(&Redeem {
+        binding: pending.binding.clone(),
+        app_challenge: pending.app_challenge.clone(),
+    })
+    .map_err(ApiError::internal)?;
     put_ticket(
         &state,
         TICKET_CODE,
         id,
         Some(user_id),
-        "{}".into(),
+        redeem,
         CODE_TTL_SECS,
     )
     .await?;
@@ -357,7 +422,9 @@ async fn account_user(
         .email
         .as_ref()
         .filter(|_| account.email_verified)
-        .map(|e| e.to_lowercase())
+        // ASCII case only: Unicode folding makes other addresses equal (K and the Kelvin
+        // sign), and an address must match exactly to be linked.
+        .map(|e| e.to_ascii_lowercase())
     else {
         return Ok(Err((
             "email_not_verified",
@@ -401,14 +468,24 @@ async fn account_user(
             let (_, users) = state.users();
             let mut body = Map::new();
             body.insert("email".into(), Value::String(email.clone()));
+            let mut planned = None;
             if let Some(name) = &account.name
                 && users.fields.iter().any(|f| f.name == "name")
             {
-                body.insert("name".into(), Value::String(name.clone()));
+                let mut named = body.clone();
+                named.insert("name".into(), Value::String(name.clone()));
+                // A name the schema refuses (too long, say) is left out, not fatal.
+                planned = state
+                    .records
+                    .plan_account(Registrant::Visitor, named, Default::default())
+                    .ok();
             }
-            let planned = state
-                .records
-                .plan_account(Registrant::Visitor, body, Default::default());
+            let planned = match planned {
+                Some(p) => Ok(p),
+                None => state
+                    .records
+                    .plan_account(Registrant::Visitor, body, Default::default()),
+            };
             let Ok(planned) = planned else {
                 return Ok(Err((
                     "profile_incomplete",
@@ -463,26 +540,64 @@ pub(crate) async fn exchange(
     State(state): State<AppState>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let replaced = cookie(
-        req.headers(),
-        cookie_name(state.settings.auth.cookie_secure),
-    );
+    let secure = state.settings.auth.cookie_secure;
+    let replaced = cookie(req.headers(), cookie_name(secure));
+    let binding = cookie(req.headers(), binding_cookie_name(secure));
     let JsonObject(mut body) = JsonObject::from_request(req, &state).await?;
     let code = required_string(&mut body, "code")?;
+    let verifier = match body.remove("code_verifier") {
+        None => None,
+        Some(Value::String(v)) => Some(v),
+        Some(_) => {
+            return Err(ApiError::validation(
+                [(
+                    "code_verifier".to_owned(),
+                    vec!["must be a string".to_owned()],
+                )]
+                .into(),
+            ));
+        }
+    };
     let cookie_session = super::session::session_choice(&mut body)?;
+    if let Some(key) = body.keys().next() {
+        return Err(ApiError::validation(
+            [(
+                key.clone(),
+                vec!["is not a member of the exchange".to_owned()],
+            )]
+            .into(),
+        ));
+    }
     let now = format_datetime(state.clock.now());
     let ticket = state
         .store
         .sessions()
         .take_ticket(TICKET_CODE.into(), token_hash(&code), now)
         .await?;
-    let Some(user_id) = ticket.and_then(|t| t.user_id) else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
+    let refused = |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message);
+    let Some((user_id, payload)) = ticket.and_then(|t| t.user_id.map(|u| (u, t.payload))) else {
+        return Err(refused(
             "the code is not valid: it was used, has expired or was never issued",
         ));
     };
+    let redeem: Redeem = serde_json::from_str(&payload).map_err(ApiError::internal)?;
+    let shown = match (&redeem.app_challenge, verifier) {
+        (Some(challenge), Some(verifier)) => constant_time_eq(
+            ferrobase_oauth::pkce_challenge(&verifier).as_bytes(),
+            challenge.as_bytes(),
+        ),
+        (Some(_), None) => false,
+        (None, _) => binding
+            .as_deref()
+            .is_some_and(|b| constant_time_eq(token_hash(b).as_bytes(), redeem.binding.as_bytes())),
+    };
+    if !shown {
+        return Err(refused(if redeem.app_challenge.is_some() {
+            "the code_verifier does not match the code_challenge the sign-in began with"
+        } else {
+            "the code belongs to another browser's sign-in (or send the code_verifier of a code_challenge)"
+        }));
+    }
     let user = user_record(&state, &user_id).await?;
     let hash = user_text(&state, &user, "password_hash")
         .unwrap_or_default()
@@ -549,12 +664,16 @@ pub(crate) async fn unlink(
             "no identity from '{provider}' is linked"
         )));
     }
-    keep_a_way_in(
-        &state,
-        &user,
-        "this is the last way to sign in to the account; set a password or add a passkey first",
-    )
-    .await?;
+    // What is left after unlinking (every account at this provider goes) must still let
+    // the owner in.
+    let at_provider = linked.iter().filter(|r| r.provider == provider).count();
+    if sign_in_methods(&state, &user).await? <= at_provider {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "CONFLICT",
+            "this is the last way to sign in to the account; set a password or add a passkey first",
+        ));
+    }
     state
         .store
         .sessions()

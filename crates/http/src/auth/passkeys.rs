@@ -20,11 +20,12 @@ use webauthn_rs::prelude::{
     PublicKeyCredential, RegisterPublicKeyCredential, Url, Uuid, Webauthn, WebauthnError,
 };
 
+use super::mfa::prove_again;
 use super::oauth::account_owner;
 use super::{keep_a_way_in, optional_body, put_ticket, required_string, user_record, user_text};
 use crate::error::ApiError;
 use crate::extract::JsonObject;
-use crate::identity::{Identity, cookie, cookie_name};
+use crate::identity::{Identity, client_key, cookie, cookie_name};
 use crate::records::json_response;
 use crate::state::AppState;
 
@@ -68,6 +69,9 @@ enum SigningIn {
         state: PasskeyAuthentication,
         user_id: String,
         cookie: bool,
+        /// The password step's token, checked again at the finish (a password change
+        /// in between ends the sign-in).
+        mfa_token: String,
     },
 }
 
@@ -169,6 +173,7 @@ pub(crate) async fn register_start(
 ) -> Result<Response, ApiError> {
     let rp = webauthn(&state)?;
     let user_id = account_owner(&identity)?;
+    let address = client_key(&state, &req);
     let mut body = optional_body(&state, req).await?;
     let name = match body.remove("name") {
         None => "passkey".to_owned(),
@@ -185,8 +190,39 @@ pub(crate) async fn register_start(
             ));
         }
     };
-    no_other_members(&body)?;
     let user = user_record(&state, &user_id).await?;
+    // A new factor outlives sessions and password changes: the owner proves it is them
+    // (password or TOTP code), so a stolen access token cannot plant one.
+    let has_password = user_text(&state, &user, "password_hash").is_some_and(|h| !h.is_empty());
+    let totp_on = state
+        .store
+        .sessions()
+        .mfa(user_id.clone())
+        .await?
+        .is_some_and(|m| m.confirmed);
+    if (has_password || totp_on)
+        && let Some(refused) = prove_again(&state, &user_id, &address, &mut body).await?
+    {
+        return Ok(refused);
+    }
+    no_other_members(&body)?;
+    // Where addresses can be verified, an unverified account (anyone may have typed the
+    // address) gets no passkey: it would survive the owner's password reset.
+    let (_, users) = state.users();
+    let unverified = users
+        .fields
+        .iter()
+        .position(|f| f.name == "verified")
+        .is_some_and(|i| user.values[i] != Value::Bool(true));
+    if unverified
+        && (state.settings.email.smtp_url.is_some() || state.settings.auth.require_verified_email)
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "EMAIL_NOT_VERIFIED",
+            "verify the account's email address before adding a passkey",
+        ));
+    }
     let email = user_text(&state, &user, "email")
         .unwrap_or(&user_id)
         .to_owned();
@@ -323,6 +359,7 @@ pub(crate) async fn login_start(
                 state: auth,
                 user_id: pending.user_id,
                 cookie: pending.cookie,
+                mfa_token: token,
             },
             Some(user_id),
         )
@@ -384,7 +421,12 @@ pub(crate) async fn login_finish(
             state: auth,
             user_id,
             cookie,
+            mfa_token,
         } => {
+            let (pending, _) = super::mfa::pending_sign_in(&state, &mfa_token).await?;
+            if pending.user_id != user_id {
+                return Err(ceremony_gone());
+            }
             let row = state
                 .store
                 .sessions()

@@ -152,19 +152,7 @@ pub(crate) async fn login(
     for (throttle, key) in counted {
         throttle.forgive(key, now_unix).await;
     }
-    if state.settings.auth.require_verified_email
-        && users
-            .fields
-            .iter()
-            .position(|f| f.name == "verified")
-            .is_some_and(|i| user.values[i] != Value::Bool(true))
-    {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "EMAIL_NOT_VERIFIED",
-            "confirm your email address first (POST /api/v1/auth/verify-email/request sends the link again)",
-        ));
-    }
+    verified_if_required(&state, &user)?;
     // The stored hash as it is after this sign-in (an MFA token is bound to it).
     let mut current_hash = hash_index
         .and_then(|i| user.values[i].as_str())
@@ -205,6 +193,7 @@ pub(crate) async fn first_factor_done(
     replaced: Option<String>,
     current_hash: &str,
 ) -> Result<Response, ApiError> {
+    verified_if_required(state, user)?;
     if let Some(mfa) = state.store.sessions().mfa(user.id.clone()).await?
         && mfa.confirmed
     {
@@ -222,6 +211,26 @@ pub(crate) async fn first_factor_done(
     sign_in(state, user, cookie_session, replaced).await
 }
 
+/// With `[auth] require_verified_email`, 403 for an account whose address is not
+/// verified, whatever the factor it signs in with.
+fn verified_if_required(state: &AppState, user: &ferrobase_store::Record) -> Result<(), ApiError> {
+    let (_, users) = state.users();
+    if state.settings.auth.require_verified_email
+        && users
+            .fields
+            .iter()
+            .position(|f| f.name == "verified")
+            .is_some_and(|i| user.values[i] != Value::Bool(true))
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "EMAIL_NOT_VERIFIED",
+            "confirm your email address first (POST /api/v1/auth/verify-email/request sends the link again)",
+        ));
+    }
+    Ok(())
+}
+
 /// The end of every sign-in: a token pair, or a cookie session (replacing the one the
 /// browser held) with its CSRF token.
 pub(crate) async fn sign_in(
@@ -230,6 +239,7 @@ pub(crate) async fn sign_in(
     cookie_session: bool,
     replaced: Option<String>,
 ) -> Result<Response, ApiError> {
+    verified_if_required(state, user)?;
     let now = format_datetime(state.clock.now());
     let role = role_of(state, user);
     let user_value = user_json(state, user, &role)?;

@@ -293,7 +293,12 @@ impl AuthSettings {
         let Ok(parsed) = url::Url::parse(url) else {
             return false;
         };
-        if !matches!(parsed.scheme(), "http" | "https") || parsed.fragment().is_some() {
+        // A user name or password in the URL only serves to dress up another address.
+        if !matches!(parsed.scheme(), "http" | "https")
+            || parsed.fragment().is_some()
+            || !parsed.username().is_empty()
+            || parsed.password().is_some()
+        {
             return false;
         }
         let origin = parsed.origin().ascii_serialization();
@@ -1113,6 +1118,43 @@ mod tests {
 
     fn load(text: &str, pairs: &[(&str, &str)]) -> Result<Settings, Diagnostics> {
         Settings::load(&SourceFile::new("ferrobase.toml", text), &env(pairs))
+    }
+
+    #[test]
+    fn redirects_go_to_allowed_urls_and_origins_only() {
+        let settings = load(
+            "[auth]\nredirect_allowlist = [\"https://app.example.com/signed-in\", \"https://admin.example.com\"]\n",
+            &[],
+        )
+        .expect("valid");
+        let auth = &settings.auth;
+        for good in [
+            "https://app.example.com/signed-in",
+            "https://admin.example.com/",
+            "https://admin.example.com/any/page?x=1",
+            "https://ADMIN.example.com/x",
+            "https://admin.example.com:443/x",
+        ] {
+            assert!(auth.redirect_allowed(good), "{good}");
+        }
+        for bad in [
+            "https://app.example.com/other",
+            "https://app.example.com/signed-in/more",
+            "https://app.example.com.evil.com/signed-in",
+            "https://evil.com/https://admin.example.com",
+            "https://admin.example.com@evil.com/",
+            "https://user:pw@admin.example.com/",
+            "https://user@admin.example.com/",
+            "http://admin.example.com/",
+            "https://admin.example.com:8443/",
+            "https://admin.example.com/#frag",
+            "javascript:alert(1)",
+            "//admin.example.com/",
+            "/relative",
+            "https:\\\\evil.com",
+        ] {
+            assert!(!auth.redirect_allowed(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -423,6 +423,7 @@ impl Store {
             })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             // Must run inside the async runtime: the tables are prepared by a task.
+            postgres::cache_statements(settings.database.statement_cache);
             let store = PgStore::connect(url, settings.database.pool_size, schema, policy, files)?;
             Ok(Self {
                 inner: Arc::new(store),

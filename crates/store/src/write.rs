@@ -120,31 +120,13 @@ pub(crate) async fn insert<T: WriteTx>(
     allowed: Option<&Expr>,
 ) -> Result<Record, StoreError> {
     let resource = resource(tx.schema(), res)?;
-    check_relations(
-        tx,
-        resource,
-        &record.targets,
-        record.values.iter().enumerate(),
-    )
-    .await?;
-    tx.insert_row(res, &record.id, &record.now, &record.values)
-        .await?;
+    let stamp = resource.timestamps.then(|| record.now.clone());
     let mut values = record.values;
     for (i, field) in resource.fields.iter().enumerate() {
-        if field.is_many() {
-            if values[i].is_null() {
-                values[i] = Value::Array(Vec::new());
-            }
-            tx.write_links(res, i, &record.id, &values[i], false)
-                .await?;
+        if field.is_many() && values[i].is_null() {
+            values[i] = Value::Array(Vec::new());
         }
     }
-    if let Some(cond) = allowed
-        && !tx.satisfies(res, &record.id, cond).await?
-    {
-        return Err(StoreError::Forbidden);
-    }
-    let stamp = resource.timestamps.then(|| record.now.clone());
     let stored = Record {
         id: record.id,
         version: 1,
@@ -160,7 +142,47 @@ pub(crate) async fn insert<T: WriteTx>(
         record.actor.as_deref(),
         &record.now,
     );
-    tx.append_event(&draft).await?;
+    check_relations(
+        tx,
+        resource,
+        &record.targets,
+        stored.values.iter().enumerate(),
+    )
+    .await?;
+    // The row and its event go out together: PostgreSQL receives them in this order in
+    // one round trip (the statements of one connection are pipelined), where awaiting
+    // each would cost a round trip apiece. When the row is refused (a unique value, say),
+    // the event fails after it and the row's error is the one reported; the caller rolls
+    // the transaction back on any error.
+    let has_links = resource.fields.iter().any(ferrobase_schema::Field::is_many);
+    let (inserted, appended) = futures_util::future::join(
+        tx.insert_row(res, &stored.id, &record.now, &stored.values),
+        async {
+            // Links and the rule re-check must follow the row: then the event waits.
+            if has_links || allowed.is_some() {
+                Ok(None)
+            } else {
+                tx.append_event(&draft).await.map(Some)
+            }
+        },
+    )
+    .await;
+    inserted?;
+    let appended = appended?;
+    for (i, field) in resource.fields.iter().enumerate() {
+        if field.is_many() {
+            tx.write_links(res, i, &stored.id, &stored.values[i], false)
+                .await?;
+        }
+    }
+    if let Some(cond) = allowed
+        && !tx.satisfies(res, &stored.id, cond).await?
+    {
+        return Err(StoreError::Forbidden);
+    }
+    if appended.is_none() {
+        tx.append_event(&draft).await?;
+    }
     Ok(stored)
 }
 
@@ -459,7 +481,7 @@ async fn check_relations<'v, T: WriteTx>(
     targets: &Targets,
     values: impl Iterator<Item = (usize, &'v Value)>,
 ) -> Result<(), StoreError> {
-    let mut problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut checks = Vec::new();
     for (i, value) in values {
         let field = &resource.fields[i];
         let Some(rel) = field.relation() else {
@@ -481,12 +503,23 @@ async fn check_relations<'v, T: WriteTx>(
             let cond = targets
                 .condition(i)
                 .filter(|_| !targets.is_own(&rel.resource, id));
-            if !tx.exists(target, id, cond).await? {
-                problems
-                    .entry(field.name.clone())
-                    .or_default()
-                    .push(format!("no {} record has id {id}", rel.resource));
-            }
+            checks.push((field, &rel.resource, id, tx.exists(target, id, cond)));
+        }
+    }
+    // Every check goes out at once (before whatever the caller pipelines after them),
+    // then the answers are read in order.
+    let (described, pending): (Vec<_>, Vec<_>) = checks
+        .into_iter()
+        .map(|(field, target, id, check)| ((field, target, id), check))
+        .unzip();
+    let answers = futures_util::future::join_all(pending).await;
+    let mut problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for ((field, target, id), answer) in described.into_iter().zip(answers) {
+        if !answer? {
+            problems
+                .entry(field.name.clone())
+                .or_default()
+                .push(format!("no {target} record has id {id}"));
         }
     }
     if problems.is_empty() {

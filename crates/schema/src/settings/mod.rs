@@ -256,6 +256,10 @@ pub struct DatabaseSettings {
     /// Reader connections (SQLite, default: one per core) or pool size (PostgreSQL,
     /// default 8).
     pub pool_size: usize,
+    /// PostgreSQL: prepare each statement once per connection and keep it (the default).
+    /// `false` sends every statement unprepared, for poolers in transaction mode
+    /// (PgBouncer) where a connection's prepared statements are not the session's.
+    pub statement_cache: bool,
 }
 
 /// `[redis]` settings.
@@ -336,7 +340,7 @@ const KEYS: &[(&str, &[&str])] = &[
             "public_url",
         ],
     ),
-    ("database", &["url", "pool_size"]),
+    ("database", &["url", "pool_size", "statement_cache"]),
     ("redis", &["url", "prefix"]),
     (
         "auth",
@@ -660,6 +664,7 @@ impl<'a> Loader<'a> {
                 },
             ),
             pool_size: 0,
+            statement_cache: true,
         };
         // The right default depends on the database: SQLite wants one reader per core,
         // PostgreSQL hides network latency with more connections (measured: 8 beats 2
@@ -677,6 +682,7 @@ impl<'a> Loader<'a> {
                     .filter(|n| (1..=256).contains(n))
                     .ok_or_else(|| "must be between 1 and 256".into())
             }),
+            statement_cache: self.get("database", "statement_cache", true, |v| v.bool()),
             ..database
         };
         let redis = RedisSettings {

@@ -45,13 +45,31 @@ pub(crate) trait Conn: Sync {
     ) -> impl Future<Output = Result<Vec<Row>, StoreError>> + Send;
 }
 
+/// Whether statements are prepared once per connection and kept (`[database]
+/// statement_cache`). One setting per process: a process serves one database.
+static STATEMENT_CACHE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns the statement cache on or off for this process.
+pub(crate) fn cache_statements(on: bool) {
+    STATEMENT_CACHE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Statements are prepared once per connection and kept (keyed by SQL text and parameter
-/// types), so repeated requests skip parsing and planning round trips.
+/// types), so repeated requests skip parsing and planning round trips. Without the cache
+/// each statement goes unprepared with its parameter types (one round trip, parsed and
+/// planned every time).
 macro_rules! conn_impl {
     ($t:ty) => {
         impl Conn for $t {
             async fn rows(&self, (sql, values): (String, Values)) -> Result<Vec<Row>, StoreError> {
                 let params = typed(values);
+                if !STATEMENT_CACHE.load(std::sync::atomic::Ordering::Relaxed) {
+                    let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
+                        .iter()
+                        .map(|(p, t)| (p.as_ref() as &(dyn ToSql + Sync), t.clone()))
+                        .collect();
+                    return Ok(self.query_typed(&sql, &typed).await?);
+                }
                 let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
                 let statement = self.prepare_typed_cached(&sql, &types).await?;
                 let refs: Vec<&(dyn ToSql + Sync)> = params

@@ -5,6 +5,7 @@
 
 mod auth;
 mod conn;
+pub(crate) use conn::cache_statements;
 pub(crate) mod ddl;
 mod idempotency;
 mod identity;

@@ -152,7 +152,6 @@ pub(crate) async fn login(
     for (throttle, key) in counted {
         throttle.forgive(key, now_unix).await;
     }
-    verified_if_required(&state, &user)?;
     // The stored hash as it is after this sign-in (an MFA token is bound to it).
     let mut current_hash = hash_index
         .and_then(|i| user.values[i].as_str())

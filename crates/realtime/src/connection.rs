@@ -151,6 +151,8 @@ impl Connection {
         });
         registry[res.0].push(sub.clone());
         drop(registry);
+        // The hub may be skipping the log while nobody subscribed: it reads it now.
+        hub.0.demand.notify_one();
         hub.0.metrics.subscriptions.inc();
         self.subs.insert(name.clone(), sub.clone());
         let start = match after {

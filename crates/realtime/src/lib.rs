@@ -111,6 +111,9 @@ struct Inner {
     metrics: RealtimeMetrics,
     shutdown: watch::Sender<bool>,
     wake: Arc<Notify>,
+    /// Signalled when a subscription needs the hub now: one is about to start, or has
+    /// just started (the hub skips the log unread while nobody subscribes).
+    demand: Notify,
     /// Signalled whenever a connection ends.
     ended: Notify,
     /// Signalled whenever the hub moved its position.
@@ -277,6 +280,7 @@ impl Realtime {
             metrics: RealtimeMetrics::default(),
             shutdown: watch::Sender::new(false),
             wake: Arc::new(Notify::new()),
+            demand: Notify::new(),
             ended: Notify::new(),
             advanced: Notify::new(),
             next_id: AtomicU64::new(1),
@@ -319,6 +323,9 @@ impl Realtime {
     }
 
     /// The hub: reads the log in `seq` order and hands every event to the subscriptions.
+    /// While nobody subscribes it reads no event: it moves its position past the final
+    /// ones once a second, or at once when a subscription is about to start (which then
+    /// begins at the log's end), so writes cost realtime nothing until it is used.
     async fn follow(self, position: i64) {
         let records = self.0.records.clone();
         let mut follower = records.follow_events(position);
@@ -334,8 +341,42 @@ impl Realtime {
             let notified = wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let batch = match follower.next_batch(BATCH).await {
-                Ok(batch) => batch,
+            let demanded = self.0.demand.notified();
+            tokio::pin!(demanded);
+            demanded.as_mut().enable();
+            let (read, idle) = {
+                // Held across the read: a subscription starts either before it (and is
+                // handed the events) or after it, at the position it reached.
+                let registry = self.0.registry.read().await;
+                if registry.iter().all(Vec::is_empty) {
+                    let skipped = follower.skip().await.map(|position| (position, 0));
+                    if let Ok((position, _)) = skipped {
+                        self.0.position.store(position, Ordering::SeqCst);
+                    }
+                    (skipped, true)
+                } else {
+                    let batch = follower.next_batch(BATCH).await;
+                    let read = match batch {
+                        Ok(batch) => {
+                            if !batch.events.is_empty() {
+                                judge::deliver(
+                                    &self.0.records,
+                                    &self.0.metrics,
+                                    &registry,
+                                    &batch.events,
+                                )
+                                .await;
+                            }
+                            self.0.position.store(batch.position, Ordering::SeqCst);
+                            Ok((batch.position, batch.events.len()))
+                        }
+                        Err(e) => Err(e),
+                    };
+                    (read, false)
+                }
+            };
+            let full = match read {
+                Ok((_, events)) => events >= BATCH,
                 Err(e) => {
                     tracing::warn!(error = %e, "realtime cannot read the event log");
                     tokio::select! {
@@ -345,15 +386,6 @@ impl Realtime {
                     continue;
                 }
             };
-            let full = batch.events.len() >= BATCH;
-            {
-                let registry = self.0.registry.read().await;
-                if !batch.events.is_empty() {
-                    judge::deliver(&self.0.records, &self.0.metrics, &registry, &batch.events)
-                        .await;
-                }
-                self.0.position.store(batch.position, Ordering::SeqCst);
-            }
             self.0.advanced.notify_waiters();
             if full {
                 continue;
@@ -368,11 +400,20 @@ impl Realtime {
                 waiting = Duration::ZERO;
                 Duration::from_secs(1)
             };
-            tokio::select! {
-                _ = written.changed() => {}
-                () = &mut notified => {}
-                () = tokio::time::sleep(pause) => {}
-                _ = stop.changed() => return,
+            if idle {
+                tokio::select! {
+                    () = &mut demanded => {}
+                    () = tokio::time::sleep(pause) => {}
+                    _ = stop.changed() => return,
+                }
+            } else {
+                tokio::select! {
+                    _ = written.changed() => {}
+                    () = &mut notified => {}
+                    () = &mut demanded => {}
+                    () = tokio::time::sleep(pause) => {}
+                    _ = stop.changed() => return,
+                }
             }
         }
     }
@@ -500,6 +541,7 @@ impl Realtime {
                 return Ok(());
             }
             // The hub may be asleep until its next poll: wake it.
+            self.0.demand.notify_one();
             self.0.wake.notify_one();
             if tokio::time::timeout_at(deadline, advanced).await.is_err() {
                 return Ok(());

@@ -209,10 +209,23 @@ impl EventFollower {
         !self.horizons.is_empty()
     }
 
-    /// The next events after the position, at most `limit`; advances the position.
+    /// Moves the position past every event that is final, without reading them: for a
+    /// follower that has nobody to hand them to (realtime with no subscriptions).
+    /// Returns the new position.
+    pub async fn skip(&mut self) -> Result<i64, crate::StoreError> {
+        let batch = self.read(0).await?;
+        Ok(batch.position)
+    }
+
+    /// The next events after the position, at most `limit` (at least 1); advances the
+    /// position.
     /// Returns an empty batch when nothing new is final yet (wait for
     /// [`crate::Store::event_wakeups`] or poll).
     pub async fn next_batch(&mut self, limit: usize) -> Result<EventBatch, crate::StoreError> {
+        self.read(limit.max(1)).await
+    }
+
+    async fn read(&mut self, limit: usize) -> Result<EventBatch, crate::StoreError> {
         let store = self.store.clone();
         let batch = store
             .backend()

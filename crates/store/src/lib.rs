@@ -326,7 +326,8 @@ pub(crate) trait Backend:
     /// Announces this node's record writes to the other nodes (PostgreSQL's `NOTIFY`).
     fn announce_events(&self) {}
 
-    /// Reads the event log for a follower (see [`EventFollower`]).
+    /// Reads the event log for a follower (see [`EventFollower`]); `limit` 0 reads no
+    /// event and moves the position past every final one.
     fn follow<'a>(
         &'a self,
         position: i64,

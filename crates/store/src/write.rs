@@ -111,24 +111,17 @@ fn resource(schema: &Schema, res: ResourceId) -> Result<&Resource, StoreError> {
         .ok_or_else(|| StoreError::Internal(format!("unknown resource {}", res.0)))
 }
 
-/// Inserts a record; the create rule (`allowed`) judges it as stored, and a refusal
-/// rolls the transaction back.
-pub(crate) async fn insert<T: WriteTx>(
-    tx: &T,
-    res: ResourceId,
-    record: NewRecord,
-    allowed: Option<&Expr>,
-) -> Result<Record, StoreError> {
-    let resource = resource(tx.schema(), res)?;
+/// The record a create stores (version 1, empty many relations as `[]`) and its event.
+pub(crate) fn new_record(resource: &Resource, record: &NewRecord) -> (Record, Draft) {
     let stamp = resource.timestamps.then(|| record.now.clone());
-    let mut values = record.values;
+    let mut values = record.values.clone();
     for (i, field) in resource.fields.iter().enumerate() {
         if field.is_many() && values[i].is_null() {
             values[i] = Value::Array(Vec::new());
         }
     }
     let stored = Record {
-        id: record.id,
+        id: record.id.clone(),
         version: 1,
         created_at: stamp.clone(),
         updated_at: stamp,
@@ -142,6 +135,19 @@ pub(crate) async fn insert<T: WriteTx>(
         record.actor.as_deref(),
         &record.now,
     );
+    (stored, draft)
+}
+
+/// Inserts a record; the create rule (`allowed`) judges it as stored, and a refusal
+/// rolls the transaction back.
+pub(crate) async fn insert<T: WriteTx>(
+    tx: &T,
+    res: ResourceId,
+    record: NewRecord,
+    allowed: Option<&Expr>,
+) -> Result<Record, StoreError> {
+    let resource = resource(tx.schema(), res)?;
+    let (stored, draft) = new_record(resource, &record);
     check_relations(
         tx,
         resource,
@@ -473,14 +479,23 @@ async fn permits<T: WriteTx>(
     Ok(true)
 }
 
-/// Refuses relation values that point at no record the writer may see, naming each
-/// field.
-async fn check_relations<'v, T: WriteTx>(
-    tx: &T,
-    resource: &Resource,
-    targets: &Targets,
-    values: impl Iterator<Item = (usize, &'v Value)>,
-) -> Result<(), StoreError> {
+/// One relation value to check: field `field` points at record `id` of `target`, which
+/// must exist and, when given, meet `cond` (the target's view rule for the writer).
+pub(crate) struct RelationCheck<'a> {
+    pub field: &'a ferrobase_schema::Field,
+    pub target: ResourceId,
+    pub target_name: &'a str,
+    pub id: &'a str,
+    pub cond: Option<&'a Expr>,
+}
+
+/// The relation values of `values` to check, in field order.
+pub(crate) fn relation_checks<'a>(
+    schema: &'a Schema,
+    resource: &'a Resource,
+    targets: &'a Targets,
+    values: impl Iterator<Item = (usize, &'a Value)>,
+) -> Result<Vec<RelationCheck<'a>>, StoreError> {
     let mut checks = Vec::new();
     for (i, value) in values {
         let field = &resource.fields[i];
@@ -492,8 +507,7 @@ async fn check_relations<'v, T: WriteTx>(
             Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
             _ => continue,
         };
-        let target = tx
-            .schema()
+        let target = schema
             .resources
             .iter()
             .position(|r| r.name == rel.resource)
@@ -503,23 +517,34 @@ async fn check_relations<'v, T: WriteTx>(
             let cond = targets
                 .condition(i)
                 .filter(|_| !targets.is_own(&rel.resource, id));
-            checks.push((field, &rel.resource, id, tx.exists(target, id, cond)));
+            checks.push(RelationCheck {
+                field,
+                target,
+                target_name: &rel.resource,
+                id,
+                cond,
+            });
         }
     }
-    // Every check goes out at once (before whatever the caller pipelines after them),
-    // then the answers are read in order.
-    let (described, pending): (Vec<_>, Vec<_>) = checks
-        .into_iter()
-        .map(|(field, target, id, check)| ((field, target, id), check))
-        .unzip();
-    let answers = futures_util::future::join_all(pending).await;
+    Ok(checks)
+}
+
+/// The answers to `checks` (whether each target is there for the writer) as the write's
+/// outcome: every missing target named under its field.
+pub(crate) fn relations_found(
+    checks: &[RelationCheck<'_>],
+    found: impl IntoIterator<Item = bool>,
+) -> Result<(), StoreError> {
     let mut problems: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for ((field, target, id), answer) in described.into_iter().zip(answers) {
-        if !answer? {
+    for (check, found) in checks.iter().zip(found) {
+        if !found {
             problems
-                .entry(field.name.clone())
+                .entry(check.field.name.clone())
                 .or_default()
-                .push(format!("no {target} record has id {id}"));
+                .push(format!(
+                    "no {} record has id {}",
+                    check.target_name, check.id
+                ));
         }
     }
     if problems.is_empty() {
@@ -527,6 +552,24 @@ async fn check_relations<'v, T: WriteTx>(
     } else {
         Err(StoreError::BrokenRelation { fields: problems })
     }
+}
+
+/// Refuses relation values that point at no record the writer may see, naming each
+/// field.
+async fn check_relations<'v, T: WriteTx>(
+    tx: &'v T,
+    resource: &'v Resource,
+    targets: &'v Targets,
+    values: impl Iterator<Item = (usize, &'v Value)>,
+) -> Result<(), StoreError> {
+    let checks = relation_checks(tx.schema(), resource, targets, values)?;
+    // Every check goes out at once (before whatever the caller pipelines after them),
+    // then the answers are read in order.
+    let answers =
+        futures_util::future::join_all(checks.iter().map(|c| tx.exists(c.target, c.id, c.cond)))
+            .await;
+    let found = answers.into_iter().collect::<Result<Vec<bool>, _>>()?;
+    relations_found(&checks, found)
 }
 
 /// Runs a future that can never wait (SQLite's writes run synchronously on the writer

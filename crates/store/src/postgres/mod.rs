@@ -198,7 +198,8 @@ impl PgStore {
 
     /// Reads the event log for an [`crate::EventFollower`] at `position`: up to the
     /// highest `seq` that no running transaction can still commit (see the follower's
-    /// docs), at most `limit` events.
+    /// docs), at most `limit` events; with `limit` 0 none, and the position moves past
+    /// every final event unread.
     pub(crate) async fn follow_log(
         &self,
         position: i64,
@@ -244,10 +245,10 @@ impl PgStore {
             safe = safe.max(front.seq);
             horizons.pop_front();
         }
-        if safe <= position {
+        if safe <= position || limit == 0 {
             return Ok(EventBatch {
                 events: Vec::new(),
-                position,
+                position: safe.max(position),
             });
         }
         let conn: &deadpool_postgres::ClientWrapper = &client;
@@ -362,10 +363,17 @@ impl crate::RecordStore for PgStore {
         allowed: Option<Expr>,
     ) -> Fut<'_, Result<Record, StoreError>> {
         Box::pin(async move {
-            let out = async move {
-                write!(self, tx => write::insert(&self.tx(tx), res, record, allowed.as_ref()).await)
-            }
-            .await;
+            let resource = self.resource(res)?;
+            let out = if records::insert_fits_one_statement(resource, allowed.as_ref()) {
+                let client = self.client().await?;
+                let conn: &deadpool_postgres::ClientWrapper = &client;
+                records::insert_at_once(conn, &self.schema, res, &record).await
+            } else {
+                async move {
+                    write!(self, tx => write::insert(&self.tx(tx), res, record, allowed.as_ref()).await)
+                }
+                .await
+            };
             self.woke(out)
         })
     }

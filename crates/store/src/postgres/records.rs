@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use ferrobase_schema::validate::{canonical_number, format_datetime};
 use ferrobase_schema::{FieldType, Resource};
-use sea_query::{Alias, Expr, ExprTrait, PostgresQueryBuilder, Query};
+use sea_query::{Alias, Expr, ExprTrait, PostgresQueryBuilder, Query, Value as SqlValue};
 use serde_json::Value;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
@@ -30,24 +30,31 @@ fn col(table: &str, column: &str) -> Expr {
 
 /// A value bound for a column of `ty`, cast where PostgreSQL's type is not text/number.
 pub(crate) fn encode(ty: &FieldType, v: &Value) -> Expr {
-    let text = |s: Option<String>| s;
+    match bind(ty, v) {
+        (value, Some(pg_type)) => Expr::val(value).cast_as(pg_type),
+        (value, None) => Expr::val(value),
+    }
+}
+
+/// The parameter a value of a column of `ty` is bound as, and the type PostgreSQL must
+/// cast it to where that is not text or a number.
+fn bind(ty: &FieldType, v: &Value) -> (SqlValue, Option<&'static str>) {
+    let text = |v: &Value| SqlValue::from(v.as_str().map(str::to_owned));
     match (ty, v) {
-        (FieldType::Integer, Value::Number(n)) => Expr::val(n.as_i64()),
-        (FieldType::Integer, _) => Expr::val(None::<i64>),
-        (FieldType::Number, Value::Number(n)) => Expr::val(n.as_f64()),
-        (FieldType::Number, _) => Expr::val(None::<f64>),
-        (FieldType::Boolean, Value::Bool(b)) => Expr::val(Some(*b)),
-        (FieldType::Boolean, _) => Expr::val(None::<bool>),
-        (FieldType::Json, Value::Null) => cast(None, "jsonb"),
-        (FieldType::Json, v) => cast(Some(v.to_string()), "jsonb"),
-        (FieldType::Datetime, v) => cast(text(v.as_str().map(str::to_owned)), "timestamptz"),
-        (FieldType::Date, v) => cast(text(v.as_str().map(str::to_owned)), "date"),
-        (FieldType::Uuid | FieldType::Relation(_), v) => {
-            cast(v.as_str().map(str::to_owned), "uuid")
-        }
-        (_, Value::String(s)) => Expr::val(Some(s.clone())),
-        (_, Value::Null) => Expr::val(None::<String>),
-        (_, other) => Expr::val(Some(other.to_string())),
+        (FieldType::Integer, Value::Number(n)) => (n.as_i64().into(), None),
+        (FieldType::Integer, _) => (None::<i64>.into(), None),
+        (FieldType::Number, Value::Number(n)) => (n.as_f64().into(), None),
+        (FieldType::Number, _) => (None::<f64>.into(), None),
+        (FieldType::Boolean, Value::Bool(b)) => (Some(*b).into(), None),
+        (FieldType::Boolean, _) => (None::<bool>.into(), None),
+        (FieldType::Json, Value::Null) => (None::<String>.into(), Some("jsonb")),
+        (FieldType::Json, v) => (Some(v.to_string()).into(), Some("jsonb")),
+        (FieldType::Datetime, v) => (text(v), Some("timestamptz")),
+        (FieldType::Date, v) => (text(v), Some("date")),
+        (FieldType::Uuid | FieldType::Relation(_), v) => (text(v), Some("uuid")),
+        (_, Value::String(s)) => (Some(s.clone()).into(), None),
+        (_, Value::Null) => (None::<String>.into(), None),
+        (_, other) => (Some(other.to_string()).into(), None),
     }
 }
 
@@ -396,18 +403,10 @@ impl<C: Conn> WriteTx for PgTx<'_, C> {
     ) -> Result<(), StoreError> {
         let resource = self.resource(res)?;
         let columns = expected_columns(resource);
-        let mut row: Vec<Expr> = vec![cast(Some(id.to_owned()), "uuid"), Expr::val(1i64)];
-        if resource.timestamps {
-            row.push(cast(Some(now.to_owned()), "timestamptz"));
-            row.push(cast(Some(now.to_owned()), "timestamptz"));
-        }
-        for i in column_fields(resource) {
-            row.push(encode(&resource.fields[i].ty, &values[i]));
-        }
         let stmt = Query::insert()
             .into_table(alias(&resource.name))
             .columns(columns.iter().map(|c| alias(c)))
-            .values(row)
+            .values(row_values(resource, id, now, values))
             .map_err(|e| StoreError::Internal(e.to_string()))?
             .build(PostgresQueryBuilder);
         self.conn.rows(stmt).await?;
@@ -499,24 +498,193 @@ impl<C: Conn> WriteTx for PgTx<'_, C> {
     /// id before the sequence hands out the `seq` (which [`crate::EventFollower`] relies
     /// on).
     async fn append_event(&self, draft: &Draft) -> Result<i64, StoreError> {
-        let sql = "INSERT INTO \"_ferrobase_events\" (\"resource\", \"op\", \"record_id\", \"version\", \"actor\", \"at\", \"record\", \"previous\") VALUES ($1, $2, CAST($3 AS uuid), $4, $5, CAST($6 AS timestamptz), CAST($7 AS jsonb), CAST($8 AS jsonb)) RETURNING \"seq\"";
-        let values = sea_query::Values(vec![
-            draft.resource.clone().into(),
-            draft.op.as_str().to_owned().into(),
-            draft.id.clone().into(),
-            draft.version.into(),
-            draft.actor.clone().into(),
-            draft.at.clone().into(),
-            draft.record.clone().into(),
-            draft.previous.clone().into(),
-        ]);
-        let rows = self.conn.rows((sql.to_owned(), values)).await?;
+        let stmt = Query::insert()
+            .into_table(alias(EVENTS))
+            .columns(EVENT_COLUMNS.map(alias))
+            .values(event_values(draft))
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .returning_col(alias("seq"))
+            .build(PostgresQueryBuilder);
+        let rows = self.conn.rows(stmt).await?;
         Ok(rows.first().map_or(0, |r| r.get(0)))
     }
 
     async fn revoke_sessions(&self, user_id: &str, now: &str) -> Result<(), StoreError> {
         super::auth::revoke_user(self.conn, user_id, now).await
     }
+}
+
+const EVENTS: &str = "_ferrobase_events";
+const EVENT_COLUMNS: [&str; 8] = [
+    "resource",
+    "op",
+    "record_id",
+    "version",
+    "actor",
+    "at",
+    "record",
+    "previous",
+];
+
+/// The values of an event's row, in [`EVENT_COLUMNS`] order.
+fn event_values(draft: &Draft) -> Vec<Expr> {
+    vec![
+        Expr::val(draft.resource.clone()),
+        Expr::val(draft.op.as_str()),
+        cast(Some(draft.id.clone()), "uuid"),
+        Expr::val(draft.version),
+        Expr::val(draft.actor.clone()),
+        cast(Some(draft.at.clone()), "timestamptz"),
+        cast(Some(draft.record.clone()), "jsonb"),
+        cast(draft.previous.clone(), "jsonb"),
+    ]
+}
+
+/// The values of a new record's row, in [`expected_columns`] order.
+fn row_values(resource: &Resource, id: &str, now: &str, values: &[Value]) -> Vec<Expr> {
+    let mut row: Vec<Expr> = vec![cast(Some(id.to_owned()), "uuid"), Expr::val(1i64)];
+    if resource.timestamps {
+        row.push(cast(Some(now.to_owned()), "timestamptz"));
+        row.push(cast(Some(now.to_owned()), "timestamptz"));
+    }
+    for i in column_fields(resource) {
+        row.push(encode(&resource.fields[i].ty, &values[i]));
+    }
+    row
+}
+
+/// Whether a create can run as one statement ([`insert_at_once`]): no many relation
+/// (its links are rows of their own) and no rule to judge the stored record by.
+pub(crate) fn insert_fits_one_statement(resource: &Resource, allowed: Option<&Expr>) -> bool {
+    allowed.is_none() && !resource.fields.iter().any(ferrobase_schema::Field::is_many)
+}
+
+/// A create as one statement, which PostgreSQL runs atomically without a transaction
+/// around it: the relation checks, the row when every check holds, and its event after
+/// the row (so the transaction has its id before the event takes its `seq`, which
+/// [`crate::EventFollower`] relies on). One round trip, where the shared write routine
+/// needs a transaction and a round trip per step. The same checks and the same errors
+/// as [`crate::write::insert`]: the caller uses it only where
+/// [`insert_fits_one_statement`].
+pub(crate) async fn insert_at_once(
+    conn: &impl Conn,
+    schema: &ferrobase_schema::Schema,
+    res: ResourceId,
+    record: &crate::NewRecord,
+) -> Result<Record, StoreError> {
+    use std::fmt::Write as _;
+    let resource = schema
+        .resources
+        .get(res.0)
+        .ok_or_else(|| StoreError::Internal(format!("unknown resource {}", res.0)))?;
+    let (stored, draft) = crate::write::new_record(resource, record);
+    let checks = crate::write::relation_checks(
+        schema,
+        resource,
+        &record.targets,
+        stored.values.iter().enumerate(),
+    )?;
+    // Written out rather than built as a sea-query tree: this is every create's hot
+    // path, and building, cloning (a WITH clause is cloned into its query) and dropping
+    // the tree took a tenth of a create's CPU. Only the relation checks, which carry
+    // rule conditions, are built by sea-query, first, so their parameters come first.
+    let (mut sql, mut params) = (String::with_capacity(1024), Vec::new());
+    sql.push_str("WITH ");
+    let mut row_from = "";
+    if !checks.is_empty() {
+        let mut found = Query::select();
+        for (i, check) in checks.iter().enumerate() {
+            let table = schema.resources[check.target.0].name.as_str();
+            let mut target = Query::select();
+            target
+                .expr(Expr::cust("1"))
+                .from(alias(table))
+                .and_where(id_is(table, check.id));
+            if let Some(cond) = check.cond {
+                target.and_where(cond.clone());
+            }
+            found.expr_as(Expr::exists(target), alias(&format!("found_{i}")));
+        }
+        let (text, values) = found.build(PostgresQueryBuilder);
+        let _ = write!(sql, "\"found\" AS ({text}), ");
+        params = values.0;
+        row_from = " FROM \"found\" WHERE ";
+    }
+    let mut bound = |sql: &mut String, (value, pg_type): (SqlValue, Option<&str>)| {
+        params.push(value);
+        match pg_type {
+            Some(pg_type) => {
+                let _ = write!(sql, "CAST(${} AS {pg_type}), ", params.len());
+            }
+            None => {
+                let _ = write!(sql, "${}, ", params.len());
+            }
+        }
+    };
+    let _ = write!(sql, "\"new_row\" AS (INSERT INTO {} (", q(&resource.name));
+    for column in expected_columns(resource) {
+        let _ = write!(sql, "{}, ", q(&column));
+    }
+    sql.truncate(sql.len() - 2);
+    sql.push_str(") SELECT ");
+    let text = |s: &str| SqlValue::from(s.to_owned());
+    bound(&mut sql, (text(&stored.id), Some("uuid")));
+    bound(&mut sql, (1i64.into(), None));
+    if resource.timestamps {
+        bound(&mut sql, (text(&record.now), Some("timestamptz")));
+        bound(&mut sql, (text(&record.now), Some("timestamptz")));
+    }
+    for i in column_fields(resource) {
+        bound(&mut sql, bind(&resource.fields[i].ty, &stored.values[i]));
+    }
+    sql.truncate(sql.len() - 2);
+    sql.push_str(row_from);
+    for i in 0..checks.len() {
+        let _ = write!(sql, "{}\"found_{i}\"", if i == 0 { "" } else { " AND " });
+    }
+    let _ = write!(
+        sql,
+        " RETURNING \"id\"), \"new_event\" AS (INSERT INTO {} (",
+        q(EVENTS)
+    );
+    for column in EVENT_COLUMNS {
+        let _ = write!(sql, "{}, ", q(column));
+    }
+    sql.truncate(sql.len() - 2);
+    sql.push_str(") SELECT ");
+    bound(&mut sql, (text(&draft.resource), None));
+    bound(&mut sql, (text(draft.op.as_str()), None));
+    bound(&mut sql, (text(&draft.id), Some("uuid")));
+    bound(&mut sql, (draft.version.into(), None));
+    bound(&mut sql, (draft.actor.clone().into(), None));
+    bound(&mut sql, (text(&draft.at), Some("timestamptz")));
+    bound(&mut sql, (text(&draft.record), Some("jsonb")));
+    bound(&mut sql, (draft.previous.clone().into(), Some("jsonb")));
+    sql.truncate(sql.len() - 2);
+    sql.push_str(
+        " FROM \"new_row\" RETURNING \"seq\") SELECT (SELECT count(*) FROM \"new_event\")",
+    );
+    for i in 0..checks.len() {
+        let _ = write!(sql, ", \"found_{i}\"");
+    }
+    if !checks.is_empty() {
+        sql.push_str(" FROM \"found\"");
+    }
+    let rows = conn.rows((sql, sea_query::Values(params))).await?;
+    let row = rows
+        .first()
+        .ok_or_else(|| StoreError::Internal("a create answered no row".into()))?;
+    let written: i64 = row.try_get(0).map_err(bad("bigint"))?;
+    let found = (1..=checks.len())
+        .map(|i| row.try_get::<_, bool>(i).map_err(bad("boolean")))
+        .collect::<Result<Vec<_>, _>>()?;
+    crate::write::relations_found(&checks, found)?;
+    if written != 1 {
+        return Err(StoreError::Internal(format!(
+            "a create wrote {written} events"
+        )));
+    }
+    Ok(stored)
 }
 
 /// Events with `seq` in `(position, upto]`, at most `limit`, in `seq` order.

@@ -956,6 +956,23 @@ impl crate::Backend for SqliteStore {
         limit: usize,
     ) -> Fut<'a, Result<EventBatch, StoreError>> {
         // One writer commits in `seq` order: everything visible is final.
+        if limit == 0 {
+            return Box::pin(async move {
+                let newest = self
+                    .read(|conn, _| {
+                        Ok(conn.query_row(
+                            "SELECT COALESCE(MAX(\"seq\"), 0) FROM \"_ferrobase_events\"",
+                            [],
+                            |row| row.get::<_, i64>(0),
+                        )?)
+                    })
+                    .await?;
+                Ok(EventBatch {
+                    events: Vec::new(),
+                    position: newest.max(position),
+                })
+            });
+        }
         Box::pin(self.events_after(position, None, limit))
     }
 }

@@ -1,6 +1,8 @@
 //! Opaque secrets: refresh and session tokens, API keys, CSRF tokens. Only their SHA-256
 //! is stored; they carry 256 bits of randomness, so a fast hash is enough.
 
+use std::fmt::Write as _;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
@@ -26,19 +28,19 @@ pub fn token_hash(token: &str) -> String {
 }
 
 /// A hex SHA-256 over several parts, each length-prefixed so that no two different
-/// sequences of parts share a fingerprint (idempotency keys, request fingerprints,
-/// list ETags).
+/// sequences of parts share a fingerprint (idempotency keys, request fingerprints).
 pub fn fingerprint(parts: &[&[u8]]) -> String {
     let mut hasher = Sha256::new();
     for part in parts {
         hasher.update((part.len() as u64).to_le_bytes());
         hasher.update(part);
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let digest = hasher.finalize();
+    let mut hex = String::with_capacity(64);
+    for b in digest {
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
 }
 
 /// Equality whose time does not depend on where the inputs differ.

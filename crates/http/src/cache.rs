@@ -52,9 +52,14 @@ pub(crate) fn mark(
 
 /// A weak ETag for a list answer: a hash of its bytes (the same page of the same data
 /// always hashes the same, on every node).
-pub(crate) fn list_etag(body: &[u8]) -> HeaderValue {
-    let hash = ferrobase_auth::secrets::fingerprint(&[body]);
-    HeaderValue::from_str(&format!("W/\"{}\"", &hash[..32]))
+///
+/// XXH3-128, seeded from the server's secret (every node has the same): a list's
+/// ETag is computed on every list request, and SHA-256 over the page took a fourteenth
+/// of a list's CPU. A validator needs no more than a collision-free hash in practice;
+/// the secret seed keeps anyone from searching offline for two pages that collide.
+pub(crate) fn list_etag(seed: u64, body: &[u8]) -> HeaderValue {
+    let hash = xxhash_rust::xxh3::xxh3_128_with_seed(body, seed);
+    HeaderValue::from_str(&format!("W/\"{hash:032x}\""))
         .unwrap_or(HeaderValue::from_static("W/\"0\""))
 }
 
@@ -188,10 +193,12 @@ mod tests {
 
     #[test]
     fn if_none_match_compares_weakly() {
-        let etag = list_etag(b"[1,2,3]");
+        let etag = list_etag(7, b"[1,2,3]");
         assert!(etag.to_str().expect("ascii").starts_with("W/\""));
-        assert_eq!(etag, list_etag(b"[1,2,3]"), "stable");
-        assert_ne!(etag, list_etag(b"[1,2,4]"));
+        assert_eq!(etag.len(), 36, "W/ and 32 hex digits in quotes");
+        assert_eq!(etag, list_etag(7, b"[1,2,3]"), "stable");
+        assert_ne!(etag, list_etag(7, b"[1,2,4]"));
+        assert_ne!(etag, list_etag(8, b"[1,2,3]"), "the seed changes it");
         let mut h = HeaderMap::new();
         assert!(!matches(&h, &etag));
         h.insert(header::IF_NONE_MATCH, etag.clone());

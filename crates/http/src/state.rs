@@ -56,6 +56,8 @@ pub struct App {
     pub oauth_key: [u8; 32],
     /// Keys the stored hashes of recovery codes.
     pub recovery_key: [u8; 32],
+    /// Seeds the hash of list ETags (derived from the secret, so every node agrees).
+    pub etag_seed: u64,
     /// Password hashing.
     pub passwords: Passwords,
     /// Key of session CSRF tokens.
@@ -278,6 +280,10 @@ impl AppState {
             jwt: JwtKeys::derive(&secret, previous),
             mfa_tokens: ferrobase_auth::mfa::MfaTokens::new(secret.derive("mfa")),
             recovery_key: secret.derive("recovery-codes"),
+            etag_seed: {
+                let key = secret.derive("list-etag");
+                u64::from_le_bytes(key[..8].try_into().unwrap_or_default())
+            },
             oauth: ferrobase_oauth::Providers::new(&settings.auth.oauth).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "OAuth sign-in is off");
                 ferrobase_oauth::Providers::none()

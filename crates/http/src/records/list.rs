@@ -137,7 +137,7 @@ pub(crate) async fn list(
     let mut bytes = Vec::with_capacity(json_size_hint(resource, &page.records));
     serde_json::to_writer(&mut bytes, &body)
         .map_err(|e| ApiError::internal(format!("serializing a list: {e}")))?;
-    let etag = crate::cache::list_etag(&bytes);
+    let etag = crate::cache::list_etag(state.etag_seed, &bytes);
     let mut extra = HeaderMap::new();
     crate::cache::mark(&state, res, &identity, &mut extra);
     if crate::cache::matches(&headers, &etag) {

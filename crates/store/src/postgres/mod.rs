@@ -884,6 +884,9 @@ impl PgStore {
     }
 }
 
+/// The shortest time between two announcements of record writes.
+const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(2);
+
 /// The channel that carries the newest `seq` after record writes, to every node.
 const EVENTS_CHANNEL: &str = "ferrobase_events";
 
@@ -939,8 +942,8 @@ pub(crate) fn listen(
 impl PgStore {
     /// Announces this node's record writes to every node (`NOTIFY ferrobase_events`
     /// with the newest `seq` handed out), outside the writes' transactions: a write
-    /// never waits for it, and writes that commit while one announcement is on its way
-    /// share the next one.
+    /// never waits for it, and writes that commit while one announcement is on its way,
+    /// or within [`ANNOUNCE_INTERVAL`] after it, share the next one.
     pub(crate) fn announce_events(&self) {
         let mut written = self.written.subscribe();
         let pool = self.pool.clone();
@@ -959,6 +962,12 @@ impl PgStore {
                 if let Err(e) = sent.await {
                     tracing::debug!(error = %e, "cannot announce record writes");
                 }
+                // At most one announcement per interval: every `NOTIFY` is a commit that
+                // wakes each listening connection, and under a stream of writes one per
+                // write cost the database more than the writes' own events. Writes of
+                // the interval share the next one (other nodes hear of them at most
+                // this much later).
+                tokio::time::sleep(ANNOUNCE_INTERVAL).await;
             }
         });
     }

@@ -35,12 +35,21 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn open(rt: &tokio::runtime::Runtime, dir: &std::path::Path, db: Option<&TestDatabase>) -> Store {
+    open_with(rt, dir, db, SCHEMA)
+}
+
+fn open_with(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    db: Option<&TestDatabase>,
+    schema: &str,
+) -> Store {
     let env: BTreeMap<String, String> = db
         .iter()
         .map(|db| ("DATABASE_URL".to_owned(), db.url().to_owned()))
         .collect();
     let settings = Settings::load(&SourceFile::new("ferrobase.toml", ""), &env).expect("settings");
-    let schema = Arc::new(schema_from_str("schema.toml", SCHEMA).expect("schema"));
+    let schema = Arc::new(schema_from_str("schema.toml", schema).expect("schema"));
     rt.block_on(async {
         let store = Store::open(dir, &settings, schema).expect("store");
         store
@@ -271,6 +280,113 @@ fn each_write_has_one_event_on_postgres() {
         return;
     };
     each_write_has_one_event(Some(&db));
+}
+
+const LINKED: &str = r#"
+[resources.items.fields]
+title  = { type = "string", required = true, unique = true }
+secret = { type = "string", hidden = true }
+[resources.notes.fields]
+body = { type = "string", required = true }
+item = { type = "relation", resource = "items", required = true }
+"#;
+
+/// A create refused by its relation check or a unique value leaves neither a row nor an
+/// event; an accepted one leaves exactly one event with the stored record. On
+/// PostgreSQL such a create is one statement (checks, row and event together), so
+/// this is what that statement must keep.
+fn a_refused_create_leaves_no_row_and_no_event(db: Option<&TestDatabase>) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = open_with(&rt, dir.path(), db, LINKED);
+    let schema = schema_from_str("schema.toml", LINKED).expect("schema");
+    let resource = |name: &str| {
+        ResourceId(
+            schema
+                .resources
+                .iter()
+                .position(|r| r.name == name)
+                .expect("resource"),
+        )
+    };
+    let (items, notes) = (resource("items"), resource("notes"));
+    rt.block_on(async {
+        let records = store.records();
+        records
+            .insert(items, new_item(A, "first", T0), None)
+            .await
+            .expect("item");
+        let note = |id: &str, item: &str| NewRecord {
+            id: id.into(),
+            now: T1.into(),
+            values: vec![json!("a note"), json!(item)],
+            targets: Default::default(),
+            actor: None,
+        };
+        // A relation to no record: refused, naming the field.
+        let broken = records.insert(notes, note(B, D), None).await;
+        match broken {
+            Err(StoreError::BrokenRelation { fields }) => {
+                assert_eq!(
+                    fields.get("item").map(Vec::len),
+                    Some(1),
+                    "the field is named: {fields:?}"
+                );
+            }
+            other => panic!("expected a broken relation, got {other:?}"),
+        }
+        // A unique value taken: refused.
+        let taken = records.insert(items, new_item(C, "first", T1), None).await;
+        assert!(matches!(taken, Err(StoreError::Unique { .. })), "{taken:?}");
+        // Neither left a row.
+        assert!(
+            records
+                .get(notes, B.into(), None)
+                .await
+                .expect("get")
+                .is_none()
+        );
+        assert!(
+            records
+                .get(items, C.into(), None)
+                .await
+                .expect("get")
+                .is_none()
+        );
+        // An accepted note: one event, with the stored record.
+        let stored = records.insert(notes, note(C, A), None).await.expect("note");
+        assert_eq!(stored.version, 1);
+        let events = all_events(&store).await;
+        let summary: Vec<(&str, EventOp, &str)> = events
+            .iter()
+            .map(|e| (e.resource.as_str(), e.op, e.id.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![("items", EventOp::Create, A), ("notes", EventOp::Create, C)],
+            "one event per accepted create, none for the refused ones"
+        );
+        assert_eq!(events[1].record["item"], json!(A));
+        assert_eq!(events[1].record["body"], json!("a note"));
+        assert_eq!(
+            events[0].record.get("secret"),
+            None,
+            "hidden fields stay out"
+        );
+    });
+}
+
+#[test]
+fn a_refused_create_leaves_no_row_and_no_event_on_sqlite() {
+    a_refused_create_leaves_no_row_and_no_event(None);
+}
+
+#[test]
+fn a_refused_create_leaves_no_row_and_no_event_on_postgres() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    a_refused_create_leaves_no_row_and_no_event(Some(&db));
 }
 
 /// Appends an event the way a write does (the transaction has an id before the

@@ -344,19 +344,20 @@ impl Realtime {
             let demanded = self.0.demand.notified();
             tokio::pin!(demanded);
             demanded.as_mut().enable();
+            // How many events were read (none while skipping), and whether nobody
+            // subscribes.
             let (read, idle) = {
                 // Held across the read: a subscription starts either before it (and is
                 // handed the events) or after it, at the position it reached.
                 let registry = self.0.registry.read().await;
                 if registry.iter().all(Vec::is_empty) {
-                    let skipped = follower.skip().await.map(|position| (position, 0));
-                    if let Ok((position, _)) = skipped {
+                    let skipped = follower.skip().await.map(|position| {
                         self.0.position.store(position, Ordering::SeqCst);
-                    }
+                        0
+                    });
                     (skipped, true)
                 } else {
-                    let batch = follower.next_batch(BATCH).await;
-                    let read = match batch {
+                    let read = match follower.next_batch(BATCH).await {
                         Ok(batch) => {
                             if !batch.events.is_empty() {
                                 judge::deliver(
@@ -368,7 +369,7 @@ impl Realtime {
                                 .await;
                             }
                             self.0.position.store(batch.position, Ordering::SeqCst);
-                            Ok((batch.position, batch.events.len()))
+                            Ok(batch.events.len())
                         }
                         Err(e) => Err(e),
                     };
@@ -376,7 +377,7 @@ impl Realtime {
                 }
             };
             let full = match read {
-                Ok((_, events)) => events >= BATCH,
+                Ok(events) => events >= BATCH,
                 Err(e) => {
                     tracing::warn!(error = %e, "realtime cannot read the event log");
                     tokio::select! {

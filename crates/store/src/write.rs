@@ -111,17 +111,24 @@ fn resource(schema: &Schema, res: ResourceId) -> Result<&Resource, StoreError> {
         .ok_or_else(|| StoreError::Internal(format!("unknown resource {}", res.0)))
 }
 
-/// The record a create stores (version 1, empty many relations as `[]`) and its event.
-pub(crate) fn new_record(resource: &Resource, record: &NewRecord) -> (Record, Draft) {
-    let stamp = resource.timestamps.then(|| record.now.clone());
-    let mut values = record.values.clone();
+/// The record a create stores (version 1, empty many relations as `[]`), its event
+/// (whose `at` is the write's time), and which records its relations may point at.
+pub(crate) fn new_record(resource: &Resource, record: NewRecord) -> (Record, Draft, Targets) {
+    let NewRecord {
+        id,
+        now,
+        mut values,
+        targets,
+        actor,
+    } = record;
+    let stamp = resource.timestamps.then(|| now.clone());
     for (i, field) in resource.fields.iter().enumerate() {
         if field.is_many() && values[i].is_null() {
             values[i] = Value::Array(Vec::new());
         }
     }
     let stored = Record {
-        id: record.id.clone(),
+        id,
         version: 1,
         created_at: stamp.clone(),
         updated_at: stamp,
@@ -132,10 +139,10 @@ pub(crate) fn new_record(resource: &Resource, record: &NewRecord) -> (Record, Dr
         EventOp::Create,
         &stored,
         None,
-        record.actor.as_deref(),
-        &record.now,
+        actor.as_deref(),
+        &now,
     );
-    (stored, draft)
+    (stored, draft, targets)
 }
 
 /// Inserts a record; the create rule (`allowed`) judges it as stored, and a refusal
@@ -147,14 +154,8 @@ pub(crate) async fn insert<T: WriteTx>(
     allowed: Option<&Expr>,
 ) -> Result<Record, StoreError> {
     let resource = resource(tx.schema(), res)?;
-    let (stored, draft) = new_record(resource, &record);
-    check_relations(
-        tx,
-        resource,
-        &record.targets,
-        stored.values.iter().enumerate(),
-    )
-    .await?;
+    let (stored, draft, targets) = new_record(resource, record);
+    check_relations(tx, resource, &targets, stored.values.iter().enumerate()).await?;
     // The row and its event go out together: PostgreSQL receives them in this order in
     // one round trip (the statements of one connection are pipelined), where awaiting
     // each would cost a round trip apiece. When the row is refused (a unique value, say),
@@ -162,7 +163,7 @@ pub(crate) async fn insert<T: WriteTx>(
     // the transaction back on any error.
     let has_links = resource.fields.iter().any(ferrobase_schema::Field::is_many);
     let (inserted, appended) = futures_util::future::join(
-        tx.insert_row(res, &stored.id, &record.now, &stored.values),
+        tx.insert_row(res, &stored.id, &draft.at, &stored.values),
         async {
             // Links and the rule re-check must follow the row: then the event waits.
             if has_links || allowed.is_some() {

@@ -367,7 +367,7 @@ impl crate::RecordStore for PgStore {
             let out = if records::insert_fits_one_statement(resource, allowed.as_ref()) {
                 let client = self.client().await?;
                 let conn: &deadpool_postgres::ClientWrapper = &client;
-                records::insert_at_once(conn, &self.schema, res, &record).await
+                records::insert_at_once(conn, &self.schema, resource, record).await
             } else {
                 async move {
                     write!(self, tx => write::insert(&self.tx(tx), res, record, allowed.as_ref()).await)

@@ -28,17 +28,52 @@ fn col(table: &str, column: &str) -> Expr {
     Expr::col((alias(table), alias(column)))
 }
 
-/// A value bound for a column of `ty`, cast where PostgreSQL's type is not text/number.
-pub(crate) fn encode(ty: &FieldType, v: &Value) -> Expr {
-    match bind(ty, v) {
-        (value, Some(pg_type)) => Expr::val(value).cast_as(pg_type),
-        (value, None) => Expr::val(value),
+/// A bound parameter and the type PostgreSQL must cast it to, where that is not text or
+/// a number.
+type Param = (SqlValue, Option<&'static str>);
+
+/// A parameter as a sea-query expression.
+fn param_expr((value, pg_type): Param) -> Expr {
+    match pg_type {
+        Some(pg_type) => Expr::val(value).cast_as(pg_type),
+        None => Expr::val(value),
     }
 }
 
-/// The parameter a value of a column of `ty` is bound as, and the type PostgreSQL must
-/// cast it to where that is not text or a number.
-fn bind(ty: &FieldType, v: &Value) -> (SqlValue, Option<&'static str>) {
+/// Writes `params` into `sql` as comma-separated placeholders (cast where needed),
+/// numbered after those already in `bound`, and adds them there.
+fn placeholders(
+    sql: &mut String,
+    bound: &mut Vec<SqlValue>,
+    params: impl IntoIterator<Item = Param>,
+) {
+    use std::fmt::Write as _;
+    for (i, (value, pg_type)) in params.into_iter().enumerate() {
+        bound.push(value);
+        let comma = if i == 0 { "" } else { ", " };
+        let _ = match pg_type {
+            Some(pg_type) => write!(sql, "{comma}CAST(${} AS {pg_type})", bound.len()),
+            None => write!(sql, "{comma}${}", bound.len()),
+        };
+    }
+}
+
+/// Quoted column names, comma-separated.
+fn column_list<S: AsRef<str>>(columns: &[S]) -> String {
+    columns
+        .iter()
+        .map(|c| q(c.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A value bound for a column of `ty`, cast where PostgreSQL's type is not text/number.
+pub(crate) fn encode(ty: &FieldType, v: &Value) -> Expr {
+    param_expr(bind(ty, v))
+}
+
+/// The parameter a value of a column of `ty` is bound as.
+fn bind(ty: &FieldType, v: &Value) -> Param {
     let text = |v: &Value| SqlValue::from(v.as_str().map(str::to_owned));
     match (ty, v) {
         (FieldType::Integer, Value::Number(n)) => (n.as_i64().into(), None),
@@ -406,7 +441,11 @@ impl<C: Conn> WriteTx for PgTx<'_, C> {
         let stmt = Query::insert()
             .into_table(alias(&resource.name))
             .columns(columns.iter().map(|c| alias(c)))
-            .values(row_values(resource, id, now, values))
+            .values(
+                row_params(resource, id, now, values)
+                    .into_iter()
+                    .map(param_expr),
+            )
             .map_err(|e| StoreError::Internal(e.to_string()))?
             .build(PostgresQueryBuilder);
         self.conn.rows(stmt).await?;
@@ -498,14 +537,15 @@ impl<C: Conn> WriteTx for PgTx<'_, C> {
     /// id before the sequence hands out the `seq` (which [`crate::EventFollower`] relies
     /// on).
     async fn append_event(&self, draft: &Draft) -> Result<i64, StoreError> {
-        let stmt = Query::insert()
-            .into_table(alias(EVENTS))
-            .columns(EVENT_COLUMNS.map(alias))
-            .values(event_values(draft))
-            .map_err(|e| StoreError::Internal(e.to_string()))?
-            .returning_col(alias("seq"))
-            .build(PostgresQueryBuilder);
-        let rows = self.conn.rows(stmt).await?;
+        let mut sql = format!(
+            "INSERT INTO {} ({}) VALUES (",
+            q(EVENTS),
+            column_list(&EVENT_COLUMNS)
+        );
+        let mut params = Vec::new();
+        placeholders(&mut sql, &mut params, event_params(draft));
+        sql.push_str(") RETURNING \"seq\"");
+        let rows = self.conn.rows((sql, sea_query::Values(params))).await?;
         Ok(rows.first().map_or(0, |r| r.get(0)))
     }
 
@@ -526,29 +566,31 @@ const EVENT_COLUMNS: [&str; 8] = [
     "previous",
 ];
 
-/// The values of an event's row, in [`EVENT_COLUMNS`] order.
-fn event_values(draft: &Draft) -> Vec<Expr> {
-    vec![
-        Expr::val(draft.resource.clone()),
-        Expr::val(draft.op.as_str()),
-        cast(Some(draft.id.clone()), "uuid"),
-        Expr::val(draft.version),
-        Expr::val(draft.actor.clone()),
-        cast(Some(draft.at.clone()), "timestamptz"),
-        cast(Some(draft.record.clone()), "jsonb"),
-        cast(draft.previous.clone(), "jsonb"),
+/// The parameters of an event's row, in [`EVENT_COLUMNS`] order.
+fn event_params(draft: &Draft) -> [Param; 8] {
+    let text = |s: &str| SqlValue::from(s.to_owned());
+    [
+        (text(&draft.resource), None),
+        (text(draft.op.as_str()), None),
+        (text(&draft.id), Some("uuid")),
+        (draft.version.into(), None),
+        (draft.actor.clone().into(), None),
+        (text(&draft.at), Some("timestamptz")),
+        (text(&draft.record), Some("jsonb")),
+        (draft.previous.clone().into(), Some("jsonb")),
     ]
 }
 
-/// The values of a new record's row, in [`expected_columns`] order.
-fn row_values(resource: &Resource, id: &str, now: &str, values: &[Value]) -> Vec<Expr> {
-    let mut row: Vec<Expr> = vec![cast(Some(id.to_owned()), "uuid"), Expr::val(1i64)];
+/// The parameters of a new record's row, in [`expected_columns`] order.
+fn row_params(resource: &Resource, id: &str, now: &str, values: &[Value]) -> Vec<Param> {
+    let text = |s: &str| SqlValue::from(s.to_owned());
+    let mut row: Vec<Param> = vec![(text(id), Some("uuid")), (1i64.into(), None)];
     if resource.timestamps {
-        row.push(cast(Some(now.to_owned()), "timestamptz"));
-        row.push(cast(Some(now.to_owned()), "timestamptz"));
+        row.push((text(now), Some("timestamptz")));
+        row.push((text(now), Some("timestamptz")));
     }
     for i in column_fields(resource) {
-        row.push(encode(&resource.fields[i].ty, &values[i]));
+        row.push(bind(&resource.fields[i].ty, &values[i]));
     }
     row
 }
@@ -569,31 +611,28 @@ pub(crate) fn insert_fits_one_statement(resource: &Resource, allowed: Option<&Ex
 pub(crate) async fn insert_at_once(
     conn: &impl Conn,
     schema: &ferrobase_schema::Schema,
-    res: ResourceId,
-    record: &crate::NewRecord,
+    resource: &Resource,
+    record: crate::NewRecord,
 ) -> Result<Record, StoreError> {
     use std::fmt::Write as _;
-    let resource = schema
-        .resources
-        .get(res.0)
-        .ok_or_else(|| StoreError::Internal(format!("unknown resource {}", res.0)))?;
-    let (stored, draft) = crate::write::new_record(resource, record);
+    let (stored, draft, targets) = crate::write::new_record(resource, record);
     let checks = crate::write::relation_checks(
         schema,
         resource,
-        &record.targets,
+        &targets,
         stored.values.iter().enumerate(),
     )?;
     // Written out rather than built as a sea-query tree: this is every create's hot
     // path, and building, cloning (a WITH clause is cloned into its query) and dropping
     // the tree took a tenth of a create's CPU. Only the relation checks, which carry
     // rule conditions, are built by sea-query, first, so their parameters come first.
-    let (mut sql, mut params) = (String::with_capacity(1024), Vec::new());
+    let mut sql = String::with_capacity(1024);
+    let mut params = Vec::new();
     sql.push_str("WITH ");
-    let mut row_from = "";
+    let found: Vec<String> = (0..checks.len()).map(|i| format!("found_{i}")).collect();
     if !checks.is_empty() {
-        let mut found = Query::select();
-        for (i, check) in checks.iter().enumerate() {
+        let mut select = Query::select();
+        for (check, name) in checks.iter().zip(&found) {
             let table = schema.resources[check.target.0].name.as_str();
             let mut target = Query::select();
             target
@@ -603,72 +642,39 @@ pub(crate) async fn insert_at_once(
             if let Some(cond) = check.cond {
                 target.and_where(cond.clone());
             }
-            found.expr_as(Expr::exists(target), alias(&format!("found_{i}")));
+            select.expr_as(Expr::exists(target), alias(name));
         }
-        let (text, values) = found.build(PostgresQueryBuilder);
+        let (text, values) = select.build(PostgresQueryBuilder);
         let _ = write!(sql, "\"found\" AS ({text}), ");
         params = values.0;
-        row_from = " FROM \"found\" WHERE ";
-    }
-    let mut bound = |sql: &mut String, (value, pg_type): (SqlValue, Option<&str>)| {
-        params.push(value);
-        match pg_type {
-            Some(pg_type) => {
-                let _ = write!(sql, "CAST(${} AS {pg_type}), ", params.len());
-            }
-            None => {
-                let _ = write!(sql, "${}, ", params.len());
-            }
-        }
-    };
-    let _ = write!(sql, "\"new_row\" AS (INSERT INTO {} (", q(&resource.name));
-    for column in expected_columns(resource) {
-        let _ = write!(sql, "{}, ", q(&column));
-    }
-    sql.truncate(sql.len() - 2);
-    sql.push_str(") SELECT ");
-    let text = |s: &str| SqlValue::from(s.to_owned());
-    bound(&mut sql, (text(&stored.id), Some("uuid")));
-    bound(&mut sql, (1i64.into(), None));
-    if resource.timestamps {
-        bound(&mut sql, (text(&record.now), Some("timestamptz")));
-        bound(&mut sql, (text(&record.now), Some("timestamptz")));
-    }
-    for i in column_fields(resource) {
-        bound(&mut sql, bind(&resource.fields[i].ty, &stored.values[i]));
-    }
-    sql.truncate(sql.len() - 2);
-    sql.push_str(row_from);
-    for i in 0..checks.len() {
-        let _ = write!(sql, "{}\"found_{i}\"", if i == 0 { "" } else { " AND " });
     }
     let _ = write!(
         sql,
-        " RETURNING \"id\"), \"new_event\" AS (INSERT INTO {} (",
-        q(EVENTS)
+        "\"new_row\" AS (INSERT INTO {} ({}) SELECT ",
+        q(&resource.name),
+        column_list(&expected_columns(resource))
     );
-    for column in EVENT_COLUMNS {
-        let _ = write!(sql, "{}, ", q(column));
+    placeholders(
+        &mut sql,
+        &mut params,
+        row_params(resource, &stored.id, &draft.at, &stored.values),
+    );
+    if !checks.is_empty() {
+        let all = found.iter().map(|n| q(n)).collect::<Vec<_>>().join(" AND ");
+        let _ = write!(sql, " FROM \"found\" WHERE {all}");
     }
-    sql.truncate(sql.len() - 2);
-    sql.push_str(") SELECT ");
-    bound(&mut sql, (text(&draft.resource), None));
-    bound(&mut sql, (text(draft.op.as_str()), None));
-    bound(&mut sql, (text(&draft.id), Some("uuid")));
-    bound(&mut sql, (draft.version.into(), None));
-    bound(&mut sql, (draft.actor.clone().into(), None));
-    bound(&mut sql, (text(&draft.at), Some("timestamptz")));
-    bound(&mut sql, (text(&draft.record), Some("jsonb")));
-    bound(&mut sql, (draft.previous.clone().into(), Some("jsonb")));
-    sql.truncate(sql.len() - 2);
+    let _ = write!(
+        sql,
+        " RETURNING \"id\"), \"new_event\" AS (INSERT INTO {} ({}) SELECT ",
+        q(EVENTS),
+        column_list(&EVENT_COLUMNS)
+    );
+    placeholders(&mut sql, &mut params, event_params(&draft));
     sql.push_str(
         " FROM \"new_row\" RETURNING \"seq\") SELECT (SELECT count(*) FROM \"new_event\")",
     );
-    for i in 0..checks.len() {
-        let _ = write!(sql, ", \"found_{i}\"");
-    }
     if !checks.is_empty() {
-        sql.push_str(" FROM \"found\"");
+        let _ = write!(sql, ", {} FROM \"found\"", column_list(&found));
     }
     let rows = conn.rows((sql, sea_query::Values(params))).await?;
     let row = rows

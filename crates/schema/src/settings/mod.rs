@@ -260,6 +260,10 @@ pub struct DatabaseSettings {
     /// `false` sends every statement unprepared, for poolers in transaction mode
     /// (PgBouncer) where a connection's prepared statements are not the session's.
     pub statement_cache: bool,
+    /// PostgreSQL: connections that every request's single-statement reads share,
+    /// pipelined (default: one per two cores; 0 sends reads to the pool, one checked-out
+    /// connection per read).
+    pub read_connections: usize,
 }
 
 /// `[redis]` settings.
@@ -340,7 +344,10 @@ const KEYS: &[(&str, &[&str])] = &[
             "public_url",
         ],
     ),
-    ("database", &["url", "pool_size", "statement_cache"]),
+    (
+        "database",
+        &["url", "pool_size", "statement_cache", "read_connections"],
+    ),
     ("redis", &["url", "prefix"]),
     (
         "auth",
@@ -665,6 +672,7 @@ impl<'a> Loader<'a> {
             ),
             pool_size: 0,
             statement_cache: true,
+            read_connections: 0,
         };
         // The right default depends on the database: SQLite wants one reader per core,
         // PostgreSQL hides network latency with more connections (measured: 8 beats 2
@@ -683,6 +691,18 @@ impl<'a> Loader<'a> {
                     .ok_or_else(|| "must be between 1 and 256".into())
             }),
             statement_cache: self.get("database", "statement_cache", true, |v| v.bool()),
+            read_connections: self.get(
+                "database",
+                "read_connections",
+                default_read_connections(),
+                |v| {
+                    let n = v.integer()?;
+                    usize::try_from(n)
+                        .ok()
+                        .filter(|n| *n <= 64)
+                        .ok_or_else(|| "must be between 0 and 64".into())
+                },
+            ),
             ..database
         };
         let redis = RedisSettings {
@@ -1007,6 +1027,13 @@ impl<'a> Loader<'a> {
 /// contention on SQLite.
 fn default_pool_size() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 16))
+}
+
+/// One shared PostgreSQL read connection per two cores (at least one): each is served by
+/// one PostgreSQL process, and the fewer there are, the more reads each carries per round
+/// trip (measured on 2 cores: one beats two by a fifth on get-one and list, `bench/README.md`).
+fn default_read_connections() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().div_ceil(2).clamp(1, 16))
 }
 
 fn default_addr() -> SocketAddr {

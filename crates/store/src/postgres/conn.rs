@@ -13,7 +13,7 @@ use crate::StoreError;
 
 type Param = Box<dyn ToSql + Sync + Send>;
 
-fn typed(values: Values) -> Vec<(Param, Type)> {
+pub(crate) fn typed(values: Values) -> Vec<(Param, Type)> {
     values
         .into_iter()
         .map(|v| -> (Param, Type) {
@@ -49,6 +49,11 @@ pub(crate) trait Conn: Sync {
 /// statement_cache`). One setting per process: a process serves one database.
 static STATEMENT_CACHE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
+/// Whether statements are prepared and kept (see [`cache_statements`]).
+pub(crate) fn caching() -> bool {
+    STATEMENT_CACHE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Turns the statement cache on or off for this process.
 pub(crate) fn cache_statements(on: bool) {
     STATEMENT_CACHE.store(on, std::sync::atomic::Ordering::Relaxed);
@@ -63,7 +68,7 @@ macro_rules! conn_impl {
         impl Conn for $t {
             async fn rows(&self, (sql, values): (String, Values)) -> Result<Vec<Row>, StoreError> {
                 let params = typed(values);
-                if !STATEMENT_CACHE.load(std::sync::atomic::Ordering::Relaxed) {
+                if !caching() {
                     let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
                         .iter()
                         .map(|(p, t)| (p.as_ref() as &(dyn ToSql + Sync), t.clone()))

@@ -11,6 +11,7 @@ mod idempotency;
 mod identity;
 mod jobs;
 pub(crate) mod records;
+mod shared;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -34,11 +35,13 @@ use crate::{
 const MAX_HORIZONS: usize = 1024;
 
 /// Most prepared statements kept per connection.
-const MAX_CACHED_STATEMENTS: usize = 512;
+pub(crate) const MAX_CACHED_STATEMENTS: usize = 512;
 
 /// The PostgreSQL store.
 pub struct PgStore {
     pool: Pool,
+    /// The connections single-statement reads share (see [`shared`]).
+    readers: shared::Readers,
     schema: Arc<Schema>,
     ready: Arc<AtomicBool>,
     /// Announces readiness (or a refusal to start) to waiters.
@@ -66,6 +69,7 @@ impl PgStore {
     pub fn connect(
         url: &str,
         pool_size: usize,
+        read_connections: usize,
         schema: Arc<Schema>,
         policy: crate::migrate::StartupPolicy,
         files: Vec<crate::migrate::MigrationSource>,
@@ -92,6 +96,7 @@ impl PgStore {
         let (p, s, r) = (pool.clone(), schema.clone(), ready.clone());
         tokio::spawn(async move { prepare(p, s, r, signal, policy, files).await });
         Ok(Self {
+            readers: shared::Readers::new(config.clone(), read_connections),
             pool,
             schema,
             ready,
@@ -108,12 +113,30 @@ impl PgStore {
             .ok_or_else(|| StoreError::Internal(format!("unknown resource {}", res.0)))
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        if !self.ready.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable(
+    fn ready(&self) -> Result<(), StoreError> {
+        if self.ready.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(
                 "PostgreSQL is not ready yet".into(),
-            ));
+            ))
         }
+    }
+
+    /// A connection for one read: a shared one, or one from the pool when reads share none
+    /// or every shared one is stalled.
+    async fn reader(&self) -> Result<shared::ReadConn, StoreError> {
+        if self.readers.enabled() {
+            self.ready()?;
+            if let Some(shared) = self.readers.take().await? {
+                return Ok(shared::ReadConn::Shared(shared));
+            }
+        }
+        Ok(shared::ReadConn::Pooled(Box::new(self.client().await?)))
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.ready()?;
         let client = self.pool.get().await?;
         // Filters make statement texts as varied as clients like: bound the cache.
         if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
@@ -164,11 +187,11 @@ async fn prepare(
     }
 }
 
-/// Runs `$body` with `$c` bound to a pooled client (reads).
+/// Runs `$body` with `$c` bound to a connection for one read (see [`PgStore::reader`]).
 macro_rules! read {
     ($self:ident, $c:ident => $body:expr) => {{
-        let client = $self.client().await?;
-        let $c: &deadpool_postgres::ClientWrapper = &client;
+        let conn = $self.reader().await?;
+        let $c = &conn;
         $body
     }};
 }

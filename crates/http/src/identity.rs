@@ -399,17 +399,21 @@ async fn identify(
     Ok((Some(caller), None))
 }
 
-/// Middleware: resolves the identity of every API request (401 for bad credentials).
+/// Middleware: resolves the identity of every API request (401 for bad credentials),
+/// then applies the rate limit.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let (headers, method) = (req.headers().clone(), req.method().clone());
-    match identify(&state, &headers, &method, req.uri().path()).await {
+    let identified = identify(&state, req.headers(), req.method(), req.uri().path()).await;
+    match identified {
         Ok((caller, expires)) => {
             let user = caller.as_ref().map(|c| c.id.clone());
             req.extensions_mut().insert(Identity(caller));
             if let Some(at) = expires {
                 req.extensions_mut().insert(CredentialExpiry(at));
             }
-            let mut res = next.run(req).await;
+            // Rate limiting runs here rather than as a layer of its own: who the caller
+            // is decides whose quota the request counts against, and one middleware
+            // fewer is one boxed future fewer per request.
+            let mut res = crate::ratelimit::rate_limit(&state, req, next).await;
             if let Some(id) = user {
                 res.extensions_mut().insert(LoggedUser(id));
             }

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -114,17 +114,14 @@ fn annotate(headers: &mut HeaderMap, decision: &Decision, policy: &HeaderValue) 
     headers.insert(POLICY.clone(), policy.clone());
 }
 
-/// Middleware: counts the request and refuses it beyond the quota.
-pub(crate) async fn rate_limit(
-    State(state): State<AppState>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// Counts the request and refuses it beyond the quota, else runs it (called by
+/// [`crate::identity::authenticate`] once the caller is known).
+pub(crate) async fn rate_limit(state: &AppState, req: Request, next: Next) -> Response {
     let Some(limits) = state.limits.as_ref() else {
         return next.run(req).await;
     };
-    let (class, key) = classify(&state, limits, &req);
-    let decision = match limits.refuse(&state, class, &key).await {
+    let (class, key) = classify(state, limits, &req);
+    let decision = match limits.refuse(state, class, &key).await {
         Ok(decision) => decision,
         Err(refused) => return refused,
     };

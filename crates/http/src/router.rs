@@ -16,7 +16,6 @@ use crate::cache::read_cache;
 use crate::idempotency::idempotency;
 use crate::identity::authenticate;
 use crate::metrics::metrics;
-use crate::ratelimit::rate_limit;
 use crate::records::{batch, create, delete as delete_record, get as get_one, list, update};
 use crate::state::AppState;
 use crate::{graphql, jobs, ops, realtime};
@@ -129,8 +128,8 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/{resource}/{id}",
             one_get.patch(update::update).delete(delete_record::delete),
         )
-        // Outermost first: who the caller is decides whose quota a request counts against.
-        .route_layer(from_fn_with_state(state.clone(), rate_limit))
+        // Authentication, then rate limiting (who the caller is decides whose quota a
+        // request counts against), in one middleware.
         .route_layer(from_fn_with_state(state.clone(), authenticate));
     let mut app = Router::new()
         .route("/health", get(ops::health))

@@ -97,6 +97,19 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 /// Columns named in PostgreSQL's "Key (a, b)=(...) already exists." detail.
+/// The field and message of a foreign key's refusal, from its detail
+/// (`Key (author)=(01…) is not present in table "users".`), worded as the store's own
+/// relation checks word it.
+fn missing_target(detail: &str) -> Option<(String, Vec<String>)> {
+    let (column, rest) = detail.strip_prefix("Key (")?.split_once(")=(")?;
+    let (id, rest) = rest.split_once(") is not present in table ")?;
+    let table = rest.trim_end_matches('.').trim_matches('"');
+    Some((
+        column.trim_matches('"').to_owned(),
+        vec![format!("no {table} record has id {id}")],
+    ))
+}
+
 fn key_columns(detail: &str) -> Vec<String> {
     detail
         .strip_prefix("Key (")
@@ -132,7 +145,9 @@ impl From<tokio_postgres::Error> for StoreError {
                 Self::Referenced
             } else {
                 Self::BrokenRelation {
-                    fields: BTreeMap::new(),
+                    fields: missing_target(db.detail().unwrap_or_default())
+                        .into_iter()
+                        .collect(),
                 }
             }
         } else if *code == SqlState::CHARACTER_NOT_IN_REPERTOIRE
@@ -180,5 +195,19 @@ mod tests {
             vec!["email"]
         );
         assert!(key_columns("nonsense").is_empty());
+    }
+
+    #[test]
+    fn missing_targets_from_details() {
+        assert_eq!(
+            missing_target(
+                "Key (author)=(01900000-0000-7000-8000-000000000001) is not present in table \"users\"."
+            ),
+            Some((
+                "author".to_owned(),
+                vec!["no users record has id 01900000-0000-7000-8000-000000000001".to_owned()]
+            ))
+        );
+        assert_eq!(missing_target("nonsense"), None);
     }
 }

@@ -36,6 +36,27 @@ pub(crate) fn typed(values: Values) -> Vec<(Param, Type)> {
         .collect()
 }
 
+/// The parameters with their types, for a statement sent unprepared.
+pub(crate) fn with_types(params: &[(Param, Type)]) -> Vec<(&(dyn ToSql + Sync), Type)> {
+    params
+        .iter()
+        .map(|(p, t)| (p.as_ref() as &(dyn ToSql + Sync), t.clone()))
+        .collect()
+}
+
+/// The parameters' types, to prepare a statement with.
+pub(crate) fn types(params: &[(Param, Type)]) -> Vec<Type> {
+    params.iter().map(|(_, t)| t.clone()).collect()
+}
+
+/// The parameters, for a prepared statement.
+pub(crate) fn refs(params: &[(Param, Type)]) -> Vec<&(dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|(p, _)| p.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
 /// Something statements run on: a pooled client or a transaction.
 pub(crate) trait Conn: Sync {
     /// Runs a statement and returns its rows.
@@ -69,19 +90,10 @@ macro_rules! conn_impl {
             async fn rows(&self, (sql, values): (String, Values)) -> Result<Vec<Row>, StoreError> {
                 let params = typed(values);
                 if !caching() {
-                    let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
-                        .iter()
-                        .map(|(p, t)| (p.as_ref() as &(dyn ToSql + Sync), t.clone()))
-                        .collect();
-                    return Ok(self.query_typed(&sql, &typed).await?);
+                    return Ok(self.query_typed(&sql, &with_types(&params)).await?);
                 }
-                let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
-                let statement = self.prepare_typed_cached(&sql, &types).await?;
-                let refs: Vec<&(dyn ToSql + Sync)> = params
-                    .iter()
-                    .map(|(p, _)| p.as_ref() as &(dyn ToSql + Sync))
-                    .collect();
-                Ok(self.query(&statement, &refs).await?)
+                let statement = self.prepare_typed_cached(&sql, &types(&params)).await?;
+                Ok(self.query(&statement, &refs(&params)).await?)
             }
         }
     };

@@ -908,7 +908,7 @@ impl PgStore {
 }
 
 /// The shortest time between two announcements of record writes.
-const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(2);
+const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The channel that carries the newest `seq` after record writes, to every node.
 const EVENTS_CHANNEL: &str = "ferrobase_events";

@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 
 use sea_query::Values;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::MAX_CACHED_STATEMENTS;
-use super::conn::{Conn, caching, typed};
+use super::conn::{Conn, caching, refs, typed, types, with_types};
 use crate::StoreError;
 
 /// How long opening a shared connection may take.
@@ -220,19 +220,10 @@ impl Shared {
         let params = typed(values);
         let reader = &self.0;
         if !caching() {
-            let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
-                .iter()
-                .map(|(p, t)| (p.as_ref() as &(dyn ToSql + Sync), t.clone()))
-                .collect();
-            return reader.client.query_typed(sql, &typed).await;
+            return reader.client.query_typed(sql, &with_types(&params)).await;
         }
-        let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
-        let statement = reader.statement(sql, &types).await?;
-        let refs: Vec<&(dyn ToSql + Sync)> = params
-            .iter()
-            .map(|(p, _)| p.as_ref() as &(dyn ToSql + Sync))
-            .collect();
-        reader.client.query(&statement, &refs).await
+        let statement = reader.statement(sql, &types(&params)).await?;
+        reader.client.query(&statement, &refs(&params)).await
     }
 }
 

@@ -96,7 +96,6 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-/// Columns named in PostgreSQL's "Key (a, b)=(...) already exists." detail.
 /// The field and message of a foreign key's refusal, from its detail
 /// (`Key (author)=(01…) is not present in table "users".`), worded as the store's own
 /// relation checks word it.
@@ -110,6 +109,7 @@ fn missing_target(detail: &str) -> Option<(String, Vec<String>)> {
     ))
 }
 
+/// Columns named in PostgreSQL's "Key (a, b)=(...) already exists." detail.
 fn key_columns(detail: &str) -> Vec<String> {
     detail
         .strip_prefix("Key (")

@@ -1,5 +1,6 @@
-//! PostgreSQL: a pool of connections (deadpool), statements built by sea-query, each
-//! write in one transaction with row locks. The schema's tables are created by a
+//! PostgreSQL: a pool of connections (deadpool) for writes and transactions, a few shared
+//! pipelined connections for single-statement reads ([`shared`]), statements built by
+//! sea-query, each write in one transaction with row locks (or one statement). The schema's tables are created by a
 //! background task that retries until the database answers, so the server can start
 //! (and report itself not ready) before PostgreSQL is up.
 
@@ -113,6 +114,7 @@ impl PgStore {
             .ok_or_else(|| StoreError::Internal(format!("unknown resource {}", res.0)))
     }
 
+    /// `Unavailable` until the schema's tables are in place.
     fn ready(&self) -> Result<(), StoreError> {
         if self.ready.load(Ordering::SeqCst) {
             Ok(())

@@ -15,7 +15,7 @@
 //! say) is opened again by the next read that picks it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -68,7 +68,7 @@ struct Reader {
     /// When it last answered, or became busy after being idle ([`now_ms`]).
     progress: AtomicU64,
     /// Set when a statement found the connection gone, before the client itself may know.
-    broken: std::sync::atomic::AtomicBool,
+    broken: AtomicBool,
 }
 
 impl Reader {
@@ -176,7 +176,7 @@ impl Readers {
             client,
             statements: Mutex::default(),
             in_flight: AtomicUsize::new(0),
-            broken: std::sync::atomic::AtomicBool::new(false),
+            broken: AtomicBool::new(false),
             progress: AtomicU64::new(now_ms()),
         });
         *slot.live.lock().unwrap_or_else(|e| e.into_inner()) = Some(reader.clone());

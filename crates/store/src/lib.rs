@@ -425,14 +425,7 @@ impl Store {
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             // Must run inside the async runtime: the tables are prepared by a task.
             postgres::cache_statements(settings.database.statement_cache);
-            let store = PgStore::connect(
-                url,
-                settings.database.pool_size,
-                settings.database.read_connections,
-                schema,
-                policy,
-                files,
-            )?;
+            let store = PgStore::connect(&settings.database, schema, policy, files)?;
             Ok(Self {
                 inner: Arc::new(store),
                 postgres: true,

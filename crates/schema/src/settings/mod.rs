@@ -264,6 +264,13 @@ pub struct DatabaseSettings {
     /// pipelined (default: one per two cores; 0 sends reads to the pool, one checked-out
     /// connection per read).
     pub read_connections: usize,
+    /// PostgreSQL: most creates written by one statement (group commit: the creates that
+    /// arrive while earlier ones are being written are written together; default 32; 1
+    /// writes each create on its own).
+    pub create_batch: usize,
+    /// PostgreSQL: most statements writing queued creates at a time, each on a pooled
+    /// connection (default 2).
+    pub create_writers: usize,
 }
 
 /// `[redis]` settings.
@@ -346,7 +353,14 @@ const KEYS: &[(&str, &[&str])] = &[
     ),
     (
         "database",
-        &["url", "pool_size", "statement_cache", "read_connections"],
+        &[
+            "url",
+            "pool_size",
+            "statement_cache",
+            "read_connections",
+            "create_batch",
+            "create_writers",
+        ],
     ),
     ("redis", &["url", "prefix"]),
     (
@@ -673,6 +687,8 @@ impl<'a> Loader<'a> {
             pool_size: 0,
             statement_cache: true,
             read_connections: 0,
+            create_batch: 32,
+            create_writers: 2,
         };
         // The right default depends on the database: SQLite wants one reader per core,
         // PostgreSQL hides network latency with more connections (measured: 8 beats 2
@@ -703,6 +719,20 @@ impl<'a> Loader<'a> {
                         .ok_or_else(|| "must be between 0 and 64".into())
                 },
             ),
+            create_batch: self.get("database", "create_batch", 32, |v| {
+                let n = v.integer()?;
+                usize::try_from(n)
+                    .ok()
+                    .filter(|n| (1..=256).contains(n))
+                    .ok_or_else(|| "must be between 1 and 256".into())
+            }),
+            create_writers: self.get("database", "create_writers", 2, |v| {
+                let n = v.integer()?;
+                usize::try_from(n)
+                    .ok()
+                    .filter(|n| (1..=64).contains(n))
+                    .ok_or_else(|| "must be between 1 and 64".into())
+            }),
             ..database
         };
         let redis = RedisSettings {

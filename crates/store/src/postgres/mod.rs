@@ -6,6 +6,7 @@
 
 mod auth;
 mod conn;
+mod group;
 pub(crate) use conn::cache_statements;
 pub(crate) mod ddl;
 mod idempotency;
@@ -43,6 +44,8 @@ pub struct PgStore {
     pool: Pool,
     /// The connections single-statement reads share (see [`shared`]).
     readers: shared::Readers,
+    /// Writes creates in groups (see [`group`]); none with `create_batch = 1`.
+    creates: Option<group::Creates>,
     schema: Arc<Schema>,
     ready: Arc<AtomicBool>,
     /// Announces readiness (or a refusal to start) to waiters.
@@ -68,14 +71,13 @@ impl PgStore {
     /// A store for `url`; tables are created in the background as soon as the database
     /// answers (until then every operation is `Unavailable`).
     pub fn connect(
-        url: &str,
-        pool_size: usize,
-        read_connections: usize,
+        settings: &ferrobase_schema::settings::DatabaseSettings,
         schema: Arc<Schema>,
         policy: crate::migrate::StartupPolicy,
         files: Vec<crate::migrate::MigrationSource>,
     ) -> Result<Self, StoreError> {
-        let config: tokio_postgres::Config = url
+        let config: tokio_postgres::Config = settings
+            .url
             .parse()
             .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
         let manager = Manager::from_config(
@@ -86,7 +88,7 @@ impl PgStore {
             },
         );
         let pool = Pool::builder(manager)
-            .max_size(pool_size.max(2))
+            .max_size(settings.pool_size.max(2))
             .wait_timeout(Some(Duration::from_secs(10)))
             .create_timeout(Some(Duration::from_secs(5)))
             .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -96,8 +98,17 @@ impl PgStore {
         let (signal, ready_signal) = tokio::sync::watch::channel(Readiness::Preparing);
         let (p, s, r) = (pool.clone(), schema.clone(), ready.clone());
         tokio::spawn(async move { prepare(p, s, r, signal, policy, files).await });
+        let creates = (settings.create_batch > 1).then(|| {
+            group::Creates::start(
+                pool.clone(),
+                schema.clone(),
+                settings.create_writers,
+                settings.create_batch,
+            )
+        });
         Ok(Self {
-            readers: shared::Readers::new(config.clone(), read_connections),
+            readers: shared::Readers::new(config.clone(), settings.read_connections),
+            creates,
             pool,
             schema,
             ready,
@@ -139,13 +150,18 @@ impl PgStore {
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.ready()?;
-        let client = self.pool.get().await?;
-        // Filters make statement texts as varied as clients like: bound the cache.
-        if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
-            client.statement_cache.clear();
-        }
-        Ok(client)
+        checkout(&self.pool).await
     }
+}
+
+/// A connection from `pool`.
+async fn checkout(pool: &Pool) -> Result<deadpool_postgres::Object, StoreError> {
+    let client = pool.get().await?;
+    // Filters make statement texts as varied as clients like: bound the cache.
+    if client.statement_cache.size() > MAX_CACHED_STATEMENTS {
+        client.statement_cache.clear();
+    }
+    Ok(client)
 }
 
 /// Brings the schema's tables up to date (see [`crate::migrate::StartupPolicy`]),
@@ -390,9 +406,7 @@ impl crate::RecordStore for PgStore {
         Box::pin(async move {
             let resource = self.resource(res)?;
             let out = if records::insert_fits_one_statement(resource, allowed.as_ref()) {
-                let client = self.client().await?;
-                let conn: &deadpool_postgres::ClientWrapper = &client;
-                records::insert_at_once(conn, &self.schema, resource, record).await
+                records::insert_at_once(self, res, resource, record).await
             } else {
                 async move {
                     write!(self, tx => write::insert(&self.tx(tx), res, record, allowed.as_ref()).await)

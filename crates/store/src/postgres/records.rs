@@ -30,7 +30,7 @@ fn col(table: &str, column: &str) -> Expr {
 
 /// A bound parameter and the type PostgreSQL must cast it to, where that is not text or
 /// a number.
-type Param = (SqlValue, Option<&'static str>);
+pub(crate) type Param = (SqlValue, Option<&'static str>);
 
 /// A parameter as a sea-query expression.
 fn param_expr((value, pg_type): Param) -> Expr {
@@ -608,13 +608,17 @@ pub(crate) fn insert_fits_one_statement(resource: &Resource, allowed: Option<&Ex
 /// needs a transaction and a round trip per step. The same checks and the same errors
 /// as [`crate::write::insert`]: the caller uses it only where
 /// [`insert_fits_one_statement`].
+///
+/// A create with no relation to check here goes to the group writer when there is one
+/// ([`super::group`]), which writes it with the creates queued beside it.
 pub(crate) async fn insert_at_once(
-    conn: &impl Conn,
-    schema: &ferrobase_schema::Schema,
+    store: &super::PgStore,
+    res: ResourceId,
     resource: &Resource,
     record: crate::NewRecord,
 ) -> Result<Record, StoreError> {
     use std::fmt::Write as _;
+    let schema = &store.schema;
     let (stored, draft, targets) = crate::write::new_record(resource, record);
     // A relation whose target needs no rule condition is left to the foreign key, which
     // PostgreSQL checks anyway (its refusal names the field as the check would: see
@@ -627,6 +631,17 @@ pub(crate) async fn insert_at_once(
         stored.values.iter().enumerate(),
     )?;
     checks.retain(|check| check.cond.is_some());
+    if checks.is_empty()
+        && let Some(creates) = &store.creates
+    {
+        store.ready()?;
+        creates
+            .write(res, create_params(resource, &stored, &draft))
+            .await?;
+        return Ok(stored);
+    }
+    let client = store.client().await?;
+    let conn: &deadpool_postgres::ClientWrapper = &client;
     // Written out rather than built as a sea-query tree: this is every create's hot
     // path, and building, cloning (a WITH clause is cloned into its query) and dropping
     // the tree took a tenth of a create's CPU. Only the relation checks, which carry
@@ -696,6 +711,65 @@ pub(crate) async fn insert_at_once(
         )));
     }
     Ok(stored)
+}
+
+/// The parameters of a create that [`insert_many`] writes: its row's, in
+/// [`expected_columns`] order, then its event's.
+pub(crate) fn create_params(resource: &Resource, stored: &Record, draft: &Draft) -> Vec<Param> {
+    let mut params = row_params(resource, &stored.id, &draft.at, &stored.values);
+    params.extend(event_params(draft));
+    params
+}
+
+/// `count` creates of one resource as one statement, each with parameters cast as
+/// `casts` says (those of one create's [`create_params`], numbered create after create):
+/// the rows, and an event for every row written, joined to it so that rows are written
+/// before events take their `seq`, as in [`insert_at_once`]. Answers the number of events
+/// written. One statement is one transaction: all are written or none.
+pub(crate) fn insert_many(resource: &Resource, casts: &[Option<&str>], count: usize) -> String {
+    use std::fmt::Write as _;
+    let columns = expected_columns(resource);
+    let (row, event) = casts.split_at(columns.len().min(casts.len()));
+    let tuples = |sql: &mut String, skip: usize, casts: &[Option<&str>]| {
+        for n in 0..count {
+            sql.push_str(if n == 0 { "(" } else { ", (" });
+            let first = 1 + n * (row.len() + event.len()) + skip;
+            for (i, cast) in casts.iter().enumerate() {
+                let comma = if i == 0 { "" } else { ", " };
+                let _ = match cast {
+                    Some(pg_type) => write!(sql, "{comma}CAST(${} AS {pg_type})", first + i),
+                    None => write!(sql, "{comma}${}", first + i),
+                };
+            }
+            sql.push(')');
+        }
+    };
+    let mut sql = String::with_capacity(512 + count * casts.len() * 24);
+    let _ = write!(
+        sql,
+        "WITH \"new_row\" AS (INSERT INTO {} ({}) VALUES ",
+        q(&resource.name),
+        column_list(&columns)
+    );
+    tuples(&mut sql, 0, row);
+    let picked = EVENT_COLUMNS
+        .iter()
+        .map(|c| format!("\"e\".{}", q(c)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let _ = write!(
+        sql,
+        " RETURNING \"id\"), \"new_event\" AS (INSERT INTO {} ({}) SELECT {picked} FROM (VALUES ",
+        q(EVENTS),
+        column_list(&EVENT_COLUMNS),
+    );
+    tuples(&mut sql, row.len(), event);
+    let _ = write!(
+        sql,
+        ") AS \"e\" ({}) JOIN \"new_row\" ON \"new_row\".\"id\" = \"e\".\"record_id\" RETURNING \"seq\") SELECT count(*) FROM \"new_event\"",
+        column_list(&EVENT_COLUMNS)
+    );
+    sql
 }
 
 /// Events with `seq` in `(position, upto]`, at most `limit`, in `seq` order.

@@ -1,0 +1,229 @@
+//! Group commit of creates (`[database] create_batch`, `create_writers`).
+//!
+//! A create written on its own is a statement and a transaction of its own: PostgreSQL
+//! parses its parameters, starts and commits a transaction, waits for the WAL to reach the
+//! disk, and answers; the server sends it and reads the answer. Written together, creates
+//! share all of that. So creates go to a queue, and at most `create_writers` statements
+//! write them, each taking every create queued (up to `create_batch`) when it starts. A
+//! create alone is written at once; under load, those that arrive while the writers are
+//! busy are written in the next statement, one row and one event each, and each create is
+//! answered when that statement has committed.
+//!
+//! Only creates whose relations PostgreSQL's foreign keys check in full take this way (see
+//! [`super::records::insert_at_once`]). A statement is all or nothing: when PostgreSQL
+//! refuses one (a duplicate unique value, a relation to no record, a deadlock with another
+//! statement), nothing of it was written, and each of its creates is written again on its
+//! own, so that each gets its own answer.
+
+use std::sync::Arc;
+
+use deadpool_postgres::{ClientWrapper, Pool};
+use ferrobase_schema::{Resource, Schema};
+use sea_query::Values;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_postgres::types::{ToSql, Type};
+
+use super::conn::{caching, typed};
+use super::records::{Param, insert_many};
+use crate::{ResourceId, StoreError};
+
+/// Creates that may wait for a writer; more wait to be queued.
+const QUEUE: usize = 4096;
+
+/// The queue of creates and the writers that take from it.
+pub(crate) struct Creates {
+    queue: mpsc::Sender<Job>,
+}
+
+/// One create waiting to be written.
+struct Job {
+    res: ResourceId,
+    params: Vec<(Box<dyn ToSql + Sync + Send>, Type)>,
+    /// The casts of its parameters, which the statement's text spells out.
+    casts: Vec<Option<&'static str>>,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+impl Creates {
+    /// Starts the writers: at most `writers` statements at a time on connections of `pool`,
+    /// each writing at most `batch` creates.
+    pub(crate) fn start(pool: Pool, schema: Arc<Schema>, writers: usize, batch: usize) -> Self {
+        let (queue, jobs) = mpsc::channel(QUEUE);
+        tokio::spawn(take_turns(jobs, pool, schema, writers.max(1), batch.max(1)));
+        Self { queue }
+    }
+
+    /// Writes a create of `res` (its [`super::records::create_params`]) and answers when it
+    /// has committed.
+    pub(crate) async fn write(
+        &self,
+        res: ResourceId,
+        params: Vec<Param>,
+    ) -> Result<(), StoreError> {
+        let casts = params.iter().map(|(_, cast)| *cast).collect();
+        let params = typed(Values(params.into_iter().map(|(value, _)| value).collect()));
+        let (done, answer) = oneshot::channel();
+        let job = Job {
+            res,
+            params,
+            casts,
+            done,
+        };
+        self.queue
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("the create writers have stopped".into()))?;
+        answer.await.map_err(|_| {
+            // Its writer ended without answering: the create may have committed.
+            StoreError::Internal("a create's writer ended without an answer".into())
+        })?
+    }
+}
+
+/// Hands the queued creates to writers, as many as are free.
+async fn take_turns(
+    mut jobs: mpsc::Receiver<Job>,
+    pool: Pool,
+    schema: Arc<Schema>,
+    writers: usize,
+    batch: usize,
+) {
+    let free = Arc::new(Semaphore::new(writers));
+    let mut taken = Vec::with_capacity(batch);
+    loop {
+        let Ok(writer) = free.clone().acquire_owned().await else {
+            return;
+        };
+        if jobs.recv_many(&mut taken, batch).await == 0 {
+            // The store is gone.
+            return;
+        }
+        let turn = std::mem::replace(&mut taken, Vec::with_capacity(batch));
+        let (pool, schema) = (pool.clone(), schema.clone());
+        tokio::spawn(async move {
+            write_all(&pool, &schema, turn).await;
+            drop(writer);
+        });
+    }
+}
+
+/// Writes `jobs` on one connection, a statement per resource, and answers each.
+async fn write_all(pool: &Pool, schema: &Schema, mut jobs: Vec<Job>) {
+    let client = match super::checkout(pool).await {
+        Ok(client) => client,
+        Err(e) => return fail(jobs, e),
+    };
+    jobs.sort_by_key(|job| job.res.0);
+    while !jobs.is_empty() {
+        let res = jobs[0].res;
+        let end = jobs.iter().position(|job| job.res != res);
+        let rest = jobs.split_off(end.unwrap_or(jobs.len()));
+        let group = std::mem::replace(&mut jobs, rest);
+        match schema.resources.get(res.0) {
+            Some(resource) => write_group(&client, resource, group).await,
+            None => fail(
+                group,
+                StoreError::Internal(format!("unknown resource {}", res.0)),
+            ),
+        }
+    }
+}
+
+/// Writes creates of `resource` in one statement, or each on its own when PostgreSQL
+/// refuses the statement.
+async fn write_group(client: &ClientWrapper, resource: &Resource, jobs: Vec<Job>) {
+    match write(client, resource, &jobs).await {
+        Ok(()) => {
+            for job in jobs {
+                let _ = job.done.send(Ok(()));
+            }
+        }
+        Err(Failure::Refused(_)) if jobs.len() > 1 => {
+            // Nothing was written; each again, on its own, for its own answer. The
+            // statements go down the connection back to back.
+            let alone = jobs
+                .iter()
+                .map(|job| write(client, resource, std::slice::from_ref(job)));
+            let outcomes = futures_util::future::join_all(alone).await;
+            for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                let _ = job.done.send(outcome.map_err(StoreError::from));
+            }
+        }
+        Err(failure) => fail(jobs, failure.into()),
+    }
+}
+
+/// Why a statement did not write its creates.
+enum Failure {
+    /// PostgreSQL refused the statement: nothing of it was written.
+    Refused(tokio_postgres::Error),
+    /// The connection failed, or the answer was not the one expected: the statement may
+    /// have committed.
+    Other(StoreError),
+}
+
+impl From<Failure> for StoreError {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Refused(e) => e.into(),
+            Failure::Other(e) => e,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if e.as_db_error().is_some() {
+            Self::Refused(e)
+        } else {
+            Self::Other(e.into())
+        }
+    }
+}
+
+/// Writes `jobs` (creates of `resource`) as one statement.
+async fn write(client: &ClientWrapper, resource: &Resource, jobs: &[Job]) -> Result<(), Failure> {
+    let sql = insert_many(resource, &jobs[0].casts, jobs.len());
+    let params = jobs.iter().flat_map(|job| job.params.iter());
+    let rows = if caching() {
+        let types: Vec<Type> = params.clone().map(|(_, ty)| ty.clone()).collect();
+        let values: Vec<&(dyn ToSql + Sync)> = params
+            .map(|(value, _)| value.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let statement = client.prepare_typed_cached(&sql, &types).await?;
+        client.query(&statement, &values).await?
+    } else {
+        let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
+            .map(|(value, ty)| (value.as_ref() as &(dyn ToSql + Sync), ty.clone()))
+            .collect();
+        client.query_typed(&sql, &typed).await?
+    };
+    let written: i64 = rows
+        .first()
+        .map(|row| row.try_get(0))
+        .transpose()?
+        .unwrap_or_default();
+    if usize::try_from(written).ok() != Some(jobs.len()) {
+        return Err(Failure::Other(StoreError::Internal(format!(
+            "{} creates wrote {written} events",
+            jobs.len()
+        ))));
+    }
+    Ok(())
+}
+
+/// Answers every job with `error` (the last with `error` itself, the others with a copy
+/// of it as unavailable or internal).
+fn fail(mut jobs: Vec<Job>, error: StoreError) {
+    let Some(last) = jobs.pop() else {
+        return;
+    };
+    for job in jobs {
+        let copy = match &error {
+            StoreError::Unavailable(message) => StoreError::Unavailable(message.clone()),
+            other => StoreError::Internal(other.to_string()),
+        };
+        let _ = job.done.send(Err(copy));
+    }
+    let _ = last.done.send(Err(error));
+}

@@ -44,8 +44,9 @@ update = "@auth.id != null"
 [resources.events]
 timestamps = true
 [resources.events.fields]
-day = { type = "date" }
-at  = { type = "datetime" }
+day  = { type = "date" }
+at   = { type = "datetime" }
+code = { type = "string", unique = true }
 [resources.events.rules]
 list   = "true"
 view   = "true"
@@ -260,4 +261,61 @@ fn dates_hold_years_0001_to_9999_on_every_store() {
     let r = list("day = '0001-01-01'");
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json()["data"].as_array().expect("data").len(), 1);
+}
+
+#[test]
+fn creates_sent_together_are_each_answered_for_themselves() {
+    // On PostgreSQL creates that arrive together are written together (`[database]
+    // create_batch`); each must still get its own answer: the second of two with the same
+    // unique value a conflict, every other one its record.
+    let s = server();
+    let codes: Vec<String> = (0..16)
+        .map(|n| {
+            if n == 3 || n == 11 {
+                "same".to_owned()
+            } else {
+                format!("code-{n}")
+            }
+        })
+        .collect();
+    let replies: Vec<Reply> = std::thread::scope(|scope| {
+        let sent: Vec<_> = codes
+            .iter()
+            .map(|code| {
+                let s = &s;
+                scope.spawn(move || s.post("/api/v1/events", &json!({"code": code})))
+            })
+            .collect();
+        sent.into_iter()
+            .map(|t| t.join().expect("thread"))
+            .collect()
+    });
+    for (code, r) in codes.iter().zip(&replies) {
+        if code != "same" {
+            assert_eq!(r.status, 201, "{code}: {}", r.text);
+            assert_eq!(r.json()["data"]["code"], code.as_str());
+        }
+    }
+    let mut same: Vec<u16> = [3, 11].iter().map(|&n| replies[n].status).collect();
+    same.sort_unstable();
+    assert_eq!(same, vec![201, 409], "one of two equal codes is stored");
+    let conflict = if replies[3].status == 409 {
+        &replies[3]
+    } else {
+        &replies[11]
+    };
+    assert_eq!(conflict.code(), "CONFLICT", "{}", conflict.text);
+    let r = s.send(|c| c.get(s.url("/api/v1/events")).query(&[("limit", "50")]));
+    assert_eq!(r.status, 200, "{}", r.text);
+    let mut stored: Vec<String> = r.json()["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|e| e["code"].as_str().expect("code").to_owned())
+        .collect();
+    stored.sort();
+    let mut expected: Vec<String> = codes.clone();
+    expected.sort();
+    expected.dedup();
+    assert_eq!(stored, expected);
 }

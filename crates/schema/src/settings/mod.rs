@@ -699,40 +699,16 @@ impl<'a> Loader<'a> {
             8
         };
         let database = DatabaseSettings {
-            pool_size: self.get("database", "pool_size", default_pool, |v| {
-                let n = v.integer()?;
-                usize::try_from(n)
-                    .ok()
-                    .filter(|n| (1..=256).contains(n))
-                    .ok_or_else(|| "must be between 1 and 256".into())
-            }),
+            pool_size: self.get("database", "pool_size", default_pool, |v| v.count(1, 256)),
             statement_cache: self.get("database", "statement_cache", true, |v| v.bool()),
             read_connections: self.get(
                 "database",
                 "read_connections",
                 default_read_connections(),
-                |v| {
-                    let n = v.integer()?;
-                    usize::try_from(n)
-                        .ok()
-                        .filter(|n| *n <= 64)
-                        .ok_or_else(|| "must be between 0 and 64".into())
-                },
+                |v| v.count(0, 64),
             ),
-            create_batch: self.get("database", "create_batch", 32, |v| {
-                let n = v.integer()?;
-                usize::try_from(n)
-                    .ok()
-                    .filter(|n| (1..=256).contains(n))
-                    .ok_or_else(|| "must be between 1 and 256".into())
-            }),
-            create_writers: self.get("database", "create_writers", 2, |v| {
-                let n = v.integer()?;
-                usize::try_from(n)
-                    .ok()
-                    .filter(|n| (1..=64).contains(n))
-                    .ok_or_else(|| "must be between 1 and 64".into())
-            }),
+            create_batch: self.get("database", "create_batch", 32, |v| v.count(1, 256)),
+            create_writers: self.get("database", "create_writers", 2, |v| v.count(1, 64)),
             ..database
         };
         let redis = RedisSettings {
@@ -1103,6 +1079,14 @@ impl Value<'_> {
             Value::Toml(item) => item.as_integer().ok_or_else(|| "must be an integer".into()),
             Value::Env(s) => s.parse().map_err(|_| "must be an integer".into()),
         }
+    }
+
+    /// A whole number from `min` to `max`.
+    fn count(self, min: usize, max: usize) -> Result<usize, String> {
+        usize::try_from(self.integer()?)
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| format!("must be between {min} and {max}"))
     }
 
     /// A TOML array of strings, or a comma-separated environment value.

@@ -47,9 +47,27 @@ struct Job {
 impl Creates {
     /// Starts the writers: at most `writers` statements at a time on connections of `pool`,
     /// each writing at most `batch` creates.
-    pub(crate) fn start(pool: Pool, schema: Arc<Schema>, writers: usize, batch: usize) -> Self {
+    /// Each statement that writes creates counts once in `written`, even when the requests
+    /// that made them are gone by then.
+    pub(crate) fn start(
+        pool: Pool,
+        schema: Arc<Schema>,
+        written: Written,
+        writers: usize,
+        batch: usize,
+    ) -> Self {
         let (queue, jobs) = mpsc::channel(QUEUE);
-        tokio::spawn(take_turns(jobs, pool, schema, writers.max(1), batch.max(1)));
+        let writer = Writer {
+            pool,
+            schema,
+            written,
+        };
+        tokio::spawn(take_turns(
+            jobs,
+            Arc::new(writer),
+            writers.max(1),
+            batch.max(1),
+        ));
         Self { queue }
     }
 
@@ -80,18 +98,27 @@ impl Creates {
     }
 }
 
+/// Counts the record writes committed (see `PgStore::written`).
+type Written = tokio::sync::watch::Sender<u64>;
+
+/// What writing needs.
+struct Writer {
+    pool: Pool,
+    schema: Arc<Schema>,
+    written: Written,
+}
+
 /// Hands the queued creates to writers, as many as are free.
 async fn take_turns(
     mut jobs: mpsc::Receiver<Job>,
-    pool: Pool,
-    schema: Arc<Schema>,
+    writer: Arc<Writer>,
     writers: usize,
     batch: usize,
 ) {
     let free = Arc::new(Semaphore::new(writers));
     let mut taken = Vec::with_capacity(batch);
     loop {
-        let Ok(writer) = free.clone().acquire_owned().await else {
+        let Ok(turn_taken) = free.clone().acquire_owned().await else {
             return;
         };
         if jobs.recv_many(&mut taken, batch).await == 0 {
@@ -99,17 +126,17 @@ async fn take_turns(
             return;
         }
         let turn = std::mem::replace(&mut taken, Vec::with_capacity(batch));
-        let (pool, schema) = (pool.clone(), schema.clone());
+        let writer = writer.clone();
         tokio::spawn(async move {
-            write_all(&pool, &schema, turn).await;
-            drop(writer);
+            write_all(&writer, turn).await;
+            drop(turn_taken);
         });
     }
 }
 
 /// Writes `jobs` on one connection, a statement per resource, and answers each.
-async fn write_all(pool: &Pool, schema: &Schema, mut jobs: Vec<Job>) {
-    let client = match super::checkout(pool).await {
+async fn write_all(writer: &Writer, mut jobs: Vec<Job>) {
+    let client = match super::checkout(&writer.pool).await {
         Ok(client) => client,
         Err(e) => return fail(jobs, e),
     };
@@ -119,8 +146,12 @@ async fn write_all(pool: &Pool, schema: &Schema, mut jobs: Vec<Job>) {
         let end = jobs.iter().position(|job| job.res != res);
         let rest = jobs.split_off(end.unwrap_or(jobs.len()));
         let group = std::mem::replace(&mut jobs, rest);
-        match schema.resources.get(res.0) {
-            Some(resource) => write_group(&client, resource, group).await,
+        match writer.schema.resources.get(res.0) {
+            Some(resource) => {
+                if write_group(&client, resource, group).await {
+                    writer.written.send_modify(|n| *n = n.wrapping_add(1));
+                }
+            }
             None => fail(
                 group,
                 StoreError::Internal(format!("unknown resource {}", res.0)),
@@ -130,13 +161,14 @@ async fn write_all(pool: &Pool, schema: &Schema, mut jobs: Vec<Job>) {
 }
 
 /// Writes creates of `resource` in one statement, or each on its own when PostgreSQL
-/// refuses the statement.
-async fn write_group(client: &ClientWrapper, resource: &Resource, jobs: Vec<Job>) {
+/// refuses the statement; whether any was written.
+async fn write_group(client: &ClientWrapper, resource: &Resource, jobs: Vec<Job>) -> bool {
     match write(client, resource, &jobs).await {
         Ok(()) => {
             for job in jobs {
                 let _ = job.done.send(Ok(()));
             }
+            true
         }
         Err(Failure::Refused(_)) if jobs.len() > 1 => {
             // Nothing was written; each again, on its own, for its own answer. The
@@ -145,11 +177,16 @@ async fn write_group(client: &ClientWrapper, resource: &Resource, jobs: Vec<Job>
                 .iter()
                 .map(|job| write(client, resource, std::slice::from_ref(job)));
             let outcomes = futures_util::future::join_all(alone).await;
+            let any = outcomes.iter().any(Result::is_ok);
             for (job, outcome) in jobs.into_iter().zip(outcomes) {
                 let _ = job.done.send(outcome.map_err(StoreError::from));
             }
+            any
         }
-        Err(failure) => fail(jobs, failure.into()),
+        Err(failure) => {
+            fail(jobs, failure.into());
+            false
+        }
     }
 }
 

@@ -98,10 +98,12 @@ impl PgStore {
         let (signal, ready_signal) = tokio::sync::watch::channel(Readiness::Preparing);
         let (p, s, r) = (pool.clone(), schema.clone(), ready.clone());
         tokio::spawn(async move { prepare(p, s, r, signal, policy, files).await });
+        let written = tokio::sync::watch::Sender::new(0);
         let creates = (settings.create_batch > 1).then(|| {
             group::Creates::start(
                 pool.clone(),
                 schema.clone(),
+                written.clone(),
                 settings.create_writers,
                 settings.create_batch,
             )
@@ -113,7 +115,7 @@ impl PgStore {
             schema,
             ready,
             ready_signal,
-            written: tokio::sync::watch::Sender::new(0),
+            written,
             config,
         })
     }

@@ -12,8 +12,12 @@ use ferrobase_testkit::services::TestDatabase;
 use serde_json::json;
 
 const SCHEMA: &str = r#"
+[resources.items]
+timestamps = true
 [resources.items.fields]
 title  = { type = "string", required = true, unique = true }
+[resources.notes]
+timestamps = true
 [resources.notes.fields]
 body = { type = "string", required = true }
 item = { type = "relation", resource = "items", required = true }
@@ -123,7 +127,7 @@ fn transactions(db: &TestDatabase, table: &str) -> (Vec<i64>, bool) {
     let with_event: bool = client
         .query_one(
             &format!(
-                "SELECT bool_and(e.xmin::text = r.xmin::text) AND count(e.seq) = count(*) FROM \"{table}\" r LEFT JOIN \"_ferrobase_events\" e ON e.record_id = r.id AND e.op = 'create'"
+                "SELECT bool_and(e.xmin::text = r.xmin::text AND e.resource = '{table}' AND e.version = r.version AND e.at = r.created_at) AND count(e.seq) = count(*) FROM \"{table}\" r LEFT JOIN \"_ferrobase_events\" e ON e.record_id = r.id AND e.op = 'create'"
             ),
             &[],
         )
@@ -162,6 +166,23 @@ fn creates_queued_together_commit_together_with_their_events() {
     // All 24 were queued before the one writer took any: ten creates a statement, each
     // with its events in its own transaction.
     assert_eq!(transactions(&db, "items"), (vec![10, 10, 4], true));
+    // Each event carries its own record and actor.
+    let mut client =
+        ferrobase_testkit::postgres::Client::connect(db.url(), ferrobase_testkit::postgres::NoTls)
+            .expect("connect");
+    let events: Vec<(String, String, Option<String>)> = client
+        .query(
+            "SELECT record_id::text, record->>'title', actor FROM _ferrobase_events ORDER BY record_id",
+            &[],
+        )
+        .expect("events")
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    let expected: Vec<(String, String, Option<String>)> = (1..=24)
+        .map(|n| (id(n), format!("item {n}"), Some("someone".to_owned())))
+        .collect();
+    assert_eq!(events, expected);
 }
 
 #[test]

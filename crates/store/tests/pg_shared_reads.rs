@@ -154,6 +154,57 @@ fn a_read_stuck_behind_a_slow_query_does_not_hold_up_later_reads() {
     });
 }
 
+/// Whether PostgreSQL runs a statement containing `marker` for this test's database, for
+/// longer than `ms` milliseconds.
+async fn running(admin: &tokio_postgres::Client, marker: &str, ms: i64) -> bool {
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND state = 'active' AND strpos(query, $1) > 0 \
+             AND now() - query_start > make_interval(secs => $2::float8 / 1000) \
+             AND pid <> pg_backend_pid()",
+            &[&marker, &(ms as f64)],
+        )
+        .await
+        .expect("activity")
+        .get::<_, i64>(0)
+        == 1
+}
+
+#[test]
+fn a_read_given_up_still_counts_until_its_statement_is_answered() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("dir");
+    let rt = runtime();
+    let store = Arc::new(open(&rt, dir.path(), &db));
+    rt.block_on(async {
+        let admin = admin(&db).await;
+        let slow = tokio::spawn({
+            let store = store.clone();
+            async move { get(&store, Some(Expr::cust("pg_sleep(3.5) IS NOT NULL"))).await }
+        });
+        while !running(&admin, "pg_sleep(3.5)", 0).await {
+            assert!(
+                !slow.is_finished(),
+                "the slow read ended before it was seen"
+            );
+        }
+        // Its request goes away (a timeout, a client that left); PostgreSQL still runs it
+        // on the shared connection.
+        slow.abort();
+        assert!(slow.await.expect_err("aborted").is_cancelled());
+        while !running(&admin, "pg_sleep(3.5)", 200).await {}
+        // A read now is not queued behind the abandoned statement.
+        assert_eq!(get(&store, None).await.expect("read"), Some(ID.to_owned()));
+        assert!(
+            running(&admin, "pg_sleep(3.5)", 0).await,
+            "the read waited for the abandoned statement to end"
+        );
+    });
+}
+
 #[test]
 fn a_shared_connection_postgres_closed_is_opened_again() {
     let Some(db) = TestDatabase::create() else {
@@ -167,7 +218,7 @@ fn a_shared_connection_postgres_closed_is_opened_again() {
         let admin = admin(&db).await;
         let cut = admin
             .query_one(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity \
                  WHERE datname = current_database() AND pid <> pg_backend_pid()",
                 &[],
             )

@@ -19,11 +19,11 @@ use std::sync::Arc;
 
 use deadpool_postgres::{ClientWrapper, Pool};
 use ferrobase_schema::{Resource, Schema};
-use sea_query::Values;
+use sea_query::Value as SqlValue;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_postgres::types::{ToSql, Type};
 
-use super::conn::{caching, typed};
+use super::conn::caching;
 use super::records::{Param, insert_many};
 use crate::{ResourceId, StoreError};
 
@@ -38,8 +38,8 @@ pub(crate) struct Creates {
 /// One create waiting to be written.
 struct Job {
     res: ResourceId,
-    params: Vec<(Box<dyn ToSql + Sync + Send>, Type)>,
-    /// The casts of its parameters, which the statement's text spells out.
+    values: Vec<SqlValue>,
+    /// The casts of its values, which the statement's text spells out.
     casts: Vec<Option<&'static str>>,
     done: oneshot::Sender<Result<(), StoreError>>,
 }
@@ -79,11 +79,11 @@ impl Creates {
         params: Vec<Param>,
     ) -> Result<(), StoreError> {
         let casts = params.iter().map(|(_, cast)| *cast).collect();
-        let params = typed(Values(params.into_iter().map(|(value, _)| value).collect()));
+        let values = params.into_iter().map(|(value, _)| value).collect();
         let (done, answer) = oneshot::channel();
         let job = Job {
             res,
-            params,
+            values,
             casts,
             done,
         };
@@ -136,6 +136,13 @@ async fn take_turns(
 
 /// Writes `jobs` on one connection, a statement per resource, and answers each.
 async fn write_all(writer: &Writer, mut jobs: Vec<Job>) {
+    // A create whose request has gone (it timed out, the client went away) is not
+    // written: nobody would learn that it was, and a client trying again would write it
+    // twice.
+    jobs.retain(|job| !job.done.is_closed());
+    if jobs.is_empty() {
+        return;
+    }
     let client = match super::checkout(&writer.pool).await {
         Ok(client) => client,
         Err(e) => return fail(jobs, e),
@@ -170,7 +177,7 @@ async fn write_group(client: &ClientWrapper, resource: &Resource, jobs: Vec<Job>
             }
             true
         }
-        Err(Failure::Refused(_)) if jobs.len() > 1 => {
+        Err(Failure::Refused(e)) if jobs.len() > 1 && on_its_own_account(&e) => {
             // Nothing was written; each again, on its own, for its own answer. The
             // statements go down the connection back to back.
             let alone = jobs
@@ -218,22 +225,102 @@ impl From<tokio_postgres::Error> for Failure {
     }
 }
 
+/// Whether PostgreSQL refused a statement for what one of its creates holds (a value it
+/// cannot take, a unique or foreign key clash, a deadlock with another statement), so that
+/// writing each on its own gives each its own answer. Other refusals (a timeout, a full
+/// disk) would refuse each again.
+fn on_its_own_account(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        let code = db.code().code();
+        code.starts_with("22") || code.starts_with("23") || code == "40P01" || code == "40001"
+    })
+}
+
+/// A column of the statement's parameters: one value per create.
+enum Column {
+    Bool(Vec<Option<bool>>),
+    Int(Vec<Option<i64>>),
+    Float(Vec<Option<f64>>),
+    Text(Vec<Option<String>>),
+    Bytes(Vec<Option<Vec<u8>>>),
+}
+
+impl Column {
+    /// An empty column for values like `value`, with room for `count`.
+    fn like(value: &SqlValue, count: usize) -> Self {
+        match value {
+            SqlValue::Bool(_) => Self::Bool(Vec::with_capacity(count)),
+            SqlValue::Int(_)
+            | SqlValue::BigInt(_)
+            | SqlValue::Unsigned(_)
+            | SqlValue::BigUnsigned(_) => Self::Int(Vec::with_capacity(count)),
+            SqlValue::Float(_) | SqlValue::Double(_) => Self::Float(Vec::with_capacity(count)),
+            SqlValue::Bytes(_) => Self::Bytes(Vec::with_capacity(count)),
+            _ => Self::Text(Vec::with_capacity(count)),
+        }
+    }
+
+    /// Adds `value`; false when it is not of the column's type.
+    fn push(&mut self, value: &SqlValue) -> bool {
+        match (self, value) {
+            (Self::Bool(c), SqlValue::Bool(v)) => c.push(*v),
+            (Self::Int(c), SqlValue::Int(v)) => c.push(v.map(i64::from)),
+            (Self::Int(c), SqlValue::BigInt(v)) => c.push(*v),
+            (Self::Int(c), SqlValue::Unsigned(v)) => c.push(v.map(i64::from)),
+            (Self::Int(c), SqlValue::BigUnsigned(v)) => {
+                c.push(v.map(|v| i64::try_from(v).unwrap_or(i64::MAX)));
+            }
+            (Self::Float(c), SqlValue::Float(v)) => c.push(v.map(f64::from)),
+            (Self::Float(c), SqlValue::Double(v)) => c.push(*v),
+            (Self::Bytes(c), SqlValue::Bytes(v)) => c.push(v.clone()),
+            (Self::Text(c), SqlValue::String(v)) => c.push(v.clone()),
+            (Self::Text(c), _) => c.push(None),
+            _ => return false,
+        }
+        true
+    }
+
+    fn param(&self) -> (&(dyn ToSql + Sync), Type) {
+        match self {
+            Self::Bool(c) => (c, Type::BOOL_ARRAY),
+            Self::Int(c) => (c, Type::INT8_ARRAY),
+            Self::Float(c) => (c, Type::FLOAT8_ARRAY),
+            Self::Text(c) => (c, Type::TEXT_ARRAY),
+            Self::Bytes(c) => (c, Type::BYTEA_ARRAY),
+        }
+    }
+}
+
 /// Writes `jobs` (creates of `resource`) as one statement.
 async fn write(client: &ClientWrapper, resource: &Resource, jobs: &[Job]) -> Result<(), Failure> {
-    let sql = insert_many(resource, &jobs[0].casts, jobs.len());
-    let params = jobs.iter().flat_map(|job| job.params.iter());
+    let first = &jobs[0];
+    let mut columns: Vec<Column> = first
+        .values
+        .iter()
+        .map(|value| Column::like(value, jobs.len()))
+        .collect();
+    for job in jobs {
+        let fits = job.casts == first.casts
+            && job.values.len() == columns.len()
+            && columns
+                .iter_mut()
+                .zip(&job.values)
+                .all(|(column, value)| column.push(value));
+        if !fits {
+            return Err(Failure::Other(StoreError::Internal(
+                "creates of one resource came with different parameters".into(),
+            )));
+        }
+    }
+    let sql = insert_many(resource, &first.casts);
+    let params: Vec<(&(dyn ToSql + Sync), Type)> = columns.iter().map(Column::param).collect();
     let rows = if caching() {
-        let types: Vec<Type> = params.clone().map(|(_, ty)| ty.clone()).collect();
-        let values: Vec<&(dyn ToSql + Sync)> = params
-            .map(|(value, _)| value.as_ref() as &(dyn ToSql + Sync))
-            .collect();
+        let types: Vec<Type> = params.iter().map(|(_, ty)| ty.clone()).collect();
+        let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(value, _)| *value).collect();
         let statement = client.prepare_typed_cached(&sql, &types).await?;
         client.query(&statement, &values).await?
     } else {
-        let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
-            .map(|(value, ty)| (value.as_ref() as &(dyn ToSql + Sync), ty.clone()))
-            .collect();
-        client.query_typed(&sql, &typed).await?
+        client.query_typed(&sql, &params).await?
     };
     let written: i64 = rows
         .first()

@@ -76,10 +76,16 @@ impl PgStore {
         policy: crate::migrate::StartupPolicy,
         files: Vec<crate::migrate::MigrationSource>,
     ) -> Result<Self, StoreError> {
-        let config: tokio_postgres::Config = settings
+        let mut config: tokio_postgres::Config = settings
             .url
             .parse()
             .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
+        // A connection whose peer vanished without closing it (a host gone, a dropped
+        // route) is given up after 30 s of unanswered sends, not the kernel's quarter of an
+        // hour, so statements queued on it fail as unavailable and it is opened again.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(Duration::from_secs(30));
+        }
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -104,7 +110,8 @@ impl PgStore {
                 pool.clone(),
                 schema.clone(),
                 written.clone(),
-                settings.create_writers,
+                // Leave the pool a connection for every other write.
+                settings.create_writers.min(settings.pool_size.max(2) - 1),
                 settings.create_batch,
             )
         });
@@ -143,7 +150,7 @@ impl PgStore {
     async fn reader(&self) -> Result<shared::ReadConn, StoreError> {
         if self.readers.enabled() {
             self.ready()?;
-            if let Some(shared) = self.readers.take().await? {
+            if let Some(shared) = self.readers.take().await {
                 return Ok(shared::ReadConn::Shared(shared));
             }
         }

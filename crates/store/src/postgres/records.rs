@@ -721,53 +721,61 @@ pub(crate) fn create_params(resource: &Resource, stored: &Record, draft: &Draft)
     params
 }
 
-/// `count` creates of one resource as one statement, each with parameters cast as
-/// `casts` says (those of one create's [`create_params`], numbered create after create):
-/// the rows, and an event for every row written, joined to it so that rows are written
-/// before events take their `seq`, as in [`insert_at_once`]. Answers the number of events
-/// written. One statement is one transaction: all are written or none.
-pub(crate) fn insert_many(resource: &Resource, casts: &[Option<&str>], count: usize) -> String {
+/// Creates of one resource as one statement whose parameters are arrays, a column each:
+/// first the rows' columns in [`expected_columns`] order, then the events' (each create's
+/// [`create_params`], cast as `casts` says). The rows are written, and an event for every
+/// row written, joined to it so that rows are written before events take their `seq`, as
+/// in [`insert_at_once`]. Answers the number of events written. One text for any number of
+/// creates, so one prepared statement per resource; one statement is one transaction: all
+/// are written or none.
+pub(crate) fn insert_many(resource: &Resource, casts: &[Option<&str>]) -> String {
     use std::fmt::Write as _;
     let columns = expected_columns(resource);
     let (row, event) = casts.split_at(columns.len().min(casts.len()));
-    let tuples = |sql: &mut String, skip: usize, casts: &[Option<&str>]| {
-        for n in 0..count {
-            sql.push_str(if n == 0 { "(" } else { ", (" });
-            let first = 1 + n * (row.len() + event.len()) + skip;
-            for (i, cast) in casts.iter().enumerate() {
-                let comma = if i == 0 { "" } else { ", " };
-                let _ = match cast {
-                    Some(pg_type) => write!(sql, "{comma}CAST(${} AS {pg_type})", first + i),
-                    None => write!(sql, "{comma}${}", first + i),
-                };
-            }
-            sql.push(')');
+    // `SELECT <the columns, cast> FROM unnest($first, ...) AS "<name>" ("c0", ...)`
+    let select = |sql: &mut String, name: &str, first: usize, casts: &[Option<&str>]| {
+        sql.push_str("SELECT ");
+        for (i, cast) in casts.iter().enumerate() {
+            let comma = if i == 0 { "" } else { ", " };
+            let _ = match cast {
+                Some(pg_type) => write!(sql, "{comma}CAST(\"{name}\".\"c{i}\" AS {pg_type})"),
+                None => write!(sql, "{comma}\"{name}\".\"c{i}\""),
+            };
         }
+        sql.push_str(" FROM unnest(");
+        for i in 0..casts.len() {
+            let comma = if i == 0 { "" } else { ", " };
+            let _ = write!(sql, "{comma}${}", first + i);
+        }
+        let _ = write!(sql, ") AS \"{name}\" (");
+        for i in 0..casts.len() {
+            let comma = if i == 0 { "" } else { ", " };
+            let _ = write!(sql, "{comma}\"c{i}\"");
+        }
+        sql.push(')');
     };
-    let mut sql = String::with_capacity(512 + count * casts.len() * 24);
+    let mut sql = String::with_capacity(1024);
     let _ = write!(
         sql,
-        "WITH \"new_row\" AS (INSERT INTO {} ({}) VALUES ",
+        "WITH \"new_row\" AS (INSERT INTO {} ({}) ",
         q(&resource.name),
         column_list(&columns)
     );
-    tuples(&mut sql, 0, row);
-    let picked = EVENT_COLUMNS
-        .iter()
-        .map(|c| format!("\"e\".{}", q(c)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    select(&mut sql, "r", 1, row);
     let _ = write!(
         sql,
-        " RETURNING \"id\"), \"new_event\" AS (INSERT INTO {} ({}) SELECT {picked} FROM (VALUES ",
+        " RETURNING \"id\"), \"new_event\" AS (INSERT INTO {} ({}) ",
         q(EVENTS),
         column_list(&EVENT_COLUMNS),
     );
-    tuples(&mut sql, row.len(), event);
+    select(&mut sql, "e", 1 + row.len(), event);
+    let record_id = EVENT_COLUMNS
+        .iter()
+        .position(|c| *c == "record_id")
+        .unwrap_or_default();
     let _ = write!(
         sql,
-        ") AS \"e\" ({}) JOIN \"new_row\" ON \"new_row\".\"id\" = \"e\".\"record_id\" RETURNING \"seq\") SELECT count(*) FROM \"new_event\"",
-        column_list(&EVENT_COLUMNS)
+        " JOIN \"new_row\" ON \"new_row\".\"id\" = CAST(\"e\".\"c{record_id}\" AS uuid) RETURNING \"seq\") SELECT count(*) FROM \"new_event\""
     );
     sql
 }

@@ -53,7 +53,12 @@ struct Slot {
     live: Mutex<Option<Arc<Reader>>>,
     /// Held while opening, so concurrent reads wait for one connection, not open several.
     opening: tokio::sync::Mutex<()>,
+    /// After opening failed, reads use the pool until then ([`now_ms`]).
+    closed_until: AtomicU64,
 }
+
+/// How long reads use the pool after a shared connection failed to open (ms).
+const REOPEN_AFTER: u64 = 1000;
 
 /// Prepared statements by SQL text, one per list of parameter types.
 type Prepared = HashMap<String, Vec<(Vec<Type>, Statement)>>;
@@ -84,12 +89,35 @@ impl Reader {
     }
 }
 
-/// A shared connection taken for one read; counts as in flight until dropped.
-pub(crate) struct Shared(Arc<Reader>);
+/// A shared connection taken for one read; counts as in flight until dropped, or, when
+/// dropped while a statement of it is still unanswered, until the connection has answered
+/// that statement.
+pub(crate) struct Shared {
+    reader: Arc<Reader>,
+    /// Whether a statement was sent and its answer not yet read.
+    waiting: AtomicBool,
+}
 
 impl Drop for Shared {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let reader = &self.reader;
+        if self.waiting.load(Ordering::Relaxed)
+            && reader.usable()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            // The read was given up (its request timed out or went away), but its statement
+            // still runs or waits on the connection, and what is sent next waits behind it.
+            // So it stays in flight, and the connection can still be seen to stall, until
+            // an empty statement sent now is answered: answers come in order.
+            let reader = reader.clone();
+            runtime.spawn(async move {
+                let _ = reader.client.simple_query("").await;
+                reader.progress.store(now_ms(), Ordering::Relaxed);
+                reader.in_flight.fetch_sub(1, Ordering::Relaxed);
+            });
+            return;
+        }
+        reader.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -108,8 +136,9 @@ impl Readers {
     }
 
     /// The connection with the fewest reads in flight, opened if it is not; none when every
-    /// one is stalled behind a slow query (the read then takes a pooled connection).
-    pub(crate) async fn take(&self) -> Result<Option<Shared>, StoreError> {
+    /// one is stalled behind a slow query or cannot be opened (the read then takes a pooled
+    /// connection).
+    pub(crate) async fn take(&self) -> Option<Shared> {
         let now = now_ms();
         let mut best: Option<(usize, &Slot, Option<Arc<Reader>>)> = None;
         for slot in &self.slots {
@@ -119,7 +148,8 @@ impl Readers {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone()
                 .filter(|r| r.usable());
-            if live.as_ref().is_some_and(|r| r.stalled(now)) {
+            let unopened = live.is_none() && now < slot.closed_until.load(Ordering::Relaxed);
+            if unopened || live.as_ref().is_some_and(|r| r.stalled(now)) {
                 continue;
             }
             let load = live
@@ -133,22 +163,38 @@ impl Readers {
                 }
             }
         }
-        let Some((_, slot, live)) = best else {
-            return Ok(None);
-        };
+        let (_, slot, live) = best?;
         let reader = match live {
             Some(reader) => reader,
-            None => self.open(slot).await?,
+            None => match self.open(slot).await {
+                Ok(reader) => reader,
+                Err(e) => {
+                    // The pool may still have connections: reads go there for a while.
+                    tracing::warn!(error = %e, "cannot open a shared PostgreSQL read connection; reading on pooled ones");
+                    slot.closed_until
+                        .store(now_ms() + REOPEN_AFTER, Ordering::Relaxed);
+                    return None;
+                }
+            },
         };
         if reader.in_flight.fetch_add(1, Ordering::Relaxed) == 0 {
             reader.progress.store(now_ms(), Ordering::Relaxed);
         }
-        Ok(Some(Shared(reader)))
+        Some(Shared {
+            reader,
+            waiting: AtomicBool::new(false),
+        })
     }
 
     /// Opens `slot`'s connection, unless a concurrent read just did.
     async fn open(&self, slot: &Slot) -> Result<Arc<Reader>, StoreError> {
         let _opening = slot.opening.lock().await;
+        if now_ms() < slot.closed_until.load(Ordering::Relaxed) {
+            // Opening failed while this read waited to try.
+            return Err(StoreError::Unavailable(
+                "a shared read connection failed to open just now".into(),
+            ));
+        }
         if let Some(reader) = slot
             .live
             .lock()
@@ -207,10 +253,12 @@ impl Reader {
         if statements.len() >= MAX_CACHED_STATEMENTS {
             statements.clear();
         }
-        statements
-            .entry(sql.to_owned())
-            .or_default()
-            .push((types.to_vec(), statement.clone()));
+        let prepared = statements.entry(sql.to_owned()).or_default();
+        // A concurrent read may have prepared it meanwhile: keep one.
+        if let Some((_, earlier)) = prepared.iter().find(|(t, _)| t == types) {
+            return Ok(earlier.clone());
+        }
+        prepared.push((types.to_vec(), statement.clone()));
         Ok(statement)
     }
 }
@@ -218,7 +266,7 @@ impl Reader {
 impl Shared {
     async fn run(&self, sql: &str, values: Values) -> Result<Vec<Row>, tokio_postgres::Error> {
         let params = typed(values);
-        let reader = &self.0;
+        let reader = &self.reader;
         if !caching() {
             return reader.client.query_typed(sql, &with_types(&params)).await;
         }
@@ -229,15 +277,17 @@ impl Shared {
 
 impl Conn for Shared {
     async fn rows(&self, (sql, values): (String, Values)) -> Result<Vec<Row>, StoreError> {
+        self.waiting.store(true, Ordering::Relaxed);
         let rows = self.run(&sql, values).await;
-        self.0.progress.store(now_ms(), Ordering::Relaxed);
+        self.waiting.store(false, Ordering::Relaxed);
+        self.reader.progress.store(now_ms(), Ordering::Relaxed);
         if let Err(e) = &rows
             && (e.is_closed()
                 || e.as_db_error()
                     .is_some_and(|db| db.code() == &SqlState::ADMIN_SHUTDOWN))
         {
             // The next read opens a new connection.
-            self.0.broken.store(true, Ordering::Relaxed);
+            self.reader.broken.store(true, Ordering::Relaxed);
         }
         Ok(rows?)
     }

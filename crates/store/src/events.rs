@@ -121,8 +121,8 @@ impl Draft {
             version: record.version,
             actor: actor.map(str::to_owned),
             at: at.to_owned(),
-            record: record_text(resource, record),
-            previous: previous.map(|p| record_text(resource, p)),
+            record: record_json(resource, record).to_string(),
+            previous: previous.map(|p| record_json(resource, p).to_string()),
         }
     }
 }
@@ -146,34 +146,6 @@ pub fn record_json(resource: &Resource, record: &Record) -> Value {
         }
     }
     Value::Object(map)
-}
-
-/// [`record_json`] as text, written straight from the record (every write logs one).
-fn record_text(resource: &Resource, record: &Record) -> String {
-    struct Logged<'a>(&'a Resource, &'a Record);
-    impl serde::Serialize for Logged<'_> {
-        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            use serde::ser::SerializeMap as _;
-            let Logged(resource, record) = self;
-            let mut map = s.serialize_map(None)?;
-            map.serialize_entry("id", &record.id)?;
-            map.serialize_entry("version", &record.version)?;
-            if let Some(at) = &record.created_at {
-                map.serialize_entry("created_at", at)?;
-            }
-            if let Some(at) = &record.updated_at {
-                map.serialize_entry("updated_at", at)?;
-            }
-            for (field, value) in resource.fields.iter().zip(&record.values) {
-                if !field.hidden {
-                    map.serialize_entry(&field.name, value)?;
-                }
-            }
-            map.end()
-        }
-    }
-    serde_json::to_string(&Logged(resource, record))
-        .unwrap_or_else(|_| record_json(resource, record).to_string())
 }
 
 /// A page of the log read by a follower.
@@ -261,47 +233,5 @@ impl EventFollower {
             .await?;
         self.position = batch.position;
         Ok(batch)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn the_logged_text_is_the_logged_json() {
-        let schema = ferrobase_schema::schema_from_str(
-            "schema.toml",
-            r#"
-[resources.items]
-timestamps = true
-[resources.items.fields]
-title  = { type = "string" }
-secret = { type = "string", hidden = true }
-meta   = { type = "json" }
-"#,
-        )
-        .expect("schema");
-        let resource = schema
-            .resources
-            .iter()
-            .find(|r| r.name == "items")
-            .expect("items");
-        let record = Record {
-            id: "01900000-0000-7000-8000-000000000001".into(),
-            version: 3,
-            created_at: Some("2026-01-02T12:00:00.000000Z".into()),
-            updated_at: Some("2026-01-02T12:00:01.000000Z".into()),
-            values: vec![
-                json!("a \"quoted\" title"),
-                json!("s3cret"),
-                json!({"b": [1, null]}),
-            ],
-        };
-        let text: Value = serde_json::from_str(&record_text(resource, &record)).expect("json");
-        assert_eq!(text, record_json(resource, &record));
-        assert_eq!(text.get("secret"), None);
-        assert_eq!(text["meta"], json!({"b": [1, null]}));
     }
 }

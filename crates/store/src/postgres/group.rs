@@ -169,16 +169,8 @@ async fn write_all(writer: &Writer, mut jobs: Vec<Job>) {
 
 /// Writes creates of `resource` in one statement, or each on its own when PostgreSQL
 /// refuses the statement; whether any was written.
-async fn write_group(client: &ClientWrapper, resource: &Resource, mut jobs: Vec<Job>) -> bool {
-    let casts = std::mem::take(&mut jobs[0].casts);
-    let columns = match gather(&casts, &mut jobs) {
-        Ok(columns) => columns,
-        Err(failure) => {
-            fail(jobs, failure.into());
-            return false;
-        }
-    };
-    match write(client, resource, &casts, &columns, jobs.len()).await {
+async fn write_group(client: &ClientWrapper, resource: &Resource, jobs: Vec<Job>) -> bool {
+    match write(client, resource, &jobs).await {
         Ok(()) => {
             for job in jobs {
                 let _ = job.done.send(Ok(()));
@@ -188,12 +180,9 @@ async fn write_group(client: &ClientWrapper, resource: &Resource, mut jobs: Vec<
         Err(Failure::Refused(e)) if jobs.len() > 1 && on_its_own_account(&e) => {
             // Nothing was written; each again, on its own, for its own answer. The
             // statements go down the connection back to back.
-            let each: Vec<Vec<Column>> = (0..jobs.len())
-                .map(|k| columns.iter().map(|column| column.one(k)).collect())
-                .collect();
-            let alone = each
+            let alone = jobs
                 .iter()
-                .map(|columns| write(client, resource, &casts, columns, 1));
+                .map(|job| write(client, resource, std::slice::from_ref(job)));
             let outcomes = futures_util::future::join_all(alone).await;
             let any = outcomes.iter().any(Result::is_ok);
             for (job, outcome) in jobs.into_iter().zip(outcomes) {
@@ -206,30 +195,6 @@ async fn write_group(client: &ClientWrapper, resource: &Resource, mut jobs: Vec<
             false
         }
     }
-}
-
-/// The statement's parameters for `jobs`: their values, moved into a column per parameter.
-fn gather(casts: &[Option<&str>], jobs: &mut [Job]) -> Result<Vec<Column>, Failure> {
-    let count = jobs.len();
-    let mut columns: Vec<Column> = jobs[0]
-        .values
-        .iter()
-        .map(|value| Column::like(value, count))
-        .collect();
-    for (k, job) in jobs.iter_mut().enumerate() {
-        let fits = (k == 0 || job.casts == casts)
-            && job.values.len() == columns.len()
-            && columns
-                .iter_mut()
-                .zip(std::mem::take(&mut job.values))
-                .all(|(column, value)| column.push(value));
-        if !fits {
-            return Err(Failure::Other(StoreError::Internal(
-                "creates of one resource came with different parameters".into(),
-            )));
-        }
-    }
-    Ok(columns)
 }
 
 /// Why a statement did not write its creates.
@@ -296,34 +261,23 @@ impl Column {
     }
 
     /// Adds `value`; false when it is not of the column's type.
-    fn push(&mut self, value: SqlValue) -> bool {
+    fn push(&mut self, value: &SqlValue) -> bool {
         match (self, value) {
-            (Self::Bool(c), SqlValue::Bool(v)) => c.push(v),
+            (Self::Bool(c), SqlValue::Bool(v)) => c.push(*v),
             (Self::Int(c), SqlValue::Int(v)) => c.push(v.map(i64::from)),
-            (Self::Int(c), SqlValue::BigInt(v)) => c.push(v),
+            (Self::Int(c), SqlValue::BigInt(v)) => c.push(*v),
             (Self::Int(c), SqlValue::Unsigned(v)) => c.push(v.map(i64::from)),
             (Self::Int(c), SqlValue::BigUnsigned(v)) => {
                 c.push(v.map(|v| i64::try_from(v).unwrap_or(i64::MAX)));
             }
             (Self::Float(c), SqlValue::Float(v)) => c.push(v.map(f64::from)),
-            (Self::Float(c), SqlValue::Double(v)) => c.push(v),
-            (Self::Bytes(c), SqlValue::Bytes(v)) => c.push(v),
-            (Self::Text(c), SqlValue::String(v)) => c.push(v),
+            (Self::Float(c), SqlValue::Double(v)) => c.push(*v),
+            (Self::Bytes(c), SqlValue::Bytes(v)) => c.push(v.clone()),
+            (Self::Text(c), SqlValue::String(v)) => c.push(v.clone()),
             (Self::Text(c), _) => c.push(None),
             _ => return false,
         }
         true
-    }
-
-    /// A column of the `k`th value alone.
-    fn one(&self, k: usize) -> Self {
-        match self {
-            Self::Bool(c) => Self::Bool(c[k..=k].to_vec()),
-            Self::Int(c) => Self::Int(c[k..=k].to_vec()),
-            Self::Float(c) => Self::Float(c[k..=k].to_vec()),
-            Self::Text(c) => Self::Text(c[k..=k].to_vec()),
-            Self::Bytes(c) => Self::Bytes(c[k..=k].to_vec()),
-        }
     }
 
     fn param(&self) -> (&(dyn ToSql + Sync), Type) {
@@ -337,16 +291,28 @@ impl Column {
     }
 }
 
-/// Writes `count` creates of `resource` as one statement, from `columns` (cast as `casts`
-/// says).
-async fn write(
-    client: &ClientWrapper,
-    resource: &Resource,
-    casts: &[Option<&str>],
-    columns: &[Column],
-    count: usize,
-) -> Result<(), Failure> {
-    let sql = insert_many(resource, casts);
+/// Writes `jobs` (creates of `resource`) as one statement.
+async fn write(client: &ClientWrapper, resource: &Resource, jobs: &[Job]) -> Result<(), Failure> {
+    let first = &jobs[0];
+    let mut columns: Vec<Column> = first
+        .values
+        .iter()
+        .map(|value| Column::like(value, jobs.len()))
+        .collect();
+    for job in jobs {
+        let fits = job.casts == first.casts
+            && job.values.len() == columns.len()
+            && columns
+                .iter_mut()
+                .zip(&job.values)
+                .all(|(column, value)| column.push(value));
+        if !fits {
+            return Err(Failure::Other(StoreError::Internal(
+                "creates of one resource came with different parameters".into(),
+            )));
+        }
+    }
+    let sql = insert_many(resource, &first.casts);
     let params: Vec<(&(dyn ToSql + Sync), Type)> = columns.iter().map(Column::param).collect();
     let rows = if caching() {
         let types: Vec<Type> = params.iter().map(|(_, ty)| ty.clone()).collect();
@@ -361,9 +327,10 @@ async fn write(
         .map(|row| row.try_get(0))
         .transpose()?
         .unwrap_or_default();
-    if usize::try_from(written).ok() != Some(count) {
+    if usize::try_from(written).ok() != Some(jobs.len()) {
         return Err(Failure::Other(StoreError::Internal(format!(
-            "{count} creates wrote {written} events"
+            "{} creates wrote {written} events",
+            jobs.len()
         ))));
     }
     Ok(())

@@ -101,14 +101,86 @@ fn uuid_text(row: &Row, i: usize) -> Result<Option<String>, StoreError> {
     Ok(row
         .try_get::<_, Option<uuid::Uuid>>(i)
         .map_err(bad("uuid"))?
-        .map(|u| u.hyphenated().to_string()))
+        .map(|u| {
+            u.hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer())
+                .to_owned()
+        }))
 }
 
 fn time_text(row: &Row, i: usize) -> Result<Option<String>, StoreError> {
+    // Every record read formats two or three of these: from PostgreSQL's microseconds
+    // straight to text where the year has four digits, through `time` otherwise.
+    let Some(Micros(us)) = row.try_get(i).map_err(bad("timestamptz"))? else {
+        return Ok(None);
+    };
+    if let Some(text) = micros_text(us) {
+        return Ok(Some(text));
+    }
     Ok(row
         .try_get::<_, Option<OffsetDateTime>>(i)
         .map_err(bad("timestamptz"))?
         .map(format_datetime))
+}
+
+/// A `timestamptz` as PostgreSQL sends it: microseconds since 2000-01-01 00:00 UTC.
+struct Micros(i64);
+
+impl<'a> tokio_postgres::types::FromSql<'a> for Micros {
+    fn from_sql(
+        _: &tokio_postgres::types::Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Micros(i64::from_be_bytes(raw.try_into()?)))
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        *ty == tokio_postgres::types::Type::TIMESTAMPTZ
+    }
+}
+
+/// [`format_datetime`] of the instant `us` microseconds after 2000-01-01 00:00 UTC, for
+/// years 0 to 9999 (none otherwise). The date by the days-to-civil algorithm of the
+/// proleptic Gregorian calendar, as PostgreSQL and `time` count.
+fn micros_text(us: i64) -> Option<String> {
+    let secs = us.div_euclid(1_000_000);
+    let micros = us.rem_euclid(1_000_000);
+    // Days since 1970-01-01 (2000-01-01 is day 10,957).
+    let days = secs.div_euclid(86_400) + 10_957;
+    let second_of_day = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    let mut out = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, value: i64, width: usize| {
+        let mut v = value;
+        for i in (0..width).rev() {
+            out[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, year, 4);
+    put(5, month, 2);
+    put(8, day, 2);
+    put(11, second_of_day / 3_600, 2);
+    put(14, second_of_day / 60 % 60, 2);
+    put(17, second_of_day % 60, 2);
+    put(20, micros, 6);
+    String::from_utf8(out.to_vec()).ok()
 }
 
 /// Decodes a column by the field's declared type.
@@ -254,7 +326,7 @@ async fn load_links(
     resource: &Resource,
     records: &mut [Record],
 ) -> Result<(), StoreError> {
-    if records.is_empty() {
+    if records.is_empty() || !resource.fields.iter().any(ferrobase_schema::Field::is_many) {
         return Ok(());
     }
     let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
@@ -944,4 +1016,37 @@ pub(crate) async fn judge(
                 .unwrap_or(false))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod time_tests {
+    use super::*;
+
+    #[test]
+    fn microseconds_are_written_as_format_datetime_writes_them() {
+        let epoch = time::macros::datetime!(2000-01-01 00:00 UTC);
+        let day: i64 = 86_400_000_000;
+        let mut samples = vec![
+            0,
+            -1,
+            1,
+            59 * day + 123_456,      // 2000-02-29
+            -36_524 * day + 999_999, // 1900-01-01
+            -730_485 * day,          // year 0
+            -730_486 * day,          // before year 0: not written here
+            2_916_996 * day - 1,     // 9999-12-31T23:59:59.999999
+            2_916_996 * day,         // year 10000: not written here
+        ];
+        // A spread of instants across the range, each at an odd time of day.
+        let mut us: i64 = -730_485 * day;
+        while us < 2_916_996 * day {
+            samples.push(us);
+            us += 7_919 * day + 3_723_000_017;
+        }
+        for us in samples {
+            let at = epoch + time::Duration::microseconds(us);
+            let expected = (0..=9999).contains(&at.year()).then(|| format_datetime(at));
+            assert_eq!(micros_text(us), expected, "{us}");
+        }
+    }
 }

@@ -185,17 +185,22 @@ fn a_read_given_up_still_counts_until_its_statement_is_answered() {
             let store = store.clone();
             async move { get(&store, Some(Expr::cust("pg_sleep(3.5) IS NOT NULL"))).await }
         });
-        while !running(&admin, "pg_sleep(3.5)", 0).await {
+        // Seen executing for a while (not just being prepared, which is over at once).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !running(&admin, "pg_sleep(3.5)", 200).await {
             assert!(
                 !slow.is_finished(),
                 "the slow read ended before it was seen"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the slow read never ran"
             );
         }
         // Its request goes away (a timeout, a client that left); PostgreSQL still runs it
         // on the shared connection.
         slow.abort();
         assert!(slow.await.expect_err("aborted").is_cancelled());
-        while !running(&admin, "pg_sleep(3.5)", 200).await {}
         // A read now is not queued behind the abandoned statement.
         assert_eq!(get(&store, None).await.expect("read"), Some(ID.to_owned()));
         assert!(

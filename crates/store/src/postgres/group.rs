@@ -47,6 +47,7 @@ struct Job {
 impl Creates {
     /// Starts the writers: at most `writers` statements at a time on connections of `pool`,
     /// each writing at most `batch` creates.
+    ///
     /// Each statement that writes creates counts once in `written`, even when the requests
     /// that made them are gone by then.
     pub(crate) fn start(

@@ -220,7 +220,25 @@ pub fn format_datetime(at: OffsetDateTime) -> String {
     }
     // Every read of a record formats its timestamps: digits by hand, not through the
     // general formatter (a tenth of the time).
-    let mut out = [0u8; 27];
+    datetime_text(
+        at.year().unsigned_abs(),
+        u8::from(at.month()).into(),
+        at.day().into(),
+        [at.hour().into(), at.minute().into(), at.second().into()],
+        at.microsecond(),
+    )
+}
+
+/// [`format_datetime`]'s text of a UTC instant given by its parts, for years 0 to 9999:
+/// `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
+pub fn datetime_text(
+    year: u32,
+    month: u32,
+    day: u32,
+    [hour, minute, second]: [u32; 3],
+    micros: u32,
+) -> String {
+    let mut out = *b"0000-00-00T00:00:00.000000Z";
     let mut put = |at: usize, value: u32, width: usize| {
         let mut v = value;
         for i in (0..width).rev() {
@@ -228,24 +246,13 @@ pub fn format_datetime(at: OffsetDateTime) -> String {
             v /= 10;
         }
     };
-    put(0, at.year().unsigned_abs(), 4);
-    put(5, u32::from(u8::from(at.month())), 2);
-    put(8, u32::from(at.day()), 2);
-    put(11, u32::from(at.hour()), 2);
-    put(14, u32::from(at.minute()), 2);
-    put(17, u32::from(at.second()), 2);
-    put(20, at.microsecond(), 6);
-    for (i, c) in [
-        (4, b'-'),
-        (7, b'-'),
-        (10, b'T'),
-        (13, b':'),
-        (16, b':'),
-        (19, b'.'),
-        (26, b'Z'),
-    ] {
-        out[i] = c;
-    }
+    put(0, year, 4);
+    put(5, month, 2);
+    put(8, day, 2);
+    put(11, hour, 2);
+    put(14, minute, 2);
+    put(17, second, 2);
+    put(20, micros, 6);
     String::from_utf8_lossy(&out).into_owned()
 }
 

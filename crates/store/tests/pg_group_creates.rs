@@ -109,12 +109,16 @@ fn note(n: usize, item: &str) -> NewRecord {
     }
 }
 
+/// A connection of the test's own to `db`.
+fn sql(db: &TestDatabase) -> ferrobase_testkit::postgres::Client {
+    ferrobase_testkit::postgres::Client::connect(db.url(), ferrobase_testkit::postgres::NoTls)
+        .expect("connect")
+}
+
 /// Rows of `table` per transaction that wrote them, and whether each row's event was
 /// written by the same transaction; in the order of the rows' ids.
 fn transactions(db: &TestDatabase, table: &str) -> (Vec<i64>, bool) {
-    let mut client =
-        ferrobase_testkit::postgres::Client::connect(db.url(), ferrobase_testkit::postgres::NoTls)
-            .expect("connect");
+    let mut client = sql(db);
     let sizes = client
         .query(
             &format!("SELECT count(*) FROM \"{table}\" GROUP BY xmin::text ORDER BY min(id::text)"),
@@ -167,9 +171,7 @@ fn creates_queued_together_commit_together_with_their_events() {
     // with its events in its own transaction.
     assert_eq!(transactions(&db, "items"), (vec![10, 10, 4], true));
     // Each event carries its own record and actor.
-    let mut client =
-        ferrobase_testkit::postgres::Client::connect(db.url(), ferrobase_testkit::postgres::NoTls)
-            .expect("connect");
+    let mut client = sql(&db);
     let events: Vec<(String, String, Option<String>)> = client
         .query(
             "SELECT record_id::text, record->>'title', actor FROM _ferrobase_events ORDER BY record_id",

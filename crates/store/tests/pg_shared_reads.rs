@@ -119,21 +119,7 @@ fn a_read_stuck_behind_a_slow_query_does_not_hold_up_later_reads() {
             async move { get(&store, Some(Expr::cust("pg_sleep(4) IS NOT NULL"))).await }
         });
         // Wait until PostgreSQL has been running it for longer than a read ever takes.
-        loop {
-            let running = admin
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
-                     AND state = 'active' AND query LIKE '%pg_sleep(4)%' \
-                     AND now() - query_start > interval '200 milliseconds' \
-                     AND pid <> pg_backend_pid()",
-                    &[],
-                )
-                .await
-                .expect("activity")
-                .get::<_, i64>(0);
-            if running == 1 {
-                break;
-            }
+        while !running(&admin, "pg_sleep(4)", 200).await {
             assert!(
                 !slow.is_finished(),
                 "the slow read ended before it was seen"

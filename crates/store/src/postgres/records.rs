@@ -162,25 +162,21 @@ fn micros_text(us: i64) -> Option<String> {
         shifted_month - 9
     };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
-    if !(0..=9999).contains(&year) {
-        return None;
-    }
-    let mut out = *b"0000-00-00T00:00:00.000000Z";
-    let mut put = |at: usize, value: i64, width: usize| {
-        let mut v = value;
-        for i in (0..width).rev() {
-            out[at + i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    };
-    put(0, year, 4);
-    put(5, month, 2);
-    put(8, day, 2);
-    put(11, second_of_day / 3_600, 2);
-    put(14, second_of_day / 60 % 60, 2);
-    put(17, second_of_day % 60, 2);
-    put(20, micros, 6);
-    String::from_utf8(out.to_vec()).ok()
+    // Every value below is in range for u32 once the year is.
+    let part = |v: i64| u32::try_from(v).unwrap_or_default();
+    (0..=9999).contains(&year).then(|| {
+        ferrobase_schema::validate::datetime_text(
+            part(year),
+            part(month),
+            part(day),
+            [
+                part(second_of_day / 3_600),
+                part(second_of_day / 60 % 60),
+                part(second_of_day % 60),
+            ],
+            part(micros),
+        )
+    })
 }
 
 /// Decodes a column by the field's declared type.

@@ -7,7 +7,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::Sha256;
 
 /// Longest cursor accepted, in bytes.
@@ -36,8 +36,17 @@ pub enum CursorError {
 /// Signs and verifies cursors.
 #[derive(Clone)]
 pub struct CursorCodec {
-    current: [u8; 32],
-    previous: Option<[u8; 32]>,
+    /// HMAC states already keyed (keying hashes two blocks; every page signs a cursor).
+    current: Hmac<Sha256>,
+    previous: Option<Hmac<Sha256>>,
+}
+
+/// What a cursor's token carries, written in this order.
+#[derive(serde::Serialize)]
+struct Payload<'a> {
+    r: &'a str,
+    s: &'a str,
+    v: &'a [Value],
 }
 
 impl std::fmt::Debug for CursorCodec {
@@ -54,14 +63,22 @@ fn mac(key: &[u8; 32]) -> Hmac<Sha256> {
 impl CursorCodec {
     /// A codec signing with `current` and also accepting `previous`.
     pub fn new(current: [u8; 32], previous: Option<[u8; 32]>) -> Self {
-        Self { current, previous }
+        Self {
+            current: mac(&current),
+            previous: previous.as_ref().map(mac),
+        }
     }
 
     /// The opaque token for a cursor.
     pub fn encode(&self, cursor: &Cursor) -> String {
-        let payload = json!({ "r": cursor.resource, "s": cursor.sort, "v": cursor.values });
-        let body = URL_SAFE_NO_PAD.encode(payload.to_string());
-        let mut m = mac(&self.current);
+        let payload = serde_json::to_vec(&Payload {
+            r: &cursor.resource,
+            s: &cursor.sort,
+            v: &cursor.values,
+        })
+        .unwrap_or_default();
+        let body = URL_SAFE_NO_PAD.encode(payload);
+        let mut m = self.current.clone();
         m.update(body.as_bytes());
         let tag = URL_SAFE_NO_PAD.encode(m.finalize().into_bytes());
         format!("{body}.{tag}")
@@ -79,7 +96,7 @@ impl CursorCodec {
         let verified = std::iter::once(&self.current)
             .chain(self.previous.as_ref())
             .any(|key| {
-                let mut m = mac(key);
+                let mut m = key.clone();
                 m.update(body.as_bytes());
                 m.verify_slice(&tag).is_ok()
             });
@@ -111,6 +128,7 @@ impl CursorCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn cursor() -> Cursor {
         Cursor {

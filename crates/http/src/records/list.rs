@@ -8,7 +8,7 @@ use axum::response::Response;
 use ferrobase_schema::Resource;
 use ferrobase_store::Record;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{RecordJson, json_bytes};
 use crate::error::ApiError;
@@ -33,38 +33,6 @@ struct Links {
     #[serde(rename = "self")]
     this: String,
     next: Option<String>,
-}
-
-struct Page<'a> {
-    resource: &'a Resource,
-    records: &'a [Record],
-    only: Option<&'a [String]>,
-    expand: Option<&'a [Map<String, Value>]>,
-    readable: &'a [Vec<bool>],
-}
-
-impl Serialize for Page<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(
-            self.records
-                .iter()
-                .enumerate()
-                .map(|(i, record)| RecordJson {
-                    resource: self.resource,
-                    record,
-                    only: self.only,
-                    expand: self.expand.map(|e| &e[i]),
-                    readable: self.readable.get(i).map(Vec::as_slice),
-                }),
-        )
-    }
-}
-
-#[derive(Serialize)]
-struct ListBody<'a> {
-    data: Page<'a>,
-    meta: Meta,
-    links: Links,
 }
 
 /// The request's own query string with `key` replaced (or removed when `None`).
@@ -113,30 +81,41 @@ pub(crate) async fn list(
         Some(q) if !q.is_empty() => format!("{base}?{q}"),
         _ => base.clone(),
     };
-    let body = ListBody {
-        data: Page {
-            resource,
-            records: &page.records,
-            only: params.fields.as_deref(),
-            expand: page.expanded.as_deref(),
-            readable: &page.readable,
-        },
-        meta: Meta {
-            limit: params.limit,
-            page: params.page,
-            next_cursor: page.next_cursor.clone(),
-            total: page.total,
-        },
-        links: Links {
-            this,
-            next: next.map(|q| format!("{base}?{q}")),
-        },
+    let meta = Meta {
+        limit: params.limit,
+        page: params.page,
+        next_cursor: page.next_cursor.clone(),
+        total: page.total,
     };
-    // The ETag hashes the answer itself: any change to any listed record, the page's
-    // cursor or the total changes it.
+    let links = Links {
+        this,
+        next: next.map(|q| format!("{base}?{q}")),
+    };
+    // `{"data": [...], "meta": ..., "links": ...}`, the records written straight into
+    // the buffer. The ETag hashes the answer itself: any change to any listed record,
+    // the page's cursor or the total changes it.
     let mut bytes = Vec::with_capacity(json_size_hint(resource, &page.records));
-    serde_json::to_writer(&mut bytes, &body)
+    bytes.extend_from_slice(b"{\"data\":[");
+    for (i, record) in page.records.iter().enumerate() {
+        if i > 0 {
+            bytes.push(b',');
+        }
+        RecordJson {
+            resource,
+            record,
+            only: params.fields.as_deref(),
+            expand: page.expanded.as_ref().map(|e| &e[i]),
+            readable: page.readable.get(i).map(Vec::as_slice),
+        }
+        .write_json(&mut bytes);
+    }
+    bytes.extend_from_slice(b"],\"meta\":");
+    serde_json::to_writer(&mut bytes, &meta)
         .map_err(|e| ApiError::internal(format!("serializing a list: {e}")))?;
+    bytes.extend_from_slice(b",\"links\":");
+    serde_json::to_writer(&mut bytes, &links)
+        .map_err(|e| ApiError::internal(format!("serializing a list: {e}")))?;
+    bytes.push(b'}');
     let etag = crate::cache::list_etag(state.etag_seed, &bytes);
     let mut extra = HeaderMap::new();
     crate::cache::mark(&state, res, &identity, &mut extra);

@@ -52,7 +52,11 @@ pub(crate) fn record_response(
         readable: Some(&mask),
         ..RecordJson::new(resource, record)
     };
-    let mut response = json_response(status, &Data { data: json });
+    let mut bytes = Vec::with_capacity(512);
+    bytes.extend_from_slice(b"{\"data\":");
+    json.write_json(&mut bytes);
+    bytes.push(b'}');
+    let mut response = json_bytes(status, bytes);
     response
         .headers_mut()
         .insert(header::ETAG, etag::etag(record.version));

@@ -228,15 +228,16 @@ pub(crate) fn decode_row(resource: &Resource, row: &Row) -> Result<Record, Store
 /// Decodes the record whose columns start at `at` (joined records follow the listed
 /// one's).
 fn decode_at(resource: &Resource, row: &Row, at: usize) -> Result<Record, StoreError> {
-    let system = at + if resource.timestamps { 4 } else { 2 };
-    let mut values = vec![Value::Null; resource.fields.len()];
-    for (i, f) in resource.fields.iter().enumerate() {
-        if f.is_many() {
-            values[i] = Value::Array(Vec::new());
-        }
-    }
-    for (n, i) in column_fields(resource).into_iter().enumerate() {
-        values[i] = decode(&resource.fields[i].ty, row, system + n)?;
+    // Columns: id, version, the timestamps, then the fields that are columns, in order.
+    let mut column = at + if resource.timestamps { 4 } else { 2 };
+    let mut values = Vec::with_capacity(resource.fields.len());
+    for field in &resource.fields {
+        values.push(if field.is_many() {
+            Value::Array(Vec::new())
+        } else {
+            column += 1;
+            decode(&field.ty, row, column - 1)?
+        });
     }
     let (created_at, updated_at) = if resource.timestamps {
         (time_text(row, at + 2)?, time_text(row, at + 3)?)

@@ -180,7 +180,11 @@ mod tests {
         for text in &texts {
             let mut ours = Vec::new();
             write_json_str(&mut ours, text);
-            assert_eq!(ours, serde_json::to_vec(text).unwrap(), "{text:?}");
+            assert_eq!(
+                ours,
+                serde_json::to_vec(text).expect("a string serializes"),
+                "{text:?}"
+            );
         }
     }
 }

@@ -253,7 +253,7 @@ pub fn datetime_text(
     put(14, minute, 2);
     put(17, second, 2);
     put(20, micros, 6);
-    out.iter().copied().map(char::from).collect()
+    std::str::from_utf8(&out).unwrap_or_default().to_owned()
 }
 
 /// Parses an RFC 3339 date-time and returns its canonical form.

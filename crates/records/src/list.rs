@@ -384,9 +384,12 @@ impl Records {
             (true, None, Some(last)) => Some(self.cursor_after(res, params, last)),
             _ => None,
         };
+        // One reading of the clock for the whole page.
+        let now = self.clock().now();
+        let policy = self.policy(res);
         let readable = records
             .iter()
-            .map(|r| self.readable(res, r, identity))
+            .map(|r| ferrobase_access::readable(policy, resource, r, identity, now))
             .collect();
         Ok((
             ListPage {

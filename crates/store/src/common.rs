@@ -81,19 +81,26 @@ pub(crate) fn judge_claim(
 
 /// The column names a resource's table has, in order.
 pub(crate) fn expected_columns(resource: &Resource) -> Vec<String> {
-    let mut cols = vec!["id".to_owned(), "version".to_owned()];
-    if resource.timestamps {
-        cols.push("created_at".into());
-        cols.push("updated_at".into());
-    }
-    cols.extend(
-        resource
-            .fields
-            .iter()
-            .filter(|f| !f.is_many())
-            .map(|f| f.name.clone()),
-    );
-    cols
+    column_names(resource).map(str::to_owned).collect()
+}
+
+/// [`expected_columns`] without allocating them.
+pub(crate) fn column_names(resource: &Resource) -> impl Iterator<Item = &str> {
+    let timestamps: &[&str] = if resource.timestamps {
+        &["created_at", "updated_at"]
+    } else {
+        &[]
+    };
+    ["id", "version"]
+        .into_iter()
+        .chain(timestamps.iter().copied())
+        .chain(
+            resource
+                .fields
+                .iter()
+                .filter(|f| !f.is_many())
+                .map(|f| f.name.as_str()),
+        )
 }
 
 /// RFC 7386 JSON merge patch.

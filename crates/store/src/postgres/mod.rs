@@ -324,14 +324,14 @@ impl crate::RecordStore for PgStore {
     ) -> Fut<'_, Result<Option<Record>, StoreError>> {
         Box::pin(async move {
             let resource = self.resource(res)?;
-            read!(self, c => records::get(c, resource, &id, visible.as_ref()).await)
+            read!(self, c => records::get(c, resource, &id, visible).await)
         })
     }
 
     fn list(&self, res: ResourceId, query: ListQuery) -> Fut<'_, Result<Vec<Record>, StoreError>> {
         Box::pin(async move {
             let resource = self.resource(res)?;
-            read!(self, c => records::select(c, resource, &query).await)
+            read!(self, c => records::select(c, resource, query).await)
         })
     }
 

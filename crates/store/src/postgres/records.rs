@@ -305,9 +305,13 @@ pub(crate) async fn select_joined(
 pub(crate) async fn select(
     conn: &impl Conn,
     resource: &Resource,
-    query: &ListQuery,
+    mut query: ListQuery,
 ) -> Result<Vec<Record>, StoreError> {
-    let stmt = crate::list::pg_build(&statement(resource, query, true)?, query);
+    let filter = query.filter.take();
+    let stmt = crate::list::pg_build(
+        &crate::list::statement_with(resource, &query, filter, true)?,
+        &query,
+    );
     let rows = conn.rows(stmt).await?;
     let mut records = rows
         .iter()
@@ -366,11 +370,11 @@ pub(crate) async fn get(
     conn: &impl Conn,
     resource: &Resource,
     id: &str,
-    visible: Option<&Expr>,
+    visible: Option<Expr>,
 ) -> Result<Option<Record>, StoreError> {
     let table = resource.name.as_str();
     let filter = match visible {
-        Some(v) => id_is(table, id).and(v.clone()),
+        Some(v) => id_is(table, id).and(v),
         None => id_is(table, id),
     };
     let query = ListQuery {
@@ -378,7 +382,7 @@ pub(crate) async fn get(
         limit: 1,
         ..ListQuery::default()
     };
-    Ok(select(conn, resource, &query).await?.pop())
+    Ok(select(conn, resource, query).await?.pop())
 }
 
 /// Whether record `id` satisfies `cond`.
@@ -951,7 +955,7 @@ pub(crate) async fn get_many(
     select(
         conn,
         resource,
-        &ListQuery {
+        ListQuery {
             filter: Some(filter),
             limit,
             ..ListQuery::default()

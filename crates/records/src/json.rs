@@ -130,16 +130,16 @@ fn write_json_value<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 /// Appends `text` as a JSON string, escaped exactly as `serde_json` escapes it (control
 /// characters, `"` and `\`; everything else as is). Text with nothing to escape, nearly
 /// all of it, is copied whole after a check the compiler runs 16 bytes at a time.
-pub fn write_json_str(out: &mut Vec<u8>, text: &str) {
+fn write_json_str(out: &mut Vec<u8>, text: &str) {
     // Branch-free per byte, so that the check of a 16-byte chunk is a few vector
     // instructions (a padded last chunk measured slower than the byte loop).
     let needs_escape = |b: u8| u8::from(b < 0x20) | u8::from(b == b'"') | u8::from(b == b'\\');
-    let (chunks, rest) = text.as_bytes().as_chunks::<16>();
+    let bytes = text.as_bytes();
+    let (chunks, rest) = bytes.as_chunks::<16>();
     let escape = chunks
         .iter()
         .any(|chunk| chunk.iter().fold(0, |any, &b| any | needs_escape(b)) != 0)
         || rest.iter().any(|&b| needs_escape(b) != 0);
-    let bytes = text.as_bytes();
     if escape {
         write_json_value(out, text);
     } else {

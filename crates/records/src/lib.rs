@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
 pub use error::RecordError;
-pub use json::{RecordJson, write_json_str};
+pub use json::RecordJson;
 pub use list::ListPage;
 pub use params::ListParams;
 pub use register::{NewAccount, Registrant};

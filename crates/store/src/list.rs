@@ -394,23 +394,27 @@ pub(crate) fn count_by_statement(
 const RANK: &str = "__rank";
 
 fn quoted(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+    let mut out = String::with_capacity(name.len() + 2);
+    push_quoted(&mut out, name);
+    out
+}
+
+/// Appends `name` as a quoted identifier (`"` doubled inside).
+fn push_quoted(out: &mut String, name: &str) {
+    out.push('"');
+    for c in name.chars() {
+        if c == '"' {
+            out.push('"');
+        }
+        out.push(c);
+    }
+    out.push('"');
 }
 
 /// `"table"."column", ...` over [`expected_columns`]: the columns of a list as one piece
 /// of text, quoted as both builders quote them (one string per statement instead of two
 /// names per column).
 fn select_list(resource: &Resource) -> String {
-    let push_quoted = |out: &mut String, name: &str| {
-        out.push('"');
-        for c in name.chars() {
-            if c == '"' {
-                out.push('"');
-            }
-            out.push(c);
-        }
-        out.push('"');
-    };
     let mut out = String::with_capacity(32 * (resource.fields.len() + 4));
     for (i, column) in crate::common::column_names(resource).enumerate() {
         if i > 0 {
